@@ -1,0 +1,25 @@
+"""Hot loops of scratchvae, fused into single-pass kernels.
+
+Every kernel comes in three implementations with one public entry point:
+
+- a Numba ``@njit(parallel=True, cache=True)`` CPU kernel, for NumPy arrays
+  that are C-contiguous and all float32 or all float64;
+- a ``numba.cuda`` kernel, for CuPy arrays (CuPy is never imported here;
+  the arrays are recognised by their type's module);
+- a ``*_reference`` function in plain ``xp`` (NumPy or CuPy): the obviously
+  right version, used for anything else (strided views, mixed dtypes) and
+  when ``SCRATCHVAE_KERNELS=reference`` is set (benchmarks compare the two).
+
+Tests check each kernel against its reference (and the CUDA kernels under
+``NUMBA_ENABLE_CUDASIM=1``). The dispatch rule lives in
+:mod:`kernels._dispatch`.
+"""
+from .adam import adam_step, adam_step_reference, sgd_step, sgd_step_reference
+from .bce import (bce_with_logits, bce_with_logits_forward,
+                  bce_with_logits_forward_reference, bce_with_logits_reference)
+
+__all__ = [
+    "adam_step", "adam_step_reference", "sgd_step", "sgd_step_reference",
+    "bce_with_logits", "bce_with_logits_reference",
+    "bce_with_logits_forward", "bce_with_logits_forward_reference",
+]

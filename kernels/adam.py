@@ -1,0 +1,249 @@
+"""Fused optimizer updates: Adam and SGD (PyTorch semantics), in place.
+
+Adam (``torch.optim.Adam``; ``weight_decay`` is an L2 term added to the
+gradient, *not* AdamW's decoupled decay). For every element, at step
+``t = 1, 2, ...`` (the count *after* incrementing):
+
+    g    = grad + weight_decay * p                  (only if weight_decay != 0)
+    m    = beta1 * m + (1 - beta1) * g              (first moment, exp_avg)
+    v    = beta2 * v + (1 - beta2) * g * g          (second moment, exp_avg_sq)
+    bc1  = 1 - beta1**t,   bc2 = 1 - beta2**t      (bias corrections)
+    p    = p - (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps)
+
+Note where ``eps`` sits: it is added to ``sqrt(v) / sqrt(bc2)``, i.e. to the
+bias-corrected RMS, exactly as PyTorch does (the Adam paper's
+``sqrt(v_hat) + eps``). ``lr / bc1`` and ``sqrt(bc2)`` are computed once per
+step in float64 and handed to the kernel in the array dtype, again as PyTorch
+does. The kernels write the first moment in PyTorch's ``lerp`` form
+``m + (1 - beta1) * (g - m)``, algebraically the same as above.
+
+SGD (``torch.optim.SGD``), with momentum buffer ``b``:
+
+    g = grad + weight_decay * p                     (only if weight_decay != 0)
+    if momentum != 0:
+        b = g                                       on the first step
+        b = momentum * b + (1 - dampening) * g      afterwards
+        g = g + momentum * b   if nesterov  else  b
+    p = p - lr * g
+
+Each public function updates its arrays in place and returns ``None``. It
+dispatches (see :mod:`kernels._dispatch`) to a Numba CPU kernel (one pass over
+the flattened arrays, no temporaries), a Numba CUDA kernel for CuPy arrays, or
+the ``*_reference`` function written in plain ``xp``.
+"""
+import functools
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from scratchvae.backend import check_float, check_same, get_xp
+
+from ._dispatch import CUDA_THREADS, choose, cuda_grid, cuda_stream, scalar
+
+
+# --------------------------------------------------------------------------
+# Adam
+# --------------------------------------------------------------------------
+
+def _adam_scalars(step, lr, beta1, beta2, eps, weight_decay, dtype):
+    """The per-step scalars of the update, in ``dtype``, in kernel order."""
+    step_size = lr / (1.0 - beta1 ** step)
+    bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
+    values = (1.0 - beta1, beta2, 1.0 - beta2, step_size, bc2_sqrt, eps, weight_decay)
+    return tuple(scalar(s, dtype) for s in values)
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _adam_cpu(p, g, m, v, w1, beta2, w2, step_size, bc2_sqrt, eps, weight_decay):
+    """Numba CPU kernel on 1-D views; scalars already in the array dtype."""
+    for i in prange(p.size):
+        gi = g[i]
+        if weight_decay != 0:
+            gi = gi + weight_decay * p[i]
+        mi = m[i] + w1 * (gi - m[i])
+        vi = v[i] * beta2 + w2 * gi * gi
+        m[i] = mi
+        v[i] = vi
+        denom = np.sqrt(vi) / bc2_sqrt + eps
+        p[i] = p[i] - step_size * (mi / denom)
+
+
+def adam_step_reference(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2,
+                        eps, weight_decay=0.0):
+    """Adam update written in plain ``xp`` (allocates temporaries)."""
+    xp = get_xp(param)
+    bc1 = 1.0 - beta1 ** step
+    bc2 = 1.0 - beta2 ** step
+    if weight_decay != 0:
+        grad = grad + weight_decay * param
+    exp_avg *= beta1
+    exp_avg += (1.0 - beta1) * grad
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1.0 - beta2) * grad * grad
+    denom = xp.sqrt(exp_avg_sq) / math.sqrt(bc2) + eps
+    param -= (lr / bc1) * (exp_avg / denom)
+
+
+def adam_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
+              weight_decay=0.0):
+    """One Adam step, updating ``param``, ``exp_avg``, ``exp_avg_sq`` in place.
+
+    All four arrays have one shape and one float dtype. ``step`` is the
+    1-based step count (already incremented), used for bias correction.
+    """
+    check_float("adam_step", "param", param)
+    check_same("adam_step", "param", param, "grad", grad)
+    check_same("adam_step", "param", param, "exp_avg", exp_avg)
+    check_same("adam_step", "param", param, "exp_avg_sq", exp_avg_sq)
+    if int(step) != step or step < 1:
+        raise ValueError(f"adam_step: expected step to be an integer >= 1, got {step!r}")
+    impl = choose(param, grad, exp_avg, exp_avg_sq)
+    if impl == "reference":
+        adam_step_reference(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2,
+                            eps, weight_decay)
+        return
+    scalars = _adam_scalars(step, lr, beta1, beta2, eps, weight_decay, param.dtype)
+    flat = [a.reshape(-1) for a in (param, grad, exp_avg, exp_avg_sq)]  # views
+    if impl == "cpu":
+        _adam_cpu(*flat, *scalars)
+    else:
+        _adam_cuda(*flat, *scalars)
+
+
+# --------------------------------------------------------------------------
+# SGD
+# --------------------------------------------------------------------------
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _sgd_cpu(p, g, buf, lr, momentum, w_damp, weight_decay, nesterov, first_step,
+             use_momentum):
+    """Numba CPU kernel on 1-D views; ``buf`` is unused when not use_momentum."""
+    for i in prange(p.size):
+        d = g[i]
+        if weight_decay != 0:
+            d = d + weight_decay * p[i]
+        if use_momentum:
+            if first_step:
+                b = d
+            else:
+                b = buf[i] * momentum + w_damp * d
+            buf[i] = b
+            if nesterov:
+                d = d + momentum * b
+            else:
+                d = b
+        p[i] = p[i] - lr * d
+
+
+def sgd_step_reference(param, grad, buf, lr, momentum=0.0, dampening=0.0,
+                       weight_decay=0.0, nesterov=False, first_step=False):
+    """SGD update written in plain ``xp`` (allocates temporaries)."""
+    d = grad
+    if weight_decay != 0:
+        d = d + weight_decay * param
+    if momentum != 0:
+        if first_step:
+            buf[...] = d
+        else:
+            buf *= momentum
+            buf += (1.0 - dampening) * d
+        d = d + momentum * buf if nesterov else buf
+    param -= lr * d
+
+
+def sgd_step(param, grad, buf, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
+             nesterov=False, first_step=False):
+    """One SGD step, updating ``param`` (and ``buf`` if momentum) in place.
+
+    ``buf`` is the momentum buffer, same shape/dtype as ``param``; it may be
+    ``None`` when ``momentum == 0``. On ``first_step`` its old contents are
+    ignored and it is set to the (weight-decayed) gradient, as in PyTorch.
+    """
+    check_float("sgd_step", "param", param)
+    check_same("sgd_step", "param", param, "grad", grad)
+    if momentum != 0:
+        if buf is None:
+            raise ValueError("sgd_step: expected a momentum buffer when momentum != 0, got None")
+        check_same("sgd_step", "param", param, "buf", buf)
+    if nesterov and (momentum <= 0 or dampening != 0):
+        raise ValueError("sgd_step: Nesterov momentum requires momentum > 0 and dampening == 0")
+    use_momentum = momentum != 0
+    impl = choose(param, grad, buf if use_momentum else None)
+    if impl == "reference":
+        sgd_step_reference(param, grad, buf, lr, momentum, dampening, weight_decay,
+                           nesterov, first_step)
+        return
+    xp = get_xp(param)
+    dt = param.dtype
+    flat_p, flat_g = param.reshape(-1), grad.reshape(-1)
+    flat_b = buf.reshape(-1) if use_momentum else xp.empty(0, dtype=dt)
+    args = (flat_p, flat_g, flat_b, scalar(lr, dt), scalar(momentum, dt),
+            scalar(1.0 - dampening, dt), scalar(weight_decay, dt),
+            bool(nesterov), bool(first_step), use_momentum)
+    if impl == "cpu":
+        _sgd_cpu(*args)
+    else:
+        _sgd_cuda(*args)
+
+
+# --------------------------------------------------------------------------
+# CUDA versions (built on first use, so numba.cuda is imported only then)
+# --------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def _cuda_kernels():
+    # numba.cuda is bound as a module *global*, not a local: the CUDA simulator
+    # (NUMBA_ENABLE_CUDASIM=1, used by the tests) replaces the global `cuda`
+    # seen by a kernel with its fake module.
+    global cuda
+    from numba import cuda
+
+    @cuda.jit
+    def adam_kernel(p, g, m, v, w1, beta2, w2, step_size, bc2_sqrt, eps, weight_decay):
+        # grid-stride loop: thread i handles i, i + gridsize, ...
+        for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+            gi = g[i]
+            if weight_decay != 0:
+                gi = gi + weight_decay * p[i]
+            mi = m[i] + w1 * (gi - m[i])
+            vi = v[i] * beta2 + w2 * gi * gi
+            m[i] = mi
+            v[i] = vi
+            denom = math.sqrt(vi) / bc2_sqrt + eps
+            p[i] = p[i] - step_size * (mi / denom)
+
+    @cuda.jit
+    def sgd_kernel(p, g, buf, lr, momentum, w_damp, weight_decay, nesterov, first_step,
+                   use_momentum):
+        for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+            d = g[i]
+            if weight_decay != 0:
+                d = d + weight_decay * p[i]
+            if use_momentum:
+                if first_step:
+                    b = d
+                else:
+                    b = buf[i] * momentum + w_damp * d
+                buf[i] = b
+                if nesterov:
+                    d = d + momentum * b
+                else:
+                    d = b
+            p[i] = p[i] - lr * d
+
+    return adam_kernel, sgd_kernel
+
+
+def _adam_cuda(p, g, m, v, *scalars):
+    """Launch the CUDA Adam kernel on 1-D device arrays (CuPy, or NumPy under cudasim)."""
+    if p.size:
+        kernel = _cuda_kernels()[0]
+        kernel[cuda_grid(p.size), CUDA_THREADS, cuda_stream(p)](p, g, m, v, *scalars)
+
+
+def _sgd_cuda(p, g, buf, *scalars):
+    """Launch the CUDA SGD kernel on 1-D device arrays."""
+    if p.size:
+        kernel = _cuda_kernels()[1]
+        kernel[cuda_grid(p.size), CUDA_THREADS, cuda_stream(p)](p, g, buf, *scalars)

@@ -1,0 +1,166 @@
+"""Checkpoints and run files, written atomically.
+
+Every file is written to a temporary file in the same directory, flushed to
+disk, then renamed over the target with ``os.replace`` (atomic on POSIX). A
+crash mid-write leaves the previous version intact, never a torn file.
+
+A checkpoint is one ``.npz``: model parameters under ``model/<name>``,
+optimiser arrays under ``optim/<key>/<index>``, and everything else (epoch,
+random-generator states, optimiser scalars) as JSON under ``meta``.
+"""
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+CHECKPOINT = "checkpoint.npz"
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or run directory that cannot be used."""
+
+
+def _fsync_dir(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, write):
+    """Call ``write(fileobj)`` on a temp file, then rename it to ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path), suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+def atomic_write_text(path, text):
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_json(path, obj):
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise CheckpointError(f"expected a file {path}, but it does not exist") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+
+
+# --------------------------------------------------------------------------
+# metrics.jsonl: one JSON object per epoch
+# --------------------------------------------------------------------------
+
+def append_jsonl(path, record):
+    """Append one line with a single write, then fsync."""
+    line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_jsonl(path):
+    """All complete records of a JSON-lines file (a torn last line is ignored)."""
+    if not os.path.exists(path):
+        return []
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break  # an append cut short by a crash
+            records.append(json.loads(line))
+    return records
+
+
+def truncate_jsonl(path, keep):
+    """Atomically rewrite a JSON-lines file keeping the records where keep(r)."""
+    records = [r for r in read_jsonl(path) if keep(r)]
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+
+
+# --------------------------------------------------------------------------
+# checkpoint.npz
+# --------------------------------------------------------------------------
+
+def save_checkpoint(path, model_state, optim_state, meta):
+    """Atomically write model and optimiser state plus JSON-able ``meta``.
+
+    ``optim_state`` maps keys to scalars, arrays or lists of arrays/None.
+    """
+    arrays = {f"model/{k}": np.asarray(v) for k, v in model_state.items()}
+    optim_scalars = {}
+    for key, value in optim_state.items():
+        if isinstance(value, (list, tuple)):
+            optim_scalars[key] = {"list": len(value)}
+            for i, a in enumerate(value):
+                if a is not None:
+                    arrays[f"optim/{key}/{i}"] = np.asarray(a)
+        elif isinstance(value, np.ndarray):
+            optim_scalars[key] = {"array": True}
+            arrays[f"optim/{key}"] = value
+        else:
+            optim_scalars[key] = {"value": value}
+    header = {"meta": meta, "optim": optim_scalars, "format": 1}
+    arrays["meta"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def load_checkpoint(path):
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Returns ``(model_state, optim_state, meta)``. A missing, truncated or
+    foreign file raises :class:`CheckpointError` naming the file.
+    """
+    if os.path.isdir(path):
+        path = os.path.join(path, CHECKPOINT)
+    if not os.path.exists(path):
+        raise CheckpointError(f"no checkpoint at {path}: expected a file written by "
+                              f"`python -m scratchvae train --out DIR` (DIR/{CHECKPOINT})")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {e}") from None
+    if "meta" not in data:
+        raise CheckpointError(f"{path} is not a scratchvae checkpoint (no 'meta' entry)")
+    try:
+        header = json.loads(bytes(data.pop("meta")).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"checkpoint {path} has an unreadable header: {e}") from None
+    model_state = {k[len("model/"):]: v for k, v in data.items() if k.startswith("model/")}
+    optim_state = {}
+    for key, desc in header["optim"].items():
+        if "list" in desc:
+            optim_state[key] = [data.get(f"optim/{key}/{i}") for i in range(desc["list"])]
+        elif "array" in desc:
+            optim_state[key] = data[f"optim/{key}"]
+        else:
+            optim_state[key] = desc["value"]
+    return model_state, optim_state, header["meta"]

@@ -1,0 +1,233 @@
+"""Command line: ``python -m scratchvae {train,evaluate,gradcheck,data}``.
+
+Bad arguments get argparse's message and exit code 2; a run that fails
+(missing data, a diverged loss, an unreadable checkpoint) prints one clear
+line on stderr and exits with code 1.
+"""
+import argparse
+import json
+import os
+import sys
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _nonneg_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+    return value
+
+
+def _nonneg_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def build_parser():
+    from .models import LIKELIHOODS, MODELS
+
+    parser = argparse.ArgumentParser(
+        prog="python -m scratchvae",
+        description="scratchvae: variational autoencoders with hand-derived backward passes "
+                    "on NumPy/CuPy.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    # train ---------------------------------------------------------------------
+    t = sub.add_parser(
+        "train", help="train a model on MNIST / Fashion-MNIST with a progress bar",
+        description="Train a model. After each epoch prints the train loss and the test "
+                    "negative ELBO, appends them to OUT/metrics.jsonl and writes "
+                    "OUT/checkpoint.npz and OUT/config.json atomically.")
+    t.add_argument("--model", choices=sorted(MODELS), default="mlp-vae")
+    t.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
+    t.add_argument("--epochs", type=_positive_int, default=None,
+                   help="number of epochs (default 10; with --resume, the new total)")
+    t.add_argument("--batch-size", type=_positive_int, default=128)
+    t.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate (default 1e-3)")
+    t.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    t.add_argument("--momentum", type=_nonneg_float, default=0.9, help="SGD momentum")
+    t.add_argument("--weight-decay", type=_nonneg_float, default=0.0)
+    t.add_argument("--clip-grad-norm", type=_nonneg_float, default=0.0, metavar="MAX",
+                   help="clip gradients to this global L2 norm (0: off)")
+    t.add_argument("--seed", type=_nonneg_int, default=0)
+    t.add_argument("--latent-dim", type=_nonneg_int, default=0, metavar="Z",
+                   help="latent dimension (default: the model's, 20 for mlp-vae)")
+    t.add_argument("--likelihood", choices=list(LIKELIHOODS), default="bernoulli")
+    t.add_argument("--gaussian-variance", type=_positive_float, default=1.0, metavar="LAMBDA",
+                   help="variance of the fixed-variance Gaussian likelihood")
+    t.add_argument("--beta", type=_nonneg_float, default=1.0, help="weight of the KL term")
+    t.add_argument("--samples", type=_positive_int, default=1, dest="n_samples", metavar="L",
+                   help="z samples per image (default 1)")
+    t.add_argument("--binarize", action="store_true",
+                   help="dynamic binarisation: each pixel drawn as Bernoulli(intensity) per batch")
+    t.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    t.add_argument("--train-limit", type=_nonneg_int, default=0, metavar="N",
+                   help="use only the first N training images (0: all)")
+    t.add_argument("--test-limit", type=_nonneg_int, default=0, metavar="N",
+                   help="use only the first N test images (0: all)")
+    _add_data_args(t)
+    t.add_argument("--out", default="runs/run", metavar="DIR", help="run directory (default runs/run)")
+    t.add_argument("--resume", metavar="DIR",
+                   help="continue the run in DIR from its last checkpoint (its config is reused; "
+                        "--epochs may raise the number of epochs)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    # evaluate ------------------------------------------------------------------
+    e = sub.add_parser("evaluate", help="test metrics of a trained run",
+                       description="Recompute a run's test negative ELBO, reconstruction and KL.")
+    e.add_argument("--checkpoint", required=True, metavar="DIR",
+                   help="run directory written by train (config.json + checkpoint.npz)")
+    e.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+
+    # gradcheck -----------------------------------------------------------------
+    g = sub.add_parser("gradcheck", help="finite-difference check of every op, loss and model",
+                       description="Compare every hand-written backward with float64 central "
+                                   "differences; exit code 1 if any check fails.")
+    g.add_argument("--json", action="store_true", help="print a JSON list of results")
+    g.add_argument("--only", metavar="TEXT", help="run only the checks whose name contains TEXT")
+    g.add_argument("--seed", type=_nonneg_int, default=0)
+
+    # data ------------------------------------------------------------------------
+    d = sub.add_parser("data", help="locate, verify or download a data set",
+                       description="Show where a data set is found (and verify its checksums), "
+                                   "or download it with --download.")
+    d.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
+    d.add_argument("--data-dir", metavar="DIR", default="")
+    d.add_argument("--download", action="store_true", help="download it if it is missing")
+    return parser
+
+
+def _add_data_args(p):
+    p.add_argument("--data-dir", metavar="DIR", default="",
+                   help="directory holding <dataset>/*.gz (else $SCRATCHVAE_DATA, the cache, "
+                        "/usr/share/datasets)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--download", action="store_const", const="yes", dest="download",
+                       default="auto", help="require the full data set, downloading it if missing")
+    group.add_argument("--offline", action="store_const", const="no", dest="download",
+                       help="never use the network")
+    group.add_argument("--sample", action="store_true", dest="use_sample",
+                       help="use the small MNIST sample bundled with the package")
+
+
+def _cmd_train(args):
+    from . import checkpoints as ckpt
+    from .train import TrainConfig, train
+
+    if args.resume:
+        config = TrainConfig.from_dict(ckpt.read_json(os.path.join(args.resume, ckpt.CONFIG)))
+        if args.epochs is not None:
+            config.epochs = args.epochs
+        out = args.resume
+    else:
+        config = TrainConfig(
+            model=args.model, dataset=args.dataset, epochs=args.epochs or 10,
+            batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+            momentum=args.momentum, weight_decay=args.weight_decay,
+            clip_grad_norm=args.clip_grad_norm, seed=args.seed, latent_dim=args.latent_dim,
+            likelihood=args.likelihood, gaussian_variance=args.gaussian_variance,
+            beta=args.beta, n_samples=args.n_samples, binarize=args.binarize,
+            device=args.device, train_limit=args.train_limit, test_limit=args.test_limit,
+            data_dir=args.data_dir, download=args.download, use_sample=args.use_sample)
+        out = args.out
+    train(config, out, resume=bool(args.resume), progress=not args.no_progress)
+    print(f"run saved in {out}")
+    return 0
+
+
+def _cmd_evaluate(args):
+    from .train import evaluate_run
+
+    result = evaluate_run(args.checkpoint, device=args.device,
+                          log=(lambda *a: print(*a, file=sys.stderr)) if args.json else print)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        for key, value in result.items():
+            print(f"{key:12s} {value:.4f}" if isinstance(value, float) else f"{key:12s} {value}")
+    return 0
+
+
+def _cmd_gradcheck(args):
+    from .checks import run_checks
+
+    results = run_checks(seed=args.seed, only=args.only)
+    if not results:
+        print(f"no check matches {args.only!r}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=1))
+    else:
+        width = max(len(r.name) for r in results)
+        for r in results:
+            print(f"{r.name:{width}s}  {r.max_error:9.2e}  (tol {r.tol:.0e})  "
+                  f"{'pass' if r.passed else 'FAIL'}")
+        failed = sum(not r.passed for r in results)
+        print(f"{len(results) - failed} passed, {failed} failed")
+    return 0 if all(r.passed for r in results) else 1
+
+
+def _cmd_data(args):
+    from . import data
+
+    directory, looked = data.locate_dataset(args.dataset, args.data_dir or None)
+    if directory is None and args.download:
+        directory = data.download_dataset(args.dataset)
+    if directory is None:
+        print(f"{args.dataset} not found; looked in:", *looked, sep="\n  ")
+        print("get it with `python -m scratchvae data --download`, or point --data-dir / "
+              "$SCRATCHVAE_DATA at a directory holding it")
+        return 1
+    ds = data.load_dataset(args.dataset, data_dir=directory, download=False, allow_sample=False)
+    print(f"{args.dataset}: {len(ds.train_labels)} train / {len(ds.test_labels)} test images, "
+          f"checksums verified, in {ds.source}")
+    return 0
+
+
+COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "gradcheck": _cmd_gradcheck,
+            "data": _cmd_data}
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .checkpoints import CheckpointError
+    from .data import DataError, DataNotFoundError
+    from .train import TrainingDiverged
+
+    try:
+        return COMMANDS[args.command](args)
+    except (DataError, DataNotFoundError, CheckpointError, TrainingDiverged) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint written is intact", file=sys.stderr)
+        return 130

@@ -1,0 +1,133 @@
+"""Parameters and the Module base class.
+
+A :class:`Module` is a thin object around functional op pairs
+(``scratchvae.ops``): ``forward`` calls the op's forward and keeps its cache;
+``backward`` hands the upstream gradient and that cache to the op's backward,
+returns the gradient w.r.t. the input and accumulates the parameter
+gradients into ``Parameter.grad``.
+
+There is no tape. A model's backward calls its modules' ``backward`` in
+reverse order, explicitly, so the reader can follow the gradient by eye.
+"""
+import numpy as np
+
+from ..backend import get_xp, to_device, to_numpy
+
+
+class Parameter:
+    """A trainable array and its accumulated gradient.
+
+    ``grad`` is ``None`` until the first backward after :meth:`zero_grad`
+    (PyTorch's ``set_to_none`` behaviour): the first contribution is stored
+    as is, later ones are added. This saves a zero-fill and an add per step.
+    """
+
+    def __init__(self, data):
+        self.data = data
+        self.grad = None
+
+    def accumulate(self, g):
+        if self.grad is None:
+            self.grad = g
+        else:
+            self.grad += g
+
+    def zero_grad(self):
+        self.grad = None
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def size(self):
+        return self.data.size
+
+    def __repr__(self):
+        return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype})"
+
+
+class Module:
+    """Base class: holds parameters and sub-modules as plain attributes.
+
+    Sub-classes implement ``forward(x)`` and ``backward(dout)``. Parameters
+    are discovered by walking the instance's attributes in definition order
+    (Parameters, Modules, and lists of Modules), which gives stable dotted
+    names such as ``encoder.layers.0.weight``.
+    """
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, dout):
+        raise NotImplementedError
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # -- parameter bookkeeping -------------------------------------------------
+    def named_parameters(self, prefix=""):
+        for key, value in vars(self).items():
+            if isinstance(value, Parameter):
+                yield prefix + key, value
+            elif isinstance(value, Module):
+                yield from value.named_parameters(prefix + key + ".")
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, Module):
+                        yield from item.named_parameters(f"{prefix}{key}.{i}.")
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def num_parameters(self):
+        return int(sum(p.size for p in self.parameters()))
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.zero_grad()
+
+    @property
+    def xp(self):
+        params = self.parameters()
+        return get_xp(params[0].data) if params else np
+
+    @property
+    def dtype(self):
+        params = self.parameters()
+        return params[0].data.dtype if params else np.dtype(np.float32)
+
+    def astype(self, dtype):
+        """Cast every parameter to ``dtype`` in place (e.g. float64 for checks)."""
+        for p in self.parameters():
+            p.data = p.data.astype(dtype)
+            p.grad = None
+        return self
+
+    def to(self, xp):
+        """Move every parameter to the array module ``xp`` (numpy or cupy)."""
+        for p in self.parameters():
+            p.data = to_device(p.data, xp)
+            p.grad = None
+        return self
+
+    # -- (de)serialisation -----------------------------------------------------
+    def state_dict(self):
+        """Parameters as host NumPy arrays, keyed by dotted name."""
+        return {name: to_numpy(p.data).copy() for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state):
+        """Copy arrays into the parameters; names, shapes and dtypes must match."""
+        own = dict(self.named_parameters())
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise ValueError(f"load_state_dict: parameter names do not match; "
+                             f"missing {missing}, unexpected {unexpected}")
+        for name, p in own.items():
+            arr = state[name]
+            if tuple(arr.shape) != tuple(p.data.shape):
+                raise ValueError(f"load_state_dict: expected {name} of shape "
+                                 f"{tuple(p.data.shape)}, got {tuple(arr.shape)}")
+            p.data = to_device(np.asarray(arr), get_xp(p.data)).astype(p.data.dtype)
+            p.grad = None

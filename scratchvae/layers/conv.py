@@ -1,0 +1,90 @@
+"""Convolution modules around the op pairs of scratchvae/ops/conv.py.
+
+Layouts, initialisation and output sizes are PyTorch's (``nn.Conv2d``,
+``nn.ConvTranspose2d`` without groups or dilation). Derivations live in the
+op docstrings.
+
+``input_grad``: set it to False on a module whose input needs no gradient
+(the first layer of a network, fed with data); its backward then skips the
+input-gradient product and returns None.
+"""
+import numpy as np
+
+from ..ops.conv import (as_pair, conv2d_backward, conv2d_forward, conv2d_init,
+                        conv_transpose2d_backward, conv_transpose2d_forward,
+                        conv_transpose2d_init)
+from .base import Module, Parameter
+
+
+class Conv2d(Module):
+    """y = conv2d(x; W) + b with W (out, in, KH, KW) and b (out,)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 bias=True, rng=None, dtype=np.float32):
+        rng = np.random.default_rng() if rng is None else rng
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = as_pair("Conv2d", "kernel_size", kernel_size, 1)
+        self.stride = as_pair("Conv2d", "stride", stride, 1)
+        self.padding = as_pair("Conv2d", "padding", padding, 0)
+        W, b = conv2d_init(rng, in_channels, out_channels, self.kernel_size, dtype, bias)
+        self.weight = Parameter(W)
+        self.bias = Parameter(b) if bias else None
+        self.input_grad = True
+        self.cache = None
+
+    def forward(self, x):
+        y, self.cache = conv2d_forward(x, self.weight.data,
+                                       None if self.bias is None else self.bias.data,
+                                       self.stride, self.padding)
+        return y
+
+    def backward(self, dy):
+        dx, dW, db = conv2d_backward(dy, self.cache, need_dx=self.input_grad)
+        self.weight.accumulate(dW)
+        if self.bias is not None:
+            self.bias.accumulate(db)
+        return dx
+
+    def __repr__(self):
+        return (f"Conv2d({self.in_channels}, {self.out_channels}, "
+                f"kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, bias={self.bias is not None})")
+
+
+class ConvTranspose2d(Module):
+    """y = conv_transpose2d(x; W) + b with W (in, out, KH, KW) and b (out,)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, bias=True, rng=None, dtype=np.float32):
+        rng = np.random.default_rng() if rng is None else rng
+        op = "ConvTranspose2d"
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = as_pair(op, "kernel_size", kernel_size, 1)
+        self.stride = as_pair(op, "stride", stride, 1)
+        self.padding = as_pair(op, "padding", padding, 0)
+        self.output_padding = as_pair(op, "output_padding", output_padding, 0)
+        W, b = conv_transpose2d_init(rng, in_channels, out_channels, self.kernel_size,
+                                     dtype, bias)
+        self.weight = Parameter(W)
+        self.bias = Parameter(b) if bias else None
+        self.input_grad = True
+        self.cache = None
+
+    def forward(self, x):
+        y, self.cache = conv_transpose2d_forward(
+            x, self.weight.data, None if self.bias is None else self.bias.data,
+            self.stride, self.padding, self.output_padding)
+        return y
+
+    def backward(self, dy):
+        dx, dW, db = conv_transpose2d_backward(dy, self.cache, need_dx=self.input_grad)
+        self.weight.accumulate(dW)
+        if self.bias is not None:
+            self.bias.accumulate(db)
+        return dx
+
+    def __repr__(self):
+        return (f"ConvTranspose2d({self.in_channels}, {self.out_channels}, "
+                f"kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, output_padding={self.output_padding}, "
+                f"bias={self.bias is not None})")

@@ -1,0 +1,166 @@
+"""Modules around the dense, activation and shape ops.
+
+Each module's forward keeps the op's cache on ``self.cache``; backward hands
+it back to the op. Derivations live in the op docstrings (scratchvae/ops).
+"""
+import numpy as np
+
+from ..ops import activations as A
+from ..ops import shape as S
+from ..ops.linear import linear_backward, linear_forward, linear_init
+from .base import Module, Parameter
+
+
+class Linear(Module):
+    """y = x W^T + b with W of shape (out, in), initialised as PyTorch does."""
+
+    def __init__(self, in_features, out_features, bias=True, rng=None, dtype=np.float32):
+        rng = np.random.default_rng() if rng is None else rng
+        W, b = linear_init(rng, in_features, out_features, dtype, bias)
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = Parameter(W)
+        self.bias = Parameter(b) if bias else None
+        self.cache = None
+
+    def forward(self, x):
+        y, self.cache = linear_forward(x, self.weight.data,
+                                       None if self.bias is None else self.bias.data)
+        return y
+
+    def backward(self, dy):
+        dx, dW, db = linear_backward(dy, self.cache)
+        self.weight.accumulate(dW)
+        if self.bias is not None:
+            self.bias.accumulate(db)
+        return dx
+
+    def __repr__(self):
+        return f"Linear({self.in_features}, {self.out_features})"
+
+
+class _Activation(Module):
+    """An elementwise op pair without parameters."""
+
+    _forward = _backward = None
+
+    def __init__(self):
+        self.cache = None
+
+    def forward(self, x):
+        y, self.cache = type(self)._forward(x)
+        return y
+
+    def backward(self, dy):
+        return type(self)._backward(dy, self.cache)
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class ReLU(_Activation):
+    _forward, _backward = A.relu_forward, A.relu_backward
+
+
+class Sigmoid(_Activation):
+    _forward, _backward = A.sigmoid_forward, A.sigmoid_backward
+
+
+class Tanh(_Activation):
+    _forward, _backward = A.tanh_forward, A.tanh_backward
+
+
+class LeakyReLU(Module):
+    def __init__(self, negative_slope=0.01):
+        self.negative_slope = negative_slope
+        self.cache = None
+
+    def forward(self, x):
+        y, self.cache = A.leaky_relu_forward(x, self.negative_slope)
+        return y
+
+    def backward(self, dy):
+        return A.leaky_relu_backward(dy, self.cache)
+
+    def __repr__(self):
+        return f"LeakyReLU({self.negative_slope})"
+
+
+class Flatten(Module):
+    """(N, d1, d2, ...) -> (N, d1*d2*...)."""
+
+    def __init__(self):
+        self.cache = None
+
+    def forward(self, x):
+        y, self.cache = S.flatten_forward(x)
+        return y
+
+    def backward(self, dy):
+        return S.flatten_backward(dy, self.cache)
+
+    def __repr__(self):
+        return "Flatten()"
+
+
+class Reshape(Module):
+    """(N, ...) -> (N, *shape)."""
+
+    def __init__(self, *shape):
+        self.shape = tuple(shape)
+        self.cache = None
+
+    def forward(self, x):
+        y, self.cache = S.reshape_forward(x, self.shape)
+        return y
+
+    def backward(self, dy):
+        return S.reshape_backward(dy, self.cache)
+
+    def __repr__(self):
+        return f"Reshape{self.shape}"
+
+
+class Concat(Module):
+    """Concatenate a list of arrays along ``axis``; backward returns a list."""
+
+    def __init__(self, axis=1):
+        self.axis = axis
+        self.cache = None
+
+    def forward(self, xs):
+        y, self.cache = S.concat_forward(list(xs), self.axis)
+        return y
+
+    def backward(self, dy):
+        return S.concat_backward(dy, self.cache)
+
+    def __repr__(self):
+        return f"Concat(axis={self.axis})"
+
+
+class Sequential(Module):
+    """Modules applied in order; backward visits them in reverse order."""
+
+    def __init__(self, *layers):
+        self.layers = list(layers)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dy):
+        for layer in reversed(self.layers):
+            dy = layer.backward(dy)
+        return dy
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __repr__(self):
+        inner = "\n".join(f"  ({i}) {layer!r}".replace("\n", "\n  ")
+                          for i, layer in enumerate(self.layers))
+        return f"Sequential(\n{inner}\n)"

@@ -1,0 +1,9 @@
+"""Functional op pairs: ``*_forward(...) -> (out, cache)`` and
+``*_backward(dout, cache) -> gradients``, each derived in its docstring.
+
+- linear.py       Linear (y = x W^T + b)
+- activations.py  ReLU, LeakyReLU, Sigmoid, Tanh
+- shape.py        Flatten, Reshape, Concat
+- sampler.py      reparameterised Gaussian sampler z = mu + exp(logvar/2) eps
+- conv.py         Conv2d and ConvTranspose2d (im2col / col2im)
+"""

@@ -1,0 +1,68 @@
+"""Elementwise activations. Each backward multiplies the upstream gradient
+by the derivative f'(x), written in terms of whatever the forward cached.
+
+Shapes: any; the output has the input's shape.
+"""
+from ..backend import check_float, check_same, get_xp
+
+
+def relu_forward(x):
+    """y = max(x, 0).  Caches y (y > 0 exactly where x > 0)."""
+    check_float("ReLU", "input", x)
+    y = get_xp(x).maximum(x, 0)
+    return y, y
+
+
+def relu_backward(dy, y):
+    """dx = dy * 1[x > 0]; the kink at 0 gets derivative 0 (PyTorch's choice)."""
+    check_same("ReLU.backward", "output", y, "upstream gradient", dy)
+    return get_xp(dy).where(y > 0, dy, 0)
+
+
+def leaky_relu_forward(x, negative_slope=0.01):
+    """y = x if x > 0 else a x.  Caches the mask x > 0 and the slope a."""
+    check_float("LeakyReLU", "input", x)
+    positive = x > 0
+    y = get_xp(x).where(positive, x, negative_slope * x)
+    return y, (positive, negative_slope)
+
+
+def leaky_relu_backward(dy, cache):
+    """dx = dy * (1 if x > 0 else a)."""
+    positive, slope = cache
+    if dy.shape != positive.shape:
+        raise ValueError(f"LeakyReLU.backward: expected upstream gradient of shape "
+                         f"{tuple(positive.shape)}, got {tuple(dy.shape)}")
+    return get_xp(dy).where(positive, dy, slope * dy)
+
+
+def sigmoid_forward(x):
+    """y = 1 / (1 + exp(-x)), computed without overflow.  Caches y.
+
+    For x >= 0 use 1 / (1 + e^-x); for x < 0 use e^x / (1 + e^x): the
+    exponent is never positive, so exp never overflows.
+    """
+    check_float("Sigmoid", "input", x)
+    xp = get_xp(x)
+    e = xp.exp(-xp.abs(x))
+    y = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    return y, y
+
+
+def sigmoid_backward(dy, y):
+    """sigma'(x) = sigma(x) (1 - sigma(x)), so dx = dy * y (1 - y)."""
+    check_same("Sigmoid.backward", "output", y, "upstream gradient", dy)
+    return dy * y * (1 - y)
+
+
+def tanh_forward(x):
+    """y = tanh(x).  Caches y."""
+    check_float("Tanh", "input", x)
+    y = get_xp(x).tanh(x)
+    return y, y
+
+
+def tanh_backward(dy, y):
+    """tanh'(x) = 1 - tanh(x)^2, so dx = dy * (1 - y^2)."""
+    check_same("Tanh.backward", "output", y, "upstream gradient", dy)
+    return dy * (1 - y * y)

@@ -1,0 +1,49 @@
+"""Linear (fully connected) op: y = x W^T + b, PyTorch weight layout.
+
+Shapes: x (N, in), W (out, in), b (out,), y (N, out).
+"""
+from ..backend import check_float, check_shape
+
+
+def linear_forward(x, W, b=None):
+    """y[n, o] = sum_i x[n, i] W[o, i] + b[o].  Returns ``(y, cache)``."""
+    out_features, in_features = W.shape
+    check_shape("Linear", "input", x, (None, in_features))
+    check_float("Linear", "input", x, W.dtype)
+    y = x @ W.T
+    if b is not None:
+        y += b
+    return y, (x, W)
+
+
+def linear_backward(dy, cache):
+    """Gradients of a scalar loss L given dy = dL/dy, shape (N, out).
+
+    From y[n, o] = sum_i x[n, i] W[o, i] + b[o]:
+
+    - dL/dx[n, i] = sum_o dy[n, o] W[o, i]   ->  dx = dy W
+    - dL/dW[o, i] = sum_n dy[n, o] x[n, i]   ->  dW = dy^T x
+    - dL/db[o]    = sum_n dy[n, o]           ->  db = dy summed over rows
+
+    Returns ``(dx, dW, db)``.
+    """
+    x, W = cache
+    check_shape("Linear.backward", "upstream gradient", dy, (x.shape[0], W.shape[0]))
+    dx = dy @ W
+    dW = dy.T @ x
+    db = dy.sum(axis=0)
+    return dx, dW, db
+
+
+def linear_init(rng, in_features, out_features, dtype, bias=True):
+    """PyTorch's default ``nn.Linear`` initialisation.
+
+    ``kaiming_uniform_(a=sqrt(5))`` on W reduces to U(-1/sqrt(in), 1/sqrt(in));
+    the bias is drawn from the same interval. ``rng`` is a NumPy generator:
+    parameters are created on the host and moved to a device afterwards, so
+    the initial weights do not depend on the device.
+    """
+    bound = 1.0 / in_features ** 0.5
+    W = rng.uniform(-bound, bound, size=(out_features, in_features)).astype(dtype)
+    b = rng.uniform(-bound, bound, size=(out_features,)).astype(dtype) if bias else None
+    return W, b

@@ -1,0 +1,70 @@
+"""Shape ops: no arithmetic, so each backward only undoes the rearrangement.
+
+A reshape moves no numbers, hence dL/dx is dL/dy read back in x's shape;
+a concatenation copies blocks, hence dL/dx_k is the matching block of dL/dy.
+"""
+from ..backend import get_xp
+
+
+def flatten_forward(x):
+    """(N, d1, d2, ...) -> (N, d1*d2*...).  Caches the input shape."""
+    if x.ndim < 1:
+        raise ValueError(f"Flatten: expected an input with a batch axis, got shape {tuple(x.shape)}")
+    return x.reshape(x.shape[0], -1), x.shape
+
+
+def flatten_backward(dy, in_shape):
+    """dx = dy reshaped to the input shape."""
+    return dy.reshape(in_shape)
+
+
+def reshape_forward(x, shape):
+    """(N, ...) -> (N, *shape); the batch axis is kept.  Caches the input shape."""
+    per_sample = 1
+    for s in x.shape[1:]:
+        per_sample *= s
+    target = 1
+    for s in shape:
+        target *= s
+    if x.ndim < 1 or per_sample != target:
+        raise ValueError(f"Reshape: expected an input with {target} values per sample "
+                         f"to reshape to (N, {', '.join(map(str, shape))}), got shape {tuple(x.shape)}")
+    return x.reshape((x.shape[0],) + tuple(shape)), x.shape
+
+
+def reshape_backward(dy, in_shape):
+    """dx = dy reshaped back to the input shape."""
+    return dy.reshape(in_shape)
+
+
+def concat_forward(xs, axis=1):
+    """y = [x_1 | x_2 | ...] along ``axis``.  Caches the sizes along ``axis``."""
+    if not xs:
+        raise ValueError("Concat: expected at least one input, got none")
+    ref = xs[0]
+    for i, x in enumerate(xs[1:], 1):
+        if x.ndim != ref.ndim or any(a != b for k, (a, b) in enumerate(zip(x.shape, ref.shape))
+                                     if k != axis % ref.ndim):
+            raise ValueError(f"Concat: expected input {i} to match input 0 except along axis "
+                             f"{axis}, got shapes {tuple(ref.shape)} and {tuple(x.shape)}")
+        if x.dtype != ref.dtype:
+            raise ValueError(f"Concat: expected input {i} of dtype {ref.dtype}, got {x.dtype}")
+    sizes = [x.shape[axis] for x in xs]
+    return get_xp(*xs).concatenate(xs, axis=axis), (sizes, axis)
+
+
+def concat_backward(dy, cache):
+    """dx_k = the block of dy that x_k was copied to.  Returns a list."""
+    sizes, axis = cache
+    bounds = [0]
+    for s in sizes:
+        bounds.append(bounds[-1] + s)
+    if dy.shape[axis] != bounds[-1]:
+        raise ValueError(f"Concat.backward: expected upstream gradient with {bounds[-1]} "
+                         f"entries along axis {axis}, got shape {tuple(dy.shape)}")
+    index = [slice(None)] * dy.ndim
+    out = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        index[axis] = slice(a, b)
+        out.append(dy[tuple(index)])
+    return out

@@ -1,0 +1,252 @@
+"""Training and evaluation loops.
+
+``train(config, out_dir)`` runs epochs of minibatch training with a tqdm
+progress bar; after each epoch it evaluates the test set, appends one JSON
+line to ``out_dir/metrics.jsonl`` and writes ``checkpoint.npz`` and
+``config.json`` atomically. ``train(..., resume=True)`` continues a run
+exactly where its last checkpoint left it: parameters, optimiser moments and
+the states of every random generator are restored, so N epochs in one go and
+k + (N - k) epochs across a resume give the same bits on the CPU.
+
+Randomness: one seed; independent NumPy generators for initialisation,
+shuffling and the sampler noise (spawned from one ``SeedSequence``). Noise is
+drawn on the host and moved to the device, so a GPU run sees the same eps.
+"""
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import checkpoints as ckpt
+from . import data as data_mod
+from .backend import get_array_module, to_device
+from .models import DEFAULT_LATENT_DIM, build_model
+from .optimizers import OPTIMIZERS, clip_grad_norm
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainConfig:
+    model: str = "mlp-vae"
+    dataset: str = "mnist"
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    clip_grad_norm: float = 0.0
+    seed: int = 0
+    latent_dim: int = 0            # 0 = the model's default
+    likelihood: str = "bernoulli"
+    gaussian_variance: float = 1.0
+    beta: float = 1.0
+    n_samples: int = 1
+    binarize: bool = False
+    device: str = "cpu"
+    eval_batch_size: int = 1000
+    train_limit: int = 0           # 0 = the whole training set
+    test_limit: int = 0
+    data_dir: str = ""
+    download: str = "auto"        # "auto" | "yes" | "no"
+    use_sample: bool = False
+
+    def __post_init__(self):
+        problems = []
+        for name in ("epochs", "batch_size", "eval_batch_size", "n_samples"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("train_limit", "test_limit", "latent_dim", "clip_grad_norm", "weight_decay"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            problems.append(f"lr must be > 0, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.download not in ("auto", "yes", "no"):
+            problems.append(f"download must be auto, yes or no, got {self.download!r}")
+        if problems:
+            raise ValueError("invalid training configuration: " + "; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown configuration keys {unknown}")
+        return cls(**d)
+
+
+# --------------------------------------------------------------------------
+# pieces shared by train, evaluate and the CLI
+# --------------------------------------------------------------------------
+
+def make_model(config, rng, dtype=np.float32):
+    latent = config.latent_dim or DEFAULT_LATENT_DIM[config.model]
+    return build_model(config.model, latent_dim=latent, rng=rng, dtype=dtype,
+                       likelihood=config.likelihood, gaussian_variance=config.gaussian_variance,
+                       beta=config.beta, n_samples=config.n_samples)
+
+
+def make_optimizer(config, params):
+    if config.optimizer == "adam":
+        return OPTIMIZERS["adam"](params, lr=config.lr, weight_decay=config.weight_decay)
+    return OPTIMIZERS["sgd"](params, lr=config.lr, momentum=config.momentum,
+                             weight_decay=config.weight_decay)
+
+
+def load_data(config, log=print, progress=True):
+    """The data set of ``config`` as float arrays in [0, 1], shape (N, 1, 28, 28)."""
+    download = {"auto": "auto", "yes": True, "no": False}[config.download]
+    if config.use_sample:
+        ds = data_mod.load_sample(config.dataset)
+    else:
+        ds = data_mod.load_dataset(config.dataset, data_dir=config.data_dir or None,
+                                   download=download, progress=progress, log=log)
+    xtr, ytr = ds.train_images, ds.train_labels
+    xte, yte = ds.test_images, ds.test_labels
+    if config.train_limit:
+        xtr, ytr = xtr[:config.train_limit], ytr[:config.train_limit]
+    if config.test_limit:
+        xte, yte = xte[:config.test_limit], yte[:config.test_limit]
+    xtr = data_mod.images_to_float(xtr)
+    xte = data_mod.images_to_float(xte)
+    if config.binarize:  # a fixed stochastic binarisation of the test set
+        xte = (np.random.default_rng(config.seed + 7).random(xte.shape) < xte).astype(xte.dtype)
+    return ds, (xtr, ytr), (xte, yte)
+
+
+def _seeds(seed):
+    init, shuffle, noise, evaluation = np.random.SeedSequence(seed).spawn(4)
+    return init, shuffle, noise, evaluation
+
+
+def evaluate(model, x, batch_size=1000, seed=0, xp=np):
+    """Test-set negative ELBO and its parts, averaged over the images.
+
+    One z sample per image (the model's n_samples), drawn from a generator
+    seeded with ``seed`` so that repeated evaluations agree exactly.
+    """
+    rng = np.random.default_rng(_seeds(seed)[3])
+    sums = {"recon": 0.0, "kl": 0.0}
+    for start in range(0, x.shape[0], batch_size):
+        xb = to_device(x[start:start + batch_size], xp)
+        _, parts = model.loss(xb, rng=rng, training=False)
+        sums["recon"] += float(parts["recon_per_image"].sum())
+        sums["kl"] += float(parts["kl_per_image"].sum())
+    n = x.shape[0]
+    recon, kl = sums["recon"] / n, sums["kl"] / n
+    return {"test_nelbo": recon + kl, "test_recon": recon, "test_kl": kl}
+
+
+def format_epoch(record):
+    return (f"epoch {record['epoch']:3d}  train loss {record['train_loss']:.3f}  "
+            f"test -ELBO {record['test_nelbo']:.3f} (recon {record['test_recon']:.3f}, "
+            f"KL {record['test_kl']:.3f})  {record['train_seconds']:.1f}s train, "
+            f"{record['seconds']:.1f}s epoch")
+
+
+# --------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------
+
+def train(config, out_dir, resume=False, progress=True, log=print):
+    """Train ``config.model``; returns the list of per-epoch metric records."""
+    xp = get_array_module(config.device)
+    os.makedirs(out_dir, exist_ok=True)
+    metrics_path = os.path.join(out_dir, ckpt.METRICS)
+    ckpt_path = os.path.join(out_dir, ckpt.CHECKPOINT)
+
+    init_ss, shuffle_ss, noise_ss, _ = _seeds(config.seed)
+    model = make_model(config, np.random.default_rng(init_ss)).to(xp)
+    optimizer = make_optimizer(config, model.parameters())
+    shuffle_rng = np.random.default_rng(shuffle_ss)
+    noise_rng = np.random.default_rng(noise_ss)
+    start_epoch = 0
+    if resume:
+        model_state, optim_state, meta = ckpt.load_checkpoint(ckpt_path)
+        model.load_state_dict(model_state)
+        optimizer.load_state_dict(optim_state)
+        shuffle_rng.bit_generator.state = meta["shuffle_rng"]
+        noise_rng.bit_generator.state = meta["noise_rng"]
+        start_epoch = int(meta["epoch"])
+        ckpt.truncate_jsonl(metrics_path, lambda r: r.get("epoch", 0) <= start_epoch)
+        log(f"resuming {out_dir} after epoch {start_epoch}")
+    else:
+        if os.path.exists(metrics_path):
+            os.unlink(metrics_path)
+    ckpt.write_json(os.path.join(out_dir, ckpt.CONFIG), dataclasses.asdict(config))
+
+    ds, (xtr, ytr), (xte, _) = load_data(config, log=log, progress=progress)
+    log(f"{config.model}: {model.num_parameters():,} parameters; data {ds.name} from "
+        f"{ds.source} ({xtr.shape[0]} train / {xte.shape[0]} test images); device {config.device}")
+
+    history = ckpt.read_jsonl(metrics_path)
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        t0 = time.perf_counter()
+        batches = data_mod.iterate_batches(xtr, ytr, config.batch_size, rng=shuffle_rng,
+                                           shuffle=True, binarize=config.binarize)
+        bar = tqdm(batches, total=len(batches), desc=f"epoch {epoch}/{config.epochs}",
+                   unit="batch", disable=not progress, leave=False, dynamic_ncols=True)
+        total, count = 0.0, 0
+        for step, (xb, _) in enumerate(bar):
+            xb = to_device(xb, xp)
+            optimizer.zero_grad()
+            loss, _ = model.loss(xb, rng=noise_rng)
+            value = float(loss)
+            if not math.isfinite(value):
+                bar.close()
+                raise TrainingDiverged(
+                    f"training stopped: the loss became {value} at epoch {epoch}, step {step + 1}. "
+                    f"The last good checkpoint (epoch {epoch - 1}) is kept in {out_dir}"
+                    + ("" if epoch > 1 else " (none was written yet)")
+                    + ". Try a smaller --lr or --clip-grad-norm.")
+            model.backward()
+            if config.clip_grad_norm:
+                clip_grad_norm(model.parameters(), config.clip_grad_norm)
+            optimizer.step()
+            total += value * xb.shape[0]
+            count += xb.shape[0]
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{value:.2f}", refresh=False)
+        bar.close()
+        train_seconds = time.perf_counter() - t0
+        record = {"epoch": epoch, "train_loss": total / count, "train_seconds": train_seconds}
+        record.update(evaluate(model, xte, config.eval_batch_size, config.seed, xp))
+        record["seconds"] = time.perf_counter() - t0
+        meta = {"epoch": epoch, "shuffle_rng": shuffle_rng.bit_generator.state,
+                "noise_rng": noise_rng.bit_generator.state,
+                "config": dataclasses.asdict(config)}
+        ckpt.save_checkpoint(ckpt_path, model.state_dict(), optimizer.state_dict(), meta)
+        ckpt.append_jsonl(metrics_path, record)
+        history.append(record)
+        log(format_epoch(record))
+    return history
+
+
+def load_run(run_dir, device="cpu"):
+    """Rebuild a trained model from ``run_dir`` (config.json + checkpoint.npz)."""
+    config = TrainConfig.from_dict(ckpt.read_json(os.path.join(run_dir, ckpt.CONFIG)))
+    config.device = device
+    model_state, _, meta = ckpt.load_checkpoint(os.path.join(run_dir, ckpt.CHECKPOINT))
+    model = make_model(config, np.random.default_rng(0))
+    model.load_state_dict(model_state)
+    model.to(get_array_module(device))
+    return config, model, meta
+
+
+def evaluate_run(run_dir, device="cpu", log=print, progress=False):
+    """The test metrics of a saved run, computed exactly as during training."""
+    config, model, meta = load_run(run_dir, device)
+    _, _, (xte, _) = load_data(config, log=log, progress=progress)
+    result = {"epoch": meta["epoch"], "model": config.model, "dataset": config.dataset}
+    result.update(evaluate(model, xte, config.eval_batch_size, config.seed,
+                           get_array_module(device)))
+    return result

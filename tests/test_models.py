@@ -1,0 +1,196 @@
+"""The MLP VAE: architecture, loss against an independent PyTorch computation,
+reproducibility; and the optimisers against torch.optim."""
+import numpy as np
+import pytest
+
+from scratchvae.layers import Parameter
+from scratchvae.models import build_model, mlp_vae
+from scratchvae.optimizers import SGD, Adam, clip_grad_norm
+
+
+def test_mlp_vae_parameter_count_and_names():
+    model = build_model("mlp-vae", latent_dim=20, rng=np.random.default_rng(0))
+    assert model.num_parameters() == 652_824
+    shapes = {n: p.shape for n, p in model.named_parameters()}
+    assert shapes["encoder.layers.1.weight"] == (400, 784)
+    assert shapes["encoder.layers.3.weight"] == (40, 400)
+    assert shapes["decoder.layers.2.weight"] == (784, 400)
+
+
+def test_unknown_model_and_bad_input():
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
+        build_model("nope")
+    model = mlp_vae(rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"expected images of shape \(\*, 1, 28, 28\), got \(2, 784\)"):
+        model.loss(np.zeros((2, 784), np.float32), rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="pass rng"):
+        model.loss(np.zeros((2, 1, 28, 28), np.float32))
+
+
+def _torch_vae_loss(torch, model, x, eps, beta):
+    """The same loss written independently with torch autograd, from our weights."""
+    p = {n: torch.tensor(v.data, requires_grad=True) for n, v in model.named_parameters()}
+    F = torch.nn.functional
+    xt = torch.tensor(x)
+    h = F.relu(F.linear(xt.reshape(len(x), -1), p["encoder.layers.1.weight"], p["encoder.layers.1.bias"]))
+    h = F.linear(h, p["encoder.layers.3.weight"], p["encoder.layers.3.bias"])
+    Z = model.latent_dim
+    mu, logvar = h[:, :Z], h[:, Z:]
+    z = (mu + torch.exp(0.5 * logvar) * torch.tensor(eps)).reshape(-1, Z)
+    d = F.relu(F.linear(z, p["decoder.layers.0.weight"], p["decoder.layers.0.bias"]))
+    logits = F.linear(d, p["decoder.layers.2.weight"], p["decoder.layers.2.bias"])
+    L = eps.shape[0]
+    target = xt.reshape(len(x), -1).repeat(L, 1)
+    recon = F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / (L * len(x))
+    kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / len(x)
+    loss = recon + beta * kl
+    loss.backward()
+    return float(loss.detach()), {n: t.grad.numpy() for n, t in p.items()}
+
+
+@pytest.mark.parametrize("L,beta", [(1, 1.0), (3, 0.5)])
+def test_vae_loss_and_gradients_match_torch_autograd(L, beta):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    model = mlp_vae(image_shape=(1, 6, 5), hidden_dim=9, latent_dim=4, rng=rng,
+                    dtype=np.float64, n_samples=L, beta=beta)
+    x = rng.random((7, 1, 6, 5))
+    eps = rng.standard_normal((L, 7, 4))
+    model.zero_grad()
+    loss, parts = model.loss(x, eps=eps)
+    model.backward()
+    ref_loss, ref_grads = _torch_vae_loss(torch, model, x, eps, beta)
+    assert float(loss) == pytest.approx(ref_loss, rel=1e-12)
+    assert float(parts["nelbo"]) == pytest.approx(float(parts["recon"] + parts["kl"]))
+    for name, p in model.named_parameters():
+        assert np.allclose(p.grad, ref_grads[name], rtol=1e-10, atol=1e-12), name
+
+
+def test_vae_float32_training_step_is_deterministic():
+    def run():
+        rng = np.random.default_rng(0)
+        model = mlp_vae(rng=rng)
+        opt = Adam(model.parameters())
+        x = rng.random((16, 1, 28, 28)).astype(np.float32)
+        for _ in range(3):
+            opt.zero_grad()
+            model.loss(x, rng=rng)
+            model.backward()
+            opt.step()
+        return model.state_dict()
+
+    a, b = run(), run()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_sample_and_reconstruct_shapes_and_range():
+    rng = np.random.default_rng(0)
+    model = mlp_vae(rng=rng)
+    imgs = model.sample(5, rng)
+    assert imgs.shape == (5, 1, 28, 28) and imgs.min() >= 0 and imgs.max() <= 1
+    rec = model.reconstruct(rng.random((3, 1, 28, 28)).astype(np.float32))
+    assert rec.shape == (3, 1, 28, 28)
+
+
+# ---------------------------------------------------------------------------
+# optimisers
+# ---------------------------------------------------------------------------
+
+def _run_ours(opt_cls, kwargs, steps=5, dtype=np.float64):
+    rng = np.random.default_rng(3)
+    w0 = rng.standard_normal((4, 3)).astype(dtype)
+    grads = [rng.standard_normal((4, 3)).astype(dtype) for _ in range(steps)]
+    p = Parameter(w0.copy())
+    opt = opt_cls([p], **kwargs)
+    for g in grads:
+        opt.zero_grad()
+        p.accumulate(g.copy())
+        opt.step()
+    return w0, grads, p.data
+
+
+def _run_torch(torch, opt_cls, kwargs, w0, grads):
+    t = torch.tensor(w0.copy(), requires_grad=True)
+    opt = opt_cls([t], **kwargs)
+    for g in grads:
+        opt.zero_grad()
+        t.grad = torch.tensor(g.copy())
+        opt.step()
+    return t.detach().numpy()
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(lr=1e-2), dict(lr=1e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)])
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
+def test_adam_matches_torch(kwargs, dtype, tol):
+    torch = pytest.importorskip("torch")
+    w0, grads, ours = _run_ours(Adam, kwargs, dtype=dtype)
+    ref = _run_torch(torch, torch.optim.Adam, kwargs, w0, grads)
+    assert ours.dtype == dtype
+    assert np.allclose(ours, ref, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(lr=0.1), dict(lr=0.1, momentum=0.9), dict(lr=0.05, momentum=0.9, dampening=0.1),
+    dict(lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.01)])
+def test_sgd_matches_torch(kwargs):
+    torch = pytest.importorskip("torch")
+    w0, grads, ours = _run_ours(SGD, kwargs)
+    ref = _run_torch(torch, torch.optim.SGD, kwargs, w0, grads)
+    assert np.allclose(ours, ref, rtol=1e-13, atol=1e-13)
+
+
+def test_adam_without_torch_on_a_quadratic():
+    p = Parameter(np.array([5.0, -3.0]))
+    opt = Adam([p], lr=0.1)
+    for _ in range(500):
+        opt.zero_grad()
+        p.accumulate(2 * p.data)  # d/dp |p|^2
+        opt.step()
+    assert np.all(np.abs(p.data) < 1e-2)
+
+
+def test_optimizer_skips_parameters_without_grad():
+    a, b = Parameter(np.ones(2)), Parameter(np.ones(2))
+    opt = Adam([a, b], lr=0.1)
+    a.accumulate(np.ones(2))
+    opt.step()
+    assert np.array_equal(b.data, np.ones(2)) and not np.array_equal(a.data, np.ones(2))
+
+
+def test_clip_grad_norm_matches_torch_rule():
+    a, b = Parameter(np.zeros(3)), Parameter(np.zeros(4))
+    a.accumulate(np.array([3.0, 0.0, 0.0]))
+    b.accumulate(np.array([0.0, 4.0, 0.0, 0.0]))
+    total = clip_grad_norm([a, b], 1.0)
+    assert total == pytest.approx(5.0)
+    norm = np.sqrt((a.grad ** 2).sum() + (b.grad ** 2).sum())
+    assert norm == pytest.approx(5.0 / (5.0 + 1e-6))
+    assert clip_grad_norm([a, b], 10.0) == pytest.approx(norm)  # under the limit: unchanged
+    assert np.sqrt((a.grad ** 2).sum() + (b.grad ** 2).sum()) == pytest.approx(norm)
+
+
+def test_optimizer_argument_errors():
+    with pytest.raises(ValueError, match="at least one parameter"):
+        Adam([])
+    with pytest.raises(ValueError, match="betas"):
+        Adam([Parameter(np.zeros(1))], betas=(1.0, 0.9))
+    with pytest.raises(ValueError, match="Nesterov"):
+        SGD([Parameter(np.zeros(1))], lr=0.1, nesterov=True)
+
+
+def test_optimizer_state_roundtrip():
+    w0, grads, _ = _run_ours(Adam, dict(lr=0.01), steps=2)
+    p = Parameter(w0.copy())
+    opt = Adam([p], lr=0.01)
+    p.accumulate(grads[0].copy())
+    opt.step()
+    state = opt.state_dict()
+    q = Parameter(p.data.copy())
+    opt2 = Adam([q], lr=0.01)
+    opt2.load_state_dict(state)
+    for prm, o in ((p, opt), (q, opt2)):
+        prm.zero_grad()
+        prm.accumulate(grads[1].copy())
+        o.step()
+    assert np.array_equal(p.data, q.data)

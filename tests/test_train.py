@@ -1,0 +1,163 @@
+"""Trainer, checkpoints and CLI on tiny runs of the bundled MNIST sample."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from scratchvae import checkpoints as ckpt
+from scratchvae.cli import main
+from scratchvae.train import TrainConfig, TrainingDiverged, evaluate_run, train
+
+TINY = dict(epochs=2, batch_size=32, train_limit=256, test_limit=64, use_sample=True,
+            eval_batch_size=64)
+
+
+def _quiet(*args, **kwargs):
+    pass
+
+
+def test_train_writes_metrics_checkpoint_and_config(tmp_path):
+    history = train(TrainConfig(**TINY), str(tmp_path), progress=False, log=_quiet)
+    assert [r["epoch"] for r in history] == [1, 2]
+    records = ckpt.read_jsonl(tmp_path / "metrics.jsonl")
+    assert records == history
+    for key in ("epoch", "train_loss", "test_nelbo", "test_recon", "test_kl",
+                "train_seconds", "seconds"):
+        assert key in records[0]
+    assert records[1]["train_loss"] < records[0]["train_loss"]
+    r = records[-1]
+    assert r["test_nelbo"] == pytest.approx(r["test_recon"] + r["test_kl"])
+    assert r["seconds"] >= r["train_seconds"] > 0
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model"] == "mlp-vae" and config["epochs"] == 2
+    # evaluate reproduces the last epoch's test metrics exactly
+    ev = evaluate_run(str(tmp_path), log=_quiet)
+    assert ev["epoch"] == 2
+    assert ev["test_nelbo"] == pytest.approx(r["test_nelbo"], rel=1e-12)
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(TrainConfig(**TINY), str(straight), progress=False, log=_quiet)
+    train(TrainConfig(**{**TINY, "epochs": 1}), str(split), progress=False, log=_quiet)
+    train(TrainConfig(**TINY), str(split), resume=True, progress=False, log=_quiet)
+    a, _, _ = ckpt.load_checkpoint(str(straight))
+    b, _, _ = ckpt.load_checkpoint(str(split))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    ra, rb = ckpt.read_jsonl(straight / "metrics.jsonl"), ckpt.read_jsonl(split / "metrics.jsonl")
+    assert [r["train_loss"] for r in ra] == [r["train_loss"] for r in rb]
+    assert [r["test_nelbo"] for r in ra] == [r["test_nelbo"] for r in rb]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    train(TrainConfig(**{**TINY, "epochs": 1}), str(tmp_path), progress=False, log=_quiet)
+    before = (tmp_path / "checkpoint.npz").read_bytes()
+    from scratchvae.models.vae import VAE
+    real_loss = VAE.loss
+    calls = {"n": 0}
+
+    def poisoned(self, *a, **k):
+        loss, parts = real_loss(self, *a, **k)
+        calls["n"] += 1
+        return (loss * np.nan if calls["n"] == 3 else loss), parts
+
+    monkeypatch.setattr(VAE, "loss", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, step 3.*epoch 1"):
+        train(TrainConfig(**TINY), str(tmp_path), resume=True, progress=False, log=_quiet)
+    assert (tmp_path / "checkpoint.npz").read_bytes() == before
+    assert [r["epoch"] for r in ckpt.read_jsonl(tmp_path / "metrics.jsonl")] == [1]
+
+
+def test_crash_during_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
+    path = str(tmp_path / "c.npz")
+    ckpt.save_checkpoint(path, {"w": np.ones(3)}, {"t": 1}, {"epoch": 1})
+
+    def exploding_savez(f, **arrays):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", exploding_savez)
+    with pytest.raises(OSError):
+        ckpt.save_checkpoint(path, {"w": np.zeros(3)}, {"t": 2}, {"epoch": 2})
+    monkeypatch.undo()
+    state, optim, meta = ckpt.load_checkpoint(path)
+    assert np.array_equal(state["w"], np.ones(3)) and meta["epoch"] == 1 and optim["t"] == 1
+    assert os.listdir(tmp_path) == ["c.npz"]
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    ckpt.save_checkpoint(str(path), {"w": np.ones(3)}, {}, {"epoch": 1})
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(ckpt.CheckpointError, match="corrupt or truncated"):
+        ckpt.load_checkpoint(str(path))
+    with pytest.raises(ckpt.CheckpointError, match="no checkpoint"):
+        ckpt.load_checkpoint(str(tmp_path / "missing"))
+
+
+def test_torn_metrics_line_is_ignored(tmp_path):
+    path = tmp_path / "m.jsonl"
+    ckpt.append_jsonl(str(path), {"epoch": 1})
+    with open(path, "a") as f:
+        f.write('{"epoch": 2, "tra')
+    assert ckpt.read_jsonl(str(path)) == [{"epoch": 1}]
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="unknown configuration keys"):
+        TrainConfig.from_dict({"nope": 1})
+
+
+# ---------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------
+
+def test_cli_help_lists_every_subcommand():
+    out = subprocess.run([sys.executable, "-m", "scratchvae", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    for cmd in ("train", "evaluate", "gradcheck", "data"):
+        assert cmd in out
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["train", "--epochs", "0"], "expected a positive integer"),
+    (["train", "--lr", "abc"], "expected a positive number"),
+    (["train", "--model", "resnet"], "invalid choice"),
+    (["evaluate"], "--checkpoint"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_cli_bad_arguments_exit_2(argv, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_cli_train_evaluate_json(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    code = main(["train", "--sample", "--epochs", "1", "--batch-size", "64", "--train-limit",
+                 "128", "--test-limit", "64", "--out", out, "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "epoch   1" in printed and "test -ELBO" in printed
+    assert main(["evaluate", "--checkpoint", out, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    last = ckpt.read_jsonl(os.path.join(out, "metrics.jsonl"))[-1]
+    assert result["test_nelbo"] == pytest.approx(last["test_nelbo"], rel=1e-12)
+
+
+def test_cli_evaluate_missing_run_is_a_clear_error(tmp_path, capsys):
+    assert main(["evaluate", "--checkpoint", str(tmp_path)]) == 1
+    assert "error:" in capsys.readouterr().err
+
+
+def test_cli_gradcheck_json(capsys):
+    assert main(["gradcheck", "--json", "--only", "KL"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results and all(r["passed"] and r["max_rel_error"] <= 1e-7 for r in results)
