@@ -217,7 +217,8 @@ def _cuda_kernel():
             li = float(l[n, d])
             xi = float(x[n, d])
             e = math.exp(-abs(li))  # in (0, 1]: cannot overflow
-            acc += max(li, 0.0) - li * xi + math.log1p(e)
+            relu = li if li > 0.0 else 0.0  # max(l, 0), spelled out for the CUDA target
+            acc += relu - li * xi + math.log1p(e)
             if want_grad:
                 sig = 1.0 / (1.0 + e) if li >= 0 else e / (1.0 + e)
                 dl[n, d] = scale * (sig - xi)

@@ -1,0 +1,68 @@
+"""Shared helpers of the benchmark scripts: timing, thread counts, tables."""
+import os
+import platform
+import statistics
+import time
+
+
+def median_time(fn, repeats, warmup=3):
+    """Median wall time of fn() in seconds over ``repeats`` calls after ``warmup``."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def torch_or_none():
+    try:
+        import torch
+    except ImportError:
+        print("PyTorch is not installed: comparison columns are skipped")
+        return None
+    return torch
+
+
+def threads_in_use():
+    """The CPU threads scratchvae uses (Numba's pool; BLAS uses as many)."""
+    try:
+        import numba
+        return numba.get_num_threads()
+    except ImportError:
+        return os.cpu_count() or 1
+
+
+def cpu_info():
+    model = platform.processor() or "CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def markdown_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def save_table(path, title, header, rows, notes=(), extra=None):
+    """Print a markdown table (and an optional second one) and save it to ``path``."""
+    parts = [f"## {title}", "", markdown_table(header, rows), ""]
+    parts += [f"{n}" for n in notes] + [""]
+    if extra is not None:
+        title2, header2, rows2 = extra
+        parts += [f"## {title2}", "", markdown_table(header2, rows2), ""]
+    text = "\n".join(parts)
+    print(text)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
