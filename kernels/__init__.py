@@ -14,6 +14,16 @@ Tests check each kernel against its reference (and the CUDA kernels under
 ``NUMBA_ENABLE_CUDASIM=1``). The dispatch rule lives in
 :mod:`kernels._dispatch`.
 """
+import os
+
+# Two thread pools share the cores: Numba's (OpenMP) for these kernels and the
+# BLAS library's for the matrix products between them. By default OpenMP
+# threads keep spinning after a parallel region and starve the BLAS threads
+# that run next: on the 2-core CI machine an MLP VAE training step took ~3x
+# longer. Passive waiting puts them to sleep at once. Set before Numba loads
+# its OpenMP layer; a value chosen by the user is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .adam import adam_step, adam_step_reference, sgd_step, sgd_step_reference
 from .bce import (bce_with_logits, bce_with_logits_forward,
                   bce_with_logits_forward_reference, bce_with_logits_reference)

@@ -1,48 +1,51 @@
-"""im2col and col2im: the data movement behind convolutions.
+"""im2col and col2im on channels-last images: the data movement behind convolutions.
 
-A 2-D convolution with kernel (KH, KW), stride (SH, SW) and zero padding
-(PH, PW) reads, for every output pixel (oh, ow), the input window
-
-    x[n, c, oh*SH + i - PH, ow*SW + j - PW],   0 <= i < KH, 0 <= j < KW
-
+Images here are channels-last, x of shape (N, H, W, C) (the memory order
+PyTorch calls ``channels_last``; the conv ops keep the usual NCHW *shapes*
+and pass ``x.transpose(0, 2, 3, 1)`` down, which is free for a
+channels-last array). A 2-D convolution with kernel (KH, KW), stride
+(SH, SW) and zero padding (PH, PW) reads, for output pixel (oh, ow), the
+window x[n, oh*SH + i - PH, ow*SW + j - PW, c], 0 <= i < KH, 0 <= j < KW
 (out-of-range positions read as 0). ``im2col`` copies those windows into a
-matrix so that the convolution becomes one matrix product:
+matrix, one row per output pixel, so that the convolution becomes a single
+matrix product:
 
-    cols[(c, i, j), (n, oh, ow)] = x[n, c, oh*SH + i - PH, ow*SW + j - PW]
+    cols[(n, oh, ow), (i, j, c)] = x[n, oh*SH + i - PH, ow*SW + j - PW, c]
 
-    cols has shape (C*KH*KW, N*OH*OW),
+    cols has shape (N*OH*OW, KH*KW*C),
     OH = (H + 2 PH - KH) // SH + 1,   OW = (W + 2 PW - KW) // SW + 1.
 
-Why this layout (rows (c, i, j), columns (n, oh, ow)):
+Why this layout (rows = output pixels (n, oh, ow), columns = (i, j, c)):
 
-- the row index (c, i, j) is the flattening order of a PyTorch weight
-  (O, C, KH, KW), so ``W.reshape(O, -1) @ cols`` needs no weight copy;
-- the long dimension N*OH*OW is the contiguous one, so each product is a
-  single large, contiguous GEMM (BLAS parallelises over it) and each row of
-  ``cols`` is written by im2col as long unit-stride runs of OW elements;
-- the product (O, N*OH*OW) keeps each (o, n) output image contiguous, so
-  going back to NCHW is a block transpose with unit-stride runs of OH*OW
-  elements (cheap, and fused with the bias add by the caller).
+- within a window row i, the entries (j, c) for consecutive j are
+  *contiguous* in a channels-last image: im2col copies runs of KW*C
+  values (128 floats for a 4-wide kernel over 32 channels) instead of
+  gathering single pixels with a stride, which is what makes it cheap; the
+  NCHW alternative copies runs of only OW values, strided by SW, and was
+  measured 3-10x slower on the conv-VAE shapes;
+- ``cols @ Wm.T`` is one large GEMM (N*OH*OW rows) whose result, of shape
+  (N*OH*OW, O), *is* the channels-last output: no transpose afterwards;
+- every gradient is again one GEMM on the same two operands
+  (dW = dY^T cols, dcols = dY Wm), BLAS handling the transposes.
 
 ``col2im`` is the adjoint (transpose) of ``im2col``: it sums every column
-entry back onto the input pixel it was read from,
+entry back onto the pixel it was read from,
 
-    x[n, c, h, w] = sum over (i, j, oh, ow) with oh*SH + i - PH = h and
-                    ow*SW + j - PW = w  of  cols[(c, i, j), (n, oh, ow)].
+    x[n, h, w, c] = sum over (oh, ow, i, j) with oh*SH + i - PH = h and
+                    ow*SW + j - PW = w  of  cols[(n, oh, ow), (i, j, c)].
 
-It is written as a *gather*: each input pixel (h, w) enumerates its own
-contributions, i = (h + PH) mod SH, + SH, ... up to min(KH - 1, h + PH)
-(so that oh = (h + PH - i)/SH >= 0) keeping those with oh < OH, and
-likewise for j. No two threads write the same element, so
-there are no atomics and the result is deterministic. The contributions are
-added in increasing (i, j) order, starting from 0, which is exactly the
-order of the reference's loop over kernel offsets: kernel and reference
-agree bit for bit.
+It is written as a *gather*: the output pixel, or the output image row
+that one task owns, collects its own contributions; no two tasks write the
+same element, so there are no atomics and the result is deterministic. The
+contributions to each pixel are added in increasing (i, j) order starting
+from 0, exactly the order of the reference's loop over kernel offsets, so
+kernels and reference agree bit for bit.
 
 Three implementations each (see :mod:`kernels._dispatch`): a Numba CPU
-kernel parallel over the N*C (image, channel) planes, a Numba CUDA kernel
-(one thread per output element, grid-stride loop) for CuPy arrays, and a
-plain ``xp`` reference looping over the KH*KW kernel offsets.
+kernel (parallel over output rows (n, oh) for im2col and image rows (n, h)
+for col2im), a Numba CUDA kernel (one thread per output element,
+grid-stride loop) for CuPy arrays, and a plain ``xp`` reference looping over
+the KH*KW kernel offsets.
 """
 import functools
 
@@ -60,14 +63,15 @@ def conv_output_size(size, kernel, stride, padding):
 
 
 def _geometry(name, x_shape, kernel_size, stride, padding):
-    """Validate the 4-D input shape and hyper-parameters; return (OH, OW)."""
+    """Validate the (N, H, W, C) image shape and hyper-parameters; return (OH, OW)."""
     if len(x_shape) != 4:
-        raise ValueError(f"{name}: expected a 4-D (N, C, H, W) image shape, got {tuple(x_shape)}")
+        raise ValueError(f"{name}: expected a 4-D (N, H, W, C) image shape, "
+                         f"got {tuple(x_shape)}")
     (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     if min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0:
         raise ValueError(f"{name}: expected kernel_size >= 1, stride >= 1, padding >= 0, "
                          f"got kernel_size={kernel_size}, stride={stride}, padding={padding}")
-    H, W = x_shape[2], x_shape[3]
+    H, W = x_shape[1], x_shape[2]
     OH = conv_output_size(H, kh, sh, ph)
     OW = conv_output_size(W, kw, sw, pw)
     if OH < 1 or OW < 1:
@@ -77,6 +81,12 @@ def _geometry(name, x_shape, kernel_size, stride, padding):
     return OH, OW
 
 
+def _check_cols(name, cols, shape):
+    if tuple(cols.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected columns of shape {tuple(shape)}, "
+                         f"got {tuple(cols.shape)}")
+
+
 # --------------------------------------------------------------------------
 # references (plain xp: NumPy or CuPy)
 # --------------------------------------------------------------------------
@@ -84,39 +94,32 @@ def _geometry(name, x_shape, kernel_size, stride, padding):
 def im2col_reference(x, kernel_size, stride, padding):
     """im2col by slicing a zero-padded copy once per kernel offset (i, j)."""
     xp = get_xp(x)
-    N, C, H, W = x.shape
+    N, H, W, C = x.shape
     (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     OH, OW = _geometry("im2col", x.shape, kernel_size, stride, padding)
-    xpad = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
-    xpad[:, :, ph:ph + H, pw:pw + W] = x
-    cols = xp.empty((C, kh, kw, N, OH, OW), dtype=x.dtype)
+    xpad = xp.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=x.dtype)
+    xpad[:, ph:ph + H, pw:pw + W] = x
+    cols = xp.empty((N, OH, OW, kh, kw, C), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            window = xpad[:, :, i:i + sh * (OH - 1) + 1:sh, j:j + sw * (OW - 1) + 1:sw]
-            cols[:, i, j] = window.transpose(1, 0, 2, 3)  # (N, C, OH, OW) -> (C, N, OH, OW)
-    return cols.reshape(C * kh * kw, N * OH * OW)
+            cols[:, :, :, i, j] = xpad[:, i:i + sh * (OH - 1) + 1:sh,
+                                       j:j + sw * (OW - 1) + 1:sw]
+    return cols.reshape(N * OH * OW, kh * kw * C)
 
 
 def col2im_reference(cols, x_shape, kernel_size, stride, padding):
     """col2im by adding each kernel offset's slab into a zero-padded image."""
     xp = get_xp(cols)
-    N, C, H, W = x_shape
+    N, H, W, C = x_shape
     (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     OH, OW = _geometry("col2im", x_shape, kernel_size, stride, padding)
-    _check_cols("col2im", cols, (C * kh * kw, N * OH * OW))
-    cols6 = cols.reshape(C, kh, kw, N, OH, OW)
-    xpad = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
+    _check_cols("col2im", cols, (N * OH * OW, kh * kw * C))
+    cols6 = cols.reshape(N, OH, OW, kh, kw, C)
+    xpad = xp.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=cols.dtype)
     for i in range(kh):
         for j in range(kw):
-            window = xpad[:, :, i:i + sh * (OH - 1) + 1:sh, j:j + sw * (OW - 1) + 1:sw]
-            window += cols6[:, i, j].transpose(1, 0, 2, 3)
-    return xp.ascontiguousarray(xpad[:, :, ph:ph + H, pw:pw + W])
-
-
-def _check_cols(name, cols, shape):
-    if tuple(cols.shape) != tuple(shape):
-        raise ValueError(f"{name}: expected columns of shape {tuple(shape)}, "
-                         f"got {tuple(cols.shape)}")
+            xpad[:, i:i + sh * (OH - 1) + 1:sh, j:j + sw * (OW - 1) + 1:sw] += cols6[:, :, :, i, j]
+    return xp.ascontiguousarray(xpad[:, ph:ph + H, pw:pw + W])
 
 
 # --------------------------------------------------------------------------
@@ -126,12 +129,10 @@ def _check_cols(name, cols, shape):
 @njit(inline="always")
 def _valid_range(k, stride, pad, size, out_size):
     """Output positions o in [lo, hi) whose input o*stride + k - pad is in [0, size)."""
-    # smallest o with o*stride + k - pad >= 0
-    lo = 0
+    lo = 0                                   # smallest o with o*stride + k - pad >= 0
     if pad - k > 0:
         lo = (pad - k + stride - 1) // stride
-    # smallest o with o*stride + k - pad >= size
-    hi = 0
+    hi = 0                                   # smallest o with o*stride + k - pad >= size
     if size + pad - k > 0:
         hi = (size + pad - k + stride - 1) // stride
     return min(lo, out_size), min(hi, out_size)
@@ -139,65 +140,78 @@ def _valid_range(k, stride, pad, size, out_size):
 
 @njit(parallel=True, cache=True)
 def _im2col_cpu(x, cols, kh, kw, sh, sw, ph, pw):
-    """x (N, C, H, W) -> cols (C, KH, KW, N, OH, OW); parallel over (c, n) planes.
+    """x (N, H, W, C) -> cols (N*OH*OW, KH*KW*C), both C-contiguous.
 
-    Each task reads one H x W plane (cache resident) and writes KH*KW
-    contiguous runs of OH*OW. Padding is written as explicit zeros only at
-    the borders, so the inner copy loop has no branches.
+    Parallel over output rows (n, oh). For each output pixel and kernel
+    row i, the KW*C values x[n, h, w0:w0+KW, :] are one contiguous run of
+    the input (w0 = ow*SW - PW); the part of it outside the image is
+    written as zeros.
     """
-    N, C, H, W = x.shape
-    OH, OW = cols.shape[4], cols.shape[5]
-    for cn in prange(C * N):
-        c = cn // N
-        n = cn - c * N
-        for i in range(kh):
-            oh_lo, oh_hi = _valid_range(i, sh, ph, H, OH)
-            for j in range(kw):
-                ow_lo, ow_hi = _valid_range(j, sw, pw, W, OW)
-                out = cols[c, i, j, n]
-                for oh in range(OH):
-                    if oh < oh_lo or oh >= oh_hi:
-                        for ow in range(OW):
-                            out[oh, ow] = 0
-                        continue
-                    h = oh * sh + i - ph
-                    for ow in range(ow_lo):
-                        out[oh, ow] = 0
-                    for ow in range(ow_lo, ow_hi):
-                        out[oh, ow] = x[n, c, h, ow * sw + j - pw]
-                    for ow in range(ow_hi, OW):
-                        out[oh, ow] = 0
+    N, H, W, C = x.shape
+    OH = (H + 2 * ph - kh) // sh + 1
+    OW = (W + 2 * pw - kw) // sw + 1
+    xf = x.reshape(N, H, W * C)              # image rows, flat
+    run = kw * C                             # one kernel row of one window
+    for row in prange(N * OH):
+        n = row // OH
+        oh = row - n * OH
+        for ow in range(OW):
+            out = cols[row * OW + ow]        # the window of output pixel (n, oh, ow)
+            w0 = ow * sw - pw
+            jlo = max(0, -w0)                # kernel columns inside the image: [jlo, jhi)
+            jhi = min(kw, W - w0)
+            for i in range(kh):
+                d = i * run
+                h = oh * sh + i - ph
+                if h < 0 or h >= H or jlo >= jhi:
+                    for t in range(run):
+                        out[d + t] = 0
+                    continue
+                line = xf[n, h]
+                src = w0 * C
+                for t in range(jlo * C):
+                    out[d + t] = 0
+                for t in range(jlo * C, jhi * C):
+                    out[d + t] = line[src + t]
+                for t in range(jhi * C, run):
+                    out[d + t] = 0
 
 
 @njit(parallel=True, cache=True)
-def _col2im_cpu(cols, x, kh, kw, sh, sw, ph, pw, zero):
-    """cols (C, KH, KW, N, OH, OW) -> x (N, C, H, W) by gathering.
+def _col2im_cpu(cols, x, kh, kw, sh, sw, ph, pw):
+    """cols (N*OH*OW, KH*KW*C) -> x (N, H, W, C), both C-contiguous; a gather.
 
-    Parallel over (n, c) planes; pixel (h, w) adds cols[c, i, j, n, oh, ow]
-    for i = (h+PH) mod SH, +SH, ... <= min(KH-1, h+PH) (so that
-    oh = (h+PH-i)/SH >= 0) with oh < OH, and j
-    likewise, in increasing (i, j) order. ``zero`` is 0 in the array dtype,
-    so float32 is summed in float32 (as the reference does).
+    Parallel over image rows (n, h); the task owning row x[n, h] zero-fills
+    it, then for each kernel row i that reaches h (i = (h+PH) mod SH,
+    + SH, ..., with oh = (h+PH-i)/SH in [0, OH)) and each kernel column j
+    adds the in-range pixels of cols[(n, oh, :), (i, j, :)] onto the row.
+    Each pixel is so a sum over its own (i, j) in increasing order.
     """
-    N, C, H, W = x.shape
-    OH, OW = cols.shape[4], cols.shape[5]
-    for nc in prange(N * C):
-        n = nc // C
-        c = nc - n * C
-        for h in range(H):
-            hp = h + ph
-            for w in range(W):
-                wp = w + pw
-                acc = zero
-                # i <= hp keeps oh >= 0; oh < OH is tested
-                for i in range(hp % sh, min(kh, hp + 1), sh):
-                    oh = (hp - i) // sh
-                    if oh < OH:
-                        for j in range(wp % sw, min(kw, wp + 1), sw):
-                            ow = (wp - j) // sw
-                            if ow < OW:
-                                acc += cols[c, i, j, n, oh, ow]
-                x[n, c, h, w] = acc
+    N, H, W, C = x.shape
+    OH = (H + 2 * ph - kh) // sh + 1
+    OW = (W + 2 * pw - kw) // sw + 1
+    xf = x.reshape(N * H, W * C)             # image rows, flat
+    run = kw * C
+    for row in prange(N * H):
+        n = row // H
+        h = row - n * H
+        out = xf[row]
+        for t in range(W * C):
+            out[t] = 0
+        hp = h + ph
+        for i in range(hp % sh, min(kh, hp + 1), sh):    # i <= hp keeps oh >= 0
+            oh = (hp - i) // sh
+            if oh >= OH:
+                continue
+            base = (n * OH + oh) * OW            # first cols row of output row (n, oh)
+            for j in range(kw):
+                ow_lo, ow_hi = _valid_range(j, sw, pw, W, OW)
+                for ow in range(ow_lo, ow_hi):
+                    src = cols[base + ow]
+                    s0 = i * run + j * C
+                    d0 = (ow * sw + j - pw) * C
+                    for c in range(C):
+                        out[d0 + c] += src[s0 + c]
 
 
 # --------------------------------------------------------------------------
@@ -213,41 +227,43 @@ def _cuda_kernels():
 
     @cuda.jit
     def im2col_kernel(x, cols, kh, kw, sh, sw, ph, pw):
-        # one thread per entry of cols (C, KH, KW, N, OH, OW), grid-stride loop
-        N, C, H, W = x.shape
-        OH = cols.shape[4]
-        OW = cols.shape[5]
+        # one thread per entry of cols viewed as (N, OH, OW, KH, KW, C)
+        N, H, W, C = x.shape
+        OH = (H + 2 * ph - kh) // sh + 1
+        OW = (W + 2 * pw - kw) // sw + 1
         for idx in range(cuda.grid(1), cols.size, cuda.gridsize(1)):
-            ow = idx % OW
-            t = idx // OW
-            oh = t % OH
-            t = t // OH
-            n = t % N
-            t = t // N
+            c = idx % C
+            t = idx // C
             j = t % kw
             t = t // kw
             i = t % kh
-            c = t // kh
+            t = t // kh
+            ow = t % OW
+            t = t // OW
+            oh = t % OH
+            n = t // OH
             h = oh * sh + i - ph
             w = ow * sw + j - pw
+            r = idx // (kh * kw * C)
+            k = idx - r * (kh * kw * C)
             if h >= 0 and h < H and w >= 0 and w < W:
-                cols[c, i, j, n, oh, ow] = x[n, c, h, w]
+                cols[r, k] = x[n, h, w, c]
             else:
-                cols[c, i, j, n, oh, ow] = 0
+                cols[r, k] = 0
 
     @cuda.jit
     def col2im_kernel(cols, x, kh, kw, sh, sw, ph, pw, zero):
-        # one thread per input pixel x[n, c, h, w]: gathers its contributions
-        N, C, H, W = x.shape
-        OH = cols.shape[4]
-        OW = cols.shape[5]
+        # one thread per image element x[n, h, w, c]: gathers its contributions
+        N, H, W, C = x.shape
+        OH = (H + 2 * ph - kh) // sh + 1
+        OW = (W + 2 * pw - kw) // sw + 1
         for idx in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-            w = idx % W
-            t = idx // W
+            c = idx % C
+            t = idx // C
+            w = t % W
+            t = t // W
             h = t % H
-            t = t // H
-            c = t % C
-            n = t // C
+            n = t // H
             hp = h + ph
             wp = w + pw
             acc = zero
@@ -257,24 +273,24 @@ def _cuda_kernels():
                     for j in range(wp % sw, min(kw, wp + 1), sw):
                         ow = (wp - j) // sw
                         if ow < OW:
-                            acc += cols[c, i, j, n, oh, ow]
-            x[n, c, h, w] = acc
+                            acc += cols[(n * OH + oh) * OW + ow, (i * kw + j) * C + c]
+            x[n, h, w, c] = acc
 
     return im2col_kernel, col2im_kernel
 
 
-def _im2col_cuda(x, cols6, kernel_size, stride, padding):
+def _im2col_cuda(x, cols, kernel_size, stride, padding):
     """Launch the CUDA im2col on device arrays (CuPy, or NumPy under cudasim)."""
-    if cols6.size:
+    if cols.size:
         kernel = _cuda_kernels()[0]
-        kernel[cuda_grid(cols6.size), CUDA_THREADS](x, cols6, *kernel_size, *stride, *padding)
+        kernel[cuda_grid(cols.size), CUDA_THREADS](x, cols, *kernel_size, *stride, *padding)
 
 
-def _col2im_cuda(cols6, x, kernel_size, stride, padding):
+def _col2im_cuda(cols, x, kernel_size, stride, padding):
     """Launch the CUDA col2im (gather) on device arrays."""
     if x.size:
         kernel = _cuda_kernels()[1]
-        kernel[cuda_grid(x.size), CUDA_THREADS](cols6, x, *kernel_size, *stride, *padding,
+        kernel[cuda_grid(x.size), CUDA_THREADS](cols, x, *kernel_size, *stride, *padding,
                                                scalar(0, x.dtype))
 
 
@@ -285,42 +301,42 @@ def _col2im_cuda(cols6, x, kernel_size, stride, padding):
 def im2col(x, kernel_size, stride=(1, 1), padding=(0, 0)):
     """Columns of a convolution's input windows.
 
-    x : (N, C, H, W).  ``kernel_size``, ``stride``, ``padding`` are (h, w)
-    pairs of ints. Returns a new C-contiguous array of shape
-    (C*KH*KW, N*OH*OW) with cols[(c, i, j), (n, oh, ow)] =
-    x[n, c, oh*SH + i - PH, ow*SW + j - PW] (0 outside the image).
+    x : channels-last image (N, H, W, C). ``kernel_size``, ``stride``,
+    ``padding`` are (h, w) pairs of ints. Returns a new C-contiguous array
+    of shape (N*OH*OW, KH*KW*C) with
+    cols[(n, oh, ow), (i, j, c)] = x[n, oh*SH + i - PH, ow*SW + j - PW, c]
+    (0 outside the image).
     """
     OH, OW = _geometry("im2col", x.shape, kernel_size, stride, padding)
     impl = choose(x)
     if impl == "reference":
         return im2col_reference(x, kernel_size, stride, padding)
-    N, C = x.shape[:2]
+    N, H, W, C = x.shape
     kh, kw = kernel_size
-    cols6 = get_xp(x).empty((C, kh, kw, N, OH, OW), dtype=x.dtype)
+    cols = get_xp(x).empty((N * OH * OW, kh * kw * C), dtype=x.dtype)
     if impl == "cpu":
-        _im2col_cpu(x, cols6, kh, kw, *stride, *padding)
+        _im2col_cpu(x, cols, kh, kw, *stride, *padding)
     else:
-        _im2col_cuda(x, cols6, kernel_size, stride, padding)
-    return cols6.reshape(C * kh * kw, N * OH * OW)
+        _im2col_cuda(x, cols, kernel_size, stride, padding)
+    return cols
 
 
 def col2im(cols, x_shape, kernel_size, stride=(1, 1), padding=(0, 0)):
-    """Adjoint of :func:`im2col`: sum columns back into an (N, C, H, W) image.
+    """Adjoint of :func:`im2col`: sum columns back into an (N, H, W, C) image.
 
-    cols : (C*KH*KW, N*OH*OW) with OH, OW those of :func:`im2col` for
+    cols : (N*OH*OW, KH*KW*C), with OH, OW those of :func:`im2col` for
     ``x_shape``. Returns a new C-contiguous array of shape ``x_shape``.
     """
-    N, C, H, W = x_shape
+    N, H, W, C = x_shape
     OH, OW = _geometry("col2im", x_shape, kernel_size, stride, padding)
     kh, kw = kernel_size
-    _check_cols("col2im", cols, (C * kh * kw, N * OH * OW))
+    _check_cols("col2im", cols, (N * OH * OW, kh * kw * C))
     impl = choose(cols)
     if impl == "reference":
         return col2im_reference(cols, x_shape, kernel_size, stride, padding)
-    cols6 = cols.reshape(C, kh, kw, N, OH, OW)  # a view: cols is C-contiguous
     x = get_xp(cols).empty(tuple(x_shape), dtype=cols.dtype)
     if impl == "cpu":
-        _col2im_cpu(cols6, x, kh, kw, *stride, *padding, scalar(0, cols.dtype))
+        _col2im_cpu(cols, x, kh, kw, *stride, *padding)
     else:
-        _col2im_cuda(cols6, x, kernel_size, stride, padding)
+        _col2im_cuda(cols, x, kernel_size, stride, padding)
     return x

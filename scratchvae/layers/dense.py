@@ -20,6 +20,7 @@ class Linear(Module):
         self.in_features, self.out_features = in_features, out_features
         self.weight = Parameter(W)
         self.bias = Parameter(b) if bias else None
+        self.input_grad = True  # False: backward skips dL/dx and returns None
         self.cache = None
 
     def forward(self, x):
@@ -28,7 +29,7 @@ class Linear(Module):
         return y
 
     def backward(self, dy):
-        dx, dW, db = linear_backward(dy, self.cache)
+        dx, dW, db = linear_backward(dy, self.cache, need_dx=self.input_grad)
         self.weight.accumulate(dW)
         if self.bias is not None:
             self.bias.accumulate(db)
@@ -152,7 +153,21 @@ class Sequential(Module):
     def backward(self, dy):
         for layer in reversed(self.layers):
             dy = layer.backward(dy)
+            if dy is None:  # a layer that was told not to compute dL/dx
+                return None
         return dy
+
+    def no_input_grad(self):
+        """Skip dL/dinput: the first layer with parameters computes only their
+        gradients (layers before it have none). Use on a network's first block."""
+        for layer in self.layers:
+            if hasattr(layer, "input_grad"):
+                layer.input_grad = False
+                return self
+            if layer.parameters():
+                raise ValueError(f"no_input_grad: {layer!r} has parameters but cannot skip "
+                                 f"its input gradient")
+        return self
 
     def __getitem__(self, i):
         return self.layers[i]

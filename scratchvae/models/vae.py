@@ -52,7 +52,7 @@ class VAE(Module):
             raise ValueError(f"VAE: expected likelihood in {LIKELIHOODS}, got {likelihood!r}")
         if n_samples < 1:
             raise ValueError(f"VAE: expected n_samples >= 1, got {n_samples}")
-        self.encoder = encoder
+        self.encoder = encoder.no_input_grad()  # images need no gradient
         self.decoder = decoder
         self.latent_dim = int(latent_dim)
         self.image_shape = tuple(image_shape)

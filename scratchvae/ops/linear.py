@@ -16,7 +16,7 @@ def linear_forward(x, W, b=None):
     return y, (x, W)
 
 
-def linear_backward(dy, cache):
+def linear_backward(dy, cache, need_dx=True):
     """Gradients of a scalar loss L given dy = dL/dy, shape (N, out).
 
     From y[n, o] = sum_i x[n, i] W[o, i] + b[o]:
@@ -25,11 +25,13 @@ def linear_backward(dy, cache):
     - dL/dW[o, i] = sum_n dy[n, o] x[n, i]   ->  dW = dy^T x
     - dL/db[o]    = sum_n dy[n, o]           ->  db = dy summed over rows
 
-    Returns ``(dx, dW, db)``.
+    Returns ``(dx, dW, db)``; ``dx`` is None when ``need_dx`` is False (the
+    first layer of a network: nothing upstream wants dL/dx, and skipping it
+    saves one matrix product as large as the forward's).
     """
     x, W = cache
     check_shape("Linear.backward", "upstream gradient", dy, (x.shape[0], W.shape[0]))
-    dx = dy @ W
+    dx = dy @ W if need_dx else None
     dW = dy.T @ x
     db = dy.sum(axis=0)
     return dx, dW, db

@@ -1,0 +1,464 @@
+"""Conv2d / ConvTranspose2d: ops against direct loops and PyTorch, gradient checks,
+adjointness, initialisation, modules and argument validation."""
+import numpy as np
+import pytest
+
+from scratchvae._conv_checks import conv_checks
+from scratchvae.gradcheck import check_op
+from scratchvae.layers.conv import Conv2d, ConvTranspose2d
+from scratchvae.ops.conv import (conv2d_backward, conv2d_forward, conv2d_init,
+                                 conv_transpose2d_backward, conv_transpose2d_forward,
+                                 conv_transpose2d_init)
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:  # torch is only a test/benchmark aid
+    torch = None
+
+needs_torch = pytest.mark.skipif(torch is None, reason="torch not installed")
+
+
+# --------------------------------------------------------------------------
+# direct-loop definitions (obviously right, slow; tiny inputs only)
+# --------------------------------------------------------------------------
+
+def naive_conv2d(x, W, b, stride, padding):
+    """y[n, o, p, q] = b[o] + sum_{c,i,j} W[o, c, i, j] x[n, c, p*sh + i - ph, q*sw + j - pw]."""
+    (sh, sw), (ph, pw) = stride, padding
+    N, C, H, Wd = x.shape
+    O, _, KH, KW = W.shape
+    OH, OW = (H + 2 * ph - KH) // sh + 1, (Wd + 2 * pw - KW) // sw + 1
+    y = np.zeros((N, O, OH, OW))
+    for n in range(N):
+        for o in range(O):
+            for p in range(OH):
+                for q in range(OW):
+                    s = 0.0 if b is None else b[o]
+                    for c in range(C):
+                        for i in range(KH):
+                            for j in range(KW):
+                                h, w = p * sh + i - ph, q * sw + j - pw
+                                if 0 <= h < H and 0 <= w < Wd:
+                                    s += W[o, c, i, j] * x[n, c, h, w]
+                    y[n, o, p, q] = s
+    return y
+
+
+def naive_conv_transpose2d(x, W, b, stride, padding, output_padding):
+    """Each input pixel scatters x[n, c, p, q] * W[c, o] onto rows p*sh + i - ph, cols q*sw + j - pw."""
+    (sh, sw), (ph, pw), (oph, opw) = stride, padding, output_padding
+    N, C, H, Wd = x.shape
+    _, O, KH, KW = W.shape
+    OH = (H - 1) * sh - 2 * ph + KH + oph
+    OW = (Wd - 1) * sw - 2 * pw + KW + opw
+    y = np.zeros((N, O, OH, OW))
+    for n in range(N):
+        for c in range(C):
+            for p in range(H):
+                for q in range(Wd):
+                    for o in range(O):
+                        for i in range(KH):
+                            for j in range(KW):
+                                h, w = p * sh + i - ph, q * sw + j - pw
+                                if 0 <= h < OH and 0 <= w < OW:
+                                    y[n, o, h, w] += x[n, c, p, q] * W[c, o, i, j]
+    if b is not None:
+        y += b.reshape(1, O, 1, 1)
+    return y
+
+
+def _pair(v):
+    return (v, v) if np.isscalar(v) else tuple(v)
+
+
+# (N, C, H, W, O, kernel, stride, padding)
+CONV_CASES = [
+    (2, 3, 7, 6, 4, (3, 2), (2, 1), (1, 0)),
+    (1, 2, 5, 5, 3, 3, 1, 1),
+    (3, 2, 8, 7, 2, 4, 2, 1),
+    (2, 1, 6, 9, 2, (1, 3), (3, 2), (2, 1)),
+    (2, 3, 4, 5, 2, 1, 1, 0),                # 1x1: no im2col
+    (1, 2, 3, 3, 2, 3, 1, 0),                # output 1x1
+]
+# (N, C, H, W, O, kernel, stride, padding, output_padding)
+CONVT_CASES = [
+    (2, 3, 4, 3, 2, (3, 2), (2, 3), (1, 0), (1, 2)),
+    (2, 2, 3, 3, 3, 4, 2, 1, 0),
+    (1, 2, 3, 4, 2, 3, 3, 2, 1),
+    (2, 2, 2, 3, 3, (2, 4), (1, 2), (0, 1), (0, 1)),
+    (2, 3, 4, 5, 2, 1, 1, 0, 0),             # 1x1: no col2im
+]
+
+
+def _conv_inputs(case, rng, bias=True):
+    N, C, H, W, O, k, s, p = case
+    kh, kw = _pair(k)
+    return (rng.standard_normal((N, C, H, W)), rng.standard_normal((O, C, kh, kw)),
+            rng.standard_normal(O) if bias else None, _pair(s), _pair(p))
+
+
+def _convt_inputs(case, rng, bias=True):
+    N, C, H, W, O, k, s, p, op = case
+    kh, kw = _pair(k)
+    return (rng.standard_normal((N, C, H, W)), rng.standard_normal((C, O, kh, kw)),
+            rng.standard_normal(O) if bias else None, _pair(s), _pair(p), _pair(op))
+
+
+# --------------------------------------------------------------------------
+# forward: direct loops and PyTorch
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv2d_forward_matches_direct_loop(case, bias):
+    x, W, b, s, p = _conv_inputs(case, np.random.default_rng(0), bias)
+    y, _ = conv2d_forward(x, W, b, s, p)
+    np.testing.assert_allclose(y, naive_conv2d(x, W, b, s, p), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", CONVT_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_transpose2d_forward_matches_direct_loop(case, bias):
+    x, W, b, s, p, op = _convt_inputs(case, np.random.default_rng(0), bias)
+    y, _ = conv_transpose2d_forward(x, W, b, s, p, op)
+    np.testing.assert_allclose(y, naive_conv_transpose2d(x, W, b, s, p, op),
+                               rtol=1e-12, atol=1e-12)
+
+
+@needs_torch
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv2d_matches_torch_forward_and_backward(case):
+    rng = np.random.default_rng(1)
+    x, W, b, s, p = _conv_inputs(case, rng)
+    y, cache = conv2d_forward(x, W, b, s, p)
+    dy = rng.standard_normal(y.shape)
+    dx, dW, db = conv2d_backward(dy, cache)
+    xt, Wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, W, b))
+    yt = F.conv2d(xt, Wt, bt, stride=s, padding=p)
+    yt.backward(torch.tensor(dy))
+    for ours, theirs in [(y, yt), (dx, xt.grad), (dW, Wt.grad), (db, bt.grad)]:
+        np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-10, atol=1e-10)
+
+
+@needs_torch
+@pytest.mark.parametrize("case", CONVT_CASES)
+def test_conv_transpose2d_matches_torch_forward_and_backward(case):
+    rng = np.random.default_rng(2)
+    x, W, b, s, p, op = _convt_inputs(case, rng)
+    y, cache = conv_transpose2d_forward(x, W, b, s, p, op)
+    dy = rng.standard_normal(y.shape)
+    dx, dW, db = conv_transpose2d_backward(dy, cache)
+    xt, Wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, W, b))
+    yt = F.conv_transpose2d(xt, Wt, bt, stride=s, padding=p, output_padding=op)
+    yt.backward(torch.tensor(dy))
+    for ours, theirs in [(y, yt), (dx, xt.grad), (dW, Wt.grad), (db, bt.grad)]:
+        np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-10, atol=1e-10)
+
+
+@needs_torch
+def test_conv_vae_shapes_float32_match_torch():
+    """The conv-VAE layers at float32: same outputs as PyTorch to float32 round-off."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 1, 28, 28)).astype(np.float32)
+    enc1 = Conv2d(1, 32, 4, 2, 1, rng=rng)
+    enc2 = Conv2d(32, 64, 4, 2, 1, rng=rng)
+    dec1 = ConvTranspose2d(64, 32, 4, 2, 1, rng=rng)
+    dec2 = ConvTranspose2d(32, 1, 4, 2, 1, rng=rng)
+    t = {name: torch.tensor(m.weight.data) for name, m in
+         [("e1", enc1), ("e2", enc2), ("d1", dec1), ("d2", dec2)]}
+    tb = {name: torch.tensor(m.bias.data) for name, m in
+          [("e1", enc1), ("e2", enc2), ("d1", dec1), ("d2", dec2)]}
+    h = enc2(enc1(x))
+    out = dec2(dec1(h))
+    ht = F.conv2d(F.conv2d(torch.tensor(x), t["e1"], tb["e1"], 2, 1), t["e2"], tb["e2"], 2, 1)
+    outt = F.conv_transpose2d(F.conv_transpose2d(ht, t["d1"], tb["d1"], 2, 1),
+                              t["d2"], tb["d2"], 2, 1)
+    assert h.shape == (4, 64, 7, 7) and out.shape == (4, 1, 28, 28)
+    assert h.dtype == np.float32 and out.dtype == np.float32
+    np.testing.assert_allclose(h, ht.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out, outt.numpy(), rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------
+# gradients
+# --------------------------------------------------------------------------
+
+def test_conv_gradchecks_pass():
+    results = conv_checks(np.random.default_rng(0))
+    assert len(results) >= 10
+    for r in results:
+        assert r.passed, str(r)
+        assert r.max_error <= 1e-7
+
+
+def _wrong_dx_conv2d_backward(dy, cache):
+    """The classic flip mistake: dx from a transposed convolution with W flipped in space."""
+    dx, dW, db = conv2d_backward(dy, cache)
+    cols, W, x_shape, stride, padding = cache
+    H, Wd = x_shape[2:]
+    KH, KW = W.shape[2:]
+    op = ((H + 2 * padding[0] - KH) % stride[0], (Wd + 2 * padding[1] - KW) % stride[1])
+    flipped = np.ascontiguousarray(W[:, :, ::-1, ::-1])
+    dx_bad, _ = conv_transpose2d_forward(dy, flipped, None, stride, padding, op)
+    return dx_bad, dW, db
+
+
+def _double_dW_conv2d_backward(dy, cache):
+    dx, dW, db = conv2d_backward(dy, cache)
+    return dx, 2 * dW, db
+
+
+def _transposed_dW_convt_backward(dy, cache):
+    dx, dW, db = conv_transpose2d_backward(dy, cache)
+    return dx, np.ascontiguousarray(dW[:, :, ::-1, ::-1]), db
+
+
+@pytest.mark.parametrize("bad_backward, wrong", [
+    (_wrong_dx_conv2d_backward, "x"), (_double_dW_conv2d_backward, "W")])
+def test_gradcheck_catches_a_wrong_conv2d_backward(bad_backward, wrong):
+    rng = np.random.default_rng(4)
+    x, W, b, s, p = _conv_inputs((2, 2, 6, 5, 3, 3, (2, 1), 1), rng)
+    inputs = {"x": x, "W": W, "b": b, "stride": s, "padding": p}
+    result = check_op("bad conv2d", conv2d_forward, bad_backward, inputs, ("x", "W", "b"),
+                      rng=rng)
+    assert not result.passed
+    assert result.worst() == wrong and result.errors[wrong] > 1e-2
+    # the correct backward passes the same check
+    good = check_op("conv2d", conv2d_forward, conv2d_backward, inputs, ("x", "W", "b"), rng=rng)
+    assert good.passed, str(good)
+
+
+def test_gradcheck_catches_a_wrong_conv_transpose2d_backward():
+    rng = np.random.default_rng(5)
+    x, W, b, s, p, op = _convt_inputs((2, 2, 3, 3, 2, 3, 2, 1, 1), rng)
+    inputs = {"x": x, "W": W, "b": b, "stride": s, "padding": p, "output_padding": op}
+    result = check_op("bad convT", conv_transpose2d_forward, _transposed_dW_convt_backward,
+                      inputs, ("x", "W", "b"), rng=rng)
+    assert not result.passed and result.worst() == "W" and result.errors["W"] > 1e-2
+
+
+# --------------------------------------------------------------------------
+# adjointness and the reuse of one op in the other's backward
+# --------------------------------------------------------------------------
+
+ADJOINT_CASES = [  # (N, A, B, H, W, kernel, stride, padding): conv maps A -> B channels
+    (2, 3, 4, 9, 8, (3, 2), (2, 1), (1, 0)),
+    (3, 2, 5, 14, 14, 4, 2, 1),
+    (1, 2, 2, 7, 10, (2, 5), (3, 2), (2, 2)),
+    (2, 3, 2, 5, 5, 1, 1, 0),
+]
+
+
+@pytest.mark.parametrize("case", ADJOINT_CASES)
+def test_conv_transpose2d_is_the_adjoint_of_conv2d(case):
+    """<conv2d(x; W), y> == <x, conv_transpose2d(y; W)> for W of shape (B, A, KH, KW)."""
+    N, A, B, H, Wd, k, s, p = case
+    kh, kw = _pair(k)
+    s, p = _pair(s), _pair(p)
+    rng = np.random.default_rng(6)
+    W = rng.standard_normal((B, A, kh, kw))
+    x = rng.standard_normal((N, A, H, Wd))
+    cx, _ = conv2d_forward(x, W, None, s, p)
+    y = rng.standard_normal(cx.shape)
+    # output_padding recovers the input size lost to the floor in the conv output size
+    op = ((H + 2 * p[0] - kh) % s[0], (Wd + 2 * p[1] - kw) % s[1])
+    ty, _ = conv_transpose2d_forward(y, W, None, s, p, op)
+    assert ty.shape == x.shape
+    lhs, rhs = np.vdot(cx, y), np.vdot(x, ty)
+    assert abs(lhs - rhs) <= 1e-12 * max(abs(lhs), np.vdot(np.abs(cx), np.abs(y)))
+    # and each op's input gradient *is* the other op
+    dx, _, _ = conv2d_backward(y, conv2d_forward(x, W, None, s, p)[1])
+    np.testing.assert_array_equal(dx, ty)
+    _, cache = conv_transpose2d_forward(y, W, None, s, p, op)
+    dy, _, _ = conv_transpose2d_backward(x, cache)
+    np.testing.assert_array_equal(dy, cx)
+
+
+def test_need_dx_false_skips_only_dx():
+    rng = np.random.default_rng(7)
+    x, W, b, s, p = _conv_inputs((2, 3, 7, 6, 4, 3, 2, 1), rng)
+    y, cache = conv2d_forward(x, W, b, s, p)
+    dy = rng.standard_normal(y.shape)
+    full, partial = conv2d_backward(dy, cache), conv2d_backward(dy, cache, need_dx=False)
+    assert partial[0] is None
+    np.testing.assert_array_equal(full[1], partial[1])
+    np.testing.assert_array_equal(full[2], partial[2])
+    x, W, b, s, p, op = _convt_inputs((2, 3, 4, 3, 2, 3, 2, 1, 1), rng)
+    y, cache = conv_transpose2d_forward(x, W, b, s, p, op)
+    dy = rng.standard_normal(y.shape)
+    full, partial = conv_transpose2d_backward(dy, cache), conv_transpose2d_backward(
+        dy, cache, need_dx=False)
+    assert partial[0] is None
+    np.testing.assert_array_equal(full[1], partial[1])
+
+
+def test_reference_kernels_give_identical_results(monkeypatch):
+    rng = np.random.default_rng(8)
+    x, W, b, s, p = _conv_inputs((2, 3, 9, 8, 4, (3, 2), (2, 1), (1, 0)), rng)
+    xt, Wt, bt, st, pt, opt = _convt_inputs((2, 3, 4, 3, 2, (3, 2), (2, 3), (1, 0), (1, 2)), rng)
+
+    def run():
+        y, c = conv2d_forward(x, W, b, s, p)
+        z, ct = conv_transpose2d_forward(xt, Wt, bt, st, pt, opt)
+        return (y, *conv2d_backward(np.ones_like(y), c), z,
+                *conv_transpose2d_backward(np.ones_like(z), ct))
+
+    fast = run()
+    monkeypatch.setenv("SCRATCHVAE_KERNELS", "reference")
+    slow = run()
+    for a, b_ in zip(fast, slow):
+        np.testing.assert_array_equal(a, b_)
+
+
+def test_non_contiguous_input():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((5, 6, 3, 2)).transpose(3, 2, 0, 1)    # (2, 3, 5, 6), a view
+    W = rng.standard_normal((4, 3, 3, 3))
+    y, _ = conv2d_forward(x, W, None, 2, 1)
+    np.testing.assert_array_equal(y, conv2d_forward(np.ascontiguousarray(x), W, None, 2, 1)[0])
+    z, _ = conv_transpose2d_forward(x, W.transpose(1, 0, 2, 3), None, 2, 1, 1)
+    np.testing.assert_allclose(z, naive_conv_transpose2d(x, W.transpose(1, 0, 2, 3), None,
+                                                         (2, 2), (1, 1), (1, 1)), atol=1e-12)
+
+
+def test_float32_stays_float32():
+    rng = np.random.default_rng(10)
+    x, W, b, s, p = (a.astype(np.float32) if isinstance(a, np.ndarray) else a
+                     for a in _conv_inputs((2, 3, 7, 6, 4, 3, 2, 1), rng))
+    y, cache = conv2d_forward(x, W, b, s, p)
+    grads = conv2d_backward(np.ones_like(y), cache)
+    assert y.dtype == np.float32 and all(g.dtype == np.float32 for g in grads)
+    y64, _ = conv2d_forward(x.astype(np.float64), W.astype(np.float64), b.astype(np.float64),
+                            s, p)
+    np.testing.assert_allclose(y, y64, rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------
+# initialisation
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make, fan_in", [
+    (lambda rng: Conv2d(16, 48, (3, 5), rng=rng), 16 * 3 * 5),
+    (lambda rng: ConvTranspose2d(16, 48, (3, 5), rng=rng), 48 * 3 * 5),   # fan-in from dim 1
+    (lambda rng: ConvTranspose2d(64, 32, 4, 2, 1, rng=rng), 32 * 16),
+])
+def test_init_bounds(make, fan_in):
+    layer = make(np.random.default_rng(11))
+    bound = 1 / np.sqrt(fan_in)
+    for arr in (layer.weight.data, layer.bias.data):
+        assert arr.dtype == np.float32
+        assert np.abs(arr).max() <= bound
+        assert np.abs(arr).max() > 0.9 * bound           # the interval is used, not a smaller one
+    w = layer.weight.data.astype(np.float64)
+    assert abs(w.mean()) < 0.05 * bound
+    assert abs(w.var() / (bound ** 2 / 3) - 1) < 0.1     # U(-B, B) has variance B^2 / 3
+
+
+@needs_torch
+@pytest.mark.parametrize("kind, args", [
+    ("conv", (16, 48, (3, 5))), ("convT", (16, 48, (3, 5))), ("convT", (64, 32, 4, 2, 1)),
+    ("conv", (1, 32, 4, 2, 1))])
+def test_init_bounds_match_torch(kind, args):
+    torch.manual_seed(0)
+    ours_cls, torch_cls = ((Conv2d, torch.nn.Conv2d) if kind == "conv"
+                           else (ConvTranspose2d, torch.nn.ConvTranspose2d))
+    theirs = torch_cls(*args)
+    fan_in, _ = torch.nn.init._calculate_fan_in_and_fan_out(theirs.weight)
+    bound = 1 / np.sqrt(fan_in)
+    ours = ours_cls(*args, rng=np.random.default_rng(12))
+    assert ours.weight.shape == tuple(theirs.weight.shape)
+    assert ours.bias.shape == tuple(theirs.bias.shape)
+    for arr, t in [(ours.weight.data, theirs.weight), (ours.bias.data, theirs.bias)]:
+        t = t.detach().numpy()
+        # both are drawn from U(-bound, bound): same support, both fill it
+        assert np.abs(arr).max() <= bound and np.abs(t).max() <= bound * (1 + 1e-6)
+        if arr.size >= 32:
+            assert np.abs(arr).max() > 0.8 * bound and np.abs(t).max() > 0.8 * bound
+
+
+def test_init_is_reproducible():
+    a = conv2d_init(np.random.default_rng(5), 3, 4, (3, 2), np.float64)
+    b = conv2d_init(np.random.default_rng(5), 3, 4, (3, 2), np.float64)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    W, bias = conv_transpose2d_init(np.random.default_rng(5), 3, 4, 2, np.float32, bias=False)
+    assert W.shape == (3, 4, 2, 2) and bias is None and W.dtype == np.float32
+
+
+# --------------------------------------------------------------------------
+# modules
+# --------------------------------------------------------------------------
+
+def test_modules_parameters_and_backward():
+    rng = np.random.default_rng(13)
+    conv = Conv2d(3, 4, 3, stride=2, padding=1, rng=rng, dtype=np.float64)
+    assert [n for n, _ in conv.named_parameters()] == ["weight", "bias"]
+    assert conv.weight.shape == (4, 3, 3, 3) and conv.bias.shape == (4,)
+    x = rng.standard_normal((2, 3, 7, 6))
+    y = conv(x)
+    dy = rng.standard_normal(y.shape)
+    dx = conv.backward(dy)
+    ref = conv2d_backward(dy, conv2d_forward(x, conv.weight.data, conv.bias.data, 2, 1)[1])
+    np.testing.assert_array_equal(dx, ref[0])
+    np.testing.assert_array_equal(conv.weight.grad, ref[1])
+    conv.forward(x)
+    conv.backward(dy)                       # gradients accumulate
+    np.testing.assert_allclose(conv.weight.grad, 2 * ref[1])
+    conv.zero_grad()
+    conv.input_grad = False                 # a first layer: no input gradient
+    conv.forward(x)
+    assert conv.backward(dy) is None
+    np.testing.assert_array_equal(conv.bias.grad, ref[2])
+
+    nobias = ConvTranspose2d(3, 2, 4, 2, 1, output_padding=1, bias=False, rng=rng)
+    assert [n for n, _ in nobias.named_parameters()] == ["weight"]
+    assert nobias.weight.shape == (3, 2, 4, 4) and nobias.weight.data.dtype == np.float32
+    out = nobias(rng.standard_normal((2, 3, 5, 4)).astype(np.float32))
+    assert out.shape == (2, 2, 11, 9)
+    assert "ConvTranspose2d(3, 2" in repr(nobias) and "Conv2d(3, 4" in repr(conv)
+
+
+# --------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------
+
+def test_bad_inputs_raise_clear_errors():
+    x = np.zeros((2, 3, 5, 5), np.float32)
+    W = np.zeros((4, 3, 3, 3), np.float32)
+    with pytest.raises(ValueError, match=r"Conv2d: expected input of shape \(\*, 3, \*, \*\), got \(3, 5, 5\)"):
+        conv2d_forward(x[0], W)
+    with pytest.raises(ValueError, match=r"Conv2d: expected input of shape \(\*, 3, \*, \*\), got \(2, 2, 5, 5\)"):
+        conv2d_forward(x[:, :2], W)
+    with pytest.raises(ValueError, match=r"Conv2d: expected input of dtype float32 .* got float64"):
+        conv2d_forward(x.astype(np.float64), W)
+    with pytest.raises(ValueError, match=r"Conv2d: expected input of dtype float32 or float64, got int64"):
+        conv2d_forward(x.astype(np.int64), W)
+    with pytest.raises(ValueError, match=r"Conv2d: expected a positive output size, got \(0, 0\)"):
+        conv2d_forward(x, np.zeros((4, 3, 6, 6), np.float32))
+    with pytest.raises(ValueError, match=r"Conv2d: expected bias of shape \(4\), got \(3,\)"):
+        conv2d_forward(x, W, np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match=r"Conv2d: expected stride to be an int >= 1"):
+        conv2d_forward(x, W, stride=0)
+    with pytest.raises(ValueError, match=r"Conv2d: expected padding to be an int >= 0"):
+        conv2d_forward(x, W, padding=(1, 2, 3))
+    with pytest.raises(ValueError, match=r"Conv2d: expected weight of shape"):
+        conv2d_forward(x, W[0])
+    _, cache = conv2d_forward(x, W, None, 1, 1)
+    with pytest.raises(ValueError, match=r"Conv2d.backward: expected upstream gradient of shape \(2, 4, 5, 5\)"):
+        conv2d_backward(np.zeros((2, 4, 5, 4), np.float32), cache)
+
+    Wt = np.zeros((3, 4, 3, 3), np.float32)
+    with pytest.raises(ValueError, match=r"ConvTranspose2d: expected input of shape \(\*, 3, \*, \*\), got \(2, 4, 5, 5\)"):
+        conv_transpose2d_forward(np.zeros((2, 4, 5, 5), np.float32), Wt)
+    with pytest.raises(ValueError, match=r"ConvTranspose2d: expected output_padding smaller than stride"):
+        conv_transpose2d_forward(x, Wt, stride=2, output_padding=2)
+    with pytest.raises(ValueError, match=r"ConvTranspose2d: expected a positive output size"):
+        conv_transpose2d_forward(np.zeros((1, 3, 1, 1), np.float32), Wt, padding=2)
+    with pytest.raises(ValueError, match=r"ConvTranspose2d: expected input of dtype float32"):
+        conv_transpose2d_forward(x.astype(np.float64), Wt)
+    _, cache = conv_transpose2d_forward(x, Wt, None, 2, 1, 1)
+    with pytest.raises(ValueError, match=r"ConvTranspose2d.backward: expected upstream gradient of shape \(2, 4, 10, 10\)"):
+        conv_transpose2d_backward(np.zeros((2, 4, 9, 9), np.float32), cache)
+    with pytest.raises(ValueError, match=r"Conv2d: expected kernel_size"):
+        Conv2d(3, 4, 0)

@@ -1,0 +1,188 @@
+"""im2col / col2im: Numba CPU and CUDA kernels against the plain xp reference."""
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kernels import im2col as K
+from kernels.im2col import col2im, col2im_reference, im2col, im2col_reference
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _random_configs(rng, count):
+    """Random (x_shape, kernel, stride, padding) with a positive output size."""
+    configs = []
+    while len(configs) < count:
+        N = int(rng.choice([1, 2, 3]))
+        C = int(rng.integers(1, 4))
+        H, W = (int(v) for v in rng.integers(1, 10, size=2))
+        kernel = tuple(int(v) for v in rng.integers(1, 6, size=2))
+        stride = tuple(int(v) for v in rng.integers(1, 4, size=2))
+        padding = tuple(int(v) for v in rng.integers(0, 3, size=2))
+        if (H + 2 * padding[0] - kernel[0]) < 0 or (W + 2 * padding[1] - kernel[1]) < 0:
+            continue
+        configs.append(((N, C, H, W), kernel, stride, padding))
+    return configs
+
+
+CONFIGS = _random_configs(np.random.default_rng(1234), 60) + [
+    ((2, 3, 28, 28), (4, 4), (2, 2), (1, 1)),   # conv-VAE encoder shapes
+    ((2, 4, 14, 14), (4, 4), (2, 2), (1, 1)),
+    ((1, 1, 5, 7), (5, 7), (1, 1), (0, 0)),     # kernel covers the image: OH = OW = 1
+    ((1, 2, 1, 1), (3, 3), (1, 1), (1, 1)),     # 1x1 image, all but the centre padding
+    ((2, 2, 6, 5), (1, 1), (3, 2), (2, 2)),     # 1x1 kernel with stride and padding
+]
+
+
+def _ids(config):
+    shape, k, s, p = config
+    return f"x{shape}-k{k}-s{s}-p{p}"
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[_ids(c) for c in CONFIGS])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernels_match_reference_exactly(config, dtype):
+    shape, k, s, p = config
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(dtype)
+    cols = im2col(x, k, s, p)
+    ref = im2col_reference(x, k, s, p)
+    assert cols.dtype == dtype and cols.flags.c_contiguous
+    assert np.array_equal(cols, ref)
+    # col2im: both add each pixel's contributions in increasing (i, j) order
+    # starting from 0, so even float32 sums agree bit for bit
+    g = rng.standard_normal(cols.shape).astype(dtype)
+    img = col2im(g, shape, k, s, p)
+    assert img.shape == shape and img.dtype == dtype and img.flags.c_contiguous
+    assert np.array_equal(img, col2im_reference(g, shape, k, s, p))
+
+
+def test_dispatch_uses_the_numba_kernels(monkeypatch):
+    """The public functions really run the CPU kernels (else the test above is vacuous)."""
+    calls = []
+    real_im2col, real_col2im = K._im2col_cpu, K._col2im_cpu
+    monkeypatch.setattr(K, "_im2col_cpu", lambda *a: calls.append("im2col") or real_im2col(*a))
+    monkeypatch.setattr(K, "_col2im_cpu", lambda *a: calls.append("col2im") or real_col2im(*a))
+    x = np.ones((2, 3, 5, 5), np.float32)
+    cols = im2col(x, (3, 3), (1, 1), (1, 1))
+    col2im(cols, x.shape, (3, 3), (1, 1), (1, 1))
+    assert calls == ["im2col", "col2im"]
+
+
+def test_env_forces_reference(monkeypatch):
+    def boom(*args):
+        raise AssertionError("kernel called although SCRATCHVAE_KERNELS=reference")
+
+    monkeypatch.setattr(K, "_im2col_cpu", boom)
+    monkeypatch.setattr(K, "_col2im_cpu", boom)
+    monkeypatch.setenv("SCRATCHVAE_KERNELS", "reference")
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 5))
+    cols = im2col(x, (3, 2), (2, 1), (1, 0))
+    assert np.array_equal(cols, im2col_reference(x, (3, 2), (2, 1), (1, 0)))
+    img = col2im(cols, x.shape, (3, 2), (2, 1), (1, 0))
+    assert np.array_equal(img, col2im_reference(cols, x.shape, (3, 2), (2, 1), (1, 0)))
+
+
+def test_small_example_by_hand():
+    """A 3x3 image, 2x2 kernel, stride 1, padding 0: the columns are the four windows."""
+    x = np.arange(9, dtype=np.float64).reshape(1, 1, 3, 3)
+    cols = im2col(x, (2, 2), (1, 1), (0, 0))
+    # rows: kernel offsets (0,0), (0,1), (1,0), (1,1); columns: windows at (0,0), (0,1), (1,0), (1,1)
+    expected = np.array([[0, 1, 3, 4],
+                         [1, 2, 4, 5],
+                         [3, 4, 6, 7],
+                         [4, 5, 7, 8]], dtype=np.float64)
+    assert np.array_equal(cols, expected)
+    # col2im of all ones counts how many windows cover each pixel
+    counts = col2im(np.ones_like(cols), x.shape, (2, 2), (1, 1), (0, 0))
+    assert np.array_equal(counts[0, 0], [[1, 2, 1], [2, 4, 2], [1, 2, 1]])
+
+
+def test_padding_reads_zeros():
+    x = np.ones((1, 1, 2, 2), np.float32)
+    cols = im2col(x, (3, 3), (1, 1), (1, 1))            # OH = OW = 2
+    # the window at output (0, 0) covers rows/cols -1..1: 4 of its 9 reads are inside
+    assert cols[:, 0].sum() == 4 and set(np.unique(cols)) == {0.0, 1.0}
+
+
+@pytest.mark.parametrize("config", CONFIGS[:20] + CONFIGS[-5:], ids=_ids)
+def test_col2im_is_the_adjoint_of_im2col(config):
+    """<im2col(x), G> == <x, col2im(G)> for all x, G (float64, 1e-12 relative)."""
+    shape, k, s, p = config
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(shape)
+    g = rng.standard_normal(im2col(x, k, s, p).shape)
+    cols = im2col(x, k, s, p)
+    lhs = np.vdot(cols, g)
+    rhs = np.vdot(x, col2im(g, shape, k, s, p))
+    assert abs(lhs - rhs) <= 1e-12 * np.vdot(np.abs(cols), np.abs(g))
+
+
+def test_non_contiguous_inputs():
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((4, 7, 9, 3)).astype(np.float32)
+    views = [base.transpose(3, 0, 1, 2),              # (3, 4, 7, 9), transposed
+             base[::2, 1:6, ::2].transpose(0, 3, 1, 2),  # sliced and transposed
+             base[:, :, :, :2].transpose(0, 3, 2, 1)]
+    for x in views:
+        assert not x.flags.c_contiguous
+        for k, s, p in [((3, 2), (2, 1), (1, 0)), ((2, 2), (1, 1), (0, 1))]:
+            cols = im2col(x, k, s, p)
+            assert np.array_equal(cols, im2col_reference(x, k, s, p))
+            assert np.array_equal(cols, im2col(np.ascontiguousarray(x), k, s, p))
+            g = np.asfortranarray(rng.standard_normal(cols.shape).astype(np.float32))
+            img = col2im(g, x.shape, k, s, p)
+            assert np.array_equal(img, col2im(np.ascontiguousarray(g), x.shape, k, s, p))
+
+
+def test_bad_arguments_raise():
+    x = np.zeros((2, 3, 4, 4), np.float32)
+    with pytest.raises(ValueError, match=r"im2col: expected a 4-D"):
+        im2col(x[0], (2, 2))
+    with pytest.raises(ValueError, match=r"im2col: expected a positive output size, got \(0, "):
+        im2col(x, (5, 2))
+    with pytest.raises(ValueError, match=r"im2col: expected kernel_size >= 1"):
+        im2col(x, (0, 2))
+    with pytest.raises(ValueError, match=r"col2im: expected columns of shape \(12, 18\), got \(12, 17\)"):
+        col2im(np.zeros((12, 17), np.float32), (2, 3, 4, 4), (2, 2), (1, 1), (0, 0))
+
+
+CUDASIM_SCRIPT = textwrap.dedent("""
+    import numpy as np
+    from numba import config
+    assert config.ENABLE_CUDASIM
+    from kernels import im2col as K
+
+    rng = np.random.default_rng(0)
+    cases = [((2, 2, 5, 4), (3, 2), (2, 1), (1, 0)),
+             ((1, 1, 4, 4), (4, 4), (2, 2), (1, 1)),
+             ((2, 1, 3, 5), (1, 1), (1, 1), (0, 0)),
+             ((1, 2, 3, 3), (3, 3), (3, 1), (2, 1))]
+    for shape, k, s, p in cases:
+        for dtype in (np.float32, np.float64):
+            x = rng.standard_normal(shape).astype(dtype)
+            ref = K.im2col_reference(x, k, s, p)
+            OH, OW = K._geometry("test", shape, k, s, p)
+            cols6 = np.empty((shape[1], k[0], k[1], shape[0], OH, OW), dtype)
+            K._im2col_cuda(x, cols6, k, s, p)
+            assert np.array_equal(cols6.reshape(ref.shape), ref), ("im2col", shape, k, s, p)
+            g = rng.standard_normal(ref.shape).astype(dtype)
+            img = np.full(shape, np.nan, dtype)
+            K._col2im_cuda(g.reshape(cols6.shape), img, k, s, p)
+            assert np.array_equal(img, K.col2im_reference(g, shape, k, s, p)), ("col2im", shape)
+    print("CUDASIM OK")
+""")
+
+
+def test_cuda_kernels_under_simulator():
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", CUDASIM_SCRIPT], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "CUDASIM OK" in proc.stdout
