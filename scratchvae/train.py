@@ -128,22 +128,11 @@ def _seeds(seed):
     return init, shuffle, noise, evaluation
 
 
-def evaluate(model, x, batch_size=1000, seed=0, xp=np):
-    """Test-set negative ELBO and its parts, averaged over the images.
-
-    One z sample per image (the model's n_samples), drawn from a generator
-    seeded with ``seed`` so that repeated evaluations agree exactly.
-    """
+def evaluate(model, x, labels=None, batch_size=1000, seed=0):
+    """The model's test metrics (``model.test_metrics``), with evaluation noise
+    drawn from a generator seeded by ``seed`` so that repeated evaluations agree."""
     rng = np.random.default_rng(_seeds(seed)[3])
-    sums = {"recon": 0.0, "kl": 0.0}
-    for start in range(0, x.shape[0], batch_size):
-        xb = to_device(x[start:start + batch_size], xp)
-        _, parts = model.loss(xb, rng=rng, training=False)
-        sums["recon"] += float(parts["recon_per_image"].sum())
-        sums["kl"] += float(parts["kl_per_image"].sum())
-    n = x.shape[0]
-    recon, kl = sums["recon"] / n, sums["kl"] / n
-    return {"test_nelbo": recon + kl, "test_recon": recon, "test_kl": kl}
+    return model.test_metrics(x, labels=labels, batch_size=batch_size, rng=rng)
 
 
 def format_epoch(record):
@@ -184,11 +173,12 @@ def train(config, out_dir, resume=False, progress=True, log=print):
             os.unlink(metrics_path)
     ckpt.write_json(os.path.join(out_dir, ckpt.CONFIG), dataclasses.asdict(config))
 
-    ds, (xtr, ytr), (xte, _) = load_data(config, log=log, progress=progress)
+    ds, (xtr, ytr), (xte, yte) = load_data(config, log=log, progress=progress)
     log(f"{config.model}: {model.num_parameters():,} parameters; data {ds.name} from "
         f"{ds.source} ({xtr.shape[0]} train / {xte.shape[0]} test images); device {config.device}")
 
     history = ckpt.read_jsonl(metrics_path)
+    global_step = start_epoch * -(-xtr.shape[0] // config.batch_size)  # steps done so far
     for epoch in range(start_epoch + 1, config.epochs + 1):
         t0 = time.perf_counter()
         batches = data_mod.iterate_batches(xtr, ytr, config.batch_size, rng=shuffle_rng,
@@ -196,10 +186,11 @@ def train(config, out_dir, resume=False, progress=True, log=print):
         bar = tqdm(batches, total=len(batches), desc=f"epoch {epoch}/{config.epochs}",
                    unit="batch", disable=not progress, leave=False, dynamic_ncols=True)
         total, count = 0.0, 0
-        for step, (xb, _) in enumerate(bar):
+        for step, (xb, yb) in enumerate(bar):
             xb = to_device(xb, xp)
             optimizer.zero_grad()
-            loss, _ = model.loss(xb, rng=noise_rng)
+            loss, _ = model.loss(xb, rng=noise_rng, labels=yb, step=global_step)
+            global_step += 1
             value = float(loss)
             if not math.isfinite(value):
                 bar.close()
@@ -219,7 +210,7 @@ def train(config, out_dir, resume=False, progress=True, log=print):
         bar.close()
         train_seconds = time.perf_counter() - t0
         record = {"epoch": epoch, "train_loss": total / count, "train_seconds": train_seconds}
-        record.update(evaluate(model, xte, config.eval_batch_size, config.seed, xp))
+        record.update(evaluate(model, xte, yte, config.eval_batch_size, config.seed))
         record["seconds"] = time.perf_counter() - t0
         meta = {"epoch": epoch, "shuffle_rng": shuffle_rng.bit_generator.state,
                 "noise_rng": noise_rng.bit_generator.state,
@@ -245,8 +236,7 @@ def load_run(run_dir, device="cpu"):
 def evaluate_run(run_dir, device="cpu", log=print, progress=False):
     """The test metrics of a saved run, computed exactly as during training."""
     config, model, meta = load_run(run_dir, device)
-    _, _, (xte, _) = load_data(config, log=log, progress=progress)
+    _, _, (xte, yte) = load_data(config, log=log, progress=progress)
     result = {"epoch": meta["epoch"], "model": config.model, "dataset": config.dataset}
-    result.update(evaluate(model, xte, config.eval_batch_size, config.seed,
-                           get_array_module(device)))
+    result.update(evaluate(model, xte, yte, config.eval_batch_size, config.seed))
     return result

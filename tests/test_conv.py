@@ -195,9 +195,9 @@ def test_conv_gradchecks_pass():
 def _wrong_dx_conv2d_backward(dy, cache):
     """The classic flip mistake: dx from a transposed convolution with W flipped in space."""
     dx, dW, db = conv2d_backward(dy, cache)
-    cols, W, x_shape, stride, padding = cache
+    cols, Wm, (O, C, KH, KW), x_shape, stride, padding = cache
+    W = Wm.reshape(O, KH, KW, C).transpose(0, 3, 1, 2)      # the weight again
     H, Wd = x_shape[2:]
-    KH, KW = W.shape[2:]
     op = ((H + 2 * padding[0] - KH) % stride[0], (Wd + 2 * padding[1] - KW) % stride[1])
     flipped = np.ascontiguousarray(W[:, :, ::-1, ::-1])
     dx_bad, _ = conv_transpose2d_forward(dy, flipped, None, stride, padding, op)

@@ -1,4 +1,5 @@
-"""im2col / col2im: Numba CPU and CUDA kernels against the plain xp reference."""
+"""im2col / col2im (channels-last images): Numba CPU and CUDA kernels against the
+plain xp reference."""
 import os
 import subprocess
 import sys
@@ -26,16 +27,16 @@ def _random_configs(rng, count):
         padding = tuple(int(v) for v in rng.integers(0, 3, size=2))
         if (H + 2 * padding[0] - kernel[0]) < 0 or (W + 2 * padding[1] - kernel[1]) < 0:
             continue
-        configs.append(((N, C, H, W), kernel, stride, padding))
+        configs.append(((N, H, W, C), kernel, stride, padding))
     return configs
 
 
 CONFIGS = _random_configs(np.random.default_rng(1234), 60) + [
-    ((2, 3, 28, 28), (4, 4), (2, 2), (1, 1)),   # conv-VAE encoder shapes
-    ((2, 4, 14, 14), (4, 4), (2, 2), (1, 1)),
-    ((1, 1, 5, 7), (5, 7), (1, 1), (0, 0)),     # kernel covers the image: OH = OW = 1
-    ((1, 2, 1, 1), (3, 3), (1, 1), (1, 1)),     # 1x1 image, all but the centre padding
-    ((2, 2, 6, 5), (1, 1), (3, 2), (2, 2)),     # 1x1 kernel with stride and padding
+    ((2, 28, 28, 1), (4, 4), (2, 2), (1, 1)),   # conv-VAE shapes (N, H, W, C)
+    ((2, 14, 14, 5), (4, 4), (2, 2), (1, 1)),
+    ((1, 5, 7, 1), (5, 7), (1, 1), (0, 0)),     # kernel covers the image: OH = OW = 1
+    ((1, 1, 1, 2), (3, 3), (1, 1), (1, 1)),     # 1x1 image, all but the centre padding
+    ((2, 6, 5, 2), (1, 1), (3, 2), (2, 2)),     # 1x1 kernel with stride and padding
 ]
 
 
@@ -68,7 +69,7 @@ def test_dispatch_uses_the_numba_kernels(monkeypatch):
     real_im2col, real_col2im = K._im2col_cpu, K._col2im_cpu
     monkeypatch.setattr(K, "_im2col_cpu", lambda *a: calls.append("im2col") or real_im2col(*a))
     monkeypatch.setattr(K, "_col2im_cpu", lambda *a: calls.append("col2im") or real_col2im(*a))
-    x = np.ones((2, 3, 5, 5), np.float32)
+    x = np.ones((2, 5, 5, 3), np.float32)
     cols = im2col(x, (3, 3), (1, 1), (1, 1))
     col2im(cols, x.shape, (3, 3), (1, 1), (1, 1))
     assert calls == ["im2col", "col2im"]
@@ -81,7 +82,7 @@ def test_env_forces_reference(monkeypatch):
     monkeypatch.setattr(K, "_im2col_cpu", boom)
     monkeypatch.setattr(K, "_col2im_cpu", boom)
     monkeypatch.setenv("SCRATCHVAE_KERNELS", "reference")
-    x = np.random.default_rng(0).standard_normal((2, 3, 6, 5))
+    x = np.random.default_rng(0).standard_normal((2, 6, 5, 3))
     cols = im2col(x, (3, 2), (2, 1), (1, 0))
     assert np.array_equal(cols, im2col_reference(x, (3, 2), (2, 1), (1, 0)))
     img = col2im(cols, x.shape, (3, 2), (2, 1), (1, 0))
@@ -89,10 +90,10 @@ def test_env_forces_reference(monkeypatch):
 
 
 def test_small_example_by_hand():
-    """A 3x3 image, 2x2 kernel, stride 1, padding 0: the columns are the four windows."""
-    x = np.arange(9, dtype=np.float64).reshape(1, 1, 3, 3)
+    """A 3x3 image, 2x2 kernel, stride 1, padding 0: the rows are the four windows."""
+    x = np.arange(9, dtype=np.float64).reshape(1, 3, 3, 1)
     cols = im2col(x, (2, 2), (1, 1), (0, 0))
-    # rows: kernel offsets (0,0), (0,1), (1,0), (1,1); columns: windows at (0,0), (0,1), (1,0), (1,1)
+    # rows: windows at (0,0), (0,1), (1,0), (1,1); columns: offsets (0,0), (0,1), (1,0), (1,1)
     expected = np.array([[0, 1, 3, 4],
                          [1, 2, 4, 5],
                          [3, 4, 6, 7],
@@ -100,14 +101,22 @@ def test_small_example_by_hand():
     assert np.array_equal(cols, expected)
     # col2im of all ones counts how many windows cover each pixel
     counts = col2im(np.ones_like(cols), x.shape, (2, 2), (1, 1), (0, 0))
-    assert np.array_equal(counts[0, 0], [[1, 2, 1], [2, 4, 2], [1, 2, 1]])
+    assert np.array_equal(counts[0, :, :, 0], [[1, 2, 1], [2, 4, 2], [1, 2, 1]])
+
+
+def test_channels_are_innermost():
+    """Two channels: columns interleave them as (i, j, c)."""
+    x = np.stack([np.arange(4.0), 10 + np.arange(4.0)], axis=-1).reshape(1, 2, 2, 2)
+    cols = im2col(x, (2, 2), (1, 1), (0, 0))                # one window: the whole image
+    assert np.array_equal(cols, [[0, 10, 1, 11, 2, 12, 3, 13]])
 
 
 def test_padding_reads_zeros():
-    x = np.ones((1, 1, 2, 2), np.float32)
+    x = np.ones((1, 2, 2, 1), np.float32)
     cols = im2col(x, (3, 3), (1, 1), (1, 1))            # OH = OW = 2
-    # the window at output (0, 0) covers rows/cols -1..1: 4 of its 9 reads are inside
-    assert cols[:, 0].sum() == 4 and set(np.unique(cols)) == {0.0, 1.0}
+    # the window of output (0, 0) covers rows/cols -1..1: 4 of its 9 reads are inside
+    assert cols[0].sum() == 4 and set(np.unique(cols)) == {0.0, 1.0}
+    assert np.array_equal(cols[0].reshape(3, 3), [[0, 0, 0], [0, 1, 1], [0, 1, 1]])
 
 
 @pytest.mark.parametrize("config", CONFIGS[:20] + CONFIGS[-5:], ids=_ids)
@@ -126,9 +135,9 @@ def test_col2im_is_the_adjoint_of_im2col(config):
 def test_non_contiguous_inputs():
     rng = np.random.default_rng(3)
     base = rng.standard_normal((4, 7, 9, 3)).astype(np.float32)
-    views = [base.transpose(3, 0, 1, 2),              # (3, 4, 7, 9), transposed
-             base[::2, 1:6, ::2].transpose(0, 3, 1, 2),  # sliced and transposed
-             base[:, :, :, :2].transpose(0, 3, 2, 1)]
+    views = [base.transpose(0, 2, 1, 3),              # (4, 9, 7, 3), transposed
+             base[::2, 1:6, ::2],                     # sliced
+             base[:, :, :, :2].transpose(3, 2, 1, 0)]
     for x in views:
         assert not x.flags.c_contiguous
         for k, s, p in [((3, 2), (2, 1), (1, 0)), ((2, 2), (1, 1), (0, 1))]:
@@ -141,15 +150,15 @@ def test_non_contiguous_inputs():
 
 
 def test_bad_arguments_raise():
-    x = np.zeros((2, 3, 4, 4), np.float32)
+    x = np.zeros((2, 4, 4, 3), np.float32)
     with pytest.raises(ValueError, match=r"im2col: expected a 4-D"):
         im2col(x[0], (2, 2))
     with pytest.raises(ValueError, match=r"im2col: expected a positive output size, got \(0, "):
         im2col(x, (5, 2))
     with pytest.raises(ValueError, match=r"im2col: expected kernel_size >= 1"):
         im2col(x, (0, 2))
-    with pytest.raises(ValueError, match=r"col2im: expected columns of shape \(12, 18\), got \(12, 17\)"):
-        col2im(np.zeros((12, 17), np.float32), (2, 3, 4, 4), (2, 2), (1, 1), (0, 0))
+    with pytest.raises(ValueError, match=r"col2im: expected columns of shape \(18, 12\), got \(17, 12\)"):
+        col2im(np.zeros((17, 12), np.float32), (2, 4, 4, 3), (2, 2), (1, 1), (0, 0))
 
 
 CUDASIM_SCRIPT = textwrap.dedent("""
@@ -159,21 +168,20 @@ CUDASIM_SCRIPT = textwrap.dedent("""
     from kernels import im2col as K
 
     rng = np.random.default_rng(0)
-    cases = [((2, 2, 5, 4), (3, 2), (2, 1), (1, 0)),
-             ((1, 1, 4, 4), (4, 4), (2, 2), (1, 1)),
-             ((2, 1, 3, 5), (1, 1), (1, 1), (0, 0)),
-             ((1, 2, 3, 3), (3, 3), (3, 1), (2, 1))]
+    cases = [((2, 5, 4, 2), (3, 2), (2, 1), (1, 0)),     # (N, H, W, C)
+             ((1, 4, 4, 1), (4, 4), (2, 2), (1, 1)),
+             ((2, 3, 5, 3), (1, 1), (1, 1), (0, 0)),
+             ((1, 3, 3, 2), (3, 3), (3, 1), (2, 1))]
     for shape, k, s, p in cases:
         for dtype in (np.float32, np.float64):
             x = rng.standard_normal(shape).astype(dtype)
             ref = K.im2col_reference(x, k, s, p)
-            OH, OW = K._geometry("test", shape, k, s, p)
-            cols6 = np.empty((shape[1], k[0], k[1], shape[0], OH, OW), dtype)
-            K._im2col_cuda(x, cols6, k, s, p)
-            assert np.array_equal(cols6.reshape(ref.shape), ref), ("im2col", shape, k, s, p)
+            cols = np.full(ref.shape, np.nan, dtype)
+            K._im2col_cuda(x, cols, k, s, p)
+            assert np.array_equal(cols, ref), ("im2col", shape, k, s, p)
             g = rng.standard_normal(ref.shape).astype(dtype)
             img = np.full(shape, np.nan, dtype)
-            K._col2im_cuda(g.reshape(cols6.shape), img, k, s, p)
+            K._col2im_cuda(g, img, k, s, p)
             assert np.array_equal(img, K.col2im_reference(g, shape, k, s, p)), ("col2im", shape)
     print("CUDASIM OK")
 """)

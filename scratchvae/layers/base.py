@@ -102,6 +102,8 @@ class Module:
         for p in self.parameters():
             p.data = p.data.astype(dtype)
             p.grad = None
+        if hasattr(self, "param_dtype"):
+            self.param_dtype = np.dtype(dtype)
         return self
 
     def to(self, xp):

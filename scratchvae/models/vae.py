@@ -54,6 +54,7 @@ class VAE(Module):
             raise ValueError(f"VAE: expected n_samples >= 1, got {n_samples}")
         self.encoder = encoder.no_input_grad()  # images need no gradient
         self.decoder = decoder
+        self.param_dtype = encoder.dtype  # checked against the input on every call
         self.latent_dim = int(latent_dim)
         self.image_shape = tuple(image_shape)
         self.likelihood = likelihood
@@ -69,7 +70,7 @@ class VAE(Module):
     def encode(self, x):
         """x (N, *image_shape) -> (mu, logvar), each (N, Z)."""
         check_shape(type(self).__name__, "images", x, (None,) + self.image_shape)
-        check_float(type(self).__name__, "images", x, self.dtype)
+        check_float(type(self).__name__, "images", x, self.param_dtype)
         h = self.encoder.forward(x)
         Z = self.latent_dim
         return h[:, :Z], h[:, Z:]
@@ -113,13 +114,15 @@ class VAE(Module):
         return dout
 
     # -- loss and its backward -------------------------------------------------
-    def loss(self, x, rng=None, eps=None, beta=None, training=True):
+    def loss(self, x, rng=None, eps=None, labels=None, step=None, beta=None, training=True):
         """Mean negative ELBO (with KL weight beta) of the batch x.
 
         Noise: pass a generator ``rng`` (eps drawn from it), or fixed ``eps`` of
-        shape (L, N, Z). Returns ``(loss, parts)``; parts holds the batch means
-        'recon', 'kl', 'nelbo' (beta = 1) and the per-image arrays
-        'recon_per_image' and 'kl_per_image' (N,). Caches what ``backward`` needs.
+        shape (L, N, Z). ``labels`` and ``step`` (the global training step) are
+        part of every model's signature; this model uses neither. Returns
+        ``(loss, parts)``; parts holds the batch means 'recon', 'kl', 'nelbo'
+        (beta = 1) and the per-image arrays 'recon_per_image' and
+        'kl_per_image' (N,). Caches what ``backward`` needs.
         """
         beta = self.beta if beta is None else float(beta)
         mu, logvar = self.encode(x)
@@ -127,7 +130,7 @@ class VAE(Module):
         if eps is None:
             if rng is None:
                 raise ValueError(f"{type(self).__name__}.loss: pass rng (a seeded generator) or eps")
-            eps = self.xp.asarray(draw_eps(rng, self.n_samples, mu))
+            eps = get_xp(mu).asarray(draw_eps(rng, self.n_samples, mu))
         L = eps.shape[0]
         z, sampler_cache = reparameterize_forward(mu, logvar, eps)
         out = self.decode(z)
@@ -154,7 +157,7 @@ class VAE(Module):
         if c is None:
             raise RuntimeError(f"{type(self).__name__}.backward: call loss() first")
         self._cache = None
-        xp, dtype = self.xp, self.dtype
+        xp, dtype = get_xp(c.kl[0]), self.param_dtype
         n, L = c.n, c.n_samples
         # loss = 1/(N L) sum_{l,n} recon_ln + beta/N sum_n KL_n
         drecon = xp.full(L * n, 1.0 / (L * n), dtype=dtype)
@@ -170,3 +173,22 @@ class VAE(Module):
         dh = xp.concatenate([dmu + dmu_kl, dlogvar + dlogvar_kl], axis=1)
         # 5. encoder: gradients of its parameters
         self.encoder.backward(dh)
+
+    # -- evaluation ----------------------------------------------------------------
+    def test_metrics(self, x, labels=None, batch_size=1000, rng=None):
+        """Negative ELBO and its parts averaged over the images of ``x``.
+
+        x: host array (N, *image_shape); batches are moved to the parameters'
+        device. One z sample per image (``n_samples``), drawn from ``rng``.
+        """
+        xp = self.xp
+        sums = {"recon": 0.0, "kl": 0.0}
+        for start in range(0, x.shape[0], batch_size):
+            xb = xp.asarray(x[start:start + batch_size])
+            yb = None if labels is None else labels[start:start + batch_size]
+            _, parts = self.loss(xb, rng=rng, labels=yb, training=False)
+            sums["recon"] += float(parts["recon_per_image"].sum())
+            sums["kl"] += float(parts["kl_per_image"].sum())
+        recon, kl = sums["recon"] / x.shape[0], sums["kl"] / x.shape[0]
+        self._cache = None
+        return {"test_nelbo": recon + kl, "test_recon": recon, "test_kl": kl}

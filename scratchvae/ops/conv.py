@@ -1,4 +1,4 @@
-"""2-D convolution and transposed convolution, PyTorch layouts and semantics.
+"""2-D convolution and transposed convolution, PyTorch shapes and semantics.
 
 Shapes (no groups, no dilation):
 
@@ -7,26 +7,33 @@ Shapes (no groups, no dilation):
 - ConvTranspose2d: x (N, C, H, W),  W (C, O, KH, KW),  b (O,)  ->  y (N, O, OH, OW)
                    OH = (H - 1) SH - 2 PH + KH + OPH   (likewise OW)
 
-Both are one matrix product plus a data rearrangement (kernels/im2col.py):
+Memory layout: channels-last. Arrays have the usual NCHW *shape*, but the
+outputs (y, and dx in backward) are returned as views
+``a.transpose(0, 3, 1, 2)`` of C-contiguous (N, H, W, C) arrays, which is
+what PyTorch calls the ``channels_last`` memory format. NumPy treats them as
+ordinary arrays (elementwise ops keep the layout; ``reshape`` copies when it
+must). Inputs may have any layout; channels-last ones are used without a
+copy, so a chain conv -> activation -> conv never transposes. The reason is
+speed: in channels-last memory a window row of the kernel is one contiguous
+run of KW*C values (see kernels/im2col.py).
 
-    Conv2d:          y = W2 @ im2col(x) + b          W2 = W.reshape(O, C*KH*KW)
-    ConvTranspose2d: y = col2im(W2^T @ X2) + b       W2 = W.reshape(C, O*KH*KW)
+Both ops are one matrix product plus a data rearrangement. With the weight
+as a matrix Wm = W.transpose(0, 2, 3, 1).reshape(W.shape[0], -1), i.e.
+rows = dim 0 of W, columns = (i, j, dim 1), and images channels-last:
 
-where X2 is x with channels first, shape (C, N*H*W). ``col2im`` is the
-adjoint of ``im2col``, so the two ops are adjoint to each other (without
-bias, for the same weight W of shape (A, B, KH, KW)):
+    Conv2d:          Y = im2col(x) @ Wm^T + b        Y (N*OH*OW, O), Wm (O, KH*KW*C)
+    ConvTranspose2d: y = col2im(X @ Wm) + b          X (N*H*W, C),   Wm (C, KH*KW*O)
 
-    <conv2d(x; W), y> = <x, conv_transpose2d(y; W)>.
+``col2im`` is the adjoint of ``im2col``, so the two ops are adjoint to each
+other (without bias, for the same weight W of shape (A, B, KH, KW)):
 
-This is why each backward reuses the other op's forward: the input gradient
-of a convolution is a transposed convolution of dy with the same weight, and
-vice versa. 1x1 convolutions (kernel 1, stride 1, padding 0) skip im2col:
-their columns are just X2.
+    <conv2d(x; W), y> = <x, conv_transpose2d(y; W)>,
 
-Column layout: (C*KH*KW, N*OH*OW), see kernels/im2col.py for why. Every
-matrix product below is a single GEMM whose long dimension is N*OH*OW (or
-N*H*W); the only other passes are block transposes between (N, C, L) and
-(C, N, L) with unit-stride runs of L = H*W, one of them fused with the bias.
+and each backward reuses the other op's forward: the input gradient of a
+convolution is a transposed convolution of dy with the same weight, and
+vice versa (the helpers ``_conv_product`` and ``_conv_transpose_product``
+serve both). 1x1 convolutions (kernel 1, stride 1, padding 0) skip
+im2col/col2im: the columns are the image itself, reshaped.
 """
 import numpy as np
 
@@ -40,7 +47,7 @@ from ..backend import check_float, check_shape, get_xp
 # --------------------------------------------------------------------------
 
 def as_pair(op, name, value, minimum):
-    """An int or a pair of ints -> (h, w), each >= minimum."""
+    """An int or a pair of ints -> (h, w), each >= minimum; else ValueError."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         value = (value, value)
     try:
@@ -74,65 +81,83 @@ def _check_output(op, out_hw, in_hw, kernel, stride, padding):
                          f"stride={stride}, padding={padding}")
 
 
+# --------------------------------------------------------------------------
+# layouts
+# --------------------------------------------------------------------------
+
+def _channels_last(x):
+    """(N, C, H, W)-shaped x -> a C-contiguous (N, H, W, C) array.
+
+    Free (a view) when x is already channels-last in memory, else one copy.
+    """
+    return get_xp(x).ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+def _nchw_view(x_nhwc):
+    """A C-contiguous (N, H, W, C) array seen with the NCHW shape (a view)."""
+    return x_nhwc.transpose(0, 3, 1, 2)
+
+
+def _weight_matrix(W):
+    """W (A, B, KH, KW) -> Wm (A, KH*KW*B): rows dim 0, columns (i, j, dim 1).
+
+    The column order matches the (i, j, c) columns of channels-last im2col.
+    A small copy (the weight), made once per forward and kept in the cache.
+    """
+    A = W.shape[0]
+    return get_xp(W).ascontiguousarray(W.transpose(0, 2, 3, 1)).reshape(A, -1)
+
+
+def _weight_from_matrix(dWm, shape):
+    """Inverse of :func:`_weight_matrix`: (A, KH*KW*B) -> C-contiguous (A, B, KH, KW)."""
+    A, B, KH, KW = shape
+    return get_xp(dWm).ascontiguousarray(dWm.reshape(A, KH, KW, B).transpose(0, 3, 1, 2))
+
+
+def _column_sums(a):
+    """a.sum(axis=0) of a 2-D array as a product with a ones vector.
+
+    The bias gradient. BLAS's gemv is several times faster here than NumPy's
+    reduction over the outer axis of a (pixels, channels) array, and its
+    blocked float32 accumulation is no less accurate.
+    """
+    return get_xp(a).ones(a.shape[0], dtype=a.dtype) @ a
+
+
 def _is_pointwise(kernel, stride, padding):
     return kernel == (1, 1) and stride == (1, 1) and padding == (0, 0)
 
 
 # --------------------------------------------------------------------------
-# layout helpers: (N, C, H, W) <-> (C, N*H*W)
+# the two products, each used by one forward and by the other op's backward
 # --------------------------------------------------------------------------
 
-def _channels_first(x):
-    """(N, C, H, W) -> a new C-contiguous (C, N*H*W) array (block transpose)."""
-    N, C, H, W = x.shape
-    xp = get_xp(x)
-    return xp.ascontiguousarray(x.reshape(N, C, H * W).transpose(1, 0, 2)).reshape(C, N * H * W)
-
-
-def _channels_second(y2, N, H, W, b=None):
-    """(C, N*H*W) -> a new C-contiguous (N, C, H, W) array, plus b[c] if given.
-
-    The bias add is fused into the transposing copy, so it costs no extra pass.
-    """
-    xp = get_xp(y2)
-    C = y2.shape[0]
-    y = xp.empty((N, C, H, W), dtype=y2.dtype)
-    src = y2.reshape(C, N, H * W).transpose(1, 0, 2)
-    if b is None:
-        y.reshape(N, C, H * W)[...] = src
-    else:
-        xp.add(src, b.reshape(1, C, 1), out=y.reshape(N, C, H * W))
-    return y
-
-
-def _columns(x, kernel, stride, padding):
-    """im2col(x) as (C*KH*KW, N*OH*OW); for a 1x1 convolution just x channels-first."""
+def _columns(x_nhwc, kernel, stride, padding):
+    """im2col(x) as (N*OH*OW, KH*KW*C); for a 1x1 convolution x itself, reshaped."""
     if _is_pointwise(kernel, stride, padding):
-        return _channels_first(x)
-    return im2col(get_xp(x).ascontiguousarray(x), kernel, stride, padding)
+        return x_nhwc.reshape(-1, x_nhwc.shape[3])          # a view: no im2col
+    return im2col(x_nhwc, kernel, stride, padding)
 
 
-def _image(cols, x_shape, kernel, stride, padding):
-    """col2im(cols) into ``x_shape``; for a 1x1 convolution a transposing copy."""
-    N, C, H, W = x_shape
-    if _is_pointwise(kernel, stride, padding):
-        return _channels_second(cols, N, H, W)
-    return col2im(cols, x_shape, kernel, stride, padding)
+def _conv_product(x_nhwc, Wm, kernel, stride, padding):
+    """Convolution without bias: (im2col(x) @ Wm^T, im2col(x)).
 
-
-# --------------------------------------------------------------------------
-# the transposed-convolution product, shared by two passes
-# --------------------------------------------------------------------------
-
-def _conv_transpose_product(x2, W, out_shape, stride, padding):
-    """col2im(W2^T @ x2): a transposed convolution without bias.
-
-    x2 is the input channels-first, (C, N*H*W); W is (C, O, KH, KW);
-    the result has shape ``out_shape`` = (N, O, OH, OW).
+    x_nhwc (N, H, W, C) C-contiguous, Wm (O, KH*KW*C). The product, of
+    shape (N*OH*OW, O), is the channels-last output, flattened.
     """
-    C, O, KH, KW = W.shape
-    cols = W.reshape(C, O * KH * KW).T @ x2   # (O*KH*KW, N*H*W), one GEMM
-    return _image(cols, out_shape, (KH, KW), stride, padding)
+    cols = _columns(x_nhwc, kernel, stride, padding)
+    return cols @ Wm.T, cols                                 # one GEMM
+
+
+def _conv_transpose_product(X, Wm, out_nhwc_shape, kernel, stride, padding):
+    """Transposed convolution without bias: col2im(X @ Wm) as (N, OH, OW, O).
+
+    X (N*H*W, C) is the input channels-last, flattened; Wm (C, KH*KW*O).
+    """
+    cols = X @ Wm                                            # (N*H*W, KH*KW*O), one GEMM
+    if _is_pointwise(kernel, stride, padding):
+        return cols.reshape(out_nhwc_shape)
+    return col2im(cols, out_nhwc_shape, kernel, stride, padding)
 
 
 # --------------------------------------------------------------------------
@@ -144,8 +169,9 @@ def conv2d_forward(x, W, b=None, stride=1, padding=0):
 
     (x read as 0 outside the image). x (N, C, H, W), W (O, C, KH, KW),
     b (O,) or None; ``stride`` and ``padding`` are ints or (h, w) pairs.
-    Computed as y2 = W2 @ X with X = im2col(x) of shape (C*KH*KW, N*OH*OW).
-    Returns ``(y, cache)``; the cache holds X (needed for dW) and W.
+    Computed as Y = X Wm^T + b with X = im2col(x) (N*OH*OW, KH*KW*C), one
+    GEMM. Returns ``(y, cache)``, y channels-last in memory; the cache holds
+    X and Wm (what the gradients need).
     """
     op = "Conv2d"
     stride = as_pair(op, "stride", stride, 1)
@@ -158,38 +184,43 @@ def conv2d_forward(x, W, b=None, stride=1, padding=0):
     OH = conv_output_size(H, KH, stride[0], padding[0])
     OW = conv_output_size(Wd, KW, stride[1], padding[1])
     _check_output(op, (OH, OW), (H, Wd), (KH, KW), stride, padding)
-    cols = _columns(x, (KH, KW), stride, padding)    # (C*KH*KW, N*OH*OW)
-    y2 = W.reshape(O, C * KH * KW) @ cols             # (O, N*OH*OW), one GEMM
-    y = _channels_second(y2, N, OH, OW, b)
-    return y, (cols, W, tuple(x.shape), stride, padding)
+    Wm = _weight_matrix(W)
+    Y, cols = _conv_product(_channels_last(x), Wm, (KH, KW), stride, padding)
+    if b is not None:
+        Y += b                                   # rows are pixels, columns channels
+    y = _nchw_view(Y.reshape(N, OH, OW, O))
+    return y, (cols, Wm, tuple(W.shape), tuple(x.shape), stride, padding)
 
 
 def conv2d_backward(dy, cache, need_dx=True):
-    """Gradients given dy = dL/dy of shape (N, O, OH, OW).
+    """Gradients given dy = dL/dy of shape (N, O, OH, OW) (any memory layout).
 
-    Forward: Y2 = W2 X + b 1^T, with X = im2col(x) (C*KH*KW, N*OH*OW) and
-    Y2 = y channels-first (O, N*OH*OW). As for a linear layer:
+    Forward: Y = X Wm^T + 1 b^T with X = im2col(x) (N*OH*OW, KH*KW*C) and
+    Y = y channels-last (N*OH*OW, O). As for a linear layer:
 
-    - dW2 = dY2 X^T                       (one GEMM; dW = dW2 reshaped)
-    - db  = dY2 1  = sum of dy over n, p, q
-    - dX  = W2^T dY2, and since X = im2col(x) is linear in x, the input
-      gradient is its adjoint applied to dX:  dx = col2im(W2^T dY2),
+    - dWm = dY^T X                       (one GEMM; dW is dWm rearranged)
+    - db  = dY^T 1 = sum of dy over n, p, q
+    - dX  = dY Wm, and since X = im2col(x) is linear in x, the input
+      gradient is its adjoint applied to dX:  dx = col2im(dY Wm),
       which is exactly conv_transpose2d(dy; W) (same weight, no bias).
 
     ``need_dx=False`` skips dx (returned as None), e.g. for a first layer.
-    Returns ``(dx, dW, db)``.
+    Returns ``(dx, dW, db)``; dx is channels-last in memory.
     """
-    cols, W, x_shape, stride, padding = cache
-    O, C, KH, KW = W.shape
+    cols, Wm, w_shape, x_shape, stride, padding = cache
+    O, C, KH, KW = w_shape
     N, _, H, Wd = x_shape
     OH = conv_output_size(H, KH, stride[0], padding[0])
     OW = conv_output_size(Wd, KW, stride[1], padding[1])
     check_shape("Conv2d.backward", "upstream gradient", dy, (N, O, OH, OW))
-    check_float("Conv2d.backward", "upstream gradient", dy, W.dtype)
-    dy2 = _channels_first(dy)                         # (O, N*OH*OW)
-    db = dy2.sum(axis=1)
-    dW = (dy2 @ cols.T).reshape(W.shape)
-    dx = _conv_transpose_product(dy2, W, x_shape, stride, padding) if need_dx else None
+    check_float("Conv2d.backward", "upstream gradient", dy, Wm.dtype)
+    dY = _channels_last(dy).reshape(N * OH * OW, O)
+    db = _column_sums(dY)
+    dW = _weight_from_matrix(dY.T @ cols, w_shape)
+    dx = None
+    if need_dx:
+        dx = _nchw_view(_conv_transpose_product(dY, Wm, (N, H, Wd, C), (KH, KW),
+                                                stride, padding))
     return dx, dW, db
 
 
@@ -220,8 +251,9 @@ def conv_transpose2d_forward(x, W, b=None, stride=1, padding=0, output_padding=0
     x (N, C, H, W), W (C, O, KH, KW), b (O,) or None; output size
     OH = (H - 1) SH - 2 PH + KH + OPH, where ``output_padding`` OPH < SH only
     adds rows at the bottom/right that no input reaches (they get b).
-    Computed as y = col2im(W2^T X2) + b with X2 = x channels-first.
-    Returns ``(y, cache)``; the cache holds X2 (needed for dW) and W.
+    Computed as y = col2im(X Wm) + b with X = x channels-last (N*H*W, C),
+    one GEMM. Returns ``(y, cache)``, y channels-last in memory; the cache
+    holds X and Wm.
     """
     op = "ConvTranspose2d"
     stride = as_pair(op, "stride", stride, 1)
@@ -238,40 +270,44 @@ def conv_transpose2d_forward(x, W, b=None, stride=1, padding=0, output_padding=0
     OH = (H - 1) * stride[0] - 2 * padding[0] + KH + output_padding[0]
     OW = (Wd - 1) * stride[1] - 2 * padding[1] + KW + output_padding[1]
     _check_output(op, (OH, OW), (H, Wd), (KH, KW), stride, padding)
-    x2 = _channels_first(x)                           # (C, N*H*W)
-    y = _conv_transpose_product(x2, W, (N, O, OH, OW), stride, padding)
+    X = _channels_last(x).reshape(N * H * Wd, C)
+    Wm = _weight_matrix(W)
+    y = _conv_transpose_product(X, Wm, (N, OH, OW, O), (KH, KW), stride, padding)
     if b is not None:
-        y += b.reshape(1, O, 1, 1)
-    return y, (x2, W, (N, C, H, Wd), (N, O, OH, OW), stride, padding)
+        y += b                                   # channels-last: b broadcasts on the last axis
+    return _nchw_view(y), (X, Wm, tuple(W.shape), (N, C, H, Wd), (N, O, OH, OW),
+                           stride, padding)
 
 
 def conv_transpose2d_backward(dy, cache, need_dx=True):
-    """Gradients given dy = dL/dy of shape (N, O, OH, OW).
+    """Gradients given dy = dL/dy of shape (N, O, OH, OW) (any memory layout).
 
-    Forward: y = col2im(Z) + b with Z = W2^T X2, W2 (C, O*KH*KW), X2 (C, N*H*W).
-    The adjoint of col2im is im2col, so dZ = im2col(dy) (O*KH*KW, N*H*W); then,
-    as for a linear layer Z = W2^T X2:
+    Forward: y = col2im(Z) + b with Z = X Wm, X (N*H*W, C), Wm (C, KH*KW*O).
+    The adjoint of col2im is im2col, so dZ = im2col(dy) (N*H*W, KH*KW*O);
+    then, as for a linear layer Z = X Wm:
 
-    - dW2 = X2 dZ^T                       (one GEMM; dW = dW2 reshaped)
-    - dX2 = W2 dZ = W2 im2col(dy), i.e. dx = conv2d(dy; W) (same weight,
-      no bias: the very product conv2d_forward computes)
+    - dWm = X^T dZ                        (one GEMM; dW is dWm rearranged)
+    - dX  = dZ Wm^T = im2col(dy) Wm^T, i.e. dx = conv2d(dy; W) (same
+      weight, no bias: the very product conv2d_forward computes)
     - db  = sum of dy over n, h, w
 
     ``need_dx=False`` skips dx (returned as None), e.g. for a first layer.
-    Returns ``(dx, dW, db)``.
+    Returns ``(dx, dW, db)``; dx is channels-last in memory.
     """
-    x2, W, x_shape, y_shape, stride, padding = cache
-    C, O, KH, KW = W.shape
+    X, Wm, w_shape, x_shape, y_shape, stride, padding = cache
+    C, O, KH, KW = w_shape
     check_shape("ConvTranspose2d.backward", "upstream gradient", dy, y_shape)
-    check_float("ConvTranspose2d.backward", "upstream gradient", dy, W.dtype)
+    check_float("ConvTranspose2d.backward", "upstream gradient", dy, Wm.dtype)
     N, _, H, Wd = x_shape
-    dcols = _columns(dy, (KH, KW), stride, padding)   # im2col(dy), (O*KH*KW, N*H*W)
-    db = dy.reshape(N, O, -1).sum(axis=2).sum(axis=0)
-    dW = (x2 @ dcols.T).reshape(W.shape)
+    dy_nhwc = _channels_last(dy)
+    db = _column_sums(dy_nhwc.reshape(-1, O))
     dx = None
-    if need_dx:
-        dx2 = W.reshape(C, O * KH * KW) @ dcols        # conv2d(dy; W), channels-first
-        dx = _channels_second(dx2, N, H, Wd)
+    if need_dx:   # conv2d(dy; W): the same product as conv2d_forward
+        dX, dZ = _conv_product(dy_nhwc, Wm, (KH, KW), stride, padding)
+        dx = _nchw_view(dX.reshape(N, H, Wd, C))
+    else:
+        dZ = _columns(dy_nhwc, (KH, KW), stride, padding)
+    dW = _weight_from_matrix(X.T @ dZ, w_shape)
     return dx, dW, db
 
 
