@@ -93,7 +93,8 @@ def standard_normal(rng, shape, dtype):
 # --------------------------------------------------------------------------
 
 def _fmt_shape(shape):
-    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+    inner = ", ".join("*" if s is None else str(s) for s in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
 
 
 def check_shape(op, name, x, shape):

@@ -13,8 +13,9 @@ from . import losses
 from .gradcheck import check_model, check_module, check_op
 from .layers import (Concat, Flatten, LeakyReLU, Linear, Module, ReLU, Reshape, Sequential,
                      Sigmoid, Tanh)
-from .models import conv_vae, mlp_vae
+from .models import cnn_classifier, conv_cvae, conv_vae, mlp_cvae, mlp_vae
 from .ops.sampler import reparameterize_backward, reparameterize_forward
+from ._vq_checks import VQ_CHECKS
 
 F64 = np.float64
 SMOOTH_TOL = 1e-7
@@ -117,28 +118,45 @@ def _modules(module):
                 yield from _modules(item)
 
 
-def _vae_check(name, L=1, build=mlp_vae, shape=(1, 3, 4), **options):
+def _capacity_gap(model, x, loss_kwargs):
+    """|KL - C_t| of the batch under capacity annealing (inf without it)."""
+    schedule = model.kl_schedule
+    if not schedule.uses_capacity:
+        return np.inf
+    kl = float(model.loss(x, **loss_kwargs)[1]["kl"])
+    return abs(kl - schedule.capacity_at(loss_kwargs.get("step")))
+
+
+def _vae_check(name, L=1, build=mlp_vae, shape=(1, 3, 4), step=None, n_classes=0, **options):
     """A whole VAE loss (a small instance of the same class) w.r.t. every parameter.
 
     Kinks: a parameter step of h moves a ReLU input by about h |input|, so the
     problem is redrawn until every ReLU input is at least 10 h from 0 and no
-    central difference straddles a kink.
+    central difference straddles a kink; likewise, under capacity annealing,
+    until the batch KL is at least 0.01 from the capacity C_t (the kink of
+    |KL - C_t|). ``step`` goes to the KL schedule; ``n_classes`` > 0 builds a
+    conditional model and draws labels.
     """
+    if n_classes:
+        options = dict(options, n_classes=n_classes)
+
     def run(rng):
         for _ in range(50):
             model = build(image_shape=shape, hidden_dim=7, latent_dim=3, rng=rng, dtype=F64,
                           n_samples=L, **options)
             x = _tiny_images(rng, 3, shape)
             eps = rng.standard_normal((L, 3, 3))
-            margin = _relu_inputs_distance(model, lambda: model.loss(x, eps=eps))
-            if margin > 10 * MODEL_STEP:
+            labels = rng.integers(0, n_classes, size=3) if n_classes else None
+            kwargs = {"eps": eps, "step": step, "labels": labels}
+            margin = _relu_inputs_distance(model, lambda: model.loss(x, **kwargs))
+            if margin > 10 * MODEL_STEP and _capacity_gap(model, x, kwargs) > 1e-2:
                 break
         else:  # pragma: no cover - 50 draws all near a kink: practically impossible
             raise RuntimeError(f"{name}: could not draw a problem away from ReLU kinks")
         # A whole-model loss sums many pixels, so the round-off of a central
         # difference (~1e-16 |L| / h) is larger than for a single op; h = 1e-4
         # balances it against the O(h^2) truncation error.
-        return check_model(name, model, x, rng=rng, loss_kwargs={"eps": eps},
+        return check_model(name, model, x, rng=rng, loss_kwargs=kwargs,
                            tol=SMOOTH_TOL, h=MODEL_STEP)
     return run
 
@@ -176,7 +194,47 @@ CHECKS = [
     ("conv-vae loss (Bernoulli, L=2, 2x4x8 images)",
      _vae_check("conv-vae loss (Bernoulli, L=2, 2x4x8 images)", L=2, build=conv_vae,
                 shape=(2, 4, 8), channels=(3, 4))),
+    # KL schedules (scratchvae/schedules.py) and conditional VAEs (models/cvae.py)
+    ("mlp-vae loss (beta=4, KL warm-up, step 30 of 100)",
+     _vae_check("mlp-vae loss (beta=4, KL warm-up, step 30 of 100)", beta=4.0,
+                kl_warmup_steps=100, step=30)),
+    ("mlp-vae loss (capacity: 10 |KL - C|, C = 20 > KL)",
+     _vae_check("mlp-vae loss (capacity: 10 |KL - C|, C = 20 > KL)", capacity_gamma=10.0,
+                capacity_max=40.0, capacity_steps=100, step=50)),
+    ("mlp-cvae loss (Bernoulli, L=2, 4 classes)",
+     _vae_check("mlp-cvae loss (Bernoulli, L=2, 4 classes)", L=2, build=mlp_cvae, n_classes=4)),
+    ("conv-cvae loss (Bernoulli, 4x4 images, 4 classes)",
+     _vae_check("conv-cvae loss (Bernoulli, 4x4 images, 4 classes)", build=conv_cvae,
+                shape=(1, 4, 4), channels=(3, 4), n_classes=4)),
 ]
+# vector quantiser and VQ-VAE (scratchvae/_vq_checks.py: the straight-through surrogate)
+CHECKS += VQ_CHECKS
+
+
+def _softmax_ce(rng):
+    logits = 3 * rng.standard_normal((5, 4))
+    labels = rng.integers(0, 4, size=5)
+    return check_op("SoftmaxCrossEntropy",
+                    lambda logits: losses.softmax_cross_entropy_forward(logits, labels),
+                    losses.softmax_cross_entropy_backward, {"logits": logits}, ["logits"],
+                    rng=rng, tol=SMOOTH_TOL)
+
+
+def _classifier(rng):
+    """The classifier's mean cross-entropy w.r.t. every parameter (narrow instance)."""
+    for _ in range(50):
+        model = cnn_classifier(image_shape=(1, 4, 4), num_classes=3, hidden_dim=5,
+                               channels=(3, 4), rng=rng, dtype=F64)
+        x = _tiny_images(rng, 4, (1, 4, 4))
+        labels = rng.integers(0, 3, size=4)
+        if _relu_inputs_distance(model, lambda: model.loss(x, labels=labels)) > 10 * MODEL_STEP:
+            break
+    return check_model("classifier loss (softmax cross-entropy)", model, x, rng=rng,
+                       loss_kwargs={"labels": labels}, tol=SMOOTH_TOL, h=MODEL_STEP)
+
+
+CHECKS += [("SoftmaxCrossEntropy", _softmax_ce),
+           ("classifier loss (softmax cross-entropy)", _classifier)]
 
 
 def check_names():

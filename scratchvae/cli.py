@@ -1,4 +1,4 @@
-"""Command line: ``python -m scratchvae {train,evaluate,gradcheck,data}``.
+"""Command line: ``python -m scratchvae {train,evaluate,sample,gradcheck,data}``.
 
 Bad arguments get argparse's message and exit code 2; a run that fails
 (missing data, a diverged loss, an unreadable checkpoint) prints one clear
@@ -83,6 +83,16 @@ def build_parser():
     t.add_argument("--gaussian-variance", type=_positive_float, default=1.0, metavar="LAMBDA",
                    help="variance of the fixed-variance Gaussian likelihood")
     t.add_argument("--beta", type=_nonneg_float, default=1.0, help="weight of the KL term")
+    t.add_argument("--kl-warmup-steps", type=_nonneg_int, default=0, metavar="N",
+                   help="linear KL warm-up: beta_t = beta min(1, step/N) (0: off)")
+    t.add_argument("--capacity-max", type=_nonneg_float, default=0.0, metavar="C",
+                   help="capacity annealing (Burgess et al. 2018): loss = recon + G |KL - C_t|, "
+                        "C_t raised linearly from 0 to C nats; needs --capacity-gamma")
+    t.add_argument("--capacity-steps", type=_nonneg_int, default=0, metavar="N",
+                   help="steps over which C_t rises to --capacity-max (0: C from the start)")
+    t.add_argument("--capacity-gamma", type=_nonneg_float, default=0.0, metavar="G",
+                   help="weight G of |KL - C_t|; > 0 turns capacity annealing on (replaces beta)")
+    _add_vq_args(t)
     t.add_argument("--samples", type=_positive_int, default=1, dest="n_samples", metavar="L",
                    help="z samples per image (default 1)")
     t.add_argument("--binarize", action="store_true",
@@ -107,6 +117,23 @@ def build_parser():
     e.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
+    # sample --------------------------------------------------------------------
+    s = sub.add_parser("sample", help="draw images from a trained model into a PNG grid",
+                       description="Decode z ~ N(0, I) with a trained model and save the mean "
+                                   "images as a PNG grid. A conditional model (conv-cvae, "
+                                   "mlp-cvae) draws the class given by --label, or without it "
+                                   "one row per class.")
+    s.add_argument("--checkpoint", required=True, metavar="DIR",
+                   help="run directory written by train (config.json + checkpoint.npz)")
+    s.add_argument("--label", type=_nonneg_int, default=None, metavar="K",
+                   help="class to draw (conditional models only)")
+    s.add_argument("--n", type=_positive_int, default=64,
+                   help="number of images (without --label for a conditional model: "
+                        "ceil(n / classes) per class); default 64")
+    s.add_argument("--out", default="samples.png", metavar="PNG", help="output file")
+    s.add_argument("--seed", type=_nonneg_int, default=0)
+    s.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+
     # gradcheck -----------------------------------------------------------------
     g = sub.add_parser("gradcheck", help="finite-difference check of every op, loss and model",
                        description="Compare every hand-written backward with float64 central "
@@ -125,6 +152,30 @@ def build_parser():
     return parser
 
 
+def _add_vq_args(p):
+    """Options of --model vq-vae (defaults: scratchvae.models.vq_vae.DEFAULTS)."""
+    from .models.vq_vae import CODEBOOK_INITS, DEFAULTS
+
+    g = p.add_argument_group("VQ-VAE (--model vq-vae)")
+    g.add_argument("--vq-codes", type=_positive_int, default=DEFAULTS["num_codes"], metavar="K",
+                   help=f"codebook size (default {DEFAULTS['num_codes']})")
+    g.add_argument("--vq-commitment", type=_nonneg_float, default=DEFAULTS["commitment"],
+                   metavar="BETA", help=f"weight of the commitment term "
+                                        f"(default {DEFAULTS['commitment']})")
+    g.add_argument("--vq-init", choices=list(CODEBOOK_INITS), default=DEFAULTS["codebook_init"],
+                   help="codebook initialisation: uniform in +-1/K, or N(0, 1) "
+                        f"(default {DEFAULTS['codebook_init']})")
+    g.add_argument("--vq-ema", action=argparse.BooleanOptionalAction, default=DEFAULTS["ema"],
+                   help="exponential-moving-average codebook instead of the codebook loss "
+                        f"(default {'on' if DEFAULTS['ema'] else 'off'})")
+    g.add_argument("--vq-decay", type=_positive_float, default=DEFAULTS["decay"], metavar="D",
+                   help=f"EMA decay, < 1 (default {DEFAULTS['decay']})")
+    g.add_argument("--vq-restart", type=_nonneg_int, default=DEFAULTS["restart_after"],
+                   metavar="STEPS", help="re-initialise codes unused for this many training "
+                                         "steps from random encoder outputs (0: off; default "
+                                         f"{DEFAULTS['restart_after']})")
+
+
 def _add_data_args(p):
     p.add_argument("--data-dir", metavar="DIR", default="",
                    help="directory holding <dataset>/*.gz (else $SCRATCHVAE_DATA, the cache, "
@@ -140,8 +191,15 @@ def _add_data_args(p):
 
 def _cmd_train(args):
     from . import checkpoints as ckpt
+    from .schedules import KLSchedule
     from .train import TrainConfig, train
 
+    try:  # flags that only make sense together
+        KLSchedule(args.beta, args.kl_warmup_steps, args.capacity_max, args.capacity_steps,
+                   args.capacity_gamma)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.resume:
         config = TrainConfig.from_dict(ckpt.read_json(os.path.join(args.resume, ckpt.CONFIG)))
         if args.epochs is not None:
@@ -155,6 +213,10 @@ def _cmd_train(args):
             clip_grad_norm=args.clip_grad_norm, seed=args.seed, latent_dim=args.latent_dim,
             likelihood=args.likelihood, gaussian_variance=args.gaussian_variance,
             beta=args.beta, n_samples=args.n_samples, binarize=args.binarize,
+            kl_warmup_steps=args.kl_warmup_steps, capacity_max=args.capacity_max,
+            capacity_steps=args.capacity_steps, capacity_gamma=args.capacity_gamma,
+            vq_codes=args.vq_codes, vq_commitment=args.vq_commitment, vq_init=args.vq_init,
+            vq_ema=args.vq_ema, vq_decay=args.vq_decay, vq_restart=args.vq_restart,
             device=args.device, train_limit=args.train_limit, test_limit=args.test_limit,
             data_dir=args.data_dir, download=args.download, use_sample=args.use_sample)
         out = args.out
@@ -172,7 +234,47 @@ def _cmd_evaluate(args):
         print(json.dumps(result, sort_keys=True))
     else:
         for key, value in result.items():
+            if isinstance(value, list):  # e.g. test_kl_per_dim
+                value = " ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in value)
             print(f"{key:12s} {value:.4f}" if isinstance(value, float) else f"{key:12s} {value}")
+    return 0
+
+
+def _cmd_sample(args):
+    import math
+
+    import numpy as np
+
+    from .backend import to_numpy
+    from .models import CVAE
+    from .plots import save_image_grid
+    from .train import load_run
+
+    config, model, _ = load_run(args.checkpoint, device=args.device)
+    rng = np.random.default_rng(args.seed)
+    if isinstance(model, CVAE):
+        K = model.n_classes
+        if args.label is not None and args.label >= K:
+            print(f"error: --label must be in 0..{K - 1} for {config.model}, got {args.label}",
+                  file=sys.stderr)
+            return 2
+        if args.label is None:  # one row per class
+            per_class = math.ceil(args.n / K)
+            labels = np.repeat(np.arange(K), per_class)
+            images = model.sample(labels.size, rng, labels=labels)
+            ncol, row_labels = per_class, [str(k) for k in range(K)]
+        else:
+            images = model.sample(args.n, rng, labels=args.label)
+            ncol, row_labels = math.ceil(math.sqrt(args.n)), None
+    else:
+        if args.label is not None:
+            print(f"error: --label needs a conditional model (conv-cvae, mlp-cvae); "
+                  f"{args.checkpoint} holds {config.model}", file=sys.stderr)
+            return 2
+        images = model.sample(args.n, rng)
+        ncol, row_labels = math.ceil(math.sqrt(args.n)), None
+    save_image_grid(to_numpy(images), args.out, ncol=ncol, row_labels=row_labels)
+    print(f"{images.shape[0]} samples of {config.model} saved to {args.out}")
     return 0
 
 
@@ -214,6 +316,7 @@ def _cmd_data(args):
 
 COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "gradcheck": _cmd_gradcheck,
             "data": _cmd_data}
+COMMANDS["sample"] = _cmd_sample
 
 
 def main(argv=None):

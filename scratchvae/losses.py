@@ -180,3 +180,45 @@ def gaussian_nll_learned_backward(dnll, cache):
     if tuple(v_shape) != tuple(r.shape):
         dlogvar = dlogvar.sum(axis=0, keepdims=True)
     return dmean, dlogvar
+
+
+# --------------------------------------------------------------------------
+# Categorical likelihood: softmax cross-entropy (for the classifier)
+# --------------------------------------------------------------------------
+
+def softmax_cross_entropy_forward(logits, labels):
+    """CE_n = -log softmax(l_n)[y_n] = logsumexp(l_n) - l_n[y_n].
+
+    Shapes: logits (N, C), integer labels (N,) in [0, C) -> (N,). The
+    log-sum-exp subtracts the row maximum first, so no exp overflows.
+    Caches p = softmax(l) and the labels.
+    """
+    check_shape("SoftmaxCrossEntropy", "logits", logits, (None, None))
+    check_float("SoftmaxCrossEntropy", "logits", logits)
+    xp = get_xp(logits)
+    labels = xp.asarray(labels)
+    n, c = logits.shape
+    check_shape("SoftmaxCrossEntropy", "labels", labels, (n,))
+    if labels.dtype.kind not in "iu" or (n and (int(labels.min()) < 0 or int(labels.max()) >= c)):
+        raise ValueError(f"SoftmaxCrossEntropy: expected integer labels in [0, {c}), got "
+                         f"dtype {labels.dtype}" + (f", range [{int(labels.min())}, "
+                                                    f"{int(labels.max())}]" if n else ""))
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    e = xp.exp(shifted)
+    total = e.sum(axis=1)
+    ce = xp.log(total) - shifted[xp.arange(n), labels]
+    return ce, (e / total[:, None], labels)
+
+
+def softmax_cross_entropy_backward(dce, cache):
+    """dCE_n/dl_nc = p_nc - 1[c = y_n].
+
+    From CE = log sum_c' exp(l_c') - l_y: the first term's derivative is
+    exp(l_c) / sum exp = p_c, the second's is 1 for c = y. Returns dlogits (N, C).
+    """
+    p, labels = cache
+    n = p.shape[0]
+    d = _per_sample(dce, n, "SoftmaxCrossEntropy.backward")
+    g = p.copy()
+    g[get_xp(p).arange(n), labels] -= 1
+    return d * g

@@ -25,7 +25,9 @@ from . import checkpoints as ckpt
 from . import data as data_mod
 from .backend import get_array_module, to_device
 from .models import DEFAULT_LATENT_DIM, build_model
+from .models.vq_vae import CODEBOOK_INITS, DEFAULTS as VQ
 from .optimizers import OPTIMIZERS, clip_grad_norm
+from .schedules import KLSchedule
 
 
 class TrainingDiverged(RuntimeError):
@@ -48,7 +50,18 @@ class TrainConfig:
     likelihood: str = "bernoulli"
     gaussian_variance: float = 1.0
     beta: float = 1.0
+    kl_warmup_steps: int = 0       # linear warm-up of beta over this many steps (0: off)
+    capacity_max: float = 0.0      # capacity annealing gamma |KL - C|, C: 0 -> capacity_max nats
+    capacity_steps: int = 0        #   over capacity_steps steps
+    capacity_gamma: float = 0.0    #   gamma (0: off)
     n_samples: int = 1
+    # VQ-VAE (model vq-vae only; see scratchvae/models/vq_vae.py)
+    vq_codes: int = VQ["num_codes"]             # codebook size K
+    vq_commitment: float = VQ["commitment"]     # weight beta of the commitment term
+    vq_init: str = VQ["codebook_init"]          # "uniform" (+-1/K) | "normal" (N(0, 1))
+    vq_ema: bool = VQ["ema"]                    # EMA codebook instead of the codebook loss
+    vq_decay: float = VQ["decay"]               # EMA decay
+    vq_restart: int = VQ["restart_after"]       # restart codes unused this many steps (0: off)
     binarize: bool = False
     device: str = "cpu"
     eval_batch_size: int = 1000
@@ -63,13 +76,26 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size", "n_samples"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("train_limit", "test_limit", "latent_dim", "clip_grad_norm", "weight_decay"):
+        for name in ("train_limit", "test_limit", "latent_dim", "clip_grad_norm", "weight_decay",
+                     "kl_warmup_steps", "capacity_max", "capacity_steps", "capacity_gamma"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.vq_codes < 1 or self.vq_commitment < 0 or self.vq_restart < 0:
+            problems.append(f"vq_codes must be >= 1, vq_commitment and vq_restart >= 0, got "
+                            f"{self.vq_codes}, {self.vq_commitment}, {self.vq_restart}")
+        if self.vq_init not in CODEBOOK_INITS or not 0 < self.vq_decay < 1:
+            problems.append(f"vq_init must be one of {CODEBOOK_INITS} and 0 < vq_decay < 1, "
+                            f"got {self.vq_init!r}, {self.vq_decay}")
         if not self.lr > 0:
             problems.append(f"lr must be > 0, got {self.lr}")
         if self.optimizer not in OPTIMIZERS:
             problems.append(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
+        if not problems:
+            try:  # the KL schedule's own consistency rules (warm-up xor capacity, ...)
+                KLSchedule(self.beta, self.kl_warmup_steps, self.capacity_max,
+                           self.capacity_steps, self.capacity_gamma)
+            except ValueError as e:
+                problems.append(str(e))
         if self.download not in ("auto", "yes", "no"):
             problems.append(f"download must be auto, yes or no, got {self.download!r}")
         if problems:
@@ -90,9 +116,14 @@ class TrainConfig:
 
 def make_model(config, rng, dtype=np.float32):
     latent = config.latent_dim or DEFAULT_LATENT_DIM[config.model]
+    vq = {} if config.model != "vq-vae" else dict(
+        num_codes=config.vq_codes, commitment=config.vq_commitment, codebook_init=config.vq_init,
+        ema=config.vq_ema, decay=config.vq_decay, restart_after=config.vq_restart)
     return build_model(config.model, latent_dim=latent, rng=rng, dtype=dtype,
                        likelihood=config.likelihood, gaussian_variance=config.gaussian_variance,
-                       beta=config.beta, n_samples=config.n_samples)
+                       beta=config.beta, n_samples=config.n_samples,
+                       kl_warmup_steps=config.kl_warmup_steps, capacity_max=config.capacity_max,
+                       capacity_steps=config.capacity_steps, capacity_gamma=config.capacity_gamma, **vq)
 
 
 def make_optimizer(config, params):
@@ -136,6 +167,12 @@ def evaluate(model, x, labels=None, batch_size=1000, seed=0):
 
 
 def format_epoch(record):
+    if "test_nelbo" not in record:  # a model without an ELBO (vq-vae): its test metrics
+        shown = "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                          for k, v in record.items()
+                          if k.startswith("test_") or k in ("perplexity", "codes_used"))
+        return (f"epoch {record['epoch']:3d}  train loss {record['train_loss']:.3f}  {shown}  "
+                f"{record['train_seconds']:.1f}s train, {record['seconds']:.1f}s epoch")
     return (f"epoch {record['epoch']:3d}  train loss {record['train_loss']:.3f}  "
             f"test -ELBO {record['test_nelbo']:.3f} (recon {record['test_recon']:.3f}, "
             f"KL {record['test_kl']:.3f})  {record['train_seconds']:.1f}s train, "

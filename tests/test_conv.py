@@ -46,7 +46,7 @@ def naive_conv2d(x, W, b, stride, padding):
 
 
 def naive_conv_transpose2d(x, W, b, stride, padding, output_padding):
-    """Each input pixel scatters x[n, c, p, q] * W[c, o] onto rows p*sh + i - ph, cols q*sw + j - pw."""
+    """Input pixel (p, q) adds x[n, c, p, q] W[c, o, i, j] to y[n, o, p*sh + i - ph, q*sw + j - pw]."""
     (sh, sw), (ph, pw), (oph, opw) = stride, padding, output_padding
     N, C, H, Wd = x.shape
     _, O, KH, KW = W.shape
@@ -320,6 +320,39 @@ def test_non_contiguous_input():
     z, _ = conv_transpose2d_forward(x, W.transpose(1, 0, 2, 3), None, 2, 1, 1)
     np.testing.assert_allclose(z, naive_conv_transpose2d(x, W.transpose(1, 0, 2, 3), None,
                                                          (2, 2), (1, 1), (1, 1)), atol=1e-12)
+
+
+def test_outputs_are_channels_last():
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((2, 3, 8, 7))
+    W1, W2 = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal((5, 4, 2, 2))
+    y, _ = conv2d_forward(x, W1, None, 1, 1)
+    assert y.shape == (2, 4, 8, 7) and y.transpose(0, 2, 3, 1).flags.c_contiguous
+    z, cache = conv2d_forward(np.maximum(y, 0), W2, None, 2, 0)   # layout kept by numpy
+    np.testing.assert_allclose(z, naive_conv2d(np.maximum(y, 0), W2, None, (2, 2), (0, 0)),
+                               atol=1e-12)
+    dx, _, _ = conv2d_backward(np.ones_like(z), cache)
+    assert dx.transpose(0, 2, 3, 1).flags.c_contiguous
+    t, _ = conv_transpose2d_forward(y, W2.transpose(1, 0, 2, 3), None, 2, 0)
+    assert t.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+def test_pointwise_conv_skips_im2col(monkeypatch):
+    import scratchvae.ops.conv as conv_ops
+
+    def boom(*args, **kwargs):
+        raise AssertionError("im2col/col2im called for a 1x1 convolution")
+
+    monkeypatch.setattr(conv_ops, "im2col", boom)
+    monkeypatch.setattr(conv_ops, "col2im", boom)
+    rng = np.random.default_rng(15)
+    x, W = rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((6, 3, 1, 1))
+    y, cache = conv2d_forward(x, W)
+    np.testing.assert_allclose(y, np.einsum("oc,nchw->nohw", W[:, :, 0, 0], x), atol=1e-12)
+    conv2d_backward(np.ones_like(y), cache)
+    z, cache = conv_transpose2d_forward(y, W)
+    conv_transpose2d_backward(np.ones_like(z), cache)
+    conv_transpose2d_backward(np.ones_like(z), cache, need_dx=False)
 
 
 def test_float32_stays_float32():

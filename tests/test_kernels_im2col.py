@@ -34,6 +34,9 @@ def _random_configs(rng, count):
 CONFIGS = _random_configs(np.random.default_rng(1234), 60) + [
     ((2, 28, 28, 1), (4, 4), (2, 2), (1, 1)),   # conv-VAE shapes (N, H, W, C)
     ((2, 14, 14, 5), (4, 4), (2, 2), (1, 1)),
+    ((2, 9, 8, 16), (3, 3), (2, 1), (1, 2)),    # C >= 16: col2im's vector path
+    ((1, 7, 7, 33), (4, 4), (2, 2), (1, 1)),
+    ((2, 5, 6, 17), (2, 3), (3, 1), (0, 2)),
     ((1, 5, 7, 1), (5, 7), (1, 1), (0, 0)),     # kernel covers the image: OH = OW = 1
     ((1, 1, 1, 2), (3, 3), (1, 1), (1, 1)),     # 1x1 image, all but the centre padding
     ((2, 6, 5, 2), (1, 1), (3, 2), (2, 2)),     # 1x1 kernel with stride and padding

@@ -1,15 +1,25 @@
 """Models: the VAE loss/backward chain and the architectures built on it."""
+from .classifier import Classifier, cnn_classifier
 from .conv_vae import conv_vae
+from .cvae import CVAE, conv_cvae, mlp_cvae
 from .mlp_vae import mlp_vae
 from .vae import LIKELIHOODS, VAE
+from .vq_vae import VQVAE, VectorQuantizer, vq_vae
 
 #: name on the command line -> builder(latent_dim=..., rng=..., dtype=..., **options)
 MODELS = {
     "mlp-vae": mlp_vae,
     "conv-vae": conv_vae,
+    "conv-cvae": conv_cvae,
+    "mlp-cvae": mlp_cvae,
 }
 #: each model's default latent dimension
 DEFAULT_LATENT_DIM = {"mlp-vae": 20, "conv-vae": 10}
+DEFAULT_LATENT_DIM.update({"conv-cvae": 10, "mlp-cvae": 20})
+MODELS["vq-vae"] = vq_vae
+MODELS["classifier"] = cnn_classifier
+DEFAULT_LATENT_DIM["classifier"] = 0   # no latent space
+DEFAULT_LATENT_DIM["vq-vae"] = 16   # the code size D
 
 
 def build_model(name, **options):
@@ -20,3 +30,6 @@ def build_model(name, **options):
 
 
 __all__ = ["VAE", "LIKELIHOODS", "MODELS", "DEFAULT_LATENT_DIM", "build_model", "mlp_vae", "conv_vae"]
+__all__ += ["CVAE", "conv_cvae", "mlp_cvae"]
+__all__ += ["VQVAE", "VectorQuantizer", "vq_vae"]
+__all__ += ["Classifier", "cnn_classifier"]

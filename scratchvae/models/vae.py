@@ -7,6 +7,10 @@ over its N images of the negative ELBO, with a weight beta on the KL term:
 
     loss = 1/N sum_n [ 1/L sum_l -log p(x_n | z_nl) + beta KL(q(z|x_n) || N(0, I)) ]
 
+The KL term can follow a schedule over the training steps (a linear warm-up
+of beta, or Burgess et al.'s capacity annealing gamma |KL - C_t|): see
+scratchvae/schedules.py, which also derives its gradient.
+
 The backward is the chain of the forward read backwards (``VAE.backward``):
 likelihood -> decoder -> sampler (+ KL) -> encoder.
 """
@@ -15,9 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import losses
-from ..backend import check_float, check_shape, get_xp, standard_normal
+from ..backend import check_float, check_shape, get_xp, standard_normal, to_numpy
 from ..layers import Module, Parameter
 from ..ops.sampler import draw_eps, reparameterize_backward, reparameterize_forward
+from ..schedules import KLSchedule
 
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-learned")
 
@@ -27,7 +32,7 @@ class _Cache:
     """What VAE.backward needs from the last call of VAE.loss."""
     n: int
     n_samples: int
-    beta: float
+    kl_scale: float  # d (KL term) / d (batch-mean KL): beta_t, or gamma sign(KL - C_t)
     recon: tuple
     sampler: tuple
     kl: tuple
@@ -44,10 +49,14 @@ class VAE(Module):
       'gaussian'          p(x|z) = N(x; mean, lambda I), lambda = ``gaussian_variance``
       'gaussian-learned'  p(x|z) = N(x; mean, diag exp(v)), v a learned per-pixel
                           parameter ``logvar_x`` of shape (1, *image_shape)
+
+    KL term: ``beta``, ``kl_warmup_steps``, ``capacity_max``, ``capacity_steps``
+    and ``capacity_gamma`` define ``self.kl_schedule`` (a KLSchedule).
     """
 
     def __init__(self, encoder, decoder, latent_dim, image_shape=(1, 28, 28),
-                 likelihood="bernoulli", gaussian_variance=1.0, beta=1.0, n_samples=1):
+                 likelihood="bernoulli", gaussian_variance=1.0, beta=1.0, n_samples=1,
+                 kl_warmup_steps=0, capacity_max=0.0, capacity_steps=0, capacity_gamma=0.0):
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"VAE: expected likelihood in {LIKELIHOODS}, got {likelihood!r}")
         if n_samples < 1:
@@ -60,6 +69,8 @@ class VAE(Module):
         self.likelihood = likelihood
         self.gaussian_variance = float(gaussian_variance)
         self.beta = float(beta)
+        self.kl_schedule = KLSchedule(self.beta, int(kl_warmup_steps), float(capacity_max),
+                                      int(capacity_steps), float(capacity_gamma))
         self.n_samples = int(n_samples)
         if likelihood == "gaussian-learned":
             dtype = encoder.dtype
@@ -67,16 +78,21 @@ class VAE(Module):
         self._cache = None
 
     # -- the pieces ----------------------------------------------------------
-    def encode(self, x):
-        """x (N, *image_shape) -> (mu, logvar), each (N, Z)."""
+    def condition(self, labels, n):
+        """What the encoder and decoder are conditioned on: nothing for a VAE
+        (labels are ignored); a conditional VAE returns one-hot labels."""
+        return None
+
+    def encode(self, x, c=None):
+        """x (N, *image_shape) -> (mu, logvar), each (N, Z).  ``c`` is unused here."""
         check_shape(type(self).__name__, "images", x, (None,) + self.image_shape)
         check_float(type(self).__name__, "images", x, self.param_dtype)
         h = self.encoder.forward(x)
         Z = self.latent_dim
         return h[:, :Z], h[:, Z:]
 
-    def decode(self, z):
-        """z (M, Z) -> decoder output (M, *image_shape): logits or mean."""
+    def decode(self, z, c=None):
+        """z (M, Z) -> decoder output (M, *image_shape): logits or mean.  ``c`` is unused here."""
         return self.decoder.forward(z)
 
     def mean_image(self, out):
@@ -115,17 +131,19 @@ class VAE(Module):
 
     # -- loss and its backward -------------------------------------------------
     def loss(self, x, rng=None, eps=None, labels=None, step=None, beta=None, training=True):
-        """Mean negative ELBO (with KL weight beta) of the batch x.
+        """Mean reconstruction loss plus the scheduled KL term of the batch x.
 
         Noise: pass a generator ``rng`` (eps drawn from it), or fixed ``eps`` of
-        shape (L, N, Z). ``labels`` and ``step`` (the global training step) are
-        part of every model's signature; this model uses neither. Returns
-        ``(loss, parts)``; parts holds the batch means 'recon', 'kl', 'nelbo'
-        (beta = 1) and the per-image arrays 'recon_per_image' and
-        'kl_per_image' (N,). Caches what ``backward`` needs.
+        shape (L, N, Z). ``step`` is the global training step of the KL schedule
+        (None: the schedule's end); ``beta`` given replaces the schedule by a
+        constant KL weight. ``labels`` go to ``condition`` (unused by a plain
+        VAE). Returns ``(loss, parts)``; parts holds the batch means 'recon',
+        'kl', 'nelbo' (beta = 1) and the per-image arrays 'recon_per_image',
+        'kl_per_image' (N,), 'mu_per_image' and 'logvar_per_image' (N, Z).
+        Caches what ``backward`` needs.
         """
-        beta = self.beta if beta is None else float(beta)
-        mu, logvar = self.encode(x)
+        c = self.condition(labels, x.shape[0])
+        mu, logvar = self.encode(x, c)
         n = x.shape[0]
         if eps is None:
             if rng is None:
@@ -133,17 +151,22 @@ class VAE(Module):
             eps = get_xp(mu).asarray(draw_eps(rng, self.n_samples, mu))
         L = eps.shape[0]
         z, sampler_cache = reparameterize_forward(mu, logvar, eps)
-        out = self.decode(z)
+        out = self.decode(z, c)
         targets = x if L == 1 else get_xp(x).concatenate([x] * L, axis=0)
         recon, recon_cache = self._recon_forward(out, targets, training)
         kl, kl_cache = losses.gaussian_kl_forward(mu, logvar)
-        self._cache = _Cache(n, L, beta, recon_cache, sampler_cache, kl_cache)
+        if beta is None:
+            kl_term, kl_scale = self.kl_schedule.term(kl.mean(), step)
+        else:  # a constant weight: term = beta KL, d term / d KL = beta
+            kl_term, kl_scale = float(beta) * kl.mean(), float(beta)
+        self._cache = _Cache(n, L, kl_scale, recon_cache, sampler_cache, kl_cache)
 
         recon_per_image = recon.reshape(L, n).mean(axis=0)
-        loss = recon_per_image.mean() + beta * kl.mean()
+        loss = recon_per_image.mean() + kl_term
         parts = {"recon": recon_per_image.mean(), "kl": kl.mean(),
                  "nelbo": recon_per_image.mean() + kl.mean(),
-                 "recon_per_image": recon_per_image, "kl_per_image": kl}
+                 "recon_per_image": recon_per_image, "kl_per_image": kl,
+                 "mu_per_image": mu, "logvar_per_image": logvar}
         return loss, parts
 
     def backward(self):
@@ -159,9 +182,10 @@ class VAE(Module):
         self._cache = None
         xp, dtype = get_xp(c.kl[0]), self.param_dtype
         n, L = c.n, c.n_samples
-        # loss = 1/(N L) sum_{l,n} recon_ln + beta/N sum_n KL_n
+        # loss = 1/(N L) sum_{l,n} recon_ln + term(KL),  KL = 1/N sum_n KL_n,
+        # so d loss / d KL_n = term'(KL) / N  (term' = beta_t, or gamma sign(KL - C_t))
         drecon = xp.full(L * n, 1.0 / (L * n), dtype=dtype)
-        dkl = xp.full(n, c.beta / n, dtype=dtype)
+        dkl = xp.full(n, c.kl_scale / n, dtype=dtype)
         # 1. likelihood: d loss / d decoder output
         dout = self._recon_backward(drecon, c.recon)
         # 2. decoder: d loss / dz
@@ -175,20 +199,68 @@ class VAE(Module):
         self.encoder.backward(dh)
 
     # -- evaluation ----------------------------------------------------------------
+    def log_importance_weights(self, x, k, rng, labels=None):
+        """log w = log p(x | z) + log p(z) - log q(z | x) for k samples z ~ q(z|x).
+
+        With z = mu + sigma eps: log q(z|x) = -1/2 sum_j (eps_j^2 + logvar_j + log 2 pi)
+        (since (z - mu)^2 / sigma^2 = eps^2), log p(z) = -1/2 sum_j (z_j^2 + log 2 pi)
+        and log p(x|z) is minus the reconstruction loss. Returns (k, N).
+        Used by scratchvae.metrics.iw_nll; caches nothing.
+        """
+        xp = get_xp(x)
+        n = x.shape[0]
+        c = self.condition(labels, n)
+        mu, logvar = self.encode(x, c)
+        eps = xp.asarray(draw_eps(rng, k, mu))                     # (k, N, Z)
+        z, _ = reparameterize_forward(mu, logvar, eps)            # (k N, Z)
+        out = self.decode(z, c)
+        nll, _ = self._recon_forward(out, xp.concatenate([x] * k, axis=0), False)
+        log_2pi = float(np.log(2 * np.pi))
+        log_pz = -0.5 * (z * z + log_2pi).sum(axis=1)
+        log_qz = -0.5 * (eps * eps + logvar[None] + log_2pi).sum(axis=2)
+        return (log_pz - nll).reshape(k, n) - log_qz
+
     def test_metrics(self, x, labels=None, batch_size=1000, rng=None):
-        """Negative ELBO and its parts averaged over the images of ``x``.
+        """Negative ELBO and its parts averaged over the images of ``x``, the KL
+        of each latent dimension and the number of active units.
 
         x: host array (N, *image_shape); batches are moved to the parameters'
         device. One z sample per image (``n_samples``), drawn from ``rng``.
+        'test_kl_per_dim' (a list of Z floats, summing to 'test_kl') is
+        1/N sum_n KL(q(z_i|x_n) || N(0, 1)); 'active_units' counts the
+        dimensions whose posterior mean varies over x (see ``active_units``).
         """
         xp = self.xp
         sums = {"recon": 0.0, "kl": 0.0}
+        kl_per_dim, means = 0.0, []
         for start in range(0, x.shape[0], batch_size):
             xb = xp.asarray(x[start:start + batch_size])
             yb = None if labels is None else labels[start:start + batch_size]
             _, parts = self.loss(xb, rng=rng, labels=yb, training=False)
             sums["recon"] += float(parts["recon_per_image"].sum())
             sums["kl"] += float(parts["kl_per_image"].sum())
+            mu, logvar = parts["mu_per_image"], parts["logvar_per_image"]
+            kl_dims = 0.5 * (mu * mu + xp.exp(logvar) - 1 - logvar)  # (N, Z)
+            kl_per_dim = kl_per_dim + to_numpy(kl_dims.sum(axis=0)).astype(np.float64)
+            means.append(to_numpy(mu))
         recon, kl = sums["recon"] / x.shape[0], sums["kl"] / x.shape[0]
         self._cache = None
-        return {"test_nelbo": recon + kl, "test_recon": recon, "test_kl": kl}
+        count, _ = active_units(np.concatenate(means))
+        return {"test_nelbo": recon + kl, "test_recon": recon, "test_kl": kl,
+                "test_kl_per_dim": [float(v) for v in kl_per_dim / x.shape[0]],
+                "active_units": count}
+
+
+def active_units(mu, threshold=1e-2):
+    """Active units of Burda et al. (2015): A_u = #{i : Cov_x(E_q[z_i | x]) > threshold}.
+
+    mu: (N, Z) posterior means E_q[z | x_n] over a data set (host array).
+    Returns ``(count, variances)`` with variances (Z,) the population variance
+    over n of each mu_i. A unit whose mean ignores x carries no information
+    about x (its KL is ~0 in practice: posterior collapse).
+    """
+    mu = np.asarray(mu, dtype=np.float64)
+    if mu.ndim != 2 or mu.shape[0] < 1:
+        raise ValueError(f"active_units: expected mu of shape (N, Z) with N >= 1, got {mu.shape}")
+    variances = mu.var(axis=0)
+    return int(np.sum(variances > threshold)), variances
