@@ -10,4 +10,11 @@ The package is layered; each layer imports only those below it:
 5. ``train``, ``data``, ``checkpoints``, ``checks`` (the gradient-check catalogue)
 6. ``cli`` (``python -m scratchvae``)
 """
+import os
+
+# Thread pools: see kernels/__init__.py. Set here too because OpenBLAS reads
+# its variable when NumPy is first imported, which may be by the next line.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
 __version__ = "0.1.0"

@@ -16,6 +16,7 @@ from .layers import (Concat, Flatten, LeakyReLU, Linear, Module, ReLU, Reshape, 
 from .models import cnn_classifier, conv_cvae, conv_vae, mlp_cvae, mlp_vae
 from .ops.sampler import reparameterize_backward, reparameterize_forward
 from ._vq_checks import VQ_CHECKS
+from .checks_conv import CONV_CHECKS
 
 F64 = np.float64
 SMOOTH_TOL = 1e-7
@@ -207,6 +208,8 @@ CHECKS = [
      _vae_check("conv-cvae loss (Bernoulli, 4x4 images, 4 classes)", build=conv_cvae,
                 shape=(1, 4, 4), channels=(3, 4), n_classes=4)),
 ]
+# convolutions (scratchvae/checks_conv.py)
+CHECKS += CONV_CHECKS
 # vector quantiser and VQ-VAE (scratchvae/_vq_checks.py: the straight-through surrogate)
 CHECKS += VQ_CHECKS
 

@@ -1,6 +1,6 @@
 """Float64 gradient checks of the convolution ops and modules.
 
-``conv_checks(rng)`` runs central-difference checks (scratchvae.gradcheck)
+``CONV_CHECKS`` lists central-difference checks (scratchvae.gradcheck)
 over a small grid of configurations: stride > 1, padding, rectangular
 kernels and images, output_padding, 1x1 (the im2col-free path), with and
 without bias. Convolutions are linear in each argument, so the central
@@ -34,6 +34,17 @@ CONV_TRANSPOSE2D_CASES = [
 ]
 
 
+def _conv2d_name(case):
+    N, C, H, W, O, k, s, p, bias = case
+    return f"conv2d op N={N} C={C} {H}x{W} O={O} k={k} s={s} p={p} bias={bias}"
+
+
+def _conv_transpose2d_name(case):
+    N, C, H, W, O, k, s, p, op, bias = case
+    return (f"conv_transpose2d op N={N} C={C} {H}x{W} O={O} k={k} s={s} p={p} "
+            f"op={op} bias={bias}")
+
+
 def _conv2d_op_check(rng, case):
     N, C, H, W, O, k, s, p, bias = case
     kh, kw = (k, k) if np.isscalar(k) else k
@@ -42,8 +53,7 @@ def _conv2d_op_check(rng, case):
               "b": rng.standard_normal(O) if bias else None,
               "stride": s, "padding": p}
     names = ("x", "W", "b" if bias else None)
-    return check_op(f"conv2d op N={N} C={C} {H}x{W} O={O} k={k} s={s} p={p} bias={bias}",
-                    conv2d_forward, conv2d_backward, inputs, names, rng=rng, tol=TOL)
+    return check_op(_conv2d_name(case), conv2d_forward, conv2d_backward, inputs, names, rng=rng, tol=TOL)
 
 
 def _conv_transpose2d_op_check(rng, case):
@@ -54,26 +64,35 @@ def _conv_transpose2d_op_check(rng, case):
               "b": rng.standard_normal(O) if bias else None,
               "stride": s, "padding": p, "output_padding": op}
     names = ("x", "W", "b" if bias else None)
-    return check_op(f"conv_transpose2d op N={N} C={C} {H}x{W} O={O} k={k} s={s} p={p} "
-                    f"op={op} bias={bias}", conv_transpose2d_forward,
+    return check_op(_conv_transpose2d_name(case), conv_transpose2d_forward,
                     conv_transpose2d_backward, inputs, names, rng=rng, tol=TOL)
+
+
+def _conv2d_module_check(rng):
+    conv = Conv2d(3, 4, (3, 2), stride=(2, 1), padding=1, rng=rng, dtype=np.float64)
+    x = rng.standard_normal((2, 3, 6, 5))
+    return check_module("Conv2d(3, 4, (3, 2), stride=(2, 1), padding=1)", conv, x,
+                        rng=rng, tol=TOL)
+
+
+def _conv_transpose2d_module_check(rng):
+    deconv = ConvTranspose2d(3, 2, 4, stride=2, padding=1, output_padding=1, rng=rng,
+                             dtype=np.float64)
+    x = rng.standard_normal((2, 3, 3, 4))
+    return check_module("ConvTranspose2d(3, 2, 4, stride=2, padding=1, output_padding=1)",
+                        deconv, x, rng=rng, tol=TOL)
+
+
+#: catalogue entries (name, fn(rng) -> GradcheckResult), merged into scratchvae.checks
+CONV_CHECKS = (
+    [(_conv2d_name(c), lambda rng, c=c: _conv2d_op_check(rng, c)) for c in CONV2D_CASES]
+    + [(_conv_transpose2d_name(c), lambda rng, c=c: _conv_transpose2d_op_check(rng, c))
+       for c in CONV_TRANSPOSE2D_CASES]
+    + [("Conv2d(3, 4, (3, 2), stride=(2, 1), padding=1)", _conv2d_module_check),
+       ("ConvTranspose2d(3, 2, 4, stride=2, padding=1, output_padding=1)",
+        _conv_transpose2d_module_check)])
 
 
 def conv_checks(rng):
     """All convolution gradient checks; returns a list of GradcheckResult."""
-    results = []
-    for case in CONV2D_CASES:
-        results.append(_conv2d_op_check(rng, case))
-    for case in CONV_TRANSPOSE2D_CASES:
-        results.append(_conv_transpose2d_op_check(rng, case))
-    # the modules: parameters and input together
-    conv = Conv2d(3, 4, (3, 2), stride=(2, 1), padding=1, rng=rng, dtype=np.float64)
-    x = rng.standard_normal((2, 3, 6, 5))
-    results.append(check_module("Conv2d(3, 4, (3, 2), stride=(2, 1), padding=1)", conv, x,
-                                rng=rng, tol=TOL))
-    deconv = ConvTranspose2d(3, 2, 4, stride=2, padding=1, output_padding=1, rng=rng,
-                             dtype=np.float64)
-    x = rng.standard_normal((2, 3, 3, 4))
-    results.append(check_module("ConvTranspose2d(3, 2, 4, stride=2, padding=1, "
-                                "output_padding=1)", deconv, x, rng=rng, tol=TOL))
-    return results
+    return [fn(rng) for _, fn in CONV_CHECKS]
