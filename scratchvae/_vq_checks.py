@@ -107,7 +107,8 @@ def draw_vq_model(rng, ema=False, shape=(1, 8, 8), channels=(3, 4), num_codes=4,
         gap = assignment_gap(model.encode(x), model.quantizer.codebook.data)
         if margin > 10 * MODEL_STEP and gap > MIN_GAP:
             return model, x
-    raise RuntimeError("could not draw a VQ-VAE problem away from kinks and ties")  # pragma: no cover
+    raise RuntimeError(  # pragma: no cover
+        "could not draw a VQ-VAE problem away from kinks and ties")
 
 
 def model_gradcheck(name, model, x, rng, training=True):

@@ -116,6 +116,13 @@ def build_parser():
                    help="run directory written by train (config.json + checkpoint.npz)")
     e.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--iw-k", type=_nonneg_int, default=1000, metavar="K",
+                   help="importance samples per image for the IW-NLL estimate of a VAE "
+                        "(default 1000; 0: skip it)")
+    e.add_argument("--iw-images", type=_nonneg_int, default=0, metavar="N",
+                   help="estimate IW-NLL on the first N test images only (0: all; on a CPU "
+                        "the full test set at K=1000 takes minutes)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     # sample --------------------------------------------------------------------
     s = sub.add_parser("sample", help="draw images from a trained model into a PNG grid",
@@ -149,6 +156,7 @@ def build_parser():
     d.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
     d.add_argument("--data-dir", metavar="DIR", default="")
     d.add_argument("--download", action="store_true", help="download it if it is missing")
+    _add_figure_parsers(sub)
     return parser
 
 
@@ -229,7 +237,9 @@ def _cmd_evaluate(args):
     from .train import evaluate_run
 
     result = evaluate_run(args.checkpoint, device=args.device,
-                          log=(lambda *a: print(*a, file=sys.stderr)) if args.json else print)
+                          log=(lambda *a: print(*a, file=sys.stderr)) if args.json else print,
+                          iw_k=args.iw_k, iw_images=args.iw_images,
+                          progress=not args.no_progress)
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
@@ -317,6 +327,89 @@ def _cmd_data(args):
 COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "gradcheck": _cmd_gradcheck,
             "data": _cmd_data}
 COMMANDS["sample"] = _cmd_sample
+
+
+# plot, report (figures and the markdown report of trained runs) ----------------------
+
+def _add_figure_parsers(sub):
+    from .plots import PLOTS
+
+    p = sub.add_parser("plot", help="draw a figure of trained runs into a PNG",
+                       description="Draw a figure from trained runs: curves (train/test loss "
+                                   "per epoch, any runs), latent-dim (test -ELBO against Z, runs "
+                                   "that differ in Z), samples (prior samples), latent-2d (a Z=2 "
+                                   "VAE's latent space and manifold), traversals (one panel per "
+                                   "run), cvae (per-class samples, or --label), reconstructions "
+                                   "(one row per run).")
+    p.add_argument("name", choices=list(PLOTS), metavar="NAME", help=", ".join(PLOTS))
+    p.add_argument("--run", required=True, nargs="+", action="extend", metavar="DIR",
+                   help="run directory (several for curves, latent-dim, traversals, "
+                        "reconstructions)")
+    p.add_argument("--out", default=None, metavar="PNG", help="output file (default NAME.png)")
+    p.add_argument("--label", type=_nonneg_int, default=None, metavar="K",
+                   help="cvae: draw only class K")
+    p.add_argument("--n", type=_positive_int, default=64, help="samples: number of images")
+    p.add_argument("--index", type=_nonneg_int, default=0,
+                   help="traversals: the test image whose posterior mean is the centre")
+    p.add_argument("--images", type=_positive_int, default=10,
+                   help="reconstructions: number of test images")
+    p.add_argument("--title", default=None)
+    p.add_argument("--seed", type=_nonneg_int, default=0)
+
+    r = sub.add_parser("report", help="markdown table of trained runs",
+                       description="One markdown table of the given runs: parameters, seconds "
+                                   "per epoch, test -ELBO, importance-weighted NLL, "
+                                   "reconstruction error, VQ-VAE codebook use, and a CVAE's "
+                                   "conditional accuracy under a trained classifier.")
+    r.add_argument("--runs", required=True, nargs="+", metavar="DIR")
+    r.add_argument("--out", default="report.md", metavar="MD")
+    r.add_argument("--iw-k", type=_nonneg_int, default=100, metavar="K",
+                   help="importance samples per image for the IW-NLL (0: skip; default 100)")
+    r.add_argument("--iw-images", type=_nonneg_int, default=1000, metavar="N",
+                   help="IW-NLL on the first N test images (0: all; default 1000)")
+    r.add_argument("--classifier", default=None, metavar="DIR",
+                   help="a trained classifier run: conditional accuracy of CVAE samples")
+    r.add_argument("--cond-samples", type=_positive_int, default=100, metavar="N",
+                   help="CVAE samples per class for the conditional accuracy (default 100)")
+    r.add_argument("--figures", action="store_true",
+                   help="also draw figures beside the report and link them")
+    r.add_argument("--seed", type=_nonneg_int, default=0)
+    r.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    r.add_argument("--progress", action="store_true", help="progress bar of the IW-NLL")
+
+
+def _cmd_plot(args):
+    from .plots import plot_runs
+
+    out = args.out or f"{args.name}.png"
+    try:
+        plot_runs(args.name, args.run, out, seed=args.seed, label=args.label, n=args.n,
+                  index=args.index, images=args.images, title=args.title)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.name} saved to {out}")
+    return 0
+
+
+def _cmd_report(args):
+    from .report import markdown_table, write_report
+
+    try:
+        rows = write_report(args.runs, args.out, iw_k=args.iw_k, iw_images=args.iw_images,
+                            classifier_dir=args.classifier, cond_per_class=args.cond_samples,
+                            figures=args.figures, seed=args.seed, device=args.device,
+                            log=lambda *a: print(*a, file=sys.stderr), progress=args.progress)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(markdown_table(rows))
+    print(f"report saved to {args.out}")
+    return 0
+
+
+COMMANDS["plot"] = _cmd_plot
+COMMANDS["report"] = _cmd_report
 
 
 def main(argv=None):

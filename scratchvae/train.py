@@ -26,6 +26,7 @@ from . import data as data_mod
 from .backend import get_array_module, to_device
 from .models import DEFAULT_LATENT_DIM, build_model
 from .models.vq_vae import CODEBOOK_INITS, DEFAULTS as VQ
+from .metrics import iw_nll
 from .optimizers import OPTIMIZERS, clip_grad_norm
 from .schedules import KLSchedule
 
@@ -270,10 +271,18 @@ def load_run(run_dir, device="cpu"):
     return config, model, meta
 
 
-def evaluate_run(run_dir, device="cpu", log=print, progress=False):
-    """The test metrics of a saved run, computed exactly as during training."""
+def evaluate_run(run_dir, device="cpu", log=print, progress=False, iw_k=0, iw_images=0):
+    """The test metrics of a saved run, computed exactly as during training;
+    for models with a Gaussian latent also the importance-weighted NLL with
+    ``iw_k`` samples per image (on the first ``iw_images`` images; 0: all)."""
     config, model, meta = load_run(run_dir, device)
     _, _, (xte, yte) = load_data(config, log=log, progress=progress)
     result = {"epoch": meta["epoch"], "model": config.model, "dataset": config.dataset}
     result.update(evaluate(model, xte, yte, config.eval_batch_size, config.seed))
+    if iw_k and hasattr(model, "log_importance_weights"):
+        n = iw_images or xte.shape[0]
+        rng = np.random.default_rng(_seeds(config.seed)[3])
+        result.update(iw_nll(model, xte[:n], None if yte is None else yte[:n], k=iw_k,
+                             rng=rng, progress=progress))
+        result["iw_images"] = int(min(n, xte.shape[0]))
     return result

@@ -146,10 +146,13 @@ def test_cli_train_evaluate_json(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "epoch   1" in printed and "test -ELBO" in printed
-    assert main(["evaluate", "--checkpoint", out, "--json"]) == 0
+    assert main(["evaluate", "--checkpoint", out, "--json", "--iw-k", "200", "--no-progress"]) == 0
     result = json.loads(capsys.readouterr().out)
     last = ckpt.read_jsonl(os.path.join(out, "metrics.jsonl"))[-1]
     assert result["test_nelbo"] == pytest.approx(last["test_nelbo"], rel=1e-12)
+    # the importance-weighted bound is tighter than the ELBO
+    assert result["iw_k"] == 200 and result["iw_images"] == 64 and result["iw_nll_se"] > 0
+    assert result["iw_nll"] < result["test_nelbo"]
 
 
 def test_cli_evaluate_missing_run_is_a_clear_error(tmp_path, capsys):

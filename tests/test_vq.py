@@ -375,10 +375,6 @@ def test_straight_through_gradient_and_unpatched_codebook_loss():
     assert float(parts["vq"]) == pytest.approx((1 + beta) * sq, rel=1e-12)
 
 
-def _zeros(dout, cache):
-    return np.zeros_like(dout)
-
-
 WRONG_BACKWARDS = {
     "no straight-through (decoder gradient dropped)":
         ("vq_quantize_backward", lambda dz_q, cache: np.zeros_like(dz_q)),

@@ -3,7 +3,7 @@
     encoder:   Conv(1,32,4,2,1) ReLU Conv(32,64,4,2,1) ReLU Conv(64,16,1,1,0)   -> z_e (16, 7, 7)
     quantiser: each of the 7x7 vectors z_e[:, h, w] -> its nearest of K = 128 codes
                e_k in R^16 (squared L2)                                          -> z_q (16, 7, 7)
-    decoder:   Conv(16,64,3,1,1) ReLU ConvT(64,32,4,2,1) ReLU ConvT(32,1,4,2,1)  -> logits (1, 28, 28)
+    decoder:   Conv(16,64,3,1,1) ReLU ConvT(64,32,4,2,1) ReLU ConvT(32,1,4,2,1)  -> logits 1x28x28
 
 Loss of a batch (mean over its N images; sums over pixels and over the
 16x7x7 latent):

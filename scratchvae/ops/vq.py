@@ -6,10 +6,10 @@ Shapes: encoder output z_e (N, D, H, W), read as N*H*W vectors of size D
 assignments k (N, H, W) int64, k[n, h, w] in [0, K). Every loss returns one
 value per image, (N,), summed over its H*W vectors and D components.
 
-    assignment    k(n,h,w) = argmin_j ||z_e[n,:,h,w] - e_j||^2       (:func:`vq_assign`)
-    quantised     z_q[n,:,h,w] = e_{k(n,h,w)}                        (:func:`vq_quantize_forward`)
-    codebook loss L_cb[n]     = sum_{h,w} ||sg(z_e[n,:,h,w]) - e_k||^2   (:func:`codebook_loss_forward`)
-    commitment    L_commit[n] = sum_{h,w} ||z_e[n,:,h,w] - sg(e_k)||^2  (:func:`commitment_loss_forward`)
+    assignment     k(n,h,w) = argmin_j ||z_e[n,:,h,w] - e_j||^2          vq_assign
+    quantised      z_q[n,:,h,w] = e_{k(n,h,w)}                           vq_quantize_*
+    codebook loss  L_cb[n]     = sum_{h,w} ||sg(z_e[n,:,h,w]) - e_k||^2  codebook_loss_*
+    commitment     L_commit[n] = sum_{h,w} ||z_e[n,:,h,w] - sg(e_k)||^2  commitment_loss_*
 
 sg() is the stop-gradient: the value passes, the derivative is taken as 0.
 The two losses have the same *value* and differ only in where their

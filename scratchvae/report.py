@@ -1,0 +1,300 @@
+"""A markdown report of trained runs, and the run helper of the figure scripts.
+
+``python -m scratchvae report --runs DIR1 DIR2 ... --out report.md`` writes one
+table with a row per run:
+
+    run, model, parameters, epochs, seconds per epoch (mean of the runs'
+    ``train_seconds``: training only, on whatever machine and load it ran),
+    test -ELBO (the last epoch's, one z sample per image),
+    IW-NLL: the importance-weighted estimate of -log p(x) with K samples
+      (Burda et al. 2015; scratchvae.metrics.iw_nll) on the first N test
+      images, +- its standard error over those images (VAE family only),
+    recon BCE: -log p(x | z) in nats per image as recorded by the trainer
+      (VAEs: one z ~ q(z|x); VQ-VAE: through the codes),
+    MSE: per-pixel squared error of the reconstructions of the whole test
+      set (decoded posterior mean, or through the codes),
+    perplexity and codes used (VQ-VAE),
+    cond. acc.: with a trained classifier, the share of a CVAE's
+      class-conditional samples that it labels as the class asked for.
+
+All numbers are nats per image (28 x 28) unless named otherwise.
+"""
+import dataclasses
+import os
+
+import numpy as np
+
+from . import checkpoints as ckpt
+
+#: (key, header) of the table's columns, in order
+COLUMNS = [
+    ("run", "run"),
+    ("model", "model"),
+    ("parameters", "parameters"),
+    ("epochs", "epochs"),
+    ("seconds_per_epoch", "s/epoch"),
+    ("test_nelbo", "test −ELBO"),
+    ("iw_nll", "IW-NLL"),
+    ("recon_bce", "recon BCE"),
+    ("mse", "MSE"),
+    ("perplexity", "perplexity"),
+    ("codes_used", "codes used"),
+    ("cond_accuracy", "cond. acc."),
+]
+
+
+def _quiet(*args, **kwargs):
+    pass
+
+
+# --------------------------------------------------------------------------
+# one run
+# --------------------------------------------------------------------------
+
+def reconstruction_mse(model, x, labels=None, batch_size=500):
+    """Mean over all pixels of (reconstruction - x)^2 for host images x."""
+    from .plots import reconstruct
+
+    total = 0.0
+    for start in range(0, x.shape[0], batch_size):
+        xb = x[start:start + batch_size]
+        yb = None if labels is None else labels[start:start + batch_size]
+        total += float(((reconstruct(model, xb, yb) - xb) ** 2).sum())
+    return total / x.size
+
+
+def conditional_accuracy(model, classifier, per_class=100, seed=0, batch_size=500):
+    """Share of class-conditional samples that ``classifier.predict`` labels as
+    the class they were drawn for: per_class samples z ~ N(0, I) of every
+    class k = 0..K-1. Returns (accuracy, per-class accuracies (K,))."""
+    from .backend import to_numpy
+
+    rng = np.random.default_rng(seed)
+    K = model.n_classes
+    labels = np.repeat(np.arange(K), per_class)
+    predicted = []
+    for start in range(0, labels.size, batch_size):
+        yb = labels[start:start + batch_size]
+        images = model.sample(yb.size, rng, labels=yb)
+        predicted.append(np.asarray(to_numpy(classifier.predict(images))))
+    correct = np.concatenate(predicted) == labels
+    return float(correct.mean()), correct.reshape(K, per_class).mean(axis=1)
+
+
+def summarize_run(run_dir, iw_k=100, iw_images=1000, classifier=None, cond_per_class=100,
+                  seed=0, device="cpu", log=_quiet, progress=False):
+    """One row of the report (a dict keyed by COLUMNS' keys; missing = n/a).
+
+    ``classifier``: a trained Classifier model (or None) for the conditional
+    accuracy of a CVAE. ``iw_k`` = 0 skips the IW-NLL.
+    """
+    from .metrics import iw_nll
+    from .train import load_data, load_run
+
+    config, model, meta = load_run(run_dir, device=device)
+    records = ckpt.read_jsonl(os.path.join(run_dir, ckpt.METRICS))
+    last = records[-1] if records else {}
+    row = {"run": os.path.basename(os.path.normpath(run_dir)), "model": config.model,
+           "parameters": model.num_parameters(), "epochs": int(meta["epoch"])}
+    if config.model not in ("vq-vae", "classifier") and config.beta != 1.0:
+        row["model"] += f" (β={config.beta:g})"
+    seconds = [r["train_seconds"] for r in records if "train_seconds" in r]
+    if seconds:
+        row["seconds_per_epoch"] = float(np.mean(seconds))
+    if config.model == "classifier":
+        if "test_accuracy" in last:
+            row["test_accuracy"] = last["test_accuracy"]
+        return row
+    for key, name in (("test_nelbo", "test_nelbo"), ("test_recon", "recon_bce"),
+                      ("perplexity", "perplexity"), ("codes_used", "codes_used")):
+        if key in last:
+            row[name] = last[key]
+    _, _, (xte, yte) = load_data(config, log=log, progress=False)
+    log(f"{run_dir}: reconstruction MSE on {len(xte)} test images")
+    row["mse"] = reconstruction_mse(model, xte, yte)
+    if iw_k and hasattr(model, "log_importance_weights"):
+        n = min(iw_images, len(xte)) if iw_images else len(xte)
+        log(f"{run_dir}: IW-NLL with K={iw_k} on {n} test images")
+        res = iw_nll(model, xte[:n], labels=yte[:n], k=iw_k, chunk=min(iw_k, 50),
+                     batch_size=100, rng=np.random.default_rng(seed), progress=progress)
+        row.update(iw_nll=res["iw_nll"], iw_nll_se=res["iw_nll_se"], iw_k=iw_k, iw_images=n)
+    if classifier is not None and hasattr(model, "n_classes"):
+        acc, per_class = conditional_accuracy(model, classifier, cond_per_class, seed=seed)
+        row["cond_accuracy"] = acc
+        row["cond_accuracy_per_class"] = [float(a) for a in per_class]
+    return row
+
+
+# --------------------------------------------------------------------------
+# the table
+# --------------------------------------------------------------------------
+
+def _cell(row, key):
+    if key not in row:
+        return "–"
+    v = row[key]
+    if key == "iw_nll":
+        return f"{v:.2f} ± {row['iw_nll_se']:.2f}"
+    if key == "parameters":
+        return f"{v:,}"
+    if key == "mse":
+        return f"{v:.4f}"
+    if key == "cond_accuracy":
+        return f"{100 * v:.1f}%"
+    if key == "seconds_per_epoch":
+        return f"{v:.1f}"
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    return str(v)
+
+
+def markdown_table(rows):
+    """The rows (dicts from summarize_run) as a GitHub markdown table."""
+    lines = ["| " + " | ".join(h for _, h in COLUMNS) + " |",
+             "|" + "|".join("---" if k in ("run", "model") else "---:" for k, _ in COLUMNS) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row, k) for k, _ in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def write_report(runs, out, iw_k=100, iw_images=1000, classifier_dir=None, cond_per_class=100,
+                 figures=False, seed=0, device="cpu", log=print, progress=False):
+    """Summarise ``runs`` into the markdown file ``out``; returns the rows.
+
+    ``figures``: also draw, beside ``out``, the training curves of all runs,
+    the reconstructions of the same test images by every model that
+    reconstructs, and prior samples of each VAE (one row per class for a
+    CVAE), and link them from the report.
+    """
+    from .train import load_run
+
+    runs = list(runs)
+    if not runs:
+        raise ValueError("report: expected at least one run directory")
+    classifier, clf_row = None, None
+    if classifier_dir:
+        ccfg, classifier, cmeta = load_run(classifier_dir, device=device)
+        if ccfg.model != "classifier":
+            raise ValueError(f"report: --classifier {classifier_dir} holds {ccfg.model}, "
+                             f"not a classifier")
+        clf_row = summarize_run(classifier_dir, device=device)
+    rows = []
+    for run in runs:
+        log(f"summarising {run}")
+        rows.append(summarize_run(run, iw_k=iw_k, iw_images=iw_images, classifier=classifier,
+                                  cond_per_class=cond_per_class, seed=seed, device=device,
+                                  log=log, progress=progress))
+    iw = [r for r in rows if "iw_nll" in r]
+    lines = ["# scratchvae: trained runs", "",
+             markdown_table(rows), "",
+             "Nats per image unless named otherwise; test −ELBO and recon BCE as recorded "
+             "after the last epoch; MSE per pixel over the test set; s/epoch is the mean "
+             "training time of an epoch (machine and load as they were)."]
+    if iw:
+        sizes = sorted({(r["iw_k"], r["iw_images"]) for r in iw})
+        lines.append("IW-NLL: importance-weighted estimate of −log p(x) (Burda et al. 2015) with "
+                     + "; ".join(f"K = {k} samples on the first {n} test images" for k, n in sizes)
+                     + ", ± one standard error over the images.")
+    if clf_row is not None:
+        acc = clf_row.get("test_accuracy")
+        lines.append(f"cond. acc.: share of {cond_per_class} samples per class that the "
+                     f"classifier {classifier_dir} labels as the class asked for"
+                     + (f" (its accuracy on real test images: {100 * acc:.2f}%)."
+                        if acc is not None else "."))
+    if figures:
+        lines += ["", "## Figures", ""]
+        lines += [f"![{name}]({name})" for name in _report_figures(runs, rows, out, seed, device)]
+    ckpt.atomic_write_text(out, "\n".join(lines) + "\n")
+    return rows
+
+
+def _report_figures(runs, rows, out, seed=0, device="cpu"):
+    """Draw the report's figures beside ``out``; returns their file names."""
+    from . import plots
+    from .train import load_run
+
+    directory = os.path.dirname(os.path.abspath(out))
+    names = ["training_curves.png"]
+    plots.plot_training_curves(runs, os.path.join(directory, names[0]),
+                               title="training curves")
+    loaded = [(run, row) + tuple(load_run(run, device=device)) for run, row in zip(runs, rows)]
+    recon = [(row["model"], model) for run, row, config, model, meta in loaded
+             if hasattr(model, "reconstruct")]
+    if recon:
+        x, y = plots.load_test_images(loaded[0][2], 10)
+        names.append("reconstructions.png")
+        plots.plot_reconstructions(recon, x, y, os.path.join(directory, names[-1]),
+                                   title="test images and their reconstructions")
+    for run, row, config, model, meta in loaded:
+        if config.model in ("vq-vae", "classifier"):
+            continue
+        names.append(f"samples_{row['run']}.png")
+        plots.plot_prior_samples(model, os.path.join(directory, names[-1]), seed=seed,
+                                 title=f"samples: {plots.run_caption(config, meta)}")
+    return names
+
+
+# --------------------------------------------------------------------------
+# the figure scripts' run helper
+# --------------------------------------------------------------------------
+
+def ensure_run(config, out_dir, retrain=False, progress=False, log=print):
+    """Train ``config`` into ``out_dir`` unless a run of the same configuration
+    is there already: a finished one is reused as it is, a shorter one is
+    resumed up to ``config.epochs``. Returns ``out_dir``."""
+    from .train import train
+
+    wanted = dataclasses.asdict(config)
+    config_path = os.path.join(out_dir, ckpt.CONFIG)
+    if not retrain and os.path.exists(os.path.join(out_dir, ckpt.CHECKPOINT)):
+        try:
+            have = ckpt.read_json(config_path)
+            _, _, meta = ckpt.load_checkpoint(os.path.join(out_dir, ckpt.CHECKPOINT))
+        except ckpt.CheckpointError:
+            have, meta = None, {"epoch": 0}
+        same = have is not None and {k: v for k, v in have.items() if k != "epochs"} == \
+            {k: v for k, v in wanted.items() if k != "epochs"}
+        if same and int(meta["epoch"]) >= config.epochs:
+            log(f"reusing {out_dir} ({meta['epoch']} epochs)")
+            return out_dir
+        if same:
+            log(f"resuming {out_dir} from epoch {meta['epoch']} to {config.epochs}")
+            train(config, out_dir, resume=True, progress=progress, log=log)
+            return out_dir
+    log(f"training {config.model} into {out_dir} ({config.epochs} epochs)")
+    train(config, out_dir, progress=progress, log=log)
+    return out_dir
+
+
+def add_script_args(parser, epochs=5):
+    """The options every examples/fig_*.py script shares."""
+    parser.add_argument("--epochs", type=int, default=epochs,
+                        help=f"epochs of each model it trains (default {epochs})")
+    parser.add_argument("--runs-dir", default="runs", help="where it trains (default runs/)")
+    parser.add_argument("--out", default=None, help="output PNG (default docs/figures/...)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--retrain", action="store_true", help="train even if the run exists")
+    parser.add_argument("--sample", action="store_true",
+                        help="train on the bundled MNIST sample (quick checks)")
+    parser.add_argument("--train-limit", type=int, default=0, help="first N training images")
+    parser.add_argument("--test-limit", type=int, default=0, help="first N test images")
+    parser.add_argument("--progress", action="store_true", help="progress bars")
+    return parser
+
+
+def script_config(args, **fields):
+    """A TrainConfig from a script's shared options plus ``fields``."""
+    from .train import TrainConfig
+
+    return TrainConfig(epochs=args.epochs, seed=args.seed, use_sample=args.sample,
+                       train_limit=args.train_limit, test_limit=args.test_limit, **fields)
+
+
+def script_run(args, name, **fields):
+    """Train (or reuse) the run ``args.runs_dir/name`` of a figure script."""
+    return ensure_run(script_config(args, **fields), os.path.join(args.runs_dir, name),
+                      retrain=args.retrain, progress=args.progress)
+
+
+__all__ = ["COLUMNS", "summarize_run", "markdown_table", "write_report", "conditional_accuracy",
+           "reconstruction_mse", "ensure_run", "add_script_args", "script_config", "script_run"]
