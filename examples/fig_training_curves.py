@@ -20,11 +20,15 @@ def main(argv=None):
     add_script_args(parser, epochs=5)
     parser.add_argument("--run", nargs="+", default=None, metavar="DIR",
                         help="trained runs to plot (several per model: one line each)")
+    parser.add_argument("--labels", nargs="+", default=None,
+                        help="legend text of each run (default: the run directory's name)")
     parser.add_argument("--title", default="training curves (dashed: train loss, "
                                             "solid: test loss)")
     args = parser.parse_args(argv)
     runs = args.run or [script_run(args, "fig-mlp-vae", model="mlp-vae")]
-    out = plots.plot_training_curves(runs, args.out or OUT, title=args.title)
+    if args.labels and len(args.labels) != len(runs):
+        parser.error(f"expected {len(runs)} --labels, got {len(args.labels)}")
+    out = plots.plot_training_curves(runs, args.out or OUT, labels=args.labels, title=args.title)
     print(f"saved {os.path.abspath(out)}")
     return out
 

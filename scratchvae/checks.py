@@ -15,7 +15,7 @@ from .layers import (Concat, Flatten, LeakyReLU, Linear, Module, ReLU, Reshape, 
                      Sigmoid, Tanh)
 from .models import cnn_classifier, conv_cvae, conv_vae, mlp_cvae, mlp_vae
 from .ops.sampler import reparameterize_backward, reparameterize_forward
-from ._vq_checks import VQ_CHECKS
+from .checks_vq import VQ_CHECKS
 from .checks_conv import CONV_CHECKS
 
 F64 = np.float64
@@ -210,7 +210,7 @@ CHECKS = [
 ]
 # convolutions (scratchvae/checks_conv.py)
 CHECKS += CONV_CHECKS
-# vector quantiser and VQ-VAE (scratchvae/_vq_checks.py: the straight-through surrogate)
+# vector quantiser and VQ-VAE (scratchvae/checks_vq.py: the straight-through surrogate)
 CHECKS += VQ_CHECKS
 
 

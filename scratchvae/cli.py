@@ -262,6 +262,10 @@ def _cmd_sample(args):
 
     config, model, _ = load_run(args.checkpoint, device=args.device)
     rng = np.random.default_rng(args.seed)
+    if not hasattr(model, "latent_dim") or config.model == "vq-vae":
+        print(f"error: {config.model} has no prior to sample from; sample needs a VAE "
+              f"(mlp-vae, conv-vae, mlp-cvae, conv-cvae)", file=sys.stderr)
+        return 1
     if isinstance(model, CVAE):
         K = model.n_classes
         if args.label is not None and args.label >= K:

@@ -1,8 +1,21 @@
-"""Figures: image grids saved as PNG.
+"""Figures: image grids and the project's plots, saved as PNG.
 
 matplotlib is imported inside the functions that draw, and only its Agg
 canvas is used (no pyplot, no display), so the engine itself never needs
 matplotlib and figures can be written on a machine without a screen.
+
+    image_grid, save_image_grid        tiles of images (N, C, H, W) in [0, 1]
+    plot_training_curves               1. train / test loss per epoch of runs
+    plot_latent_dim                    2. test -ELBO and its terms against Z
+    plot_prior_samples                 3. decoded means at z ~ N(0, I)
+    plot_latent_space                  4. a 2-D latent space and its manifold
+    plot_traversals                    5. one latent dimension at a time
+    plot_cvae_samples, plot_cvae_label 6. class-conditional samples
+    plot_reconstructions               7. test images through several models
+    plot_ring                          8. Doersch's ring: data, samples, f(z)
+    plot_runs                          any of 1-7 from run directories (the CLI)
+
+The examples/fig_*.py scripts train the models and write docs/figures/.
 """
 import math
 import os
@@ -328,7 +341,8 @@ def manifold_images(model, n=20, low=0.05, high=0.95):
     """Decoded means on the n x n lattice of a 2-D latent space: (n n, C, H, W),
     row r (top to bottom) at z_2 = v[n-1-r], column k at z_1 = v[k]."""
     if model.latent_dim != 2:
-        raise ValueError(f"manifold_images: expected a model with Z = 2, got Z = {model.latent_dim}")
+        raise ValueError(f"manifold_images: expected a model with Z = 2, "
+                         f"got Z = {model.latent_dim}")
     v = normal_lattice(n, low, high)
     z1, z2 = np.meshgrid(v, v[::-1])
     z = np.stack([z1.ravel(), z2.ravel()], axis=1).astype(model.dtype)
@@ -616,8 +630,8 @@ def plot_runs(name, runs, out, seed=0, label=None, n=64, index=0, images=10, tit
     loaded = [load_run(r) for r in runs]
     config, model, meta = loaded[0]
     if name == "samples":
-        return plot_prior_samples(model, out, n=n, seed=seed,
-                                  title=title or f"samples from the prior: {run_caption(config, meta)}")
+        caption = f"samples from the prior: {run_caption(config, meta)}"
+        return plot_prior_samples(model, out, n=n, seed=seed, title=title or caption)
     if name == "cvae":
         if not _is_conditional(model):
             raise ValueError(f"plot cvae: expected a conditional model, {runs[0]} holds "

@@ -124,7 +124,8 @@ def make_model(config, rng, dtype=np.float32):
                        likelihood=config.likelihood, gaussian_variance=config.gaussian_variance,
                        beta=config.beta, n_samples=config.n_samples,
                        kl_warmup_steps=config.kl_warmup_steps, capacity_max=config.capacity_max,
-                       capacity_steps=config.capacity_steps, capacity_gamma=config.capacity_gamma, **vq)
+                       capacity_steps=config.capacity_steps, capacity_gamma=config.capacity_gamma,
+                       **vq)
 
 
 def make_optimizer(config, params):

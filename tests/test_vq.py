@@ -7,7 +7,7 @@
 - scratchvae/ops/vq.py: values, the straight-through backward, the EMA
   update against the formula worked by hand on a tiny case;
 - gradients: the codebook and commitment terms and the whole model against
-  float64 central differences (scratchvae/_vq_checks.py explains the
+  float64 central differences (scratchvae/checks_vq.py explains the
   straight-through surrogate), and deliberately wrong backwards that must
   fail;
 - the model: parameter count, dead-code restarts, state with buffers,
@@ -27,7 +27,7 @@ import pytest
 
 import kernels.vq as kvq
 from kernels._dispatch import ENV_VAR, choose
-from scratchvae import _vq_checks as vc
+from scratchvae import checks_vq as vc
 from scratchvae import checkpoints as ckpt
 from scratchvae import checks
 from scratchvae.cli import main
@@ -547,7 +547,7 @@ def test_test_metrics_by_hand():
 # --------------------------------------------------------------------------
 
 TINY = dict(model="vq-vae", epochs=2, batch_size=32, train_limit=128, test_limit=64,
-            use_sample=True, eval_batch_size=64)
+            use_sample=True, eval_batch_size=64, vq_ema=True, vq_restart=1)  # all the state
 
 
 def test_train_and_resume_exactly_with_ema_and_restarts(tmp_path):

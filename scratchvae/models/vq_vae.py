@@ -28,8 +28,8 @@ Options of the quantiser (:class:`VectorQuantizer`):
   training steps is re-initialised to a random encoder output of the
   current batch (drawn with the training rng).
 
-The defaults (uniform init, EMA, restarts after 1 step) and the
-measurements behind them are in the README and :data:`DEFAULTS`.
+The defaults (N(0, 1) init, codebook loss, restarts after 1 unused step)
+and the measurements behind them: :data:`DEFAULTS` and the README.
 """
 from dataclasses import dataclass
 
@@ -44,8 +44,17 @@ from ..ops.vq import (as_rows, code_counts, codebook_loss_backward, codebook_los
 
 CODEBOOK_INITS = ("uniform", "normal")
 
-#: default options of the quantiser (see the module docstring and the README)
-DEFAULTS = {"num_codes": 128, "commitment": 0.25, "codebook_init": "uniform", "ema": True,
+#: Default options of the quantiser. Measured on MNIST (10 epochs, batch 128,
+#: Adam 1e-3; test BCE in nats / codes used on the test set / perplexity):
+#:
+#:   init     codebook  restarts   seed 0              seed 1
+#:   normal   loss      off        61.07 /  15 /  6.9
+#:   uniform  loss      off        55.46 /  94 / 36.4
+#:   uniform  EMA       off        55.14 /  80 / 15.9
+#:   uniform  EMA       1 step     53.73 / 128 / 76.4  53.68 / 128 / 77.5
+#:   uniform  loss      1 step     53.42 / 128 / 65.8  53.50 / 128 / 70.0
+#:   normal   loss      1 step     53.23 / 128 / 71.6  53.28 / 128 / 63.8   <- default
+DEFAULTS = {"num_codes": 128, "commitment": 0.25, "codebook_init": "normal", "ema": False,
             "decay": 0.99, "epsilon": 1e-5, "restart_after": 1}
 
 

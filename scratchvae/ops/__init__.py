@@ -6,4 +6,6 @@
 - shape.py        Flatten, Reshape, Concat
 - sampler.py      reparameterised Gaussian sampler z = mu + exp(logvar/2) eps
 - conv.py         Conv2d and ConvTranspose2d (im2col / col2im)
+- vq.py           vector quantisation: nearest code, straight-through copy,
+                  codebook and commitment losses, EMA codebook update
 """

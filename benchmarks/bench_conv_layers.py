@@ -1,0 +1,142 @@
+"""Per-layer forward and forward+backward times of the conv VAE's four
+convolution shapes (batch 128, float32), scratchvae against PyTorch (oneDNN),
+with the achieved GFLOP/s, so it is visible where the time goes.
+
+Each implementation runs in its own subprocess, alternating for several
+rounds; the best time over all repeats and rounds is reported.
+
+    python benchmarks/bench_conv_layers.py [--rounds 3] [--repeats 25]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+N = 128
+#: (kind, in channels, out channels, input side): kernel 4, stride 2, padding 1
+LAYERS = [("Conv2d", 1, 32, 28), ("Conv2d", 32, 64, 14),
+          ("ConvTranspose2d", 64, 32, 7), ("ConvTranspose2d", 32, 1, 14)]
+
+
+def gemm_flops(kind, ci, co, side):
+    """FLOPs of the layer's one matrix product (the forward)."""
+    rows = (side // 2) ** 2 if kind == "Conv2d" else side * side
+    return 2 * N * rows * ci * co * 16
+
+
+def _bench(fn, repeats):
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def worker(which, threads, repeats):
+    rng = np.random.default_rng(0)
+    out = {}
+    if which == "torch":
+        import torch
+        torch.set_num_threads(threads)
+    else:
+        from scratchvae.layers import Conv2d, ConvTranspose2d
+    for kind, ci, co, side in LAYERS:
+        x = rng.standard_normal((N, ci, side, side), dtype=np.float32)
+        first = kind == "Conv2d" and ci == 1  # the input layer needs no dx, in both
+        if which == "torch":
+            layer = getattr(torch.nn, kind)(ci, co, 4, 2, 1)
+            xt = torch.tensor(x, requires_grad=not first)
+            g = torch.randn_like(layer(xt))
+
+            def fwd():
+                with torch.no_grad():
+                    layer(xt)
+
+            def fwd_bwd():
+                layer(xt).backward(g)
+        else:
+            layer = {"Conv2d": Conv2d, "ConvTranspose2d": ConvTranspose2d}[kind](
+                ci, co, 4, 2, 1, rng=rng)
+            layer.input_grad = not first
+            g = rng.standard_normal(layer.forward(x).shape, dtype=np.float32)
+
+            def fwd():
+                layer.forward(x)
+
+            def fwd_bwd():
+                layer.forward(x)
+                layer.backward(g)
+                layer.zero_grad()
+        out[f"{kind}({ci},{co}) {side}x{side}"] = {"fwd": _bench(fwd, repeats),
+                                                   "fwd_bwd": _bench(fwd_bwd, repeats)}
+    return out
+
+
+def main():
+    from benchmarks.common import cpu_info, save_table, threads_in_use
+
+    parser = argparse.ArgumentParser(description="conv layer timings vs PyTorch")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=25)
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        which, threads, repeats = args.worker[0], int(args.worker[1]), int(args.worker[2])
+        print(json.dumps(worker(which, threads, repeats)))
+        return
+
+    try:
+        import torch  # noqa: F401
+        kinds = ["ours", "torch"]
+    except ImportError:
+        kinds = ["ours"]
+    threads = threads_in_use()
+    times = {k: {} for k in kinds}
+    for _ in range(args.rounds):
+        for k in kinds:
+            cmd = [sys.executable, os.path.abspath(__file__), "--worker", k, str(threads),
+                   str(args.repeats)]
+            res = json.loads(subprocess.run(cmd, check=True, capture_output=True,
+                                            text=True).stdout.strip().splitlines()[-1])
+            for layer, d in res.items():
+                for phase, v in d.items():
+                    times[k].setdefault(layer, {}).setdefault(phase, []).extend(v)
+    rows, totals = [], {k: 0.0 for k in kinds}
+    for kind, ci, co, side in LAYERS:
+        layer = f"{kind}({ci},{co}) {side}x{side}"
+        f = gemm_flops(kind, ci, co, side)
+        products = 2 if (kind == "Conv2d" and ci == 1) else 3  # fwd + dW (+ dx)
+        row = [layer]
+        for k in kinds:
+            fw, fb = min(times[k][layer]["fwd"]), min(times[k][layer]["fwd_bwd"])
+            totals[k] += fb
+            row += [f"{fw * 1e3:.2f} ({f / fw / 1e9:.0f})", f"{fb * 1e3:.2f} ({products * f / fb / 1e9:.0f})"]
+        rows.append(row)
+    total_row = ["sum of fwd+bwd"]
+    for k in kinds:
+        total_row += ["", f"{totals[k] * 1e3:.2f}"]
+    rows.append(total_row)
+    header = ["layer (k4 s2 p1)"]
+    for k in kinds:
+        name = "scratchvae" if k == "ours" else "PyTorch"
+        header += [f"{name} fwd ms (GFLOP/s)", f"{name} fwd+bwd ms (GFLOP/s)"]
+    notes = [f"{cpu_info()}; {threads} threads; batch {N}; float32; best of {args.rounds} rounds "
+             f"x {args.repeats} repeats, each implementation in its own process. GFLOP/s count "
+             f"the matrix products only (fwd: 1, fwd+bwd: 3, or 2 for the input layer, which "
+             f"needs no input gradient)."]
+    save_table(os.path.join(HERE, "results", "conv_layers.md"), "conv-vae layers: forward and "
+               "backward", header, rows, notes)
+
+
+if __name__ == "__main__":
+    main()
