@@ -101,7 +101,7 @@ def main(argv=None):
         noise = f"learned σ = ({sigma[0]:.3f}, {sigma[1]:.3f})"
     else:
         noise = f"fixed σ² = {h['variance']:g}"
-    final = f", final −ELBO {meta['history'][-1]:.3f}" if meta.get("history") else ""
+    final = f", final train −ELBO {meta['history'][-1]:.3f}" if meta.get("history") else ""
     out = plots.plot_ring(points[:args.samples], samples, means, z, args.out or OUT,
                           title=f"ring x = z/10 + z/|z|: MLP VAE (H={h['hidden']}, Z=2), "
                                 f"{meta['epoch']} epochs, {noise}{final}")

@@ -203,9 +203,11 @@ def plot_training_curves(runs, path, labels=None, title=None):
     from matplotlib import colormaps
 
     cmap = colormaps["tab10"]
-    fig = _figure(5.2 * len(groups), 3.8)
+    ncol = min(3, len(groups))
+    nrow = math.ceil(len(groups) / ncol)
+    fig = _figure(5.2 * ncol, 3.8 * nrow)
     for p, (model, items) in enumerate(groups.items()):
-        ax = fig.add_subplot(1, len(groups), p + 1)
+        ax = fig.add_subplot(nrow, ncol, p + 1)
         max_epoch = 1
         for i, (label, config, records) in enumerate(items):
             epochs = [r["epoch"] for r in records]

@@ -187,23 +187,28 @@ def write_report(runs, out, iw_k=100, iw_images=1000, classifier_dir=None, cond_
     iw = [r for r in rows if "iw_nll" in r]
     lines = ["# scratchvae: trained runs", "",
              markdown_table(rows), "",
-             "Nats per image unless named otherwise; test −ELBO and recon BCE as recorded "
+             "- Nats per image unless named otherwise; test −ELBO and recon BCE as recorded "
              "after the last epoch; MSE per pixel over the test set; s/epoch is the mean "
              "training time of an epoch (machine and load as they were)."]
     if iw:
         sizes = sorted({(r["iw_k"], r["iw_images"]) for r in iw})
-        lines.append("IW-NLL: importance-weighted estimate of −log p(x) (Burda et al. 2015) with "
+        lines.append("- IW-NLL: importance-weighted estimate of −log p(x) (Burda et al. 2015) with "
                      + "; ".join(f"K = {k} samples on the first {n} test images" for k, n in sizes)
                      + ", ± one standard error over the images.")
     if clf_row is not None:
         acc = clf_row.get("test_accuracy")
-        lines.append(f"cond. acc.: share of {cond_per_class} samples per class that the "
+        lines.append(f"- cond. acc.: share of {cond_per_class} samples per class that the "
                      f"classifier {classifier_dir} labels as the class asked for"
                      + (f" (its accuracy on real test images: {100 * acc:.2f}%)."
                         if acc is not None else "."))
+    for r in rows:
+        if "cond_accuracy_per_class" in r:
+            lines.append(f"- {r['run']}, conditional accuracy per class: " + ", ".join(
+                f"{k}: {100 * a:.0f}%" for k, a in enumerate(r["cond_accuracy_per_class"])) + ".")
     if figures:
         lines += ["", "## Figures", ""]
-        lines += [f"![{name}]({name})" for name in _report_figures(runs, rows, out, seed, device)]
+        for name in _report_figures(runs, rows, out, seed, device):
+            lines += [f"![{name}]({name})", ""]
     ckpt.atomic_write_text(out, "\n".join(lines) + "\n")
     return rows
 
@@ -218,8 +223,8 @@ def _report_figures(runs, rows, out, seed=0, device="cpu"):
     plots.plot_training_curves(runs, os.path.join(directory, names[0]),
                                title="training curves")
     loaded = [(run, row) + tuple(load_run(run, device=device)) for run, row in zip(runs, rows)]
-    recon = [(row["model"], model) for run, row, config, model, meta in loaded
-             if hasattr(model, "reconstruct")]
+    recon = [(row["run"] if row["run"] == row["model"] else f"{row['run']} ({row['model']})",
+              model) for run, row, config, model, meta in loaded if hasattr(model, "reconstruct")]
     if recon:
         x, y = plots.load_test_images(loaded[0][2], 10)
         names.append("reconstructions.png")
