@@ -1,4 +1,4 @@
-"""Command line: ``python -m scratchvae {train,evaluate,sample,gradcheck,data}``.
+"""Command line: ``python -m scratchvae {train,evaluate,sample,gradcheck,data,plot,report}``.
 
 Bad arguments get argparse's message and exit code 2; a run that fails
 (missing data, a diverged loss, an unreadable checkpoint) prints one clear
