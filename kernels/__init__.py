@@ -30,13 +30,14 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 from .adam import adam_step, adam_step_reference, sgd_step, sgd_step_reference
 from .bce import (bce_with_logits, bce_with_logits_forward,
                   bce_with_logits_forward_reference, bce_with_logits_reference)
-from .im2col import col2im, col2im_reference, im2col, im2col_reference
 from .vq import nearest_code, nearest_code_reference
+
+# im2col / col2im live in kernels.im2col (not re-exported here: the function
+# im2col would shadow its own module's name)
 
 __all__ = [
     "adam_step", "adam_step_reference", "sgd_step", "sgd_step_reference",
     "bce_with_logits", "bce_with_logits_reference",
     "bce_with_logits_forward", "bce_with_logits_forward_reference",
-    "im2col", "im2col_reference", "col2im", "col2im_reference",
     "nearest_code", "nearest_code_reference",
 ]
