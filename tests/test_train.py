@@ -127,7 +127,7 @@ def test_cli_help_lists_every_subcommand():
 
 @pytest.mark.parametrize("argv,needle", [
     (["train", "--epochs", "0"], "expected a positive integer"),
-    (["train", "--lr", "abc"], "expected a positive number"),
+    (["train", "--lr", "abc"], "expected a positive finite number"),
     (["train", "--model", "resnet"], "invalid choice"),
     (["evaluate"], "--checkpoint"),
     (["frobnicate"], "invalid choice"),
