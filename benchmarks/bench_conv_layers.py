@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -31,18 +30,9 @@ def gemm_flops(kind, ci, co, side):
     return 2 * N * rows * ci * co * 16
 
 
-def _bench(fn, repeats):
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
-
-
 def worker(which, threads, repeats):
+    from benchmarks.common import sample_times
+
     rng = np.random.default_rng(0)
     out = {}
     if which == "torch":
@@ -77,8 +67,8 @@ def worker(which, threads, repeats):
                 layer.forward(x)
                 layer.backward(g)
                 layer.zero_grad()
-        out[f"{kind}({ci},{co}) {side}x{side}"] = {"fwd": _bench(fwd, repeats),
-                                                   "fwd_bwd": _bench(fwd_bwd, repeats)}
+        out[f"{kind}({ci},{co}) {side}x{side}"] = {"fwd": sample_times(fwd, repeats),
+                                                   "fwd_bwd": sample_times(fwd_bwd, repeats)}
     return out
 
 

@@ -1,12 +1,11 @@
 """Shared helpers of the benchmark scripts: timing, thread counts, tables."""
 import os
 import platform
-import statistics
 import time
 
 
-def median_time(fn, repeats, warmup=3):
-    """Median wall time of fn() in seconds over ``repeats`` calls after ``warmup``."""
+def sample_times(fn, repeats, warmup=3):
+    """Wall times of ``repeats`` calls of fn() in seconds, after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
     times = []
@@ -14,7 +13,8 @@ def median_time(fn, repeats, warmup=3):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
 
 
 def torch_or_none():
