@@ -7,11 +7,7 @@ and both float dtypes; the optimizer steps are also compared with
 under ``NUMBA_ENABLE_CUDASIM=1`` in a subprocess (the variable must be set
 before numba is imported).
 """
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +16,8 @@ import kernels
 import kernels.adam as kadam
 import kernels.bce as kbce
 from kernels._dispatch import ENV_VAR, choose, is_cupy
+from cudasim import run_under_cudasim
 
-ROOT = Path(__file__).resolve().parents[1]
 DTYPES = [np.float32, np.float64]
 SHAPES = [(1, 1), (3, 7), (129, 785), (5,)]
 # relative tolerance kernel vs reference / torch, per dtype
@@ -391,10 +387,4 @@ CUDASIM_SCRIPT = textwrap.dedent("""
 
 
 def test_cuda_kernels_under_simulator():
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    env.pop(ENV_VAR, None)
-    res = subprocess.run([sys.executable, "-c", CUDASIM_SCRIPT], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "CUDASIM OK" in res.stdout
+    run_under_cudasim(CUDASIM_SCRIPT)

@@ -1,18 +1,14 @@
 """im2col / col2im (channels-last images): Numba CPU and CUDA kernels against the
 plain xp reference."""
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from kernels import im2col as K
 from kernels.im2col import col2im, col2im_reference, im2col, im2col_reference
+from cudasim import run_under_cudasim
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _random_configs(rng, count):
@@ -191,9 +187,4 @@ CUDASIM_SCRIPT = textwrap.dedent("""
 
 
 def test_cuda_kernels_under_simulator():
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", CUDASIM_SCRIPT], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "CUDASIM OK" in proc.stdout
+    run_under_cudasim(CUDASIM_SCRIPT)

@@ -15,12 +15,8 @@
 """
 import importlib
 import json
-import os
-import subprocess
-import sys
 import textwrap
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,8 +31,8 @@ from scratchvae.models import build_model
 from scratchvae.models.vq_vae import VectorQuantizer, vq_vae
 from scratchvae.ops import vq as ops
 from scratchvae.train import TrainConfig, evaluate_run, train
+from cudasim import run_under_cudasim
 
-ROOT = Path(__file__).resolve().parents[1]
 # the module (the package attribute of the same name is the builder function)
 vq_module = importlib.import_module("scratchvae.models.vq_vae")
 
@@ -187,13 +183,7 @@ CUDASIM_SCRIPT = textwrap.dedent("""
 
 
 def test_cuda_kernel_under_simulator():
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    env.pop(ENV_VAR, None)
-    res = subprocess.run([sys.executable, "-c", CUDASIM_SCRIPT], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "CUDASIM OK" in res.stdout
+    run_under_cudasim(CUDASIM_SCRIPT)
 
 
 # --------------------------------------------------------------------------
