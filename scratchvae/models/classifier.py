@@ -10,7 +10,8 @@ import numpy as np
 
 from .. import losses
 from ..backend import check_float, check_shape
-from ..layers import Conv2d, Flatten, Linear, Module, ReLU, Sequential
+from ..layers import Linear, Module, ReLU, Sequential
+from .conv_vae import conv_features
 
 
 class Classifier(Module):
@@ -66,14 +67,11 @@ def cnn_classifier(image_shape=(1, 28, 28), num_classes=10, hidden_dim=128, chan
                    rng=None, dtype=np.float32, **_ignored):
     """Build the classifier (``_ignored`` takes the VAE options the trainer passes)."""
     rng = np.random.default_rng(0) if rng is None else rng
-    C, H, W = image_shape
-    c1, c2 = channels
     kw = dict(rng=rng, dtype=dtype)
+    features, width = conv_features(image_shape, channels, **kw)
     net = Sequential(
-        Conv2d(C, c1, 4, 2, 1, **kw), ReLU(),
-        Conv2d(c1, c2, 4, 2, 1, **kw), ReLU(),
-        Flatten(),
-        Linear(c2 * (H // 4) * (W // 4), hidden_dim, **kw), ReLU(),
+        *features,
+        Linear(width, hidden_dim, **kw), ReLU(),
         Linear(hidden_dim, num_classes, **kw),
     )
     return Classifier(net, image_shape, num_classes)

@@ -14,6 +14,32 @@ from ..layers import (Conv2d, ConvTranspose2d, Flatten, Linear, ReLU, Reshape, S
 from .vae import VAE
 
 
+def conv_features(image_shape, channels, rng, dtype):
+    """Conv(C,c1,4,2,1) ReLU Conv(c1,c2,4,2,1) ReLU Flatten: the feature stack
+    shared by the conv VAE, the conditional conv VAE and the classifier.
+
+    Returns the layers and the flattened width c2 * H/4 * W/4.
+    """
+    C, H, W = image_shape
+    if H % 4 or W % 4:
+        raise ValueError(f"conv models: expected image sides divisible by 4, got {image_shape}")
+    c1, c2 = channels
+    layers = [Conv2d(C, c1, 4, 2, 1, rng=rng, dtype=dtype), ReLU(),
+              Conv2d(c1, c2, 4, 2, 1, rng=rng, dtype=dtype), ReLU(),
+              Flatten()]
+    return layers, c2 * (H // 4) * (W // 4)
+
+
+def deconv_layers(image_shape, channels, rng, dtype):
+    """Reshape(c2, H/4, W/4) ConvT(c2,c1,4,2,1) ReLU ConvT(c1,C,4,2,1): the
+    decoder's upsampling stack, the mirror of :func:`conv_features`."""
+    C, H, W = image_shape
+    c1, c2 = channels
+    return [Reshape(c2, H // 4, W // 4),
+            ConvTranspose2d(c2, c1, 4, 2, 1, rng=rng, dtype=dtype), ReLU(),
+            ConvTranspose2d(c1, C, 4, 2, 1, rng=rng, dtype=dtype)]
+
+
 def conv_vae(image_shape=(1, 28, 28), latent_dim=10, hidden_dim=128, channels=(32, 64),
              rng=None, dtype=np.float32, **vae_options):
     """Build the conv VAE for images whose sides are multiples of 4.
@@ -22,24 +48,16 @@ def conv_vae(image_shape=(1, 28, 28), latent_dim=10, hidden_dim=128, channels=(3
     gradient checks use a narrower instance of the same architecture.
     """
     rng = np.random.default_rng(0) if rng is None else rng
-    C, H, W = image_shape
-    if H % 4 or W % 4:
-        raise ValueError(f"conv_vae: expected image sides divisible by 4, got {image_shape}")
-    h, w = H // 4, W // 4
-    c1, c2 = channels
     kw = dict(rng=rng, dtype=dtype)
+    features, width = conv_features(image_shape, channels, **kw)
     encoder = Sequential(
-        Conv2d(C, c1, 4, 2, 1, **kw), ReLU(),
-        Conv2d(c1, c2, 4, 2, 1, **kw), ReLU(),
-        Flatten(),
-        Linear(c2 * h * w, hidden_dim, **kw), ReLU(),
+        *features,
+        Linear(width, hidden_dim, **kw), ReLU(),
         Linear(hidden_dim, 2 * latent_dim, **kw),
     )
     decoder = Sequential(
         Linear(latent_dim, hidden_dim, **kw), ReLU(),
-        Linear(hidden_dim, c2 * h * w, **kw), ReLU(),
-        Reshape(c2, h, w),
-        ConvTranspose2d(c2, c1, 4, 2, 1, **kw), ReLU(),
-        ConvTranspose2d(c1, C, 4, 2, 1, **kw),
+        Linear(hidden_dim, width, **kw), ReLU(),
+        *deconv_layers(image_shape, channels, **kw),
     )
     return VAE(encoder, decoder, latent_dim, image_shape=image_shape, **vae_options)

@@ -27,8 +27,8 @@ chain of VAE.backward is unchanged; only its two outer links differ:
 import numpy as np
 
 from ..backend import check_float, check_shape, get_xp, standard_normal, to_numpy
-from ..layers import (Concat, Conv2d, ConvTranspose2d, Flatten, Linear, Module, ReLU, Reshape,
-                      Sequential)
+from ..layers import Concat, Flatten, Linear, Module, ReLU, Reshape, Sequential
+from .conv_vae import conv_features, deconv_layers
 from .vae import VAE
 
 
@@ -168,27 +168,17 @@ def conv_cvae(image_shape=(1, 28, 28), latent_dim=10, hidden_dim=128, channels=(
               n_classes=10, rng=None, dtype=np.float32, **vae_options):
     """Build the conditional conv VAE (image sides multiples of 4)."""
     rng = np.random.default_rng(0) if rng is None else rng
-    C, H, W = image_shape
-    if H % 4 or W % 4:
-        raise ValueError(f"conv_cvae: expected image sides divisible by 4, got {image_shape}")
-    h, w = H // 4, W // 4
-    c1, c2 = channels
     kw = dict(rng=rng, dtype=dtype)
-    features = Sequential(
-        Conv2d(C, c1, 4, 2, 1, **kw), ReLU(),
-        Conv2d(c1, c2, 4, 2, 1, **kw), ReLU(),
-        Flatten(),
-    )
+    layers, width = conv_features(image_shape, channels, **kw)
+    features = Sequential(*layers)
     head = Sequential(
-        Linear(c2 * h * w + n_classes, hidden_dim, **kw), ReLU(),
+        Linear(width + n_classes, hidden_dim, **kw), ReLU(),
         Linear(hidden_dim, 2 * latent_dim, **kw),
     )
     net = Sequential(
         Linear(latent_dim + n_classes, hidden_dim, **kw), ReLU(),
-        Linear(hidden_dim, c2 * h * w, **kw), ReLU(),
-        Reshape(c2, h, w),
-        ConvTranspose2d(c2, c1, 4, 2, 1, **kw), ReLU(),
-        ConvTranspose2d(c1, C, 4, 2, 1, **kw),
+        Linear(hidden_dim, width, **kw), ReLU(),
+        *deconv_layers(image_shape, channels, **kw),
     )
     return CVAE(ConditionalEncoder(features, head), ConditionalDecoder(net), latent_dim,
                 n_classes=n_classes, image_shape=image_shape, **vae_options)
