@@ -27,9 +27,11 @@ BATCH = 128
 
 
 def _train_images():
+    """(x_train, y_train), (x_test, y_test) of MNIST as float32 in [0, 1]."""
     from scratchvae import data
     ds = data.load_dataset("mnist", download="auto", allow_sample=False)
-    return data.images_to_float(ds.train_images), data.images_to_float(ds.test_images)
+    return ((data.images_to_float(ds.train_images), ds.train_labels.astype(np.int64)),
+            (data.images_to_float(ds.test_images), ds.test_labels.astype(np.int64)))
 
 
 def _peak_rss_mb():
@@ -38,22 +40,24 @@ def _peak_rss_mb():
 
 def worker_ours(model_name, steps):
     from scratchvae import data
+    from scratchvae.backend import retain_freed_memory
     from scratchvae.models import DEFAULT_LATENT_DIM, build_model
     from scratchvae.optimizers import Adam
 
-    xtr, _ = _train_images()
+    retain_freed_memory()  # as the trainer does
+    (xtr, ytr), _ = _train_images()
     rng = np.random.default_rng(0)
     model = build_model(model_name, latent_dim=DEFAULT_LATENT_DIM[model_name], rng=rng)
     opt = Adam(model.parameters(), lr=1e-3)
 
-    def step(xb):
+    def step(xb, yb):
         opt.zero_grad()
-        loss, _ = model.loss(xb, rng=rng)
+        loss, _ = model.loss(xb, rng=rng, labels=yb)
         float(loss)
         model.backward()
         opt.step()
-    return _time(step, data.iterate_batches(xtr, None, BATCH, rng=np.random.default_rng(1)),
-                 xtr[:BATCH].copy(), steps, model.num_parameters())
+    return _time(step, data.iterate_batches(xtr, ytr, BATCH, rng=np.random.default_rng(1)),
+                 (xtr[:BATCH].copy(), ytr[:BATCH].copy()), steps, model.num_parameters())
 
 
 def worker_torch(model_name, steps, threads):
@@ -63,32 +67,32 @@ def worker_torch(model_name, steps, threads):
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    xtr, _ = _train_images()
+    (xtr, ytr), _ = _train_images()
     model = MODELS[model_name]()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
-    def step(xb):
+    def step(xb, yb):
         opt.zero_grad()
-        loss, _, _ = model.loss(torch.from_numpy(xb))
+        loss, _, _ = model.loss(torch.from_numpy(xb), torch.from_numpy(yb))
         loss.item()
         loss.backward()
         opt.step()
     n_params = sum(p.numel() for p in model.parameters())
-    return _time(step, data.iterate_batches(xtr, None, BATCH, rng=np.random.default_rng(1)),
-                 xtr[:BATCH].copy(), steps, n_params)
+    return _time(step, data.iterate_batches(xtr, ytr, BATCH, rng=np.random.default_rng(1)),
+                 (xtr[:BATCH].copy(), ytr[:BATCH].copy()), steps, n_params)
 
 
 def _time(step, batches, fixed_batch, steps, n_params):
     for _ in range(10):
-        step(fixed_batch)
+        step(*fixed_batch)
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        step(fixed_batch)
+        step(*fixed_batch)
         times.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
-    for xb, _ in batches:
-        step(xb)
+    for xb, yb in batches:
+        step(xb, yb)
     epoch = time.perf_counter() - t0
     return {"step_ms": float(np.median(times) * 1e3), "epoch_s": epoch,
             "n_batches": len(batches), "params": int(n_params), "peak_rss_mb": _peak_rss_mb()}
@@ -101,21 +105,22 @@ def worker_torch_quality(model_name, epochs, threads, seed=0):
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    xtr, xte = _train_images()
+    (xtr, ytr), (xte, yte) = _train_images()
     model = MODELS[model_name]()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     rng = np.random.default_rng(seed)
     history = []
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
-        for xb, _ in data.iterate_batches(xtr, None, BATCH, rng=rng):
+        for xb, yb in data.iterate_batches(xtr, ytr, BATCH, rng=rng):
             opt.zero_grad()
-            loss, _, _ = model.loss(torch.from_numpy(xb))
+            loss, _, _ = model.loss(torch.from_numpy(xb), torch.from_numpy(yb))
             loss.backward()
             opt.step()
         seconds = time.perf_counter() - t0
-        with torch.no_grad():
-            total = sum(float(model.loss(torch.from_numpy(xte[i:i + 1000]))[0]) * 1000
+        with torch.no_grad():   # the loss: the negative ELBO (VAEs), BCE + VQ terms (VQ-VAE)
+            total = sum(float(model.loss(torch.from_numpy(xte[i:i + 1000]),
+                                         torch.from_numpy(yte[i:i + 1000]))[0]) * 1000
                         for i in range(0, len(xte), 1000))
         history.append({"epoch": epoch, "test_nelbo": total / len(xte), "train_seconds": seconds})
         print(json.dumps(history[-1]), file=sys.stderr, flush=True)
@@ -140,7 +145,7 @@ def main():
     from benchmarks.common import cpu_info, save_table, threads_in_use
 
     parser = argparse.ArgumentParser(description="scratchvae vs PyTorch training speed")
-    parser.add_argument("--model", default="mlp-vae", choices=["mlp-vae", "conv-vae"])
+    parser.add_argument("--model", default="mlp-vae", choices=["mlp-vae", "conv-vae", "conv-cvae", "vq-vae"])
     parser.add_argument("--steps", type=int, default=100, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=0,
@@ -149,6 +154,8 @@ def main():
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.epochs and args.model == "vq-vae":
+        parser.error("--epochs reports a test negative ELBO: not defined for vq-vae")
 
     if args.worker:
         kind, model, n = args.worker[0], args.worker[1], int(args.worker[2])

@@ -30,6 +30,7 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 from .adam import adam_step, adam_step_reference, sgd_step, sgd_step_reference
 from .bce import (bce_with_logits, bce_with_logits_forward,
                   bce_with_logits_forward_reference, bce_with_logits_reference)
+from .relu import relu_backward, relu_backward_reference
 from .vq import nearest_code, nearest_code_reference
 
 # im2col / col2im live in kernels.im2col (not re-exported here: the function
@@ -40,4 +41,5 @@ __all__ = [
     "bce_with_logits", "bce_with_logits_reference",
     "bce_with_logits_forward", "bce_with_logits_forward_reference",
     "nearest_code", "nearest_code_reference",
+    "relu_backward", "relu_backward_reference",
 ]

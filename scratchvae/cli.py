@@ -31,6 +31,7 @@ _nonneg_float = _number(float, True, "a finite number >= 0")
 
 def build_parser():
     from .models import LIKELIHOODS, MODELS
+    from .schedules import LR_SCHEDULES
 
     parser = argparse.ArgumentParser(
         prog="python -m scratchvae",
@@ -50,6 +51,8 @@ def build_parser():
                    help="number of epochs (default 10; with --resume, the new total)")
     t.add_argument("--batch-size", type=_positive_int, default=128)
     t.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate (default 1e-3)")
+    t.add_argument("--lr-schedule", choices=list(LR_SCHEDULES), default="constant",
+                   help="constant, or cosine: decayed to 0 over the run's steps")
     t.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
     t.add_argument("--momentum", type=_nonneg_float, default=0.9, help="SGD momentum")
     t.add_argument("--weight-decay", type=_nonneg_float, default=0.0)
@@ -76,6 +79,9 @@ def build_parser():
                    help="z samples per image (default 1)")
     t.add_argument("--binarize", action="store_true",
                    help="dynamic binarisation: each pixel drawn as Bernoulli(intensity) per batch")
+    t.add_argument("--augment-shift", type=_nonneg_int, default=0, metavar="PX",
+                   help="data augmentation: translate each training image by up to PX pixels "
+                        "(0: off; for the classifier)")
     t.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     t.add_argument("--train-limit", type=_nonneg_int, default=0, metavar="N",
                    help="use only the first N training images (0: all)")
@@ -101,6 +107,11 @@ def build_parser():
     e.add_argument("--iw-images", type=_nonneg_int, default=0, metavar="N",
                    help="estimate IW-NLL on the first N test images only (0: all; on a CPU "
                         "the full test set at K=1000 takes minutes)")
+    e.add_argument("--classifier", default=None, metavar="DIR",
+                   help="a trained classifier run: report cond_accuracy, the share of a "
+                        "conditional VAE's samples that it labels as the class asked for")
+    e.add_argument("--cond-samples", type=_positive_int, default=100, metavar="N",
+                   help="samples per class for cond_accuracy (default 100)")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     # sample --------------------------------------------------------------------
@@ -200,6 +211,7 @@ def _cmd_train(args):
             clip_grad_norm=args.clip_grad_norm, seed=args.seed, latent_dim=args.latent_dim,
             likelihood=args.likelihood, gaussian_variance=args.gaussian_variance,
             beta=args.beta, n_samples=args.n_samples, binarize=args.binarize,
+            augment_shift=args.augment_shift, lr_schedule=args.lr_schedule,
             kl_warmup_steps=args.kl_warmup_steps, capacity_max=args.capacity_max,
             capacity_steps=args.capacity_steps, capacity_gamma=args.capacity_gamma,
             vq_codes=args.vq_codes, vq_commitment=args.vq_commitment, vq_init=args.vq_init,
@@ -213,12 +225,29 @@ def _cmd_train(args):
 
 
 def _cmd_evaluate(args):
-    from .train import evaluate_run
+    from .report import conditional_accuracy, load_classifier
+    from .train import evaluate_run, load_run
 
+    model = classifier = None
+    if args.classifier:
+        try:
+            classifier = load_classifier(args.classifier, args.device)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        config, model, _ = load_run(args.checkpoint, device=args.device)
+        if not hasattr(model, "n_classes"):
+            print(f"error: --classifier scores the samples of a conditional VAE; "
+                  f"{args.checkpoint} holds {config.model}", file=sys.stderr)
+            return 2
     result = evaluate_run(args.checkpoint, device=args.device,
                           log=(lambda *a: print(*a, file=sys.stderr)) if args.json else print,
                           iw_k=args.iw_k, iw_images=args.iw_images,
                           progress=not args.no_progress)
+    if classifier is not None:
+        acc, per_class = conditional_accuracy(model, classifier, args.cond_samples)
+        result["cond_accuracy"] = acc
+        result["cond_accuracy_per_class"] = [float(a) for a in per_class]
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:

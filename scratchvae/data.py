@@ -729,12 +729,15 @@ class BatchIterator:
     once per epoch. With ``binarize`` (dynamic binarization) each batch is
     replaced by ``(rng.random(xb.shape) < xb).astype(xb.dtype)``: pixel value
     p becomes 1 with probability p, drawn fresh for every batch from the same
-    ``rng``. The last, smaller batch is kept unless ``drop_last``.
+    ``rng``. With ``shift`` = s > 0 (data augmentation, for a classifier)
+    each image is translated by its own (dy, dx), both drawn uniformly from
+    {-s, ..., s}, the uncovered border filled with 0 (see :func:`random_shift`).
+    The last, smaller batch is kept unless ``drop_last``.
     ``len()`` is ceil(N / batch_size), or floor(N / batch_size) with ``drop_last``.
     """
 
     def __init__(self, x, y, batch_size, rng=None, shuffle=True, binarize=False,
-                 drop_last=False):
+                 drop_last=False, shift=0):
         n = x.shape[0]
         if y is not None and y.shape[:1] != (n,):
             raise ValueError(f"BatchIterator: expected y with {n} rows (one per x), "
@@ -742,13 +745,16 @@ class BatchIterator:
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"BatchIterator: expected a positive integer batch_size, "
                              f"got {batch_size!r}")
-        if rng is None and (shuffle or binarize):
-            raise ValueError("BatchIterator: shuffle/binarize need an explicit random "
+        if not isinstance(shift, (int, np.integer)) or shift < 0:
+            raise ValueError(f"BatchIterator: expected an integer shift >= 0, got {shift!r}")
+        if rng is None and (shuffle or binarize or shift):
+            raise ValueError("BatchIterator: shuffle/binarize/shift need an explicit random "
                              "generator, e.g. rng=backend.new_rng(seed)")
         if binarize:
             check_float("BatchIterator", "x (to binarize)", x)
         self.x, self.y, self.batch_size = x, y, int(batch_size)
         self.rng, self.shuffle, self.binarize, self.drop_last = rng, shuffle, binarize, drop_last
+        self.shift = int(shift)
 
     def __len__(self):
         n, b = self.x.shape[0], self.batch_size
@@ -764,13 +770,41 @@ class BatchIterator:
                 idx = xp.asarray(idx)
             xb = self.x[idx]
             yb = None if self.y is None else self.y[idx]
+            if self.shift:
+                xb = random_shift(xb, self.shift, self.rng)
             if self.binarize:
                 u = to_device(self.rng.random(xb.shape), xp)
                 xb = (u < xb).astype(xb.dtype)
             yield xb, yb
 
 
-def iterate_batches(x, y, batch_size, rng=None, shuffle=True, binarize=False, drop_last=False):
+def random_shift(x, s, rng):
+    """Translate each image of x (N, C, H, W) by its own random (dy, dx).
+
+    dy and dx are drawn uniformly from {-s, ..., s} (two integers per image,
+    from ``rng``): out[n, :, h, w] = x[n, :, h - dy_n, w - dx_n], 0 where that
+    pixel lies outside the image. Done on a zero-padded copy, one slice per
+    distinct offset (at most (2s+1)^2 of them).
+    """
+    if x.ndim != 4:
+        raise ValueError(f"random_shift: expected images (N, C, H, W), got shape {tuple(x.shape)}")
+    xp = get_xp(x)
+    n, _, H, W = x.shape
+    offsets = rng.integers(-s, s + 1, size=(n, 2))
+    padded = xp.zeros(x.shape[:2] + (H + 2 * s, W + 2 * s), dtype=x.dtype)
+    padded[:, :, s:s + H, s:s + W] = x
+    out = xp.empty_like(x)
+    for dy, dx in np.unique(offsets, axis=0):
+        rows = np.flatnonzero((offsets[:, 0] == dy) & (offsets[:, 1] == dx))
+        if xp is not np:
+            rows = xp.asarray(rows)
+        top, left = s - dy, s - dx          # out[h] = x[h - dy] = padded[h - dy + s]
+        out[rows] = padded[rows, :, top:top + H, left:left + W]
+    return out
+
+
+def iterate_batches(x, y, batch_size, rng=None, shuffle=True, binarize=False, drop_last=False,
+                    shift=0):
     """A :class:`BatchIterator` over ``(x, y)``; see there."""
     return BatchIterator(x, y, batch_size, rng=rng, shuffle=shuffle, binarize=binarize,
-                         drop_last=drop_last)
+                         drop_last=drop_last, shift=shift)

@@ -63,6 +63,16 @@ def reconstruction_mse(model, x, labels=None, batch_size=500):
     return total / x.size
 
 
+def load_classifier(run_dir, device="cpu"):
+    """The trained classifier of a run directory; ValueError if it holds another model."""
+    from .train import load_run
+
+    config, classifier, _ = load_run(run_dir, device=device)
+    if config.model != "classifier":
+        raise ValueError(f"--classifier {run_dir} holds {config.model}, not a classifier")
+    return classifier
+
+
 def conditional_accuracy(model, classifier, per_class=100, seed=0, batch_size=500):
     """Share of class-conditional samples that ``classifier.predict`` labels as
     the class they were drawn for: per_class samples z ~ N(0, I) of every
@@ -173,10 +183,7 @@ def write_report(runs, out, iw_k=100, iw_images=1000, classifier_dir=None, cond_
         raise ValueError("report: expected at least one run directory")
     classifier, clf_row = None, None
     if classifier_dir:
-        ccfg, classifier, cmeta = load_run(classifier_dir, device=device)
-        if ccfg.model != "classifier":
-            raise ValueError(f"report: --classifier {classifier_dir} holds {ccfg.model}, "
-                             f"not a classifier")
+        classifier = load_classifier(classifier_dir, device)
         clf_row = summarize_run(classifier_dir, device=device)
     rows = []
     for run in runs:

@@ -1,4 +1,5 @@
-"""Schedules for the KL term of a VAE: beta, linear warm-up, capacity annealing.
+"""Schedules for the KL term of a VAE (beta, linear warm-up, capacity
+annealing) and for the learning rate (constant or cosine).
 
 A VAE's loss is a reconstruction term plus a KL term. With KL the batch mean
 (1/N) sum_n KL(q(z|x_n) || p(z)), the schedule turns KL into the term that is
@@ -101,3 +102,23 @@ class KLSchedule:
         if self.warmup_steps:
             return f"beta {self.beta:g} after a linear warm-up over {self.warmup_steps} steps"
         return f"beta {self.beta:g}"
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(schedule, base_lr, step, total_steps):
+    """The learning rate at training step t (0-based) of T = total_steps.
+
+    constant:  lr_t = lr
+    cosine:    lr_t = lr (1 + cos(pi t / T)) / 2   (Loshchilov & Hutter 2017,
+               without restarts): lr at t = 0, decaying smoothly to 0 at t = T.
+    """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"learning_rate: expected a schedule in {LR_SCHEDULES}, got {schedule!r}")
+    if schedule == "constant":
+        return base_lr
+    if total_steps < 1 or not 0 <= step <= total_steps:
+        raise ValueError(f"learning_rate: expected 0 <= step <= total_steps >= 1, got step "
+                         f"{step} of {total_steps}")
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))

@@ -23,12 +23,12 @@ from tqdm.auto import tqdm
 
 from . import checkpoints as ckpt
 from . import data as data_mod
-from .backend import get_array_module, to_device
+from .backend import get_array_module, retain_freed_memory, to_device
 from .models import DEFAULT_LATENT_DIM, build_model
 from .models.vq_vae import CODEBOOK_INITS, DEFAULTS as VQ
 from .metrics import iw_nll
 from .optimizers import OPTIMIZERS, clip_grad_norm
-from .schedules import KLSchedule
+from .schedules import LR_SCHEDULES, KLSchedule, learning_rate
 
 
 class TrainingDiverged(RuntimeError):
@@ -42,6 +42,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # "constant" | "cosine" (decays to 0 over the run's steps)
     optimizer: str = "adam"
     momentum: float = 0.9
     weight_decay: float = 0.0
@@ -64,6 +65,7 @@ class TrainConfig:
     vq_decay: float = VQ["decay"]               # EMA decay
     vq_restart: int = VQ["restart_after"]       # restart codes unused this many steps (0: off)
     binarize: bool = False
+    augment_shift: int = 0         # random translations of up to this many pixels (classifier)
     device: str = "cpu"
     eval_batch_size: int = 1000
     train_limit: int = 0           # 0 = the whole training set
@@ -77,7 +79,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size", "n_samples"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("train_limit", "test_limit", "latent_dim", "clip_grad_norm", "weight_decay",
+        for name in ("train_limit", "test_limit", "latent_dim", "augment_shift", "clip_grad_norm", "weight_decay",
                      "kl_warmup_steps", "capacity_max", "capacity_steps", "capacity_gamma"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -89,6 +91,8 @@ class TrainConfig:
                             f"got {self.vq_init!r}, {self.vq_decay}")
         if not self.lr > 0:
             problems.append(f"lr must be > 0, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            problems.append(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.optimizer not in OPTIMIZERS:
             problems.append(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
         if not problems:
@@ -188,6 +192,7 @@ def format_epoch(record):
 def train(config, out_dir, resume=False, progress=True, log=print):
     """Train ``config.model``; returns the list of per-epoch metric records."""
     xp = get_array_module(config.device)
+    retain_freed_memory()  # reuse the step's large temporaries (see backend)
     os.makedirs(out_dir, exist_ok=True)
     metrics_path = os.path.join(out_dir, ckpt.METRICS)
     ckpt_path = os.path.join(out_dir, ckpt.CHECKPOINT)
@@ -217,16 +222,20 @@ def train(config, out_dir, resume=False, progress=True, log=print):
         f"{ds.source} ({xtr.shape[0]} train / {xte.shape[0]} test images); device {config.device}")
 
     history = ckpt.read_jsonl(metrics_path)
-    global_step = start_epoch * -(-xtr.shape[0] // config.batch_size)  # steps done so far
+    steps_per_epoch = -(-xtr.shape[0] // config.batch_size)
+    global_step = start_epoch * steps_per_epoch  # steps done so far
     for epoch in range(start_epoch + 1, config.epochs + 1):
         t0 = time.perf_counter()
         batches = data_mod.iterate_batches(xtr, ytr, config.batch_size, rng=shuffle_rng,
-                                           shuffle=True, binarize=config.binarize)
+                                           shuffle=True, binarize=config.binarize,
+                                           shift=config.augment_shift)
         bar = tqdm(batches, total=len(batches), desc=f"epoch {epoch}/{config.epochs}",
                    unit="batch", disable=not progress, leave=False, dynamic_ncols=True)
         total, count = 0.0, 0
         for step, (xb, yb) in enumerate(bar):
             xb = to_device(xb, xp)
+            optimizer.lr = learning_rate(config.lr_schedule, config.lr, global_step,
+                                         config.epochs * steps_per_epoch)
             optimizer.zero_grad()
             loss, _ = model.loss(xb, rng=noise_rng, labels=yb, step=global_step)
             global_step += 1

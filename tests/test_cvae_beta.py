@@ -9,7 +9,7 @@ from scratchvae.gradcheck import check_model
 from scratchvae.models import CVAE, build_model, conv_cvae, mlp_cvae, mlp_vae
 from scratchvae.models.vae import active_units
 from scratchvae.plots import image_grid, save_image_grid
-from scratchvae.schedules import KLSchedule
+from scratchvae.schedules import KLSchedule, learning_rate
 
 F64 = np.float64
 
@@ -34,6 +34,16 @@ def test_capacity_term_and_its_derivative():
     assert s.term(10.0, 50) == (0.0, 0.0)     # at the kink: subgradient 0
     # no ramp: C = C_max from step 0
     assert KLSchedule(capacity_max=5.0, capacity_gamma=2.0).term(1.0, 0) == (8.0, -2.0)
+
+
+def test_learning_rate_schedules():
+    assert learning_rate("constant", 0.1, 7, 10) == 0.1
+    assert [learning_rate("cosine", 0.1, t, 10) for t in (0, 5, 10)] == pytest.approx([0.1, 0.05, 0])
+    assert learning_rate("cosine", 0.1, 2, 10) == pytest.approx(0.05 * (1 + np.cos(0.2 * np.pi)))
+    with pytest.raises(ValueError, match="expected a schedule in"):
+        learning_rate("step", 0.1, 0, 10)
+    with pytest.raises(ValueError, match="0 <= step <= total_steps"):
+        learning_rate("cosine", 0.1, 11, 10)
 
 
 @pytest.mark.parametrize("kwargs,message", [

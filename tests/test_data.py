@@ -550,3 +550,53 @@ def test_batch_iterator_validation():
     with pytest.raises(ValueError, match="float32 or float64"):
         data.BatchIterator((x * 255).astype(np.uint8), y, 8, rng=np.random.default_rng(0),
                            binarize=True)
+
+
+# ---------------------------------------------------------------------------
+# random translations (data augmentation)
+# ---------------------------------------------------------------------------
+
+def _shift_naive(image, dy, dx):
+    """out[h, w] = image[h - dy, w - dx], 0 outside: one pixel at a time."""
+    C, H, W = image.shape
+    out = np.zeros_like(image)
+    for h in range(H):
+        for w in range(W):
+            if 0 <= h - dy < H and 0 <= w - dx < W:
+                out[:, h, w] = image[:, h - dy, w - dx]
+    return out
+
+
+def test_random_shift_matches_a_pixel_loop():
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 2, 7, 6)).astype(np.float32)
+    x = x[:, :, :, ::-1]                                   # a non-contiguous view
+    out = data.random_shift(x, 2, np.random.default_rng(5))
+    offsets = np.random.default_rng(5).integers(-2, 3, size=(40, 2))
+    assert len({tuple(o) for o in offsets}) > 10           # many different offsets
+    for n in range(40):
+        np.testing.assert_array_equal(out[n], _shift_naive(x[n], *offsets[n]))
+    assert out.dtype == x.dtype and out.shape == x.shape
+
+
+def test_batches_with_shift_keep_labels_and_centred_content():
+    x = np.zeros((64, 1, 12, 12), np.float32)
+    x[:, :, 4:8, 4:8] = np.arange(64, dtype=np.float32)[:, None, None, None] + 1
+    y = np.arange(64)
+    seen = 0
+    for xb, yb in data.iterate_batches(x, y, 16, rng=np.random.default_rng(1), shift=3):
+        # content 3 pixels from every border is never cut: each image keeps its 16 pixels
+        np.testing.assert_array_equal(xb.sum(axis=(1, 2, 3)), 16 * (yb + 1))
+        seen += yb.size
+        assert any(not np.array_equal(xb[i], x[yb[i]]) for i in range(yb.size))
+    assert seen == 64
+
+
+def test_shift_arguments_are_checked():
+    x, y = np.zeros((4, 1, 5, 5), np.float32), np.arange(4)
+    with pytest.raises(ValueError, match="integer shift >= 0"):
+        data.iterate_batches(x, y, 2, rng=np.random.default_rng(0), shift=-1)
+    with pytest.raises(ValueError, match="need an explicit random generator"):
+        data.iterate_batches(x, y, 2, shuffle=False, shift=1)
+    with pytest.raises(ValueError, match=r"expected images \(N, C, H, W\)"):
+        data.random_shift(np.zeros((4, 25), np.float32), 1, np.random.default_rng(0))

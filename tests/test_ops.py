@@ -133,3 +133,20 @@ def test_linear_forward_is_functional():
     y, cache = linear_forward(x, W, b)
     assert np.allclose(y, x @ W.T + b)
     assert len(cache) == 2  # only x and W: backward needs nothing else
+
+
+@pytest.mark.parametrize("layout", ["C", "channels-last"])
+def test_flatten_gradient_keeps_the_input_layout(layout):
+    """Flatten emits the logical (c, h, w) order, as PyTorch does, and hands the
+    gradient back in the input's memory layout (channels-last for a conv output)."""
+    from scratchvae.layers import Flatten
+    x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    if layout == "channels-last":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    f = Flatten()
+    y = f.forward(x)
+    np.testing.assert_array_equal(y, np.arange(120, dtype=np.float32).reshape(2, 60))
+    dy = np.random.default_rng(0).standard_normal((2, 60)).astype(np.float32)
+    dx = f.backward(dy)
+    np.testing.assert_array_equal(dx, dy.reshape(2, 3, 4, 5))
+    assert dx.strides == x.strides

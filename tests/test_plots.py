@@ -225,6 +225,22 @@ def test_cli_plot_and_report(runs, tmp_path, capsys):
     assert "| run | model |" in open(md, encoding="utf-8").read()
 
 
+def test_cli_evaluate_with_classifier(runs, capsys):
+    import json
+    assert main(["evaluate", "--checkpoint", runs["cvae"], "--classifier", runs["classifier"],
+                 "--cond-samples", "3", "--iw-k", "0", "--json", "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    per_class = result["cond_accuracy_per_class"]
+    assert len(per_class) == 10 and all(a in (0, 1 / 3, 2 / 3, 1) for a in per_class)
+    assert result["cond_accuracy"] == pytest.approx(np.mean(per_class))
+    # a model without labels, or a --classifier run that is not a classifier: exit 2
+    assert main(["evaluate", "--checkpoint", runs["vae2"], "--classifier", runs["classifier"],
+                 "--iw-k", "0"]) == 2
+    assert "conditional VAE" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", runs["cvae"], "--classifier", runs["vae2"]]) == 2
+    assert "not a classifier" in capsys.readouterr().err
+
+
 def test_example_scripts_reuse_and_train(runs, tmp_path):
     out = _load_example("fig_traversals").main(
         ["--run", runs["vae10"], runs["beta10"], "--out", str(tmp_path / "t.png")])

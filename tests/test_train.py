@@ -89,6 +89,30 @@ def test_crash_during_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["c.npz"]
 
 
+def test_cosine_schedule_sets_the_learning_rate_of_every_step(tmp_path, monkeypatch):
+    from scratchvae.optimizers import Adam
+    seen = []
+    real_step = Adam.step
+
+    def spy(self):
+        seen.append(self.lr)
+        return real_step(self)
+    monkeypatch.setattr(Adam, "step", spy)
+    config = TrainConfig(**{**TINY, "lr_schedule": "cosine", "lr": 0.01})
+    train(config, str(tmp_path), progress=False, log=_quiet)
+    T = 2 * (256 // 32)
+    expected = [0.01 * 0.5 * (1 + np.cos(np.pi * t / T)) for t in range(T)]
+    assert seen == pytest.approx(expected, rel=1e-12)
+    assert seen[0] == 0.01 and seen[-1] < 0.01 * 0.01
+
+
+def test_classifier_trains_with_random_shifts(tmp_path):
+    config = TrainConfig(**{**TINY, "model": "classifier", "augment_shift": 2})
+    history = train(config, str(tmp_path), progress=False, log=_quiet)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert json.loads((tmp_path / "config.json").read_text())["augment_shift"] == 2
+
+
 def test_corrupt_checkpoint_is_refused(tmp_path):
     path = tmp_path / "checkpoint.npz"
     ckpt.save_checkpoint(str(path), {"w": np.ones(3)}, {}, {"epoch": 1})
@@ -110,6 +134,10 @@ def test_torn_metrics_line_is_ignored(tmp_path):
 def test_config_validation():
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        TrainConfig(lr_schedule="linear")
+    with pytest.raises(ValueError, match="augment_shift must be >= 0"):
+        TrainConfig(augment_shift=-1)
     with pytest.raises(ValueError, match="unknown configuration keys"):
         TrainConfig.from_dict({"nope": 1})
 
@@ -129,6 +157,8 @@ def test_cli_help_lists_every_subcommand():
     (["train", "--epochs", "0"], "expected a positive integer"),
     (["train", "--lr", "abc"], "expected a positive finite number"),
     (["train", "--model", "resnet"], "invalid choice"),
+    (["train", "--lr-schedule", "step"], "invalid choice"),
+    (["train", "--augment-shift", "-2"], "expected an integer >= 0"),
     (["evaluate"], "--checkpoint"),
     (["frobnicate"], "invalid choice"),
 ])

@@ -2,20 +2,36 @@
 
 A reshape moves no numbers, hence dL/dx is dL/dy read back in x's shape;
 a concatenation copies blocks, hence dL/dx_k is the matching block of dL/dy.
+
+Memory layout: the flattened values are always in the logical (C-order)
+sequence, as in PyTorch (a Linear layer after Flatten sees (c, h, w) order).
+The gradient handed back down is laid out in memory like the input was: a
+channels-last image (see ops/conv.py) gets a channels-last gradient, so the
+elementwise backward below it (a ReLU, comparing with its channels-last
+output) and the convolution's backward see one layout and need no copy.
 """
-from ..backend import get_xp
+from ..backend import get_xp, memory_order
+
+
+def _in_layout(dx, order):
+    """dx (logical shape of the input) laid out in memory in ``order``."""
+    if order == tuple(range(dx.ndim)):
+        return dx
+    inverse = tuple(sorted(range(len(order)), key=order.__getitem__))
+    return get_xp(dx).ascontiguousarray(dx.transpose(order)).transpose(inverse)
 
 
 def flatten_forward(x):
-    """(N, d1, d2, ...) -> (N, d1*d2*...).  Caches the input shape."""
+    """(N, d1, d2, ...) -> (N, d1*d2*...).  Caches the input shape and memory order."""
     if x.ndim < 1:
         raise ValueError(f"Flatten: expected an input with a batch axis, got shape {tuple(x.shape)}")
-    return x.reshape(x.shape[0], -1), x.shape
+    return x.reshape(x.shape[0], -1), (x.shape, memory_order(x))
 
 
-def flatten_backward(dy, in_shape):
-    """dx = dy reshaped to the input shape."""
-    return dy.reshape(in_shape)
+def flatten_backward(dy, cache):
+    """dx = dy reshaped to the input shape (in the input's memory layout)."""
+    in_shape, order = cache
+    return _in_layout(dy.reshape(in_shape), order)
 
 
 def reshape_forward(x, shape):

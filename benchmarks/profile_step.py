@@ -1,0 +1,117 @@
+"""Where one training step of a scratchvae model spends its time: every layer's
+forward and backward, the loss outside the layers, and the optimiser, timed
+inside real training steps (batch 128, float32, random binary images).
+
+Unlike bench_conv_layers.py, which times each convolution alone and warm,
+this sees the step as training does: cold caches between layers, the
+allocations of each step, the layout each layer hands to the next.
+
+    python benchmarks/profile_step.py [--model conv-vae] [--steps 40] [--no-retain]
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+
+def _timed(module, name, times):
+    """Wrap module.forward / module.backward to record their wall times."""
+    forward, backward = module.forward, module.backward
+
+    def fwd(*args, **kwargs):
+        t0 = time.perf_counter()
+        out = forward(*args, **kwargs)
+        times.setdefault((name, "forward"), []).append(time.perf_counter() - t0)
+        return out
+
+    def bwd(*args, **kwargs):
+        t0 = time.perf_counter()
+        out = backward(*args, **kwargs)
+        times.setdefault((name, "backward"), []).append(time.perf_counter() - t0)
+        return out
+    module.forward, module.backward = fwd, bwd
+
+
+def _leaf_layers(module, prefix):
+    """(name, layer) of every layer inside Sequential containers, in order."""
+    layers = getattr(module, "layers", None)
+    if layers is None:
+        return [(prefix, module)]
+    out = []
+    for i, layer in enumerate(layers):
+        out += _leaf_layers(layer, f"{prefix}[{i}]")
+    return out
+
+
+def main():
+    from benchmarks.common import cpu_info, save_table, threads_in_use
+    from scratchvae.backend import retain_freed_memory
+    from scratchvae.models import DEFAULT_LATENT_DIM, build_model
+    from scratchvae.optimizers import Adam
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="conv-vae", choices=["mlp-vae", "conv-vae"])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--no-retain", action="store_true",
+                        help="leave glibc's malloc at its defaults (no retain_freed_memory)")
+    args = parser.parse_args()
+
+    if not args.no_retain:
+        retain_freed_memory()
+    rng = np.random.default_rng(0)
+    model = build_model(args.model, latent_dim=DEFAULT_LATENT_DIM[args.model], rng=rng)
+    optimizer = Adam(model.parameters(), lr=1e-3)
+    x = (np.random.default_rng(1).random((128, 1, 28, 28)) > 0.5).astype(np.float32)
+
+    times = {}
+    layers = _leaf_layers(model.encoder, "encoder") + _leaf_layers(model.decoder, "decoder")
+    for name, layer in layers:
+        _timed(layer, f"{name} {type(layer).__name__}", times)
+    parts = {"step": [], "loss (forward)": [], "backward": [], "optimizer": []}
+    for _ in range(args.warmup + args.steps):
+        t0 = time.perf_counter()
+        optimizer.zero_grad()
+        loss, _ = model.loss(x, rng=rng)
+        float(loss)
+        t1 = time.perf_counter()
+        model.backward()
+        t2 = time.perf_counter()
+        optimizer.step()
+        t3 = time.perf_counter()
+        for key, value in (("step", t3 - t0), ("loss (forward)", t1 - t0),
+                           ("backward", t2 - t1), ("optimizer", t3 - t2)):
+            parts[key].append(value)
+
+    def median_ms(values):
+        return 1e3 * float(np.median(values[args.warmup:]))
+
+    layer_rows = [[name, direction, f"{median_ms(v):.2f}"] for (name, direction), v in
+                  sorted(times.items(), key=lambda kv: kv[0][1] == "backward")]
+    in_layers = {d: sum(median_ms(v) for (_, dd), v in times.items() if dd == d)
+                 for d in ("forward", "backward")}
+    rows = [["whole step", "", f"{median_ms(parts['step']):.2f}"],
+            ["loss forward (layers + sampler + likelihood)", "",
+             f"{median_ms(parts['loss (forward)']):.2f}"],
+            ["  of which outside the layers", "",
+             f"{median_ms(parts['loss (forward)']) - in_layers['forward']:.2f}"],
+            ["backward", "", f"{median_ms(parts['backward']):.2f}"],
+            ["  of which outside the layers", "",
+             f"{median_ms(parts['backward']) - in_layers['backward']:.2f}"],
+            ["optimizer (Adam)", "", f"{median_ms(parts['optimizer']):.2f}"]] + layer_rows
+    notes = [f"{cpu_info()}; {threads_in_use()} threads; batch 128; float32; median of "
+             f"{args.steps} steps after {args.warmup}; glibc malloc "
+             f"{'at its defaults' if args.no_retain else 'with retain_freed_memory()'}."]
+    suffix = "_no-retain" if args.no_retain else ""
+    save_table(os.path.join(HERE, "results", f"profile_{args.model}{suffix}.md"),
+               f"{args.model}: one training step, layer by layer", ["part", "pass", "ms"],
+               rows, notes)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""ReLU's backward in one pass: dx = dy where y > 0, else 0.
+
+Math. y = max(x, 0) has derivative 1 for x > 0 and 0 for x < 0 (0 is
+taken at the kink x = 0, as PyTorch does), and y > 0 exactly where x > 0,
+so the forward output is all the backward needs:
+
+    dx = dy * 1[y > 0].
+
+Why a kernel. The NumPy expression ``dy * (y > 0)`` makes two passes (a
+boolean mask, then a multiply that casts it) and allocates the mask; the
+kernel reads dy and y once and writes dx once. In the conv VAE a ReLU sits
+after every convolution, on arrays of up to 128x32x14x14 values.
+
+Layout. Elementwise work does not care about the order of the elements, only
+that dy, y and dx agree on it. The conv ops return channels-last arrays
+(NCHW shape, NHWC memory; see scratchvae/ops/conv.py), so the kernel is not
+restricted to C-contiguous arrays: any *dense* layout works, provided dy and
+y share it. Both are viewed in their memory order (axes sorted by
+decreasing stride, a C-contiguous view for a dense array), flattened, and dx
+is allocated with y's layout (``empty_like``). Arrays that are not dense, or
+whose layouts differ, go to the reference.
+
+Three implementations (see :mod:`kernels._dispatch`): a Numba CPU kernel
+(parallel over elements), a Numba CUDA kernel (grid-stride loop) and the
+plain ``xp`` reference. All three give identical results (a selection, no
+arithmetic).
+"""
+import functools
+
+from numba import njit, prange
+
+from scratchvae.backend import check_float, check_same, get_xp, memory_order
+
+from ._dispatch import CUDA_THREADS, choose, cuda_grid, cuda_stream
+
+
+def relu_backward_reference(dy, y):
+    """dx = dy * 1[y > 0] in plain ``xp``."""
+    return dy * (y > 0)
+
+
+@njit(parallel=True, cache=True)
+def _relu_backward_cpu(dy, y, dx):
+    """dy, y, dx: 1-D C-contiguous of one dtype."""
+    for i in prange(dy.size):
+        dx[i] = dy[i] if y[i] > 0 else 0
+
+
+def relu_backward(dy, y):
+    """dx = dy where y > 0, else 0; dx has y's shape, dtype and memory layout."""
+    check_float("relu_backward", "output", y)
+    check_same("relu_backward", "output", y, "upstream gradient", dy)
+    xp = get_xp(y)
+    order = memory_order(y)
+    dx = xp.empty_like(y)                      # y's layout when y is dense
+    views = [a.transpose(order) for a in (dy, y, dx)]
+    impl = choose(*views)                      # all three C-contiguous in y's order?
+    if impl == "reference" or dy.strides != y.strides:
+        return relu_backward_reference(dy, y)
+    flat = [v.reshape(-1) for v in views]      # views: the arrays are C-contiguous
+    if impl == "cpu":
+        _relu_backward_cpu(*flat)
+    else:
+        _relu_backward_cuda(*flat)
+    return dx
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_kernel():
+    global cuda  # a module global, so that the CUDA simulator can replace it
+    from numba import cuda
+
+    @cuda.jit
+    def relu_backward_kernel(dy, y, dx):
+        start = cuda.grid(1)
+        step = cuda.gridsize(1)
+        for i in range(start, dy.size, step):
+            dx[i] = dy[i] if y[i] > 0 else 0
+
+    return relu_backward_kernel
+
+
+def _relu_backward_cuda(dy, y, dx):
+    if dy.size:
+        kernel = _cuda_kernel()
+        kernel[cuda_grid(dy.size), CUDA_THREADS, cuda_stream(dy)](dy, y, dx)

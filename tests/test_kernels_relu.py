@@ -1,0 +1,116 @@
+"""The one-pass ReLU backward (kernels.relu) against its reference, on every
+layout the engine produces; the CUDA kernel under NUMBA_ENABLE_CUDASIM=1."""
+import textwrap
+
+import numpy as np
+import pytest
+
+import kernels
+import kernels.relu as krelu
+from kernels._dispatch import ENV_VAR
+from cudasim import run_under_cudasim
+
+DTYPES = [np.float32, np.float64]
+
+
+@pytest.fixture(autouse=True)
+def _auto_dispatch(monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+
+
+def _channels_last(a):
+    """An NCHW-shaped view of a C-contiguous NHWC copy of ``a``."""
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+def _pair(rng, shape, dtype, layout):
+    y = np.maximum(rng.standard_normal(shape), 0).astype(dtype)
+    y.flat[::7] = 0.0                     # exact zeros: the kink gets gradient 0
+    dy = rng.standard_normal(shape).astype(dtype)
+    if layout == "channels-last":
+        y, dy = _channels_last(y), _channels_last(dy)
+    return dy, y
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """Count the calls that reach the Numba CPU kernel."""
+    calls = []
+    real = krelu._relu_backward_cpu
+
+    def spy(*args):
+        calls.append(args[0].size)
+        return real(*args)
+    monkeypatch.setattr(krelu, "_relu_backward_cpu", spy)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["C", "channels-last"])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (3, 5, 7, 2), (16, 32, 14, 14)])
+def test_kernel_matches_reference_and_keeps_the_layout(shape, layout, dtype, kernel_calls):
+    dy, y = _pair(np.random.default_rng(0), shape, dtype, layout)
+    dx = kernels.relu_backward(dy, y)
+    np.testing.assert_array_equal(dx, krelu.relu_backward_reference(dy, y))
+    assert dx.dtype == dtype and dx.strides == y.strides
+    assert kernel_calls == [dy.size]      # the kernel ran, not the reference
+
+
+def test_two_dimensional_and_one_dimensional(kernel_calls):
+    rng = np.random.default_rng(1)
+    for shape in [(129, 785), (5,)]:
+        dy, y = _pair(rng, shape, np.float32, "C")
+        np.testing.assert_array_equal(kernels.relu_backward(dy, y), dy * (y > 0))
+    assert len(kernel_calls) == 2
+
+
+@pytest.mark.parametrize("case", ["mixed layouts", "strided slice", "reference forced"])
+def test_other_inputs_take_the_reference(case, kernel_calls, monkeypatch):
+    rng = np.random.default_rng(2)
+    dy, y = _pair(rng, (4, 6, 5, 3), np.float64, "C")
+    if case == "mixed layouts":           # same shape, different memory orders
+        y = _channels_last(y)
+    elif case == "strided slice":
+        dy, y = dy[:, ::2], y[:, ::2]
+    else:
+        monkeypatch.setenv(ENV_VAR, "reference")
+    dx = kernels.relu_backward(dy, y)
+    np.testing.assert_array_equal(dx, dy * (y > 0))
+    assert kernel_calls == []
+
+
+def test_comparison_detects_a_wrong_mask():
+    dy, y = _pair(np.random.default_rng(3), (8, 9), np.float32, "C")
+    wrong = dy * (y >= 0)                 # lets the gradient through at the kink
+    assert not np.array_equal(kernels.relu_backward(dy, y), wrong)
+
+
+def test_bad_inputs_are_refused():
+    y = np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match="expected upstream gradient of shape"):
+        kernels.relu_backward(np.zeros((3, 2), np.float32), y)
+    with pytest.raises(ValueError, match="dtype float32"):
+        kernels.relu_backward(np.zeros((2, 3)), y)
+    with pytest.raises(ValueError, match="relu_backward"):
+        kernels.relu_backward(np.zeros((2, 3), np.int64), np.zeros((2, 3), np.int64))
+
+
+CUDASIM_SCRIPT = textwrap.dedent("""
+    import numpy as np
+    from numba import config
+    assert config.ENABLE_CUDASIM
+    from kernels.relu import _relu_backward_cuda
+
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        y = np.maximum(rng.standard_normal(300), 0).astype(dtype)   # > 128 threads
+        dy = rng.standard_normal(300).astype(dtype)
+        dx = np.empty_like(dy)
+        _relu_backward_cuda(dy, y, dx)
+        np.testing.assert_array_equal(dx, dy * (y > 0))
+    print("CUDASIM OK")
+""")
+
+
+def test_cuda_kernel_under_simulator():
+    run_under_cudasim(CUDASIM_SCRIPT)
