@@ -9,6 +9,11 @@ is reported. Prints a markdown table and saves it to benchmarks/results/.
 
     python benchmarks/bench_train.py --model mlp-vae
     python benchmarks/bench_train.py --model conv-vae --epochs 10   # + test -ELBO after 10 epochs
+
+One worker on its own (prints a JSON line; KIND is ours, torch, ours-quality or
+torch-quality; N is timed steps, or epochs for the quality kinds):
+
+    python benchmarks/bench_train.py --worker KIND MODEL N [THREADS [SEED]]
 """
 import argparse
 import json
@@ -129,7 +134,7 @@ def worker_torch_quality(model_name, epochs, threads, seed=0):
 
 def worker_ours_quality(model_name, epochs, seed=0):
     from scratchvae.train import TrainConfig, train
-    out = os.path.join("runs", f"bench-{model_name}")
+    out = os.path.join("runs", f"bench-{model_name}-s{seed}")
     history = train(TrainConfig(model=model_name, epochs=epochs, seed=seed), out,
                     progress=False, log=lambda *a: print(*a, file=sys.stderr, flush=True))
     return {"history": history, "peak_rss_mb": _peak_rss_mb()}
@@ -160,10 +165,11 @@ def main():
     if args.worker:
         kind, model, n = args.worker[0], args.worker[1], int(args.worker[2])
         threads = int(args.worker[3]) if len(args.worker) > 3 else 1
+        seed = int(args.worker[4]) if len(args.worker) > 4 else 0   # quality runs only
         result = {"ours": lambda: worker_ours(model, n),
                   "torch": lambda: worker_torch(model, n, threads),
-                  "ours-quality": lambda: worker_ours_quality(model, n),
-                  "torch-quality": lambda: worker_torch_quality(model, n, threads)}[kind]()
+                  "ours-quality": lambda: worker_ours_quality(model, n, seed),
+                  "torch-quality": lambda: worker_torch_quality(model, n, threads, seed)}[kind]()
         print(json.dumps(result))
         return
 

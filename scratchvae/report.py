@@ -176,8 +176,6 @@ def write_report(runs, out, iw_k=100, iw_images=1000, classifier_dir=None, cond_
     reconstructs, and prior samples of each VAE (one row per class for a
     CVAE), and link them from the report.
     """
-    from .train import load_run
-
     runs = list(runs)
     if not runs:
         raise ValueError("report: expected at least one run directory")

@@ -79,8 +79,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size", "n_samples"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("train_limit", "test_limit", "latent_dim", "augment_shift", "clip_grad_norm", "weight_decay",
-                     "kl_warmup_steps", "capacity_max", "capacity_steps", "capacity_gamma"):
+        for name in ("train_limit", "test_limit", "latent_dim", "augment_shift", "clip_grad_norm",
+                     "weight_decay", "kl_warmup_steps", "capacity_max", "capacity_steps",
+                     "capacity_gamma"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.vq_codes < 1 or self.vq_commitment < 0 or self.vq_restart < 0:

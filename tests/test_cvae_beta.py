@@ -38,7 +38,8 @@ def test_capacity_term_and_its_derivative():
 
 def test_learning_rate_schedules():
     assert learning_rate("constant", 0.1, 7, 10) == 0.1
-    assert [learning_rate("cosine", 0.1, t, 10) for t in (0, 5, 10)] == pytest.approx([0.1, 0.05, 0])
+    cosine = [learning_rate("cosine", 0.1, t, 10) for t in (0, 5, 10)]
+    assert cosine == pytest.approx([0.1, 0.05, 0])
     assert learning_rate("cosine", 0.1, 2, 10) == pytest.approx(0.05 * (1 + np.cos(0.2 * np.pi)))
     with pytest.raises(ValueError, match="expected a schedule in"):
         learning_rate("step", 0.1, 0, 10)

@@ -194,3 +194,10 @@ def test_cli_gradcheck_json(capsys):
     assert main(["gradcheck", "--json", "--only", "KL"]) == 0
     results = json.loads(capsys.readouterr().out)
     assert results and all(r["passed"] and r["max_rel_error"] <= 1e-7 for r in results)
+
+
+def test_retain_freed_memory_applies_on_glibc():
+    import platform
+    from scratchvae.backend import retain_freed_memory
+    on_glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert retain_freed_memory() is on_glibc

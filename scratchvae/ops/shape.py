@@ -24,7 +24,8 @@ def _in_layout(dx, order):
 def flatten_forward(x):
     """(N, d1, d2, ...) -> (N, d1*d2*...).  Caches the input shape and memory order."""
     if x.ndim < 1:
-        raise ValueError(f"Flatten: expected an input with a batch axis, got shape {tuple(x.shape)}")
+        raise ValueError(f"Flatten: expected an input with a batch axis, "
+                         f"got shape {tuple(x.shape)}")
     return x.reshape(x.shape[0], -1), (x.shape, memory_order(x))
 
 
