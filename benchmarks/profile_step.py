@@ -7,6 +7,7 @@ this sees the step as training does: cold caches between layers, the
 allocations of each step, the layout each layer hands to the next.
 
     python benchmarks/profile_step.py [--model conv-vae] [--steps 40] [--no-retain]
+    python benchmarks/profile_step.py --torch     # the PyTorch twin under torch.profiler
 """
 import argparse
 import os
@@ -48,11 +49,43 @@ def _leaf_layers(module, prefix):
     return out
 
 
+def profile_torch(model_name, steps, warmup, threads):
+    """The PyTorch twin's step under torch.profiler: mean ms per step of each
+    aten op (self time), the largest first."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from benchmarks.torch_models import MODELS
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = MODELS[model_name]()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.from_numpy((np.random.default_rng(1).random((128, 1, 28, 28)) > 0.5)
+                         .astype(np.float32))
+
+    def step():
+        optimizer.zero_grad()
+        loss = model.loss(x)[0]
+        loss.item()
+        loss.backward()
+        optimizer.step()
+    for _ in range(warmup):
+        step()
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    wall = (time.perf_counter() - t0) / steps
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    rows = [["whole step (profiled, wall)", f"{1e3 * wall:.2f}", ""]]
+    rows += [[e.key, f"{e.self_cpu_time_total / 1e3 / steps:.2f}", f"{e.count // steps}"]
+             for e in events[:15]]
+    return rows
+
+
 def main():
-    from benchmarks.common import cpu_info, save_table, threads_in_use
-    from scratchvae.backend import retain_freed_memory
-    from scratchvae.models import DEFAULT_LATENT_DIM, build_model
-    from scratchvae.optimizers import Adam
+    from benchmarks.common import cpu_info, save_table
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="conv-vae", choices=["mlp-vae", "conv-vae"])
@@ -60,7 +93,27 @@ def main():
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--no-retain", action="store_true",
                         help="leave glibc's malloc at its defaults (no retain_freed_memory)")
+    parser.add_argument("--torch", action="store_true",
+                        help="profile the PyTorch twin instead (needs PyTorch)")
     args = parser.parse_args()
+
+    if args.torch:
+        # nothing of scratchvae or Numba is imported in this process: scratchvae
+        # sets OMP_WAIT_POLICY=PASSIVE, which would slow PyTorch's own OpenMP pool
+        threads = os.cpu_count() or 1
+        rows = profile_torch(args.model, args.steps, args.warmup, threads)
+        notes = [f"{cpu_info()}; {threads} threads; batch 128; float32; "
+                 f"torch.profiler over {args.steps} steps after {args.warmup}; self CPU time "
+                 f"of each op, per step (the profiler adds its own overhead)."]
+        save_table(os.path.join(HERE, "results", f"profile_{args.model}_torch.md"),
+                   f"{args.model}, PyTorch twin: one training step by op",
+                   ["op", "ms per step (self)", "calls per step"], rows, notes)
+        return
+
+    from benchmarks.common import threads_in_use
+    from scratchvae.backend import retain_freed_memory
+    from scratchvae.models import DEFAULT_LATENT_DIM, build_model
+    from scratchvae.optimizers import Adam
 
     if not args.no_retain:
         retain_freed_memory()
