@@ -50,14 +50,16 @@ def relu_backward(dy, y):
     """dx = dy where y > 0, else 0; dx has y's shape, dtype and memory layout."""
     check_float("relu_backward", "output", y)
     check_same("relu_backward", "output", y, "upstream gradient", dy)
-    xp = get_xp(y)
     order = memory_order(y)
-    dx = xp.empty_like(y)                      # y's layout when y is dense
-    views = [a.transpose(order) for a in (dy, y, dx)]
-    impl = choose(*views)                      # all three C-contiguous in y's order?
+    dy_view, y_view = dy.transpose(order), y.transpose(order)
+    impl = choose(dy_view, y_view)             # both C-contiguous in y's memory order?
     if impl == "reference" or dy.strides != y.strides:
         return relu_backward_reference(dy, y)
-    flat = [v.reshape(-1) for v in views]      # views: the arrays are C-contiguous
+    dx = get_xp(y).empty_like(y)               # y is dense: dx gets its layout
+    dx_view = dx.transpose(order)
+    if not dx_view.flags.c_contiguous:         # pragma: no cover - an xp without order 'K'
+        return relu_backward_reference(dy, y)
+    flat = [v.reshape(-1) for v in (dy_view, y_view, dx_view)]   # views, no copies
     if impl == "cpu":
         _relu_backward_cpu(*flat)
     else:

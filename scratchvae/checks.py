@@ -29,9 +29,17 @@ def away_from_zero(rng, shape, margin=0.1):
     return x + np.sign(x) * margin
 
 
-def _module(name, make, shape, kinked=False):
+def _channels_last(x):
+    """An (N, C, H, W)-shaped view of a C-contiguous (N, H, W, C) copy of x:
+    the memory layout the conv ops hand to the layers after them."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+def _module(name, make, shape, kinked=False, channels_last=False):
     def run(rng):
         x = away_from_zero(rng, shape) if kinked else rng.standard_normal(shape)
+        if channels_last:
+            x = _channels_last(x)
         return check_module(name, make(rng), x, rng=rng, tol=SMOOTH_TOL)
     return name, run
 
@@ -169,6 +177,11 @@ CHECKS = [
     _module("Sigmoid", lambda rng: Sigmoid(), (3, 5)),
     _module("Tanh", lambda rng: Tanh(), (3, 5)),
     _module("Flatten", lambda rng: Flatten(), (2, 3, 4)),
+    # the layout a convolution produces: the ReLU kernel and Flatten's layout-keeping backward
+    _module("ReLU (channels-last input)", lambda rng: ReLU(), (2, 3, 4, 5), kinked=True,
+            channels_last=True),
+    _module("Flatten (channels-last input)", lambda rng: Flatten(), (2, 3, 4, 5),
+            channels_last=True),
     _module("Reshape", lambda rng: Reshape(3, 4), (2, 12)),
     ("Concat", _concat),
     _module("Sequential(Linear, Tanh, Linear)",

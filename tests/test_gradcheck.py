@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from scratchvae import checks, losses
-from scratchvae.gradcheck import check_model, check_op, gradcheck, relative_error
+from scratchvae.gradcheck import (check_model, check_module, check_op, gradcheck,
+                                  relative_error)
 from scratchvae.layers import Linear
 from scratchvae.models import mlp_vae, vae as vae_module
 from scratchvae.ops import activations as A
@@ -133,6 +134,33 @@ def test_wrong_activation_derivative_is_caught():
     result = check_op("sigmoid", A.sigmoid_forward, lambda dy, y: dy * y * (1 + y),
                       {"x": rng.standard_normal((3, 4))}, ["x"], rng=rng)
     assert not result.passed
+
+
+def _channels_last_check(name, layer, rng):
+    x = np.ascontiguousarray(rng.standard_normal((2, 4, 5, 3))).transpose(0, 3, 1, 2)
+    x[np.abs(x) < 0.1] = 0.5                       # away from the ReLU kink
+    return check_module(name, layer, x, rng=rng)
+
+
+def test_wrong_relu_kernel_is_caught(monkeypatch):
+    from scratchvae.layers import ReLU
+    assert _channels_last_check("ReLU", ReLU(), np.random.default_rng(0)).passed
+    monkeypatch.setattr(A.kernels, "relu_backward", lambda dy, y: dy * 1.0)   # no mask
+    assert not _channels_last_check("ReLU", ReLU(), np.random.default_rng(0)).passed
+
+
+def test_flatten_backward_in_the_wrong_order_is_caught(monkeypatch):
+    """A layout bug: reading the flat gradient in the input's memory order
+    (h, w, c) instead of the logical (c, h, w) order."""
+    from scratchvae.layers import Flatten
+    from scratchvae.ops import shape as S
+    assert _channels_last_check("Flatten", Flatten(), np.random.default_rng(0)).passed
+
+    def memory_order_bug(dy, cache):
+        (n, c, h, w), _ = cache
+        return dy.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+    monkeypatch.setattr(S, "flatten_backward", memory_order_bug)
+    assert not _channels_last_check("Flatten", Flatten(), np.random.default_rng(0)).passed
 
 
 def _vae_model_check(rng):
