@@ -17,15 +17,15 @@ Tests check each kernel against its reference (and the CUDA kernels under
 import os
 
 # Two thread pools share the cores: Numba's (OpenMP) for these kernels and the
-# BLAS library's for the matrix products between them. By default each pool's
-# threads keep spinning after their work and starve the other pool: on the
+# BLAS library's for the matrix products between them. By default OpenMP's
+# threads keep spinning after their work and starve the BLAS threads: on the
 # 2-core CI machine an MLP VAE training step took ~3x longer, a conv stack ~10x.
-# Passive OpenMP waiting and a short OpenBLAS spin (2^4 cycles) put idle
-# threads to sleep at once. Values chosen by the user are kept; each takes
-# effect only if set before its library loads (OpenBLAS: before NumPy's first
-# import, which is why scratchvae/__init__.py sets it too).
+# Passive OpenMP waiting puts idle Numba threads to sleep at once. It must be
+# set before Numba's OpenMP library loads (at the first parallel kernel); a
+# value chosen by the user is kept. OpenBLAS is left at its default: its idle
+# threads spin but yield the core, and putting them to sleep at once
+# (OPENBLAS_THREAD_TIMEOUT=4) made steps slower and erratic (benchmarks/RESULTS.md).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from .adam import adam_step, adam_step_reference, sgd_step, sgd_step_reference
 from .bce import (bce_with_logits, bce_with_logits_forward,

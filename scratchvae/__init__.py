@@ -12,9 +12,7 @@ The package is layered; each layer imports only those below it:
 """
 import os
 
-# Thread pools: see kernels/__init__.py. Set here too because OpenBLAS reads
-# its variable when NumPy is first imported, which may be by the next line.
+# Thread pools: see kernels/__init__.py (which sets the same default).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 __version__ = "0.1.0"
