@@ -14,10 +14,11 @@ class TorchVAE(nn.Module):
         super().__init__()
         self.encoder, self.decoder, self.latent_dim = encoder, decoder, latent_dim
 
-    def loss(self, x, labels=None):
+    def loss(self, x, labels=None, eps=None):
+        """(loss, recon, kl); eps (N, Z) given replaces torch's own N(0, 1) draw."""
         h = self.encoder(x)
         mu, logvar = h[:, :self.latent_dim], h[:, self.latent_dim:]
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        z = mu + torch.exp(0.5 * logvar) * (torch.randn_like(mu) if eps is None else eps)
         logits = self.decoder(z)
         n = x.shape[0]
         recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / n
