@@ -27,13 +27,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
 BATCH = 128
-MODELS = ("mlp-vae", "conv-vae")  # twins whose parameters line up in order
+MODELS = ("mlp-vae", "conv-vae", "conv-cvae")  # the VAE twins
 
 
 def _streams(seed):
     """Generators for the initial weights, the batch order, the training noise
     and the evaluation noise: the same for both engines."""
     return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)]
+
+
+def twin_parameters_in_our_order(twin):
+    """The twin's parameters in the order of our model's ``parameters()``."""
+    if hasattr(twin, "features"):   # conv-cvae: ours holds the conv features first
+        return [p for m in (twin.features, twin.encoder, twin.decoder) for p in m.parameters()]
+    return list(twin.parameters())
 
 
 def twin_with_weights_of(ours, model_name):
@@ -44,7 +51,7 @@ def twin_with_weights_of(ours, model_name):
 
     twin = TWINS[model_name]()
     with torch.no_grad():
-        for p, q in zip(twin.parameters(), ours.parameters(), strict=True):
+        for p, q in zip(twin_parameters_in_our_order(twin), ours.parameters(), strict=True):
             if tuple(p.shape) != tuple(q.data.shape):
                 raise ValueError(f"{model_name}: parameters do not line up "
                                  f"({tuple(p.shape)} vs {tuple(q.data.shape)})")
@@ -58,7 +65,7 @@ def worker(engine, model_name, seed, epochs):
     from scratchvae.models import DEFAULT_LATENT_DIM, build_model
 
     init_rng, shuffle_rng, noise_rng, eval_rng = _streams(seed)
-    (xtr, ytr), (xte, _) = _train_images()
+    (xtr, ytr), (xte, yte) = _train_images()
     ours = build_model(model_name, latent_dim=DEFAULT_LATENT_DIM[model_name], rng=init_rng)
     z_dim = DEFAULT_LATENT_DIM[model_name]
 
@@ -69,13 +76,13 @@ def worker(engine, model_name, seed, epochs):
         from scratchvae.optimizers import Adam
         opt = Adam(ours.parameters(), lr=1e-3)
         for _ in range(epochs):
-            for xb, _ in data.iterate_batches(xtr, ytr, BATCH, rng=shuffle_rng):
+            for xb, yb in data.iterate_batches(xtr, ytr, BATCH, rng=shuffle_rng):
                 opt.zero_grad()
-                float(ours.loss(xb, eps=eps(noise_rng, len(xb)))[0])
+                float(ours.loss(xb, eps=eps(noise_rng, len(xb)), labels=yb)[0])
                 ours.backward()
                 opt.step()
         total = sum(float(ours.loss(xte[i:i + 1000], eps=eps(eval_rng, 1000),
-                                    training=False)[1]["nelbo"]) * 1000
+                                    labels=yte[i:i + 1000], training=False)[1]["nelbo"]) * 1000
                     for i in range(0, len(xte), 1000))
         return {"test_nelbo": total / len(xte)}
 
@@ -84,14 +91,15 @@ def worker(engine, model_name, seed, epochs):
     twin = twin_with_weights_of(ours, model_name)
     opt = torch.optim.Adam(twin.parameters(), lr=1e-3)
     for _ in range(epochs):
-        for xb, _ in data.iterate_batches(xtr, ytr, BATCH, rng=shuffle_rng):
+        for xb, yb in data.iterate_batches(xtr, ytr, BATCH, rng=shuffle_rng):
             opt.zero_grad()
-            loss = twin.loss(torch.from_numpy(xb),
+            loss = twin.loss(torch.from_numpy(xb), torch.from_numpy(yb),
                              eps=torch.from_numpy(eps(noise_rng, len(xb))[0]))[0]
             loss.backward()
             opt.step()
     with torch.no_grad():
         total = sum(float(twin.loss(torch.from_numpy(xte[i:i + 1000]),
+                                    torch.from_numpy(yte[i:i + 1000]),
                                     eps=torch.from_numpy(eps(eval_rng, 1000)[0]))[0]) * 1000
                     for i in range(0, len(xte), 1000))
     return {"test_nelbo": total / len(xte)}

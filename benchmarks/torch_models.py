@@ -60,11 +60,11 @@ class TorchConvCVAE(TorchVAE):
                                       nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(), nn.Flatten())
         self.n_classes = n_classes
 
-    def loss(self, x, labels=None):
+    def loss(self, x, labels=None, eps=None):
         c = F.one_hot(labels, self.n_classes).to(x.dtype)
         h = self.encoder(torch.cat([self.features(x), c], dim=1))
         mu, logvar = h[:, :self.latent_dim], h[:, self.latent_dim:]
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        z = mu + torch.exp(0.5 * logvar) * (torch.randn_like(mu) if eps is None else eps)
         logits = self.decoder(torch.cat([z, c], dim=1))
         n = x.shape[0]
         recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / n

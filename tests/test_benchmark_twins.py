@@ -26,21 +26,23 @@ def test_twin_loss_runs_on_a_batch(name):
     assert torch.isfinite(loss) and loss.item() > 0
 
 
-@pytest.mark.parametrize("name", ["mlp-vae", "conv-vae"])
+@pytest.mark.parametrize("name", ["mlp-vae", "conv-vae", "conv-cvae"])
 def test_twin_from_our_weights_and_noise_gives_our_loss_and_gradients(name):
     """What benchmarks/paired_quality.py relies on: with our weights copied in
     and our eps passed, the twin computes our loss and our gradients."""
-    from benchmarks.paired_quality import twin_with_weights_of
+    from benchmarks.paired_quality import twin_parameters_in_our_order, twin_with_weights_of
 
     rng = np.random.default_rng(3)
     ours = build_model(name, latent_dim=DEFAULT_LATENT_DIM[name], rng=rng)
     twin = twin_with_weights_of(ours, name)
     x = rng.random((5, 1, 28, 28)).astype(np.float32)
     eps = rng.standard_normal((1, 5, DEFAULT_LATENT_DIM[name])).astype(np.float32)
-    loss, _ = ours.loss(x, eps=eps)
+    labels = np.array([0, 3, 7, 9, 9])
+    loss, _ = ours.loss(x, eps=eps, labels=labels)
     ours.backward()
-    twin_loss = twin.loss(torch.from_numpy(x), eps=torch.from_numpy(eps[0]))[0]
+    twin_loss = twin.loss(torch.from_numpy(x), torch.from_numpy(labels),
+                          eps=torch.from_numpy(eps[0]))[0]
     twin_loss.backward()
     np.testing.assert_allclose(float(loss), twin_loss.item(), rtol=1e-5)
-    for p, q in zip(twin.parameters(), ours.parameters()):
+    for p, q in zip(twin_parameters_in_our_order(twin), ours.parameters(), strict=True):
         np.testing.assert_allclose(np.asarray(q.grad), p.grad.numpy(), rtol=1e-3, atol=1e-5)
