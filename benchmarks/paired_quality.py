@@ -119,6 +119,10 @@ def main():
         print(json.dumps(worker(engine, model_name, int(seed), int(epochs))))
         return
 
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise SystemExit("paired_quality.py compares with PyTorch: install torch first")
     env = dict(os.environ, NUMBA_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     rows, diffs = [], []
     for seed in args.seeds:
