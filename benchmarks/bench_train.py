@@ -88,13 +88,9 @@ def worker_torch(model_name, steps, threads):
 
 
 def _time(step, batches, fixed_batch, steps, n_params):
-    for _ in range(10):
-        step(*fixed_batch)
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step(*fixed_batch)
-        times.append(time.perf_counter() - t0)
+    from benchmarks.common import sample_times
+
+    times = sample_times(lambda: step(*fixed_batch), steps, warmup=10)
     t0 = time.perf_counter()
     for xb, yb in batches:
         step(xb, yb)

@@ -30,12 +30,6 @@ BATCH = 128
 MODELS = ("mlp-vae", "conv-vae", "conv-cvae")  # the VAE twins
 
 
-def _streams(seed):
-    """Generators for the initial weights, the batch order, the training noise
-    and the evaluation noise: the same for both engines."""
-    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)]
-
-
 def twin_parameters_in_our_order(twin):
     """The twin's parameters in the order of our model's ``parameters()``."""
     if hasattr(twin, "features"):   # conv-cvae: ours holds the conv features first
@@ -63,8 +57,10 @@ def worker(engine, model_name, seed, epochs):
     from benchmarks.bench_train import _train_images
     from scratchvae import data
     from scratchvae.models import DEFAULT_LATENT_DIM, build_model
+    from scratchvae.train import seed_sequences
 
-    init_rng, shuffle_rng, noise_rng, eval_rng = _streams(seed)
+    # the trainer's seeding: weights, batch order, training and evaluation noise
+    init_rng, shuffle_rng, noise_rng, eval_rng = map(np.random.default_rng, seed_sequences(seed))
     (xtr, ytr), (xte, yte) = _train_images()
     ours = build_model(model_name, latent_dim=DEFAULT_LATENT_DIM[model_name], rng=init_rng)
     z_dim = DEFAULT_LATENT_DIM[model_name]

@@ -161,7 +161,9 @@ def load_data(config, log=print, progress=True):
     return ds, (xtr, ytr), (xte, yte)
 
 
-def _seeds(seed):
+def seed_sequences(seed):
+    """The independent seeds of a run: (initial weights, batch order, training
+    noise, evaluation noise), all spawned from ``seed``."""
     init, shuffle, noise, evaluation = np.random.SeedSequence(seed).spawn(4)
     return init, shuffle, noise, evaluation
 
@@ -169,7 +171,7 @@ def _seeds(seed):
 def evaluate(model, x, labels=None, batch_size=1000, seed=0):
     """The model's test metrics (``model.test_metrics``), with evaluation noise
     drawn from a generator seeded by ``seed`` so that repeated evaluations agree."""
-    rng = np.random.default_rng(_seeds(seed)[3])
+    rng = np.random.default_rng(seed_sequences(seed)[3])
     return model.test_metrics(x, labels=labels, batch_size=batch_size, rng=rng)
 
 
@@ -198,7 +200,7 @@ def train(config, out_dir, resume=False, progress=True, log=print):
     metrics_path = os.path.join(out_dir, ckpt.METRICS)
     ckpt_path = os.path.join(out_dir, ckpt.CHECKPOINT)
 
-    init_ss, shuffle_ss, noise_ss, _ = _seeds(config.seed)
+    init_ss, shuffle_ss, noise_ss, _ = seed_sequences(config.seed)
     model = make_model(config, np.random.default_rng(init_ss)).to(xp)
     optimizer = make_optimizer(config, model.parameters())
     shuffle_rng = np.random.default_rng(shuffle_ss)
@@ -292,7 +294,7 @@ def evaluate_run(run_dir, device="cpu", log=print, progress=False, iw_k=0, iw_im
     result.update(evaluate(model, xte, yte, config.eval_batch_size, config.seed))
     if iw_k and hasattr(model, "log_importance_weights"):
         n = iw_images or xte.shape[0]
-        rng = np.random.default_rng(_seeds(config.seed)[3])
+        rng = np.random.default_rng(seed_sequences(config.seed)[3])
         result.update(iw_nll(model, xte[:n], None if yte is None else yte[:n], k=iw_k,
                              rng=rng, progress=progress))
         result["iw_images"] = int(min(n, xte.shape[0]))

@@ -64,6 +64,20 @@ def test_two_dimensional_and_one_dimensional(kernel_calls):
     assert len(kernel_calls) == 2
 
 
+@pytest.mark.parametrize("shape", [(2, 1, 4, 3), (1, 1, 5, 2)])
+def test_layouts_differing_only_on_size_one_axes_take_the_kernel(shape, kernel_calls):
+    """Strides of a size-1 axis do not matter: C-order and channels-last arrays
+    with C == 1 enumerate their elements alike."""
+    rng = np.random.default_rng(3)
+    dy, y = _pair(rng, shape, np.float32, "C")
+    N, C, H, W = shape
+    y_cl = np.empty((N, H, W, C), dtype=y.dtype).transpose(0, 3, 1, 2)   # NHWC memory
+    y_cl[...] = y
+    assert y_cl.strides != y.strides
+    np.testing.assert_array_equal(kernels.relu_backward(dy, y_cl), dy * (y > 0))
+    assert len(kernel_calls) == 1
+
+
 @pytest.mark.parametrize("case", ["mixed layouts", "strided slice", "reference forced"])
 def test_other_inputs_take_the_reference(case, kernel_calls, monkeypatch):
     rng = np.random.default_rng(2)
