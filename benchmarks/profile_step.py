@@ -6,7 +6,7 @@ Unlike bench_conv_layers.py, which times each convolution alone and warm,
 this sees the step as training does: cold caches between layers, the
 allocations of each step, the layout each layer hands to the next.
 
-    python benchmarks/profile_step.py [--model conv-vae] [--steps 40] [--no-retain]
+    python benchmarks/profile_step.py [--model conv-vae|mlp-vae|vq-vae] [--steps 40] [--no-retain]
     python benchmarks/profile_step.py --torch     # the PyTorch twin under torch.profiler
 """
 import argparse
@@ -88,7 +88,7 @@ def main():
     from benchmarks.common import cpu_info, save_table
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="conv-vae", choices=["mlp-vae", "conv-vae"])
+    parser.add_argument("--model", default="conv-vae", choices=["mlp-vae", "conv-vae", "vq-vae"])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--no-retain", action="store_true",
