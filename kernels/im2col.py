@@ -42,14 +42,30 @@ contributions to each pixel are added in increasing (i, j) order starting
 from 0, exactly the order of the reference's loop over kernel offsets, so
 kernels and reference agree bit for bit.
 
-Three implementations each (see :mod:`kernels._dispatch`): a Numba CPU
-kernel (parallel over output rows (n, oh) for im2col and image rows (n, h)
-for col2im), a Numba CUDA kernel (one thread per output element,
-grid-stride loop) for CuPy arrays, and a plain ``xp`` reference looping over
-the KH*KW kernel offsets.
+Three implementations each (see :mod:`kernels._dispatch`): Numba CPU
+kernels, a Numba CUDA kernel (one thread per output element, grid-stride
+loop) for CuPy arrays, and a plain ``xp`` reference looping over the KH*KW
+kernel offsets. On the CPU there are two strategies, chosen by the number
+of channels:
+
+- C > 3 (hidden layers): copy or add whole runs of KW*C contiguous values,
+  parallel over output rows (n, oh) for im2col and image rows (n, h) for
+  col2im;
+- C <= 3 (grey or colour images: a network's input and output layers): the
+  runs are only KW*C values long, and the loops around them cost more than
+  the copies. Instead, one image's windows are described once by an index
+  table, as the geometry alone fixes them: for im2col, the source offset of
+  every entry of the image's column block (-1 for padding); for col2im, for
+  every image element, the list of column-block entries that add onto it,
+  in increasing (i, j) order. The kernels then run one long loop over the
+  table per image, parallel over images. Measured on the conv VAE's first
+  and last layers (C = 1, 28x28, kernel 4, stride 2): im2col 1.3 -> 0.6-0.8
+  ms, col2im 1.8 -> 0.9-1.0 ms, about 2.5 ms off a 50 ms training step.
+  (For C = 4 and more the run kernels were as fast or faster.)
 """
 import functools
 
+import numpy as np
 from numba import njit, prange
 
 from scratchvae.backend import get_xp
@@ -243,6 +259,116 @@ def _col2im_cpu(cols, x, kh, kw, sh, sw, ph, pw):
 
 
 # --------------------------------------------------------------------------
+# Numba CPU kernels for images with few channels: index tables per image
+# --------------------------------------------------------------------------
+
+#: images with at most this many channels take the index-table kernels
+TABLE_CHANNELS = 3
+
+
+@functools.lru_cache(maxsize=64)
+def window_offsets(H, W, C, kh, kw, sh, sw, ph, pw):
+    """Where each entry of one image's column block is read from.
+
+    Returns int64 (OH*OW*KH*KW*C,): entry ((oh, ow), (i, j, c)) of the
+    block (the rows of cols that belong to one image, flattened) holds
+    the flat offset (h*W + w)*C + c of x[h, w, c] in that image, with
+    h = oh*SH + i - PH and w = ow*SW + j - PW, or -1 where (h, w) is
+    padding. Built with NumPy broadcasting from the geometry alone, and
+    cached; read-only.
+    """
+    OH = conv_output_size(H, kh, sh, ph)
+    OW = conv_output_size(W, kw, sw, pw)
+    oh, ow, i, j, c = np.ix_(np.arange(OH), np.arange(OW), np.arange(kh), np.arange(kw),
+                             np.arange(C))
+    h, w = oh * sh - ph + i, ow * sw - pw + j
+    inside = (h >= 0) & (h < H) & (w >= 0) & (w < W)
+    offsets = np.where(inside, (h * W + w) * C + c, -1).reshape(-1).astype(np.int64)
+    offsets.flags.writeable = False
+    return offsets
+
+
+@functools.lru_cache(maxsize=64)
+def contributions(H, W, C, kh, kw, sh, sw, ph, pw):
+    """The transpose of :func:`window_offsets`, for col2im's gather.
+
+    Returns ``(starts, entries)``, int64: the column-block entries that add
+    onto image element q (flat (h*W + w)*C + c) are
+    entries[starts[q]:starts[q + 1]], ordered by kernel offset (i, j)
+    increasing, the reference's order of summation.
+    """
+    offsets = window_offsets(H, W, C, kh, kw, sh, sw, ph, pw)
+    entry = np.flatnonzero(offsets >= 0)
+    target = offsets[entry]
+    kernel_offset = (entry % (kh * kw * C)) // C          # i*KW + j
+    order = np.lexsort((kernel_offset, target))           # by element, then (i, j)
+    counts = np.bincount(target, minlength=H * W * C)
+    starts = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    entries = entry[order].astype(np.int64)
+    starts.flags.writeable = entries.flags.writeable = False
+    return starts, entries
+
+
+@njit(parallel=True, cache=True)
+def _im2col_table_cpu(x, cols, offsets):
+    """cols block of image n = x[n] read through ``offsets`` (0 where -1).
+
+    Parallel over images; each task copies one block, one entry per
+    iteration of a single loop.
+    """
+    N = x.shape[0]
+    image = x.size // max(N, 1)
+    block = offsets.size
+    xf = x.reshape(-1)
+    cf = cols.reshape(-1)
+    for n in prange(N):
+        for e in range(block):
+            src = offsets[e]
+            if src >= 0:
+                cf[n * block + e] = xf[n * image + src]
+            else:
+                cf[n * block + e] = 0
+
+
+@njit(parallel=True, cache=True)
+def _col2im_table_cpu(cols, x, starts, entries):
+    """Each element of image n sums its column-block entries (a gather).
+
+    Parallel over images; the sum starts from 0 and adds in increasing
+    (i, j), as the reference does, so results agree bit for bit.
+    """
+    N = x.shape[0]
+    image = x.size // max(N, 1)
+    block = cols.size // max(N, 1)
+    xf = x.reshape(-1)
+    cf = cols.reshape(-1)
+    for n in prange(N):
+        for q in range(image):
+            xf[n * image + q] = 0
+            acc = xf[n * image + q]
+            for t in range(starts[q], starts[q + 1]):
+                acc += cf[n * block + entries[t]]
+            xf[n * image + q] = acc
+
+
+def _im2col_on_cpu(x, cols, kh, kw, sh, sw, ph, pw):
+    """The CPU strategy for this image: index table for few channels, else runs."""
+    N, H, W, C = x.shape
+    if C <= TABLE_CHANNELS:
+        _im2col_table_cpu(x, cols, window_offsets(H, W, C, kh, kw, sh, sw, ph, pw))
+    else:
+        _im2col_cpu(x, cols, kh, kw, sh, sw, ph, pw)
+
+
+def _col2im_on_cpu(cols, x, kh, kw, sh, sw, ph, pw):
+    N, H, W, C = x.shape
+    if C <= TABLE_CHANNELS:
+        _col2im_table_cpu(cols, x, *contributions(H, W, C, kh, kw, sh, sw, ph, pw))
+    else:
+        _col2im_cpu(cols, x, kh, kw, sh, sw, ph, pw)
+
+
+# --------------------------------------------------------------------------
 # Numba CUDA kernels (built on first use, so numba.cuda is imported only then)
 # --------------------------------------------------------------------------
 
@@ -343,7 +469,7 @@ def im2col(x, kernel_size, stride=(1, 1), padding=(0, 0)):
     kh, kw = kernel_size
     cols = get_xp(x).empty((N * OH * OW, kh * kw * C), dtype=x.dtype)
     if impl == "cpu":
-        _im2col_cpu(x, cols, kh, kw, *stride, *padding)
+        _im2col_on_cpu(x, cols, kh, kw, *stride, *padding)
     else:
         _im2col_cuda(x, cols, kernel_size, stride, padding)
     return cols
@@ -364,7 +490,7 @@ def col2im(cols, x_shape, kernel_size, stride=(1, 1), padding=(0, 0)):
         return col2im_reference(cols, x_shape, kernel_size, stride, padding)
     x = get_xp(cols).empty(tuple(x_shape), dtype=cols.dtype)
     if impl == "cpu":
-        _col2im_cpu(cols, x, kh, kw, *stride, *padding)
+        _col2im_on_cpu(cols, x, kh, kw, *stride, *padding)
     else:
         _col2im_cuda(cols, x, kernel_size, stride, padding)
     return x

@@ -62,24 +62,65 @@ def test_kernels_match_reference_exactly(config, dtype):
     assert np.array_equal(img, col2im_reference(g, shape, k, s, p))
 
 
-def test_dispatch_uses_the_numba_kernels(monkeypatch):
-    """The public functions really run the CPU kernels (else the test above is vacuous)."""
+@pytest.mark.parametrize("config", CONFIGS, ids=[_ids(c) for c in CONFIGS])
+def test_both_cpu_strategies_match_reference_exactly(config):
+    """The run kernels and the index-table kernels, each on every shape (the
+    public functions pick one of them by the number of channels)."""
+    shape, k, s, p = config
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape).astype(np.float32)
+    ref = im2col_reference(x, k, s, p)
+    g = rng.standard_normal(ref.shape).astype(np.float32)
+    img_ref = col2im_reference(g, shape, k, s, p)
+    geometry = (*shape[1:], *k, *s, *p)
+    for name, fill in [("runs", lambda c: K._im2col_cpu(x, c, *k, *s, *p)),
+                       ("table", lambda c: K._im2col_table_cpu(x, c, K.window_offsets(*geometry)))]:
+        cols = np.full_like(ref, np.nan)
+        fill(cols)
+        assert np.array_equal(cols, ref), name
+    for name, gather in [("runs", lambda im: K._col2im_cpu(g, im, *k, *s, *p)),
+                         ("table", lambda im: K._col2im_table_cpu(g, im, *K.contributions(*geometry)))]:
+        img = np.full(shape, np.nan, np.float32)
+        gather(img)
+        assert np.array_equal(img, img_ref), name
+
+
+def test_contribution_lists_are_in_kernel_offset_order():
+    """col2im's table: each pixel's entries sorted by (i, j), and each entry read once."""
+    geometry = (6, 5, 2, 4, 3, 2, 1, 1, 2)                 # H, W, C, kernel, stride, padding
+    offsets = K.window_offsets(*geometry)
+    starts, entries = K.contributions(*geometry)
+    assert sorted(entries) == list(np.flatnonzero(offsets >= 0))
+    K_cols = 4 * 3 * 2
+    for q in range(6 * 5 * 2):
+        mine = entries[starts[q]:starts[q + 1]]
+        assert (offsets[mine] == q).all()
+        kernel_offsets = (mine % K_cols) // 2
+        assert (np.diff(kernel_offsets) > 0).all()
+
+
+@pytest.mark.parametrize("channels, kernels", [(3, ("_im2col_table_cpu", "_col2im_table_cpu")),
+                                               (4, ("_im2col_cpu", "_col2im_cpu"))])
+def test_dispatch_uses_the_numba_kernels(monkeypatch, channels, kernels):
+    """The public functions really run the CPU kernels (else the test above is
+    vacuous): the index tables up to TABLE_CHANNELS channels, the runs above."""
+    assert K.TABLE_CHANNELS == 3
     calls = []
-    real_im2col, real_col2im = K._im2col_cpu, K._col2im_cpu
-    monkeypatch.setattr(K, "_im2col_cpu", lambda *a: calls.append("im2col") or real_im2col(*a))
-    monkeypatch.setattr(K, "_col2im_cpu", lambda *a: calls.append("col2im") or real_col2im(*a))
-    x = np.ones((2, 5, 5, 3), np.float32)
+    for name in kernels:
+        real = getattr(K, name)
+        monkeypatch.setattr(K, name, lambda *a, _n=name, _f=real: calls.append(_n) or _f(*a))
+    x = np.ones((2, 5, 5, channels), np.float32)
     cols = im2col(x, (3, 3), (1, 1), (1, 1))
     col2im(cols, x.shape, (3, 3), (1, 1), (1, 1))
-    assert calls == ["im2col", "col2im"]
+    assert calls == list(kernels)
 
 
 def test_env_forces_reference(monkeypatch):
     def boom(*args):
         raise AssertionError("kernel called although SCRATCHVAE_KERNELS=reference")
 
-    monkeypatch.setattr(K, "_im2col_cpu", boom)
-    monkeypatch.setattr(K, "_col2im_cpu", boom)
+    for name in ("_im2col_cpu", "_col2im_cpu", "_im2col_table_cpu", "_col2im_table_cpu"):
+        monkeypatch.setattr(K, name, boom)
     monkeypatch.setenv("SCRATCHVAE_KERNELS", "reference")
     x = np.random.default_rng(0).standard_normal((2, 6, 5, 3))
     cols = im2col(x, (3, 2), (2, 1), (1, 0))
