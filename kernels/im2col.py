@@ -266,7 +266,7 @@ def _col2im_cpu(cols, x, kh, kw, sh, sw, ph, pw):
 TABLE_CHANNELS = 3
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=16)
 def window_offsets(H, W, C, kh, kw, sh, sw, ph, pw):
     """Where each entry of one image's column block is read from.
 
@@ -288,7 +288,7 @@ def window_offsets(H, W, C, kh, kw, sh, sw, ph, pw):
     return offsets
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=16)
 def contributions(H, W, C, kh, kw, sh, sw, ph, pw):
     """The transpose of :func:`window_offsets`, for col2im's gather.
 
@@ -345,7 +345,7 @@ def _col2im_table_cpu(cols, x, starts, entries):
     for n in prange(N):
         for q in range(image):
             xf[n * image + q] = 0
-            acc = xf[n * image + q]
+            acc = xf[n * image + q]              # a zero of x's dtype
             for t in range(starts[q], starts[q + 1]):
                 acc += cf[n * block + entries[t]]
             xf[n * image + q] = acc
@@ -361,6 +361,7 @@ def _im2col_on_cpu(x, cols, kh, kw, sh, sw, ph, pw):
 
 
 def _col2im_on_cpu(cols, x, kh, kw, sh, sw, ph, pw):
+    """As :func:`_im2col_on_cpu`, for col2im."""
     N, H, W, C = x.shape
     if C <= TABLE_CHANNELS:
         _col2im_table_cpu(cols, x, *contributions(H, W, C, kh, kw, sh, sw, ph, pw))
