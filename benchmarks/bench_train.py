@@ -28,15 +28,9 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
+from benchmarks.common import mnist_arrays  # noqa: E402  (needs the path above)
+
 BATCH = 128
-
-
-def _train_images():
-    """(x_train, y_train), (x_test, y_test) of MNIST as float32 in [0, 1]."""
-    from scratchvae import data
-    ds = data.load_dataset("mnist", download="auto", allow_sample=False)
-    return ((data.images_to_float(ds.train_images), ds.train_labels.astype(np.int64)),
-            (data.images_to_float(ds.test_images), ds.test_labels.astype(np.int64)))
 
 
 def _peak_rss_mb():
@@ -50,7 +44,7 @@ def worker_ours(model_name, steps):
     from scratchvae.optimizers import Adam
 
     retain_freed_memory()  # as the trainer does
-    (xtr, ytr), _ = _train_images()
+    (xtr, ytr), _ = mnist_arrays()
     rng = np.random.default_rng(0)
     model = build_model(model_name, latent_dim=DEFAULT_LATENT_DIM[model_name], rng=rng)
     opt = Adam(model.parameters(), lr=1e-3)
@@ -72,7 +66,7 @@ def worker_torch(model_name, steps, threads):
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    (xtr, ytr), _ = _train_images()
+    (xtr, ytr), _ = mnist_arrays()
     model = MODELS[model_name]()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
@@ -106,7 +100,7 @@ def worker_torch_quality(model_name, epochs, threads, seed=0):
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    (xtr, ytr), (xte, yte) = _train_images()
+    (xtr, ytr), (xte, yte) = mnist_arrays()
     model = MODELS[model_name]()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     rng = np.random.default_rng(seed)

@@ -1,7 +1,19 @@
-"""Shared helpers of the benchmark scripts: timing, thread counts, tables."""
+"""Shared helpers of the benchmark scripts: data, timing, thread counts, tables."""
 import os
 import platform
 import time
+
+import numpy as np
+
+
+def mnist_arrays():
+    """(x_train, y_train), (x_test, y_test) of the full MNIST set: images float32
+    in [0, 1], shape (N, 1, 28, 28); labels int64. Benchmarks never use the
+    bundled sample."""
+    from scratchvae import data
+    ds = data.load_dataset("mnist", download="auto", allow_sample=False)
+    return ((data.images_to_float(ds.train_images), ds.train_labels.astype(np.int64)),
+            (data.images_to_float(ds.test_images), ds.test_labels.astype(np.int64)))
 
 
 def sample_times(fn, repeats, warmup=3):

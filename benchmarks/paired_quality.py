@@ -54,14 +54,14 @@ def twin_with_weights_of(ours, model_name):
 
 
 def worker(engine, model_name, seed, epochs):
-    from benchmarks.bench_train import _train_images
+    from benchmarks.common import mnist_arrays
     from scratchvae import data
     from scratchvae.models import DEFAULT_LATENT_DIM, build_model
     from scratchvae.train import seed_sequences
 
     # the trainer's seeding: weights, batch order, training and evaluation noise
     init_rng, shuffle_rng, noise_rng, eval_rng = map(np.random.default_rng, seed_sequences(seed))
-    (xtr, ytr), (xte, yte) = _train_images()
+    (xtr, ytr), (xte, yte) = mnist_arrays()
     ours = build_model(model_name, latent_dim=DEFAULT_LATENT_DIM[model_name], rng=init_rng)
     z_dim = DEFAULT_LATENT_DIM[model_name]
 

@@ -331,11 +331,12 @@ def _im2col_table_cpu(x, cols, offsets):
 
 
 @njit(parallel=True, cache=True)
-def _col2im_table_cpu(cols, x, starts, entries):
+def _col2im_table_cpu(cols, x, starts, entries, zero):
     """Each element of image n sums its column-block entries (a gather).
 
-    Parallel over images; the sum starts from 0 and adds in increasing
-    (i, j), as the reference does, so results agree bit for bit.
+    Parallel over images; the sum starts from ``zero`` (0 in x's dtype) and
+    adds in increasing (i, j), as the reference does, so results agree bit
+    for bit.
     """
     N = x.shape[0]
     image = x.size // max(N, 1)
@@ -344,8 +345,7 @@ def _col2im_table_cpu(cols, x, starts, entries):
     cf = cols.reshape(-1)
     for n in prange(N):
         for q in range(image):
-            xf[n * image + q] = 0
-            acc = xf[n * image + q]              # a zero of x's dtype
+            acc = zero
             for t in range(starts[q], starts[q + 1]):
                 acc += cf[n * block + entries[t]]
             xf[n * image + q] = acc
@@ -364,7 +364,8 @@ def _col2im_on_cpu(cols, x, kh, kw, sh, sw, ph, pw):
     """As :func:`_im2col_on_cpu`, for col2im."""
     N, H, W, C = x.shape
     if C <= TABLE_CHANNELS:
-        _col2im_table_cpu(cols, x, *contributions(H, W, C, kh, kw, sh, sw, ph, pw))
+        _col2im_table_cpu(cols, x, *contributions(H, W, C, kh, kw, sh, sw, ph, pw),
+                          scalar(0, x.dtype))
     else:
         _col2im_cpu(cols, x, kh, kw, sh, sw, ph, pw)
 

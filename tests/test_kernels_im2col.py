@@ -79,7 +79,8 @@ def test_both_cpu_strategies_match_reference_exactly(config):
         fill(cols)
         assert np.array_equal(cols, ref), name
     for name, gather in [("runs", lambda im: K._col2im_cpu(g, im, *k, *s, *p)),
-                         ("table", lambda im: K._col2im_table_cpu(g, im, *K.contributions(*geometry)))]:
+                         ("table", lambda im: K._col2im_table_cpu(g, im, *K.contributions(*geometry),
+                                                                 np.float32(0)))]:
         img = np.full(shape, np.nan, np.float32)
         gather(img)
         assert np.array_equal(img, img_ref), name
