@@ -1,9 +1,12 @@
-"""Per-layer forward and forward+backward times of the conv VAE's four
-convolution shapes (batch 128, float32), scratchvae against PyTorch (oneDNN),
-with the achieved GFLOP/s, so it is visible where the time goes.
+"""Per-layer forward, backward and forward+backward times of the conv VAE's
+four convolution shapes (batch 128, float32), scratchvae against PyTorch
+(oneDNN), with the achieved GFLOP/s, so it is visible where the time goes.
 
-Each implementation runs in its own subprocess, alternating for several
-rounds; the best time over all repeats and rounds is reported.
+Both sides do what a training step does: PyTorch's gradients are reset to
+None before every backward (``zero_grad``), so each backward writes fresh
+gradients as ours does; the backward alone is timed after an untimed
+forward. Each implementation runs in its own subprocess, alternating for
+several rounds; the best time over all repeats and rounds is reported.
 
     python benchmarks/bench_conv_layers.py [--rounds 3] [--repeats 25]
 """
@@ -31,7 +34,7 @@ def gemm_flops(kind, ci, co, side):
 
 
 def worker(which, threads, repeats):
-    from benchmarks.common import sample_times
+    from benchmarks.common import sample_times, sample_times_after
 
     rng = np.random.default_rng(0)
     out = {}
@@ -47,12 +50,23 @@ def worker(which, threads, repeats):
             layer = getattr(torch.nn, kind)(ci, co, 4, 2, 1)
             xt = torch.tensor(x, requires_grad=not first)
             g = torch.randn_like(layer(xt))
+            graph = []
 
             def fwd():
                 with torch.no_grad():
                     layer(xt)
 
+            def prepare():                # a training step's zero_grad, then the forward
+                layer.zero_grad(set_to_none=True)
+                xt.grad = None
+                graph[:] = [layer(xt)]
+
+            def bwd():
+                graph[0].backward(g)
+
             def fwd_bwd():
+                layer.zero_grad(set_to_none=True)
+                xt.grad = None
                 layer(xt).backward(g)
         else:
             layer = {"Conv2d": Conv2d, "ConvTranspose2d": ConvTranspose2d}[kind](
@@ -63,12 +77,20 @@ def worker(which, threads, repeats):
             def fwd():
                 layer.forward(x)
 
+            def prepare():
+                layer.zero_grad()
+                layer.forward(x)
+
+            def bwd():
+                layer.backward(g)
+
             def fwd_bwd():
+                layer.zero_grad()
                 layer.forward(x)
                 layer.backward(g)
-                layer.zero_grad()
-        out[f"{kind}({ci},{co}) {side}x{side}"] = {"fwd": sample_times(fwd, repeats),
-                                                   "fwd_bwd": sample_times(fwd_bwd, repeats)}
+        out[f"{kind}({ci},{co}) {side}x{side}"] = {
+            "fwd": sample_times(fwd, repeats), "bwd": sample_times_after(prepare, bwd, repeats),
+            "fwd_bwd": sample_times(fwd_bwd, repeats)}
     return out
 
 
@@ -108,22 +130,26 @@ def main():
         products = 2 if (kind == "Conv2d" and ci == 1) else 3  # fwd + dW (+ dx)
         row = [layer]
         for k in kinds:
-            fw, fb = min(times[k][layer]["fwd"]), min(times[k][layer]["fwd_bwd"])
+            fw, bw, fb = (min(times[k][layer][p]) for p in ("fwd", "bwd", "fwd_bwd"))
             totals[k] += fb
-            row += [f"{fw * 1e3:.2f} ({f / fw / 1e9:.0f})", f"{fb * 1e3:.2f} ({products * f / fb / 1e9:.0f})"]
+            row += [f"{fw * 1e3:.2f} ({f / fw / 1e9:.0f})",
+                    f"{bw * 1e3:.2f} ({(products - 1) * f / bw / 1e9:.0f})",
+                    f"{fb * 1e3:.2f} ({products * f / fb / 1e9:.0f})"]
         rows.append(row)
     total_row = ["sum of fwd+bwd"]
     for k in kinds:
-        total_row += ["", f"{totals[k] * 1e3:.2f}"]
+        total_row += ["", "", f"{totals[k] * 1e3:.2f}"]
     rows.append(total_row)
     header = ["layer (k4 s2 p1)"]
     for k in kinds:
         name = "scratchvae" if k == "ours" else "PyTorch"
-        header += [f"{name} fwd ms (GFLOP/s)", f"{name} fwd+bwd ms (GFLOP/s)"]
+        header += [f"{name} fwd ms (GFLOP/s)", f"{name} bwd ms (GFLOP/s)",
+                   f"{name} fwd+bwd ms (GFLOP/s)"]
     notes = [f"{cpu_info()}; {threads} threads; batch {N}; float32; best of {args.rounds} rounds "
              f"x {args.repeats} repeats, each implementation in its own process. GFLOP/s count "
-             f"the matrix products only (fwd: 1, fwd+bwd: 3, or 2 for the input layer, which "
-             f"needs no input gradient)."]
+             f"the matrix products only (fwd: 1; bwd: 2, or 1 for the input layer, which needs "
+             f"no input gradient; fwd+bwd: their sum). PyTorch's gradients are reset to None "
+             f"before each backward, as in a training step."]
     save_table(os.path.join(HERE, "results", "conv_layers.md"), "conv-vae layers: forward and "
                "backward", header, rows, notes)
 

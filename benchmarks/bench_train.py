@@ -9,11 +9,18 @@ is reported. Prints a markdown table and saves it to benchmarks/results/.
 
     python benchmarks/bench_train.py --model mlp-vae
     python benchmarks/bench_train.py --model conv-vae --epochs 10   # + test -ELBO after 10 epochs
+    python benchmarks/bench_train.py --model vq-vae --epochs 10 --vq-init uniform --vq-restart 0
+
+For vq-vae, ``--epochs`` reports the test reconstruction BCE, the codes used and
+the perplexity, and ``--vq-init`` / ``--vq-restart`` choose the codebook options of
+both engines (default: scratchvae's defaults; the PyTorch twin implements the same
+initialisations and dead-code restarts, benchmarks/torch_models.py).
 
 One worker on its own (prints a JSON line; KIND is ours, torch, ours-quality or
-torch-quality; N is timed steps, or epochs for the quality kinds):
+torch-quality; N is timed steps, or epochs for the quality kinds; OPTIONS a JSON
+object of VQ options, {"vq_init": ..., "vq_restart": ...}):
 
-    python benchmarks/bench_train.py --worker KIND MODEL N [THREADS [SEED]]
+    python benchmarks/bench_train.py --worker KIND MODEL N [THREADS [SEED [OPTIONS]]]
 """
 import argparse
 import json
@@ -31,6 +38,10 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 from benchmarks.common import mnist_arrays  # noqa: E402  (needs the path above)
 
 BATCH = 128
+#: the environment as this script found it, for every worker: importing scratchvae
+#: here (main does, for the VQ defaults) sets OMP_WAIT_POLICY=PASSIVE in os.environ,
+#: and a PyTorch worker inheriting it would run its OpenMP pool passive, and slower
+WORKER_ENV = dict(os.environ)
 
 
 def _peak_rss_mb():
@@ -93,7 +104,14 @@ def _time(step, batches, fixed_batch, steps, n_params):
             "n_batches": len(batches), "params": int(n_params), "peak_rss_mb": _peak_rss_mb()}
 
 
-def worker_torch_quality(model_name, epochs, threads, seed=0):
+def _twin_options(model_name, options):
+    """scratchvae's VQ options -> the PyTorch twin's keyword arguments."""
+    if model_name != "vq-vae" or not options:
+        return {}
+    return {"codebook_init": options["vq_init"], "restart_after": options["vq_restart"]}
+
+
+def worker_torch_quality(model_name, epochs, threads, seed=0, options=None):
     import torch
     from benchmarks.torch_models import MODELS
     from scratchvae import data
@@ -101,7 +119,7 @@ def worker_torch_quality(model_name, epochs, threads, seed=0):
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     (xtr, ytr), (xte, yte) = mnist_arrays()
-    model = MODELS[model_name]()
+    model = MODELS[model_name](**_twin_options(model_name, options))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     rng = np.random.default_rng(seed)
     history = []
@@ -113,53 +131,86 @@ def worker_torch_quality(model_name, epochs, threads, seed=0):
             loss.backward()
             opt.step()
         seconds = time.perf_counter() - t0
-        with torch.no_grad():   # the loss: the negative ELBO (VAEs), BCE + VQ terms (VQ-VAE)
-            total = sum(float(model.loss(torch.from_numpy(xte[i:i + 1000]),
-                                         torch.from_numpy(yte[i:i + 1000]))[0]) * 1000
-                        for i in range(0, len(xte), 1000))
-        history.append({"epoch": epoch, "test_nelbo": total / len(xte), "train_seconds": seconds})
+        record = {"epoch": epoch, "train_seconds": seconds}
+        if model_name == "vq-vae":    # test_recon, codes_used, perplexity; no restarts in eval
+            record.update(model.eval().test_metrics(xte))
+            model.train()
+        else:
+            with torch.no_grad():     # the test negative ELBO
+                total = sum(float(model.loss(torch.from_numpy(xte[i:i + 1000]),
+                                             torch.from_numpy(yte[i:i + 1000]))[0]) * 1000
+                            for i in range(0, len(xte), 1000))
+            record["test_nelbo"] = total / len(xte)
+        history.append(record)
         print(json.dumps(history[-1]), file=sys.stderr, flush=True)
     return {"history": history, "peak_rss_mb": _peak_rss_mb()}
 
 
-def worker_ours_quality(model_name, epochs, seed=0):
+def worker_ours_quality(model_name, epochs, seed=0, options=None):
     from scratchvae.train import TrainConfig, train
-    out = os.path.join("runs", f"bench-{model_name}-s{seed}")
-    history = train(TrainConfig(model=model_name, epochs=epochs, seed=seed), out,
-                    progress=False, log=lambda *a: print(*a, file=sys.stderr, flush=True))
+    options = options if model_name == "vq-vae" and options else {}
+    suffix = "".join(f"-{v}" for v in options.values())
+    out = os.path.join("runs", f"bench-{model_name}{suffix}-s{seed}")
+    # download="yes": the full MNIST set or an error, never the bundled sample (quality
+    # targets are on the full set); overwrite: each benchmark retrains its run
+    config = TrainConfig(model=model_name, epochs=epochs, seed=seed, download="yes", **options)
+    history = train(config, out, overwrite=True, progress=False,
+                    log=lambda *a: print(*a, file=sys.stderr, flush=True))
     return {"history": history, "peak_rss_mb": _peak_rss_mb()}
 
 
 def _run_worker(args):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker"] + [str(a) for a in args]
-    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True,
+                         env=WORKER_ENV).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def _quality_row(model_name, name, res):
+    """One row of the quality table from a quality worker's result."""
+    h = res["history"]
+    last, mean_epoch = h[-1], np.mean([e["train_seconds"] for e in h])
+    if model_name == "vq-vae":
+        metric = [f"{last['test_recon']:.2f}", str(last["codes_used"]),
+                  f"{last['perplexity']:.1f}"]
+    else:
+        metric = [f"{last['test_nelbo']:.2f}"]
+    return [name, *metric, f"{mean_epoch:.2f}", f"{res['peak_rss_mb']:.0f}"]
 
 
 def main():
     from benchmarks.common import cpu_info, save_table, threads_in_use
+    from scratchvae.models.vq_vae import CODEBOOK_INITS, DEFAULTS as VQ
 
     parser = argparse.ArgumentParser(description="scratchvae vs PyTorch training speed")
     parser.add_argument("--model", default="mlp-vae", choices=["mlp-vae", "conv-vae", "conv-cvae", "vq-vae"])
     parser.add_argument("--steps", type=int, default=100, help="timed steps per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="speed rounds (0: quality only)")
     parser.add_argument("--epochs", type=int, default=0,
                         help="also train N epochs of the full protocol with each and report "
-                             "test -ELBO")
+                             "test -ELBO (vq-vae: test recon BCE, codes used, perplexity)")
+    parser.add_argument("--vq-init", choices=CODEBOOK_INITS, default=VQ["codebook_init"],
+                        help="vq-vae quality runs: codebook initialisation of both engines")
+    parser.add_argument("--vq-restart", type=int, default=VQ["restart_after"], metavar="R",
+                        help="vq-vae quality runs: restart codes unused R steps (0: off)")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.epochs and args.model == "vq-vae":
-        parser.error("--epochs reports a test negative ELBO: not defined for vq-vae")
+    if args.rounds < 0 or args.epochs < 0 or args.vq_restart < 0:
+        parser.error("--rounds, --epochs and --vq-restart must be >= 0")
+    if not args.rounds and not args.epochs:
+        parser.error("nothing to measure: --rounds 0 needs --epochs N")
 
     if args.worker:
         kind, model, n = args.worker[0], args.worker[1], int(args.worker[2])
         threads = int(args.worker[3]) if len(args.worker) > 3 else 1
         seed = int(args.worker[4]) if len(args.worker) > 4 else 0   # quality runs only
+        options = json.loads(args.worker[5]) if len(args.worker) > 5 else None
         result = {"ours": lambda: worker_ours(model, n),
                   "torch": lambda: worker_torch(model, n, threads),
-                  "ours-quality": lambda: worker_ours_quality(model, n, seed),
-                  "torch-quality": lambda: worker_torch_quality(model, n, threads, seed)}[kind]()
+                  "ours-quality": lambda: worker_ours_quality(model, n, seed, options),
+                  "torch-quality": lambda: worker_torch_quality(model, n, threads, seed,
+                                                                options)}[kind]()
         print(json.dumps(result))
         return
 
@@ -171,46 +222,60 @@ def main():
         have_torch = False
     threads = threads_in_use()
     kinds = ["ours", "torch"] if have_torch else ["ours"]
-    results = {k: [] for k in kinds}
-    for r in range(args.rounds):
-        for k in kinds:
-            res = _run_worker([k, args.model, args.steps, threads])
-            results[k].append(res)
-            print(f"round {r + 1} {k}: step {res['step_ms']:.2f} ms, epoch {res['epoch_s']:.2f} s",
-                  flush=True)
-    best = {k: {"step_ms": min(r["step_ms"] for r in v), "epoch_s": min(r["epoch_s"] for r in v),
-                "params": v[0]["params"], "peak_rss_mb": max(r["peak_rss_mb"] for r in v),
-                "n_batches": v[0]["n_batches"]} for k, v in results.items()}
     names = {"ours": "scratchvae", "torch": "PyTorch"}
     if have_torch:
         import torch
         names["torch"] = f"PyTorch {torch.__version__}"
-    rows = [[names[k], f"{b['params']:,}", f"{b['step_ms']:.2f}", f"{b['epoch_s']:.2f}",
-             f"{b['peak_rss_mb']:.0f}"] for k, b in best.items()]
-    if have_torch:
-        o, t = best["ours"], best["torch"]
-        rows.append(["ratio scratchvae / PyTorch", "", f"{o['step_ms'] / t['step_ms']:.2f}x",
-                     f"{o['epoch_s'] / t['epoch_s']:.2f}x", ""])
-    header = ["implementation", "parameters", "median step (ms)",
-              f"epoch, {best['ours']['n_batches']} steps (s)", "peak RSS (MB)"]
-    notes = [f"{cpu_info()}; {threads} threads for both; batch {BATCH}; float32; MNIST train "
-             f"set; best of {args.rounds} rounds, each in a fresh process; the epoch is the "
-             f"training loop alone (shuffled batches, no evaluation)."]
+    header, rows, notes = None, [], []
+    if args.rounds:
+        results = {k: [] for k in kinds}
+        for r in range(args.rounds):
+            for k in kinds:
+                res = _run_worker([k, args.model, args.steps, threads])
+                results[k].append(res)
+                print(f"round {r + 1} {k}: step {res['step_ms']:.2f} ms, "
+                      f"epoch {res['epoch_s']:.2f} s", flush=True)
+        best = {k: {"step_ms": min(r["step_ms"] for r in v),
+                    "epoch_s": min(r["epoch_s"] for r in v),
+                    "params": v[0]["params"], "peak_rss_mb": max(r["peak_rss_mb"] for r in v),
+                    "n_batches": v[0]["n_batches"]} for k, v in results.items()}
+        rows = [[names[k], f"{b['params']:,}", f"{b['step_ms']:.2f}", f"{b['epoch_s']:.2f}",
+                 f"{b['peak_rss_mb']:.0f}"] for k, b in best.items()]
+        if have_torch:
+            o, t = best["ours"], best["torch"]
+            rows.append(["ratio scratchvae / PyTorch", "", f"{o['step_ms'] / t['step_ms']:.2f}x",
+                         f"{o['epoch_s'] / t['epoch_s']:.2f}x", ""])
+        header = ["implementation", "parameters", "median step (ms)",
+                  f"epoch, {best['ours']['n_batches']} steps (s)", "peak RSS (MB)"]
+        notes = [f"{cpu_info()}; {threads} threads for both; batch {BATCH}; float32; MNIST "
+                 f"train set; best of {args.rounds} rounds, each in a fresh process; the epoch "
+                 f"is the training loop alone (shuffled batches, no evaluation)."]
     extra = None
     if args.epochs:
+        vq = args.model == "vq-vae"
+        options = {"vq_init": args.vq_init, "vq_restart": args.vq_restart} if vq else {}
         qrows = []
         for k in kinds:
-            res = _run_worker([f"{k}-quality", args.model, args.epochs, threads])
-            h = res["history"]
-            qrows.append([names[k], f"{h[-1]['test_nelbo']:.2f}",
-                          f"{np.mean([e['train_seconds'] for e in h]):.2f}",
-                          f"{res['peak_rss_mb']:.0f}"])
-            print(f"{k}: test -ELBO after {args.epochs} epochs {h[-1]['test_nelbo']:.2f}", flush=True)
-        extra = (f"{args.model}: test negative ELBO after {args.epochs} epochs "
-                 f"(batch 128, Adam 1e-3, seed 0)",
-                 ["implementation", "test -ELBO (nats)", "mean epoch (s)", "peak RSS (MB)"], qrows)
-    save_table(os.path.join(HERE, "results", f"train_{args.model}.md"),
-               f"{args.model}: training speed", header, rows, notes, extra=extra)
+            res = _run_worker([f"{k}-quality", args.model, args.epochs, threads, 0,
+                               json.dumps(options)])
+            qrows.append(_quality_row(args.model, names[k], res))
+            print(f"{k}: after {args.epochs} epochs {qrows[-1][1:-2]}", flush=True)
+        metric = (["test recon BCE (nats)", "codes used", "perplexity"] if vq
+                  else ["test -ELBO (nats)"])
+        what = (f"codebook init {args.vq_init}, restarts "
+                f"{'after ' + str(args.vq_restart) + ' unused steps' if args.vq_restart else 'off'}, "
+                if vq else "")
+        extra = (f"{args.model}: test metrics after {args.epochs} epochs "
+                 f"({what}batch 128, Adam 1e-3, seed 0; each engine draws its own weights)",
+                 ["implementation", *metric, "mean epoch (s)", "peak RSS (MB)"], qrows)
+    if args.rounds:
+        save_table(os.path.join(HERE, "results", f"train_{args.model}.md"),
+                   f"{args.model}: training speed", header, rows, notes, extra=extra)
+    else:                 # quality only: its own file, so the speed table is kept
+        name = f"quality_{args.model}" + (f"_{args.vq_init}-r{args.vq_restart}" if
+                                          args.model == "vq-vae" else "") + ".md"
+        save_table(os.path.join(HERE, "results", name), *extra,
+                   notes=[f"{cpu_info()}; {threads} threads for both; MNIST."])
 
 
 if __name__ == "__main__":

@@ -28,6 +28,19 @@ def sample_times(fn, repeats, warmup=3):
     return times
 
 
+def sample_times_after(prepare, fn, repeats, warmup=3):
+    """As :func:`sample_times`, timing fn() alone, each call after an untimed prepare()."""
+    for _ in range(warmup):
+        prepare()
+        fn()
+    times = []
+    for _ in range(repeats):
+        prepare()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
 
 def torch_or_none():
     try:

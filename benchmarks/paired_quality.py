@@ -34,6 +34,8 @@ def twin_parameters_in_our_order(twin):
     """The twin's parameters in the order of our model's ``parameters()``."""
     if hasattr(twin, "features"):   # conv-cvae: ours holds the conv features first
         return [p for m in (twin.features, twin.encoder, twin.decoder) for p in m.parameters()]
+    if hasattr(twin, "codebook"):   # vq-vae: nn.Module lists its own parameter first
+        return [*twin.encoder.parameters(), twin.codebook, *twin.decoder.parameters()]
     return list(twin.parameters())
 
 

@@ -73,32 +73,81 @@ class TorchConvCVAE(TorchVAE):
 
 
 class TorchVQVAE(nn.Module):
-    """vq-vae with the plain codebook loss (no EMA, no restarts), N(0, 1) codebook."""
+    """vq-vae with the codebook loss, and scratchvae's codebook options.
 
-    def __init__(self, code_dim=16, num_codes=128, commitment=0.25):
+    ``codebook_init``: 'normal' (N(0, 1), nn.Embedding's default) or 'uniform'
+    (U(-1/K, 1/K)); ``restart_after`` R > 0: in training, a code that no vector
+    chose during R consecutive steps is set to a random encoder output of the
+    batch, after the forward (as scratchvae's VectorQuantizer). The defaults
+    are scratchvae's (normal, restarts after 1 unused step).
+    """
+
+    def __init__(self, code_dim=16, num_codes=128, commitment=0.25, codebook_init="normal",
+                 restart_after=1):
         super().__init__()
         self.encoder = nn.Sequential(nn.Conv2d(1, 32, 4, 2, 1), nn.ReLU(),
                                      nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(),
                                      nn.Conv2d(64, code_dim, 1, 1, 0))
-        self.codebook = nn.Parameter(torch.randn(num_codes, code_dim))
+        if codebook_init == "normal":
+            codebook = torch.randn(num_codes, code_dim)
+        elif codebook_init == "uniform":
+            codebook = torch.empty(num_codes, code_dim).uniform_(-1 / num_codes, 1 / num_codes)
+        else:
+            raise ValueError(f"TorchVQVAE: codebook_init must be 'normal' or 'uniform', "
+                             f"got {codebook_init!r}")
+        self.codebook = nn.Parameter(codebook)
         self.decoder = nn.Sequential(nn.Conv2d(code_dim, 64, 3, 1, 1), nn.ReLU(),
                                      nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(),
                                      nn.ConvTranspose2d(32, 1, 4, 2, 1))
         self.commitment = commitment
+        self.restart_after = restart_after
+        self.register_buffer("unused_steps", torch.zeros(num_codes, dtype=torch.long))
 
-    def loss(self, x, labels=None):
+    def _quantize(self, x):
         z_e = self.encoder(x)                                   # (N, D, 7, 7)
         flat = z_e.permute(0, 2, 3, 1).reshape(-1, z_e.shape[1])
         d = (flat.pow(2).sum(1, keepdim=True) - 2 * flat @ self.codebook.t()
              + self.codebook.pow(2).sum(1))
-        z_q = self.codebook[d.argmin(1)].view(z_e.shape[0], z_e.shape[2], z_e.shape[3], -1)
-        z_q = z_q.permute(0, 3, 1, 2)
+        idx = d.argmin(1)
+        z_q = self.codebook[idx].view(z_e.shape[0], z_e.shape[2], z_e.shape[3], -1)
+        return z_e, flat, idx, z_q.permute(0, 3, 1, 2)
+
+    def loss(self, x, labels=None):
+        z_e, flat, idx, z_q = self._quantize(x)
         n = x.shape[0]
         codebook = (z_e.detach() - z_q).pow(2).sum() / n
         commit = (z_e - z_q.detach()).pow(2).sum() / n
         logits = self.decoder(z_e + (z_q - z_e).detach())       # straight-through
         recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / n
+        if self.training and self.restart_after:
+            self._restart_dead_codes(flat.detach(), idx)
         return recon + codebook + self.commitment * commit, recon, codebook
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, rows, idx):
+        used = torch.bincount(idx, minlength=self.codebook.shape[0]) > 0
+        self.unused_steps = torch.where(used, 0, self.unused_steps + 1)
+        dead = torch.nonzero(self.unused_steps >= self.restart_after)[:, 0][:rows.shape[0]]
+        if len(dead):
+            picks = torch.randperm(rows.shape[0])[:len(dead)]
+            self.codebook.data[dead] = rows[picks]
+            self.unused_steps[dead] = 0
+
+    @torch.no_grad()
+    def test_metrics(self, x, batch_size=1000):
+        """test_recon (BCE per image), codes_used and perplexity over x (a NumPy array)."""
+        counts = torch.zeros(self.codebook.shape[0], dtype=torch.long)
+        recon = 0.0
+        for i in range(0, len(x), batch_size):
+            xb = torch.from_numpy(x[i:i + batch_size])
+            _, _, idx, z_q = self._quantize(xb)
+            logits = self.decoder(z_q)
+            recon += float(F.binary_cross_entropy_with_logits(logits, xb, reduction="sum"))
+            counts += torch.bincount(idx, minlength=len(counts))
+        p = counts.double() / counts.sum()
+        p = p[p > 0]
+        return {"test_recon": recon / len(x), "codes_used": int((counts > 0).sum()),
+                "perplexity": float(torch.exp(-(p * p.log()).sum()))}
 
 
 MODELS = {"mlp-vae": mlp_vae, "conv-vae": conv_vae, "conv-cvae": TorchConvCVAE,

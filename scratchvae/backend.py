@@ -169,6 +169,31 @@ def check_float(op, name, x, dtype=None):
                          f"(the dtype of the op's parameters), got {dt}")
 
 
+def check_int(op, name, value, minimum):
+    """``value`` as an int; ``ValueError`` unless it is an int (not a bool) >= ``minimum``.
+
+    For sizes such as a layer's channel or feature counts, which would
+    otherwise fail later with an unrelated error (a division by zero in the
+    initialisation, a complex square root of a negative fan-in).
+    """
+    if (not isinstance(value, (int, np.integer)) or isinstance(value, bool)
+            or value < minimum):
+        raise ValueError(f"{op}: expected {name} to be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_rng(op, rng):
+    """Raise ``ValueError`` unless ``rng`` is a ``numpy.random.Generator``.
+
+    Parameters are initialised from an explicit, seeded generator, never
+    from a fresh unseeded one, so that a run is reproducible bit for bit.
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"{op}: expected rng, a seeded numpy.random.Generator (e.g. "
+                         f"np.random.default_rng(0)) to initialise the parameters, "
+                         f"got {type(rng).__name__}")
+
+
 def check_same(op, name_a, a, name_b, b):
     """Raise ``ValueError`` unless two arrays share shape and dtype."""
     if a.shape != b.shape:

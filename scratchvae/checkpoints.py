@@ -2,7 +2,9 @@
 
 Every file is written to a temporary file in the same directory, flushed to
 disk, then renamed over the target with ``os.replace`` (atomic on POSIX). A
-crash mid-write leaves the previous version intact, never a torn file.
+crash mid-write leaves the previous version intact, never a torn file. Run
+files get the mode of any new file, 0o666 & ~umask (``mkstemp`` alone would
+leave them 0o600).
 
 A checkpoint is one ``.npz``: model parameters under ``model/<name>``,
 optimiser arrays under ``optim/<key>/<index>``, and everything else (epoch,
@@ -35,6 +37,14 @@ def _fsync_dir(directory):
         os.close(fd)
 
 
+def _new_file_mode():
+    """0o666 & ~umask: the mode ``open()`` gives a new file. (The umask can only be
+    read by setting it, so it is set and at once put back.)"""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path, write):
     """Call ``write(fileobj)`` on a temp file, then rename it to ``path``."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -42,6 +52,7 @@ def atomic_write(path, write):
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), _new_file_mode())  # mkstemp creates it 0o600
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -78,7 +89,7 @@ def read_json(path):
 def append_jsonl(path, record):
     """Append one line with a single write, then fsync."""
     line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # & ~umask
     try:
         os.write(fd, line)
         os.fsync(fd)

@@ -208,6 +208,11 @@ CHECKS = [
     ("conv-vae loss (Bernoulli, L=2, 2x4x8 images)",
      _vae_check("conv-vae loss (Bernoulli, L=2, 2x4x8 images)", L=2, build=conv_vae,
                 shape=(2, 4, 8), channels=(3, 4))),
+    # hidden layers of 4 and 5 channels: im2col/col2im take the run kernels
+    # (more than kernels.im2col.TABLE_CHANNELS = 3 channels), not the index tables
+    ("conv-vae loss (Bernoulli, 4x4 images, channels (4, 5))",
+     _vae_check("conv-vae loss (Bernoulli, 4x4 images, channels (4, 5))", build=conv_vae,
+                shape=(1, 4, 4), channels=(4, 5))),
     # KL schedules (scratchvae/schedules.py) and conditional VAEs (models/cvae.py)
     ("mlp-vae loss (beta=4, KL warm-up, step 30 of 100)",
      _vae_check("mlp-vae loss (beta=4, KL warm-up, step 30 of 100)", beta=4.0,

@@ -1,12 +1,12 @@
 """Command line: ``python -m scratchvae {train,evaluate,sample,gradcheck,data,plot,report}``.
 
-Bad arguments get argparse's message and exit code 2; a run that fails
-(missing data, a diverged loss, an unreadable checkpoint) prints one clear
-line on stderr and exits with code 1.
+Bad arguments get argparse's message and exit code 2 (options that are each
+valid but do not fit together too: see :class:`UsageError`); a run that fails
+(missing data, a diverged loss, an unreadable checkpoint, no GPU) prints one
+clear ``error: ...`` message on stderr and exits with code 1.
 """
 import argparse
 import json
-import os
 import sys
 
 
@@ -27,6 +27,26 @@ _positive_int = _number(int, False, "a positive integer")
 _nonneg_int = _number(int, True, "an integer >= 0")
 _positive_float = _number(float, False, "a positive finite number")
 _nonneg_float = _number(float, True, "a finite number >= 0")
+
+
+def _fraction(text):
+    """An argparse type: a number strictly between 0 and 1 (a decay rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 (both "
+                                         f"excluded), got {text!r}")
+    return value
+
+
+class UsageError(Exception):
+    """Options that argparse accepts one by one but that do not fit together.
+
+    :func:`main` reports it as ``parser.error`` does (the command's usage, then
+    ``PROG: error: ...``) and returns exit code 2.
+    """
 
 
 def build_parser():
@@ -89,9 +109,14 @@ def build_parser():
                    help="use only the first N test images (0: all)")
     _add_data_args(t)
     t.add_argument("--out", default="runs/run", metavar="DIR", help="run directory (default runs/run)")
-    t.add_argument("--resume", metavar="DIR",
-                   help="continue the run in DIR from its last checkpoint (its config is reused; "
-                        "--epochs may raise the number of epochs)")
+    existing = t.add_mutually_exclusive_group()
+    existing.add_argument("--resume", metavar="DIR",
+                          help="continue the run in DIR from its last checkpoint (its config is "
+                               "reused; --epochs may raise the number of epochs)")
+    existing.add_argument("--overwrite", action="store_true",
+                          help="replace the run already in --out (without it train refuses such "
+                               "a directory); its files go only when the new run's first epoch "
+                               "is written")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     # evaluate ------------------------------------------------------------------
@@ -147,6 +172,7 @@ def build_parser():
     d.add_argument("--data-dir", metavar="DIR", default="")
     d.add_argument("--download", action="store_true", help="download it if it is missing")
     _add_figure_parsers(sub)
+    parser.command_parsers = sub.choices  # command name -> its parser, for UsageError
     return parser
 
 
@@ -166,7 +192,7 @@ def _add_vq_args(p):
     g.add_argument("--vq-ema", action=argparse.BooleanOptionalAction, default=DEFAULTS["ema"],
                    help="exponential-moving-average codebook instead of the codebook loss "
                         f"(default {'on' if DEFAULTS['ema'] else 'off'})")
-    g.add_argument("--vq-decay", type=_positive_float, default=DEFAULTS["decay"], metavar="D",
+    g.add_argument("--vq-decay", type=_fraction, default=DEFAULTS["decay"], metavar="D",
                    help=f"EMA decay, < 1 (default {DEFAULTS['decay']})")
     g.add_argument("--vq-restart", type=_nonneg_int, default=DEFAULTS["restart_after"],
                    metavar="STEPS", help="re-initialise codes unused for this many training "
@@ -188,22 +214,9 @@ def _add_data_args(p):
 
 
 def _cmd_train(args):
-    from . import checkpoints as ckpt
-    from .schedules import KLSchedule
-    from .train import TrainConfig, train
+    from .train import TrainConfig, read_config, train
 
-    try:  # flags that only make sense together
-        KLSchedule(args.beta, args.kl_warmup_steps, args.capacity_max, args.capacity_steps,
-                   args.capacity_gamma)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.resume:
-        config = TrainConfig.from_dict(ckpt.read_json(os.path.join(args.resume, ckpt.CONFIG)))
-        if args.epochs is not None:
-            config.epochs = args.epochs
-        out = args.resume
-    else:
+    try:  # TrainConfig checks the options together (e.g. the KL schedule's flags)
         config = TrainConfig(
             model=args.model, dataset=args.dataset, epochs=args.epochs or 10,
             batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
@@ -218,8 +231,16 @@ def _cmd_train(args):
             vq_ema=args.vq_ema, vq_decay=args.vq_decay, vq_restart=args.vq_restart,
             device=args.device, train_limit=args.train_limit, test_limit=args.test_limit,
             data_dir=args.data_dir, download=args.download, use_sample=args.use_sample)
-        out = args.out
-    train(config, out, resume=bool(args.resume), progress=not args.no_progress)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    out = args.out
+    if args.resume:
+        config = read_config(args.resume)
+        if args.epochs is not None:
+            config.epochs = args.epochs
+        out = args.resume
+    train(config, out, resume=bool(args.resume), overwrite=args.overwrite,
+          progress=not args.no_progress)
     print(f"run saved in {out}")
     return 0
 
@@ -323,14 +344,15 @@ def _cmd_data(args):
     from . import data
 
     directory, looked = data.locate_dataset(args.dataset, args.data_dir or None)
-    if directory is None and args.download:
-        directory = data.download_dataset(args.dataset)
-    if directory is None:
+    if directory is None and not args.download:
         print(f"{args.dataset} not found; looked in:", *looked, sep="\n  ")
         print("get it with `python -m scratchvae data --download`, or point --data-dir / "
               "$SCRATCHVAE_DATA at a directory holding it")
         return 1
-    ds = data.load_dataset(args.dataset, data_dir=directory, download=False, allow_sample=False)
+    # as train --download: a failed download raises DataNotFoundError with the whole
+    # report (where it looked, why nothing was downloaded, how to provide the files)
+    ds = data.load_dataset(args.dataset, data_dir=args.data_dir or None,
+                           download=bool(args.download), allow_sample=False)
     print(f"{args.dataset}: {len(ds.train_labels)} train / {len(ds.test_labels)} test images, "
           f"checksums verified, in {ds.source}")
     return 0
@@ -429,11 +451,17 @@ def main(argv=None):
     args = parser.parse_args(argv)
     from .checkpoints import CheckpointError
     from .data import DataError, DataNotFoundError
-    from .train import TrainingDiverged
+    from .train import DeviceUnavailable, TrainingDiverged
 
     try:
         return COMMANDS[args.command](args)
-    except (DataError, DataNotFoundError, CheckpointError, TrainingDiverged) as e:
+    except UsageError as e:  # what parser.error prints, but returned as main()'s exit code
+        command_parser = parser.command_parsers[args.command]
+        command_parser.print_usage(sys.stderr)
+        print(f"{command_parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+    except (DataError, DataNotFoundError, CheckpointError, TrainingDiverged,
+            DeviceUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -148,7 +148,9 @@ def read_bytes(path):
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
-            raise DataError(f"{path}: corrupt or truncated gzip data ({e})") from None
+            raise DataError(f"{path}: corrupt or truncated gzip data ({e}). The file is "
+                            f"damaged (a copy or download cut short?); replace or delete "
+                            f"it") from None
     return raw
 
 

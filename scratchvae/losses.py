@@ -91,9 +91,8 @@ def bernoulli_nll_backward(dnll, cache):
     Returns dlogits of the logits' shape.
     """
     kind, data, shape = cache
-    if kind == "grad":
-        grad = data
-        grad *= _per_sample(dnll, grad.shape[0], "BernoulliNLL.backward")
+    if kind == "grad":   # the cached s - x, scaled into a new array (the cache stays intact)
+        grad = data * _per_sample(dnll, data.shape[0], "BernoulliNLL.backward")
     else:
         l2, x2 = data
         d = _per_sample(dnll, l2.shape[0], "BernoulliNLL.backward")

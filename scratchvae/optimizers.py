@@ -89,8 +89,10 @@ class Adam(Optimizer):
         v = beta2 v + (1 - beta2) g^2
         p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 
-    The update is one fused kernel per parameter (kernels.adam_step): one pass,
-    no temporaries.
+    t counts the steps that *this parameter* took part in, as PyTorch keeps a
+    step count per parameter: a parameter skipped at some step (grad None)
+    gets its bias correction from its own count. The update is one fused
+    kernel per parameter (kernels.adam_step): one pass, no temporaries.
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
@@ -102,21 +104,21 @@ class Adam(Optimizer):
             raise ValueError(f"Adam: expected eps >= 0, got {eps}")
         self.betas = (float(b1), float(b2))
         self.eps, self.weight_decay = float(eps), float(weight_decay)
-        self.t = 0
+        self.steps = [0] * len(self.params)        # t of each parameter
         self.exp_avg = [get_xp(p.data).zeros_like(p.data) for p in self.params]
         self.exp_avg_sq = [get_xp(p.data).zeros_like(p.data) for p in self.params]
 
     def step(self):
-        self.t += 1
         b1, b2 = self.betas
-        for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq):
+        for i, (p, m, v) in enumerate(zip(self.params, self.exp_avg, self.exp_avg_sq)):
             if p.grad is None:
                 continue
-            kernels.adam_step(p.data, p.grad, m, v, self.t, self.lr, b1, b2,
+            self.steps[i] += 1
+            kernels.adam_step(p.data, p.grad, m, v, self.steps[i], self.lr, b1, b2,
                               self.eps, self.weight_decay)
 
     def state_dict(self):
-        return {"lr": self.lr, "t": self.t,
+        return {"lr": self.lr, "steps": np.array(self.steps, dtype=np.int64),
                 "exp_avg": [to_numpy(m) for m in self.exp_avg],
                 "exp_avg_sq": [to_numpy(v) for v in self.exp_avg_sq]}
 
@@ -124,7 +126,15 @@ class Adam(Optimizer):
         if len(state["exp_avg"]) != len(self.params):
             raise ValueError(f"Adam.load_state_dict: expected state for {len(self.params)} "
                              f"parameters, got {len(state['exp_avg'])}")
-        self.lr, self.t = float(state["lr"]), int(state["t"])
+        self.lr = float(state["lr"])
+        if "steps" in state:
+            steps = [int(t) for t in np.asarray(state["steps"]).reshape(-1)]
+        else:                      # checkpoints before per-parameter counts: one shared t
+            steps = [int(state["t"])] * len(self.params)
+        if len(steps) != len(self.params):
+            raise ValueError(f"Adam.load_state_dict: expected step counts for "
+                             f"{len(self.params)} parameters, got {len(steps)}")
+        self.steps = steps
         for i, p in enumerate(self.params):
             xp = get_xp(p.data)
             for name, target in (("exp_avg", self.exp_avg), ("exp_avg_sq", self.exp_avg_sq)):

@@ -272,7 +272,7 @@ def ensure_run(config, out_dir, retrain=False, progress=False, log=print):
             train(config, out_dir, resume=True, progress=progress, log=log)
             return out_dir
     log(f"training {config.model} into {out_dir} ({config.epochs} epochs)")
-    train(config, out_dir, progress=progress, log=log)
+    train(config, out_dir, overwrite=True, progress=progress, log=log)  # a different run: replaced
     return out_dir
 
 

@@ -1,17 +1,25 @@
 """Training and evaluation loops.
 
 ``train(config, out_dir)`` runs epochs of minibatch training with a tqdm
-progress bar; after each epoch it evaluates the test set, appends one JSON
-line to ``out_dir/metrics.jsonl`` and writes ``checkpoint.npz`` and
-``config.json`` atomically. ``train(..., resume=True)`` continues a run
-exactly where its last checkpoint left it: parameters, optimiser moments and
-the states of every random generator are restored, so N epochs in one go and
-k + (N - k) epochs across a resume give the same bits on the CPU.
+progress bar; after each epoch it evaluates the test set, checks that every
+parameter and test metric is finite, appends one JSON line to
+``out_dir/metrics.jsonl``, then writes ``config.json`` and ``checkpoint.npz``
+atomically (the metrics line first: a resume drops the lines newer than the
+checkpoint, so a crash in between loses nothing). ``train(..., resume=True)``
+continues a run exactly where its last checkpoint left it: parameters,
+optimiser moments and the states of every random generator are restored, so
+N epochs in one go and k + (N - k) epochs across a resume give the same bits
+on the CPU. A new run refuses a directory that already holds a run unless
+``overwrite=True``; even then the old files stay until the new run's first
+epoch is written. ``config.json`` records the data actually used (the
+bundled sample after a fall-back, ``data_dir`` as an absolute path), so that
+``evaluate`` and a resume load the same data.
 
 Randomness: one seed; independent NumPy generators for initialisation,
 shuffling and the sampler noise (spawned from one ``SeedSequence``). Noise is
 drawn on the host and moved to the device, so a GPU run sees the same eps.
 """
+import contextlib
 import dataclasses
 import math
 import os
@@ -32,7 +40,20 @@ from .schedules import LR_SCHEDULES, KLSchedule, learning_rate
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss, a parameter or a test metric became NaN or infinite."""
+
+
+class DeviceUnavailable(RuntimeError):
+    """The device asked for cannot be used (``--device gpu`` without CuPy or a GPU)."""
+
+
+def array_module(device):
+    """``backend.get_array_module(device)``, with its error (no CuPy, no GPU) raised as
+    :class:`DeviceUnavailable`, which the command line reports as a failed run."""
+    try:
+        return get_array_module(device)
+    except RuntimeError as e:
+        raise DeviceUnavailable(str(e)) from None
 
 
 @dataclass
@@ -116,6 +137,17 @@ class TrainConfig:
         return cls(**d)
 
 
+def read_config(run_dir):
+    """The :class:`TrainConfig` saved in ``run_dir/config.json``; a missing, unreadable
+    or invalid file raises :class:`~scratchvae.checkpoints.CheckpointError` naming it."""
+    path = os.path.join(run_dir, ckpt.CONFIG)
+    saved = ckpt.read_json(path)
+    try:
+        return TrainConfig.from_dict(saved)
+    except (ValueError, TypeError) as e:  # TypeError: not a JSON object
+        raise ckpt.CheckpointError(f"{path} is not a usable training configuration: {e}") from None
+
+
 # --------------------------------------------------------------------------
 # pieces shared by train, evaluate and the CLI
 # --------------------------------------------------------------------------
@@ -140,14 +172,28 @@ def make_optimizer(config, params):
                              weight_decay=config.weight_decay)
 
 
-def load_data(config, log=print, progress=True):
-    """The data set of ``config`` as float arrays in [0, 1], shape (N, 1, 28, 28)."""
+def load_data(config, log=print, progress=True, allow_sample=False):
+    """The data set of ``config`` as float arrays in [0, 1], shape (N, 1, 28, 28).
+
+    ``allow_sample``: whether the bundled sample may stand in for a full set that
+    cannot be found. Only a new run allows it (and records ``use_sample=True``,
+    see :func:`recorded_config`); a saved run's config says which data it used.
+    """
     download = {"auto": "auto", "yes": True, "no": False}[config.download]
     if config.use_sample:
         ds = data_mod.load_sample(config.dataset)
     else:
-        ds = data_mod.load_dataset(config.dataset, data_dir=config.data_dir or None,
-                                   download=download, progress=progress, log=log)
+        try:
+            ds = data_mod.load_dataset(config.dataset, data_dir=config.data_dir or None,
+                                       download=download, allow_sample=allow_sample,
+                                       progress=progress, log=log)
+        except data_mod.DataNotFoundError as e:
+            if allow_sample or config.dataset not in data_mod.SAMPLES:
+                raise
+            raise data_mod.DataNotFoundError(
+                f"{e}\nThis run was trained on the full {config.dataset} set (use_sample is "
+                f"false in its config.json), so the bundled sample cannot stand in for it."
+            ) from None
     xtr, ytr = ds.train_images, ds.train_labels
     xte, yte = ds.test_images, ds.test_labels
     if config.train_limit:
@@ -159,6 +205,15 @@ def load_data(config, log=print, progress=True):
     if config.binarize:  # a fixed stochastic binarisation of the test set
         xte = (np.random.default_rng(config.seed + 7).random(xte.shape) < xte).astype(xte.dtype)
     return ds, (xtr, ytr), (xte, yte)
+
+
+def recorded_config(config, ds):
+    """``config`` as a run saves it: ``use_sample`` says whether the data set ``ds``
+    actually loaded is the bundled sample (true after a fall-back) and ``data_dir``
+    is absolute, so that evaluate and --resume load the same data from anywhere."""
+    return dataclasses.replace(
+        config, use_sample=ds.is_sample,
+        data_dir=os.path.abspath(config.data_dir) if config.data_dir else "")
 
 
 def seed_sequences(seed):
@@ -192,9 +247,43 @@ def format_epoch(record):
 # training
 # --------------------------------------------------------------------------
 
-def train(config, out_dir, resume=False, progress=True, log=print):
-    """Train ``config.model``; returns the list of per-epoch metric records."""
-    xp = get_array_module(config.device)
+def run_files(out_dir):
+    """The files of a run (checkpoint, metrics) that ``out_dir`` holds."""
+    return [name for name in (ckpt.CHECKPOINT, ckpt.METRICS)
+            if os.path.exists(os.path.join(out_dir, name))]
+
+
+def _diverged(what, epoch, out_dir):
+    """The message of :class:`TrainingDiverged`: what went wrong, what is kept."""
+    return (f"training stopped: {what}. The last good checkpoint (epoch {epoch - 1}) is kept "
+            f"in {out_dir}" + ("" if epoch > 1 else " (none was written yet)")
+            + ". Try a smaller --lr or --clip-grad-norm.")
+
+
+def _non_finite(state, record):
+    """Names of the arrays of ``state`` and of the numbers of ``record`` (the epoch's
+    metrics) that hold a NaN or an infinity."""
+    names = [name for name, array in state.items() if not np.isfinite(array).all()]
+    names += [key for key, value in record.items()
+              if isinstance(value, (float, np.floating)) and not math.isfinite(value)]
+    return names
+
+
+def train(config, out_dir, resume=False, overwrite=False, progress=True, log=print):
+    """Train ``config.model``; returns the list of per-epoch metric records.
+
+    A new run (not ``resume``) into a directory that already holds a run (a
+    checkpoint or metrics) raises :class:`~scratchvae.checkpoints.CheckpointError`
+    unless ``overwrite``; the old run's files are then removed only when the new
+    run's first epoch is written, so a new run that stops earlier leaves them intact.
+    """
+    held = [] if resume else run_files(out_dir)
+    if held and not overwrite:
+        raise ckpt.CheckpointError(
+            f"{out_dir} already holds a run ({', '.join(held)}); a new run would replace it. "
+            f"Continue it with --resume {out_dir}, train into another --out, or pass "
+            f"--overwrite (overwrite=True) to replace it")
+    xp = array_module(config.device)
     retain_freed_memory()  # reuse the step's large temporaries (see backend)
     os.makedirs(out_dir, exist_ok=True)
     metrics_path = os.path.join(out_dir, ckpt.METRICS)
@@ -215,16 +304,14 @@ def train(config, out_dir, resume=False, progress=True, log=print):
         start_epoch = int(meta["epoch"])
         ckpt.truncate_jsonl(metrics_path, lambda r: r.get("epoch", 0) <= start_epoch)
         log(f"resuming {out_dir} after epoch {start_epoch}")
-    else:
-        if os.path.exists(metrics_path):
-            os.unlink(metrics_path)
-    ckpt.write_json(os.path.join(out_dir, ckpt.CONFIG), dataclasses.asdict(config))
 
-    ds, (xtr, ytr), (xte, yte) = load_data(config, log=log, progress=progress)
+    ds, (xtr, ytr), (xte, yte) = load_data(config, log=log, progress=progress,
+                                           allow_sample=not resume)
+    config = recorded_config(config, ds)
     log(f"{config.model}: {model.num_parameters():,} parameters; data {ds.name} from "
         f"{ds.source} ({xtr.shape[0]} train / {xte.shape[0]} test images); device {config.device}")
 
-    history = ckpt.read_jsonl(metrics_path)
+    history = ckpt.read_jsonl(metrics_path) if resume else []
     steps_per_epoch = -(-xtr.shape[0] // config.batch_size)
     global_step = start_epoch * steps_per_epoch  # steps done so far
     for epoch in range(start_epoch + 1, config.epochs + 1):
@@ -245,11 +332,8 @@ def train(config, out_dir, resume=False, progress=True, log=print):
             value = float(loss)
             if not math.isfinite(value):
                 bar.close()
-                raise TrainingDiverged(
-                    f"training stopped: the loss became {value} at epoch {epoch}, step {step + 1}. "
-                    f"The last good checkpoint (epoch {epoch - 1}) is kept in {out_dir}"
-                    + ("" if epoch > 1 else " (none was written yet)")
-                    + ". Try a smaller --lr or --clip-grad-norm.")
+                raise TrainingDiverged(_diverged(
+                    f"the loss became {value} at epoch {epoch}, step {step + 1}", epoch, out_dir))
             model.backward()
             if config.clip_grad_norm:
                 clip_grad_norm(model.parameters(), config.clip_grad_norm)
@@ -263,11 +347,25 @@ def train(config, out_dir, resume=False, progress=True, log=print):
         record = {"epoch": epoch, "train_loss": total / count, "train_seconds": train_seconds}
         record.update(evaluate(model, xte, yte, config.eval_batch_size, config.seed))
         record["seconds"] = time.perf_counter() - t0
+        state = model.state_dict()
+        bad = _non_finite(state, record)
+        if bad:  # e.g. an infinite gradient in the last step: the loss never saw it
+            shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            raise TrainingDiverged(_diverged(
+                f"{shown} became NaN or infinite in epoch {epoch} (the loss stayed finite: "
+                f"a gradient overflowed?)", epoch, out_dir))
+        if epoch == start_epoch + 1:  # the first epoch this call writes
+            for name in held:  # --overwrite: only now does the old run go, checkpoint first
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(out_dir, name))
+            ckpt.write_json(os.path.join(out_dir, ckpt.CONFIG), dataclasses.asdict(config))
         meta = {"epoch": epoch, "shuffle_rng": shuffle_rng.bit_generator.state,
                 "noise_rng": noise_rng.bit_generator.state,
                 "config": dataclasses.asdict(config)}
-        ckpt.save_checkpoint(ckpt_path, model.state_dict(), optimizer.state_dict(), meta)
+        # the metrics line before the checkpoint: a resume drops the lines newer than the
+        # checkpoint, so a crash between the two writes loses nothing
         ckpt.append_jsonl(metrics_path, record)
+        ckpt.save_checkpoint(ckpt_path, state, optimizer.state_dict(), meta)
         history.append(record)
         log(format_epoch(record))
     return history
@@ -275,12 +373,12 @@ def train(config, out_dir, resume=False, progress=True, log=print):
 
 def load_run(run_dir, device="cpu"):
     """Rebuild a trained model from ``run_dir`` (config.json + checkpoint.npz)."""
-    config = TrainConfig.from_dict(ckpt.read_json(os.path.join(run_dir, ckpt.CONFIG)))
+    config = read_config(run_dir)
     config.device = device
     model_state, _, meta = ckpt.load_checkpoint(os.path.join(run_dir, ckpt.CHECKPOINT))
     model = make_model(config, np.random.default_rng(0))
     model.load_state_dict(model_state)
-    model.to(get_array_module(device))
+    model.to(array_module(device))
     return config, model, meta
 
 

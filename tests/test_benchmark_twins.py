@@ -46,3 +46,41 @@ def test_twin_from_our_weights_and_noise_gives_our_loss_and_gradients(name):
     np.testing.assert_allclose(float(loss), twin_loss.item(), rtol=1e-5)
     for p, q in zip(twin_parameters_in_our_order(twin), ours.parameters(), strict=True):
         np.testing.assert_allclose(np.asarray(q.grad), p.grad.numpy(), rtol=1e-3, atol=1e-5)
+
+
+def test_vq_twin_from_our_weights_gives_our_loss_and_gradients():
+    from benchmarks.paired_quality import twin_parameters_in_our_order, twin_with_weights_of
+
+    rng = np.random.default_rng(4)
+    ours = build_model("vq-vae", latent_dim=DEFAULT_LATENT_DIM["vq-vae"], rng=rng)
+    twin = twin_with_weights_of(ours, "vq-vae").eval()      # eval: no restarts in either
+    x = rng.random((5, 1, 28, 28)).astype(np.float32)
+    loss, parts = ours.loss(x, training=False)
+    ours.backward()
+    twin_loss, twin_recon, _ = twin.loss(torch.from_numpy(x))
+    twin_loss.backward()
+    np.testing.assert_allclose(float(loss), twin_loss.item(), rtol=1e-5)
+    np.testing.assert_allclose(float(parts["recon"]), twin_recon.item(), rtol=1e-5)
+    for p, q in zip(twin_parameters_in_our_order(twin), ours.parameters(), strict=True):
+        np.testing.assert_allclose(np.asarray(q.grad), p.grad.numpy(), rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("init", ["normal", "uniform"])
+def test_vq_twin_restarts_dead_codes_with_encoder_outputs(init):
+    torch.manual_seed(0)
+    twin = MODELS["vq-vae"](codebook_init=init)
+    with torch.no_grad():
+        twin.codebook.data[1:] = 1e3               # every vector picks code 0
+        twin.codebook.data[0] = 0
+    x = torch.rand(4, 1, 28, 28)
+    twin.loss(x)                                   # training mode: restarts after the forward
+    rows = twin.encoder(x).permute(0, 2, 3, 1).reshape(-1, 16)
+    fresh = twin.codebook.data[1:]
+    assert torch.all(twin.codebook.data[0] == 0)
+    assert all(bool((rows == code).all(dim=1).any()) for code in fresh)
+    assert len({tuple(code.tolist()) for code in fresh}) == len(fresh)   # drawn without replacement
+    metrics = twin.test_metrics(x.numpy())
+    assert metrics["codes_used"] > 1 and metrics["test_recon"] > 0
+    if init == "uniform":
+        fresh_twin = MODELS["vq-vae"](codebook_init="uniform")
+        assert float(fresh_twin.codebook.detach().abs().max()) <= 1 / 128

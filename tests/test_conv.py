@@ -3,9 +3,14 @@ adjointness, initialisation, modules and argument validation."""
 import numpy as np
 import pytest
 
-from scratchvae.checks_conv import conv_checks
+import scratchvae.checks_conv as checks_conv
+import scratchvae.layers.conv as conv_layers
+from kernels import im2col as K
+from scratchvae import checks
+from scratchvae.checks_conv import CONV_CHECKS, conv_checks
 from scratchvae.gradcheck import check_op
 from scratchvae.layers.conv import Conv2d, ConvTranspose2d
+from scratchvae.models import build_model
 from scratchvae.ops.conv import (conv2d_backward, conv2d_forward, conv2d_init,
                                  conv_transpose2d_backward, conv_transpose2d_forward,
                                  conv_transpose2d_init)
@@ -190,6 +195,92 @@ def test_conv_gradchecks_pass():
     for r in results:
         assert r.passed, str(r)
         assert r.max_error <= 1e-7
+
+
+#: the CPU kernels of kernels/im2col.py, by strategy
+CPU_KERNELS = {"_im2col_cpu": "runs", "_col2im_cpu": "runs",
+               "_im2col_table_cpu": "table", "_col2im_table_cpu": "table"}
+#: the conv op functions, as the gradient checks and the layers call them
+PHASES = {"conv2d_forward": "Conv2d forward", "conv2d_backward": "Conv2d backward",
+          "conv_transpose2d_forward": "ConvTranspose2d forward",
+          "conv_transpose2d_backward": "ConvTranspose2d backward"}
+
+
+def _kernels_run_by(monkeypatch, named_checks):
+    """Run gradient checks; return {(phase, strategy, dtype)} of every CPU
+    im2col/col2im kernel call they made, the phase being the conv op function
+    (forward or backward of which op) that was running."""
+    phase, seen = [None], set()
+    for module in (checks_conv, conv_layers):
+        for fname, tag in PHASES.items():
+            def tagged(*args, _f=getattr(module, fname), _tag=tag, **kwargs):
+                phase[0] = _tag
+                try:
+                    return _f(*args, **kwargs)
+                finally:
+                    phase[0] = None
+            monkeypatch.setattr(module, fname, tagged)
+    for kname, strategy in CPU_KERNELS.items():
+        def spy(*args, _f=getattr(K, kname), _strategy=strategy):
+            seen.add((phase[0], _strategy, args[0].dtype))
+            return _f(*args)
+        monkeypatch.setattr(K, kname, spy)
+    for name, fn in named_checks:
+        result = fn(np.random.default_rng(0))
+        assert result.passed, str(result)
+    return seen
+
+
+def test_conv_gradchecks_run_both_cpu_strategies(monkeypatch):
+    """The float64 checks of checks_conv.py send each op's forward and backward
+    through the index-table kernels (images of <= TABLE_CHANNELS channels) and
+    the run kernels (more channels): both are checked, not only the one the
+    small test shapes happen to pick."""
+    assert K.TABLE_CHANNELS == 3
+    seen = _kernels_run_by(monkeypatch, CONV_CHECKS)
+    assert seen == {(phase, strategy, np.dtype(np.float64))
+                    for phase in PHASES.values() for strategy in ("runs", "table")}
+    assert set(dict(CONV_CHECKS)) <= set(checks.check_names())    # all in the catalogue
+
+
+def test_conv_vae_gradcheck_runs_the_run_kernels(monkeypatch):
+    """The whole-model check with hidden layers of 4 and 5 channels reaches the
+    run kernels in every conv phase (the (3, 4) instances only the tables)."""
+    name = "conv-vae loss (Bernoulli, 4x4 images, channels (4, 5))"
+    seen = _kernels_run_by(monkeypatch, [(name, dict(checks.CHECKS)[name])])
+    assert {(phase, np.dtype(np.float64)) for phase, strategy, dtype in seen
+            if strategy == "runs"} == {(phase, np.dtype(np.float64)) for phase in PHASES.values()}
+
+
+@pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d"])
+@pytest.mark.parametrize("channels", [3, 5])    # dy's side: index-table and run kernels
+def test_backward_is_the_same_for_any_layout_of_dy(op, channels):
+    """dx, dW, db do not depend on how the upstream gradient is laid out in memory."""
+    rng = np.random.default_rng(17)
+    if op == "conv2d":
+        x, W = rng.standard_normal((2, channels, 7, 6)), rng.standard_normal((4, channels, 3, 2))
+        y, cache = conv2d_forward(x, W, rng.standard_normal(4), 2, 1)
+        backward = conv2d_backward
+    else:
+        x, W = rng.standard_normal((2, 4, 4, 3)), rng.standard_normal((4, channels, 3, 2))
+        y, cache = conv_transpose2d_forward(x, W, rng.standard_normal(channels), 2, 1, 1)
+        backward = conv_transpose2d_backward
+    dy = rng.standard_normal(y.shape)                    # C-contiguous
+    flipped = np.ascontiguousarray(dy[:, ::-1, ::-1, ::-1])
+    nhwc = np.ascontiguousarray(dy.transpose(0, 2, 3, 1))
+    layouts = {"Fortran order": np.asfortranarray(dy),
+               "negative strides": flipped[:, ::-1, ::-1, ::-1],     # a view of flipped
+               "channels-last": nhwc.transpose(0, 3, 1, 2)}          # what the ops return
+    for need_dx in (True, False):
+        expected = backward(dy, cache, need_dx=need_dx)
+        for layout, d in layouts.items():
+            assert not d.flags.c_contiguous and np.array_equal(d, dy)
+            for name, got, want in zip(("dx", "dW", "db"), backward(d, cache, need_dx=need_dx),
+                                       expected):
+                if want is None:
+                    assert got is None
+                else:
+                    np.testing.assert_array_equal(got, want, err_msg=f"{name}, dy in {layout}")
 
 
 def _wrong_dx_conv2d_backward(dy, cache):
@@ -452,9 +543,52 @@ def test_modules_parameters_and_backward():
     assert "ConvTranspose2d(3, 2" in repr(nobias) and "Conv2d(3, 4" in repr(conv)
 
 
+def test_conv_vae_default_parameter_count():
+    """The default conv VAE (Z = 10): 876,757 parameters, as its docstring and
+    the README state; layer by layer, weights then biases."""
+    model = build_model("conv-vae", rng=np.random.default_rng(0))
+    shapes = {n: p.shape for n, p in model.named_parameters()}
+    assert shapes["encoder.layers.0.weight"] == (32, 1, 4, 4)
+    assert shapes["encoder.layers.2.weight"] == (64, 32, 4, 4)
+    assert shapes["decoder.layers.5.weight"] == (64, 32, 4, 4)       # ConvT: (in, out, KH, KW)
+    assert shapes["decoder.layers.7.weight"] == (32, 1, 4, 4)
+    encoder = (32 * 16 + 32) + (64 * 32 * 16 + 64) + (3136 * 128 + 128) + (128 * 20 + 20)
+    decoder = (10 * 128 + 128) + (128 * 3136 + 3136) + (64 * 32 * 16 + 32) + (32 * 16 + 1)
+    assert encoder + decoder == 876_757
+    assert model.num_parameters() == 876_757
+
+
 # --------------------------------------------------------------------------
 # validation
 # --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: Conv2d(0, 4, 3), "Conv2d: expected in_channels to be an int >= 1, got 0"),
+    (lambda: Conv2d(-1, 4, 3), "Conv2d: expected in_channels to be an int >= 1, got -1"),
+    (lambda: Conv2d(3, 0, 3), "Conv2d: expected out_channels to be an int >= 1, got 0"),
+    (lambda: Conv2d(True, 4, 3), "Conv2d: expected in_channels to be an int >= 1, got True"),
+    (lambda: Conv2d(3, 4.0, 3), "Conv2d: expected out_channels to be an int >= 1, got 4.0"),
+    (lambda: ConvTranspose2d(3.5, 2, 3),
+     "ConvTranspose2d: expected in_channels to be an int >= 1, got 3.5"),
+    (lambda: ConvTranspose2d(0, 2, 3),
+     "ConvTranspose2d: expected in_channels to be an int >= 1, got 0"),
+    (lambda: ConvTranspose2d(3, -2, 3),
+     "ConvTranspose2d: expected out_channels to be an int >= 1, got -2"),
+    (lambda: ConvTranspose2d(3, "2", 3),
+     "ConvTranspose2d: expected out_channels to be an int >= 1, got '2'"),
+])
+def test_modules_reject_bad_channel_counts(make, message):
+    with pytest.raises(ValueError) as e:
+        make()
+    assert str(e.value) == message
+
+
+def test_modules_accept_numpy_channel_counts():
+    conv = Conv2d(np.int64(3), np.int32(4), 3, rng=np.random.default_rng(0))
+    assert conv.weight.shape == (4, 3, 3, 3) and type(conv.in_channels) is int
+    deconv = ConvTranspose2d(np.int64(3), np.int64(2), 3, rng=np.random.default_rng(0))
+    assert deconv.weight.shape == (3, 2, 3, 3) and repr(deconv).startswith("ConvTranspose2d(3, 2,")
+
 
 def test_bad_inputs_raise_clear_errors():
     x = np.zeros((2, 3, 5, 5), np.float32)

@@ -342,6 +342,25 @@ def test_cli_sample_from_a_cvae_and_a_vae(tmp_path, capsys):
     assert "conditional" in capsys.readouterr().err
 
 
+def test_cli_sample_draws_the_label_asked_for(tmp_path, monkeypatch):
+    """The grid holds model.sample(n, rng(seed), labels=K): the label reaches the model."""
+    import scratchvae.plots
+    from scratchvae.train import load_run
+
+    run = str(tmp_path / "cvae")
+    assert main(["train", "--model", "mlp-cvae", "--out", run, *TINY_RUN]) == 0
+    saved = {}
+    monkeypatch.setattr(scratchvae.plots, "save_image_grid",
+                        lambda images, path, **kw: saved.setdefault(path, images))
+    out = str(tmp_path / "eight.png")
+    assert main(["sample", "--checkpoint", run, "--label", "8", "--n", "6", "--seed", "3",
+                 "--out", out]) == 0
+    model = load_run(run)[1]
+    expected = {k: model.sample(6, np.random.default_rng(3), labels=k) for k in range(10)}
+    assert np.array_equal(saved[out], expected[8])
+    assert not any(np.array_equal(saved[out], expected[k]) for k in range(10) if k != 8)
+
+
 def test_cli_schedule_flags_reach_the_model(tmp_path, capsys, monkeypatch):
     from scratchvae.models.vae import VAE
 

@@ -600,3 +600,99 @@ def test_shift_arguments_are_checked():
         data.iterate_batches(x, y, 2, shuffle=False, shift=1)
     with pytest.raises(ValueError, match=r"expected images \(N, C, H, W\)"):
         data.random_shift(np.zeros((4, 25), np.float32), 1, np.random.default_rng(0))
+
+
+# --------------------------------------------------------------------------
+# messages that say how to fix what went wrong
+# --------------------------------------------------------------------------
+
+def test_truncated_gzip_says_how_to_fix_it(tmp_path, tiny):
+    directory = tiny(tmp_path / "d")
+    cut = directory / "t10k-labels-idx1-ubyte.gz"
+    cut.write_bytes(cut.read_bytes()[:-9])
+    with pytest.raises(DataError, match=r"(?s)t10k-labels-idx1-ubyte\.gz: corrupt or truncated "
+                                        r"gzip data.*; replace or delete it"):
+        data.load_dataset("mnist", data_dir=directory, log=None)
+
+
+def test_cli_data_download_failure_says_where_it_looked_and_what_to_do(tmp_path, tiny,
+                                                                       monkeypatch, capsys):
+    from scratchvae.cli import main
+
+    missing = tmp_path / "no-mirror"
+    _set_mirrors(monkeypatch, [missing.as_uri() + "/"])
+    assert main(["data", "--download"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: could not find the mnist data set")
+    for needle in ("Looked in", str(data.cache_dir() / "mnist"), str(tmp_path / "system"),
+                   "could not download train-images-idx3-ubyte", missing.as_uri(),
+                   "--data-dir DIR", "SCRATCHVAE_DATA"):
+        assert needle in err, needle
+    # and from a working mirror it downloads into the cache and verifies
+    _set_mirrors(monkeypatch, [_mirror(tmp_path / "good").as_uri() + "/"])
+    assert main(["data", "--download"]) == 0
+    out = capsys.readouterr().out
+    assert f"{N_TRAIN} train / {N_TEST} test images, checksums verified" in out
+    assert str(data.cache_dir() / "mnist") in out
+
+
+# --------------------------------------------------------------------------
+# a training run records the data it used
+# --------------------------------------------------------------------------
+
+RUN = dict(epochs=1, batch_size=32, train_limit=128, test_limit=64, eval_batch_size=64)
+
+
+def _quiet(*args, **kwargs):
+    pass
+
+
+def test_a_run_that_fell_back_to_the_sample_keeps_to_it(tmp_path, tiny, monkeypatch):
+    """No full set anywhere (offline): the run trains on the bundled sample and its
+    config.json says so; evaluate and --resume keep to the sample when a full set
+    turns up later (here the tiny set standing in for MNIST)."""
+    import json
+
+    from scratchvae import checkpoints as ckpt
+    from scratchvae.cli import main
+    from scratchvae.train import TrainConfig, evaluate_run, train
+
+    run, logged = tmp_path / "run", []
+    train(TrainConfig(**RUN), str(run), progress=False, log=logged.append)
+    assert any("Using the bundled MNIST sample" in m for m in logged)
+    assert json.loads((run / "config.json").read_text())["use_sample"] is True
+    monkeypatch.setenv("SCRATCHVAE_DATA", str(tiny(tmp_path / "env")))
+    epoch1 = ckpt.read_jsonl(run / "metrics.jsonl")[0]
+    assert evaluate_run(str(run), log=_quiet)["test_nelbo"] == pytest.approx(
+        epoch1["test_nelbo"], rel=1e-12)
+    # the resume continues on the sample, exactly as one run of two epochs on it
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 0
+    straight = train(TrainConfig(**{**RUN, "epochs": 2, "use_sample": True}),
+                     str(tmp_path / "straight"), progress=False, log=_quiet)
+    assert [r["train_loss"] for r in ckpt.read_jsonl(run / "metrics.jsonl")] == \
+        [r["train_loss"] for r in straight]
+
+
+def test_a_run_on_the_full_set_records_its_data_dir_and_never_falls_back(tmp_path, tiny,
+                                                                         monkeypatch):
+    import json
+    import shutil
+
+    from scratchvae.train import TrainConfig, evaluate_run, train
+
+    tiny(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    history = train(TrainConfig(**{**RUN, "batch_size": 8, "eval_batch_size": 10,
+                                   "data_dir": "data"}), str(run), progress=False, log=_quiet)
+    config = json.loads((run / "config.json").read_text())
+    assert config["use_sample"] is False and os.path.isabs(config["data_dir"])
+    assert os.path.samefile(config["data_dir"], tmp_path / "data")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert evaluate_run(str(run), log=_quiet)["test_nelbo"] == pytest.approx(
+        history[-1]["test_nelbo"], rel=1e-12)
+    # the data gone: an error, not the bundled sample in its place
+    shutil.rmtree(tmp_path / "data")
+    with pytest.raises(DataNotFoundError, match="trained on the full mnist set"):
+        evaluate_run(str(run), log=_quiet)

@@ -173,21 +173,59 @@ def test_col2im_is_the_adjoint_of_im2col(config):
     assert abs(lhs - rhs) <= 1e-12 * np.vdot(np.abs(cols), np.abs(g))
 
 
-def test_non_contiguous_inputs():
+def _compiled_im2col(x, k, s, p):
+    """im2col by both Numba CPU kernels (x C-contiguous); they must agree."""
+    cols = [np.full(im2col_reference(x, k, s, p).shape, np.nan, x.dtype) for _ in range(2)]
+    K._im2col_cpu(x, cols[0], *k, *s, *p)
+    K._im2col_table_cpu(x, cols[1], K.window_offsets(*x.shape[1:], *k, *s, *p))
+    assert np.array_equal(cols[0], cols[1])
+    return cols[0]
+
+
+def _compiled_col2im(g, shape, k, s, p):
+    """col2im by both Numba CPU kernels (g C-contiguous); they must agree."""
+    imgs = [np.full(shape, np.nan, g.dtype) for _ in range(2)]
+    K._col2im_cpu(g, imgs[0], *k, *s, *p)
+    K._col2im_table_cpu(g, imgs[1], *K.contributions(*shape[1:], *k, *s, *p), g.dtype.type(0))
+    assert np.array_equal(imgs[0], imgs[1])
+    return imgs[0]
+
+
+def test_non_contiguous_inputs(monkeypatch):
+    """Strided views go to the reference (the Numba kernels need C-contiguous
+    arrays), and the result equals the compiled kernels' on a contiguous copy."""
+    picked, real_choose = [], K.choose
+
+    def choose(*arrays):                              # the dispatcher, recording its answers
+        picked.append(real_choose(*arrays))
+        return picked[-1]
+    monkeypatch.setattr(K, "choose", choose)
     rng = np.random.default_rng(3)
     base = rng.standard_normal((4, 7, 9, 3)).astype(np.float32)
     views = [base.transpose(0, 2, 1, 3),              # (4, 9, 7, 3), transposed
              base[::2, 1:6, ::2],                     # sliced
-             base[:, :, :, :2].transpose(3, 2, 1, 0)]
+             base[:, :, :, :2].transpose(3, 2, 1, 0)]  # (2, 9, 7, 4): 4 channels
     for x in views:
         assert not x.flags.c_contiguous
+        xc = np.ascontiguousarray(x)
         for k, s, p in [((3, 2), (2, 1), (1, 0)), ((2, 2), (1, 1), (0, 1))]:
+            picked.clear()
             cols = im2col(x, k, s, p)
-            assert np.array_equal(cols, im2col_reference(x, k, s, p))
-            assert np.array_equal(cols, im2col(np.ascontiguousarray(x), k, s, p))
+            assert picked == ["reference"]
+            assert np.array_equal(cols, _compiled_im2col(xc, k, s, p))
+            assert np.array_equal(cols, im2col_reference(xc, k, s, p))
             g = np.asfortranarray(rng.standard_normal(cols.shape).astype(np.float32))
+            assert not g.flags.c_contiguous
             img = col2im(g, x.shape, k, s, p)
-            assert np.array_equal(img, col2im(np.ascontiguousarray(g), x.shape, k, s, p))
+            assert picked == ["reference", "reference"]
+            gc = np.ascontiguousarray(g)
+            assert np.array_equal(img, _compiled_col2im(gc, x.shape, k, s, p))
+            assert np.array_equal(img, col2im_reference(gc, x.shape, k, s, p))
+            # and the contiguous copies do take the compiled kernels
+            picked.clear()
+            im2col(xc, k, s, p)
+            col2im(gc, x.shape, k, s, p)
+            assert picked == ["cpu", "cpu"]
 
 
 def test_bad_arguments_raise():

@@ -158,6 +158,54 @@ def test_optimizer_skips_parameters_without_grad():
     assert np.array_equal(b.data, np.ones(2)) and not np.array_equal(a.data, np.ones(2))
 
 
+def _skip_then_step(opt_cls, a, b, lr):
+    """Step 1: only a has a gradient; step 2: both."""
+    opt = opt_cls([a, b], lr=lr)
+    a.accumulate(np.array([1.0, -2.0]))
+    opt.step()
+    opt.zero_grad()
+    a.accumulate(np.array([0.5, 0.5]))
+    b.accumulate(np.array([1.0, -2.0]))
+    opt.step()
+    return opt
+
+
+def test_adam_counts_steps_per_parameter():
+    """b joins at step 2: its bias correction is that of its own first step."""
+    a, b = Parameter(np.ones(2)), Parameter(np.array([1.0, 2.0]))
+    opt = _skip_then_step(Adam, a, b, lr=0.1)
+    assert list(opt.steps) == [2, 1]
+    # first Adam step of a parameter: p - lr * g / (|g| + eps')  ->  p - lr * sign(g)
+    assert np.allclose(b.data, [0.9, 2.1], atol=1e-7)
+    torch = pytest.importorskip("torch")
+    ta = torch.ones(2, dtype=torch.float64, requires_grad=True)
+    tb = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    topt = torch.optim.Adam([ta, tb], lr=0.1)
+    ta.grad = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    topt.step()
+    ta.grad, tb.grad = (torch.tensor([0.5, 0.5], dtype=torch.float64),
+                        torch.tensor([1.0, -2.0], dtype=torch.float64))
+    topt.step()
+    assert np.allclose(a.data, ta.detach().numpy(), rtol=1e-13, atol=1e-13)
+    assert np.allclose(b.data, tb.detach().numpy(), rtol=1e-13, atol=1e-13)
+
+
+def test_adam_state_keeps_per_parameter_steps_and_reads_old_checkpoints(tmp_path):
+    from scratchvae import checkpoints as ckpt
+
+    opt = _skip_then_step(Adam, Parameter(np.ones(2)), Parameter(np.ones(2)), lr=0.1)
+    path = str(tmp_path / "c.npz")
+    ckpt.save_checkpoint(path, {"w": np.ones(1)}, opt.state_dict(), {"epoch": 1})
+    fresh = Adam([Parameter(np.ones(2)), Parameter(np.ones(2))], lr=0.1)
+    fresh.load_state_dict(ckpt.load_checkpoint(path)[1])
+    assert list(fresh.steps) == [2, 1]
+    old = {k: v for k, v in opt.state_dict().items() if k != "steps"}
+    fresh.load_state_dict(dict(old, t=7))          # one shared t, as written before
+    assert list(fresh.steps) == [7, 7]
+    with pytest.raises(ValueError, match="step counts for 2 parameters"):
+        fresh.load_state_dict(dict(old, steps=np.array([1, 2, 3])))
+
+
 def test_clip_grad_norm_matches_torch_rule():
     a, b = Parameter(np.zeros(3)), Parameter(np.zeros(4))
     a.accumulate(np.array([3.0, 0.0, 0.0]))

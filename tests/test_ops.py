@@ -3,8 +3,9 @@ distribution, and initialisation as in PyTorch."""
 import numpy as np
 import pytest
 
-from scratchvae import losses
-from scratchvae.layers import Concat, Linear, Reshape, Sequential, ReLU
+from scratchvae import layers, losses
+from scratchvae.layers import (Concat, Conv2d, ConvTranspose2d, Flatten, LeakyReLU, Linear,
+                               Module, Reshape, ReLU, Sequential, Sigmoid, Tanh)
 from scratchvae.ops import activations as A
 from scratchvae.ops.linear import linear_forward
 from scratchvae.ops.sampler import draw_eps, reparameterize_forward
@@ -31,11 +32,123 @@ def test_backward_rejects_wrong_upstream_shape():
         layer.backward(np.zeros((2, 4), np.float32))
 
 
+@pytest.mark.parametrize("make, message", [
+    (lambda: Linear(0, 3), "Linear: expected in_features to be an int >= 1, got 0"),
+    (lambda: Linear(-2, 3), "Linear: expected in_features to be an int >= 1, got -2"),
+    (lambda: Linear(5, 0), "Linear: expected out_features to be an int >= 1, got 0"),
+    (lambda: Linear(5, 2.5), "Linear: expected out_features to be an int >= 1, got 2.5"),
+    (lambda: Linear(False, 3), "Linear: expected in_features to be an int >= 1, got False"),
+])
+def test_linear_rejects_bad_feature_counts(make, message):
+    with pytest.raises(ValueError) as e:
+        make()
+    assert str(e.value) == message
+    assert Linear(np.int64(5), np.int32(3), rng=np.random.default_rng(0)).weight.shape == (3, 5)
+
+
+def _image(*shape):
+    return np.ones(shape, np.float32)
+
+
+#: every layer that keeps a forward cache: (build it, an input for its forward)
+LAYERS_WITH_A_CACHE = {
+    Linear: (lambda: Linear(4, 3, rng=np.random.default_rng(0)), lambda: _image(2, 4)),
+    ReLU: (ReLU, lambda: _image(2, 4)),
+    LeakyReLU: (LeakyReLU, lambda: _image(2, 4)),
+    Sigmoid: (Sigmoid, lambda: _image(2, 4)),
+    Tanh: (Tanh, lambda: _image(2, 4)),
+    Flatten: (Flatten, lambda: _image(2, 3, 4)),
+    Reshape: (lambda: Reshape(3, 4), lambda: _image(2, 12)),
+    Concat: (Concat, lambda: [_image(2, 3), _image(2, 1)]),
+    Conv2d: (lambda: Conv2d(2, 3, 3, padding=1, rng=np.random.default_rng(0)),
+             lambda: _image(2, 2, 5, 4)),
+    ConvTranspose2d: (lambda: ConvTranspose2d(2, 3, 3, stride=2, rng=np.random.default_rng(0)),
+                      lambda: _image(2, 2, 3, 4)),
+}
+
+
+def test_every_layer_with_a_cache_is_listed():
+    exported = {getattr(layers, name) for name in layers.__all__}
+    modules = {c for c in exported if isinstance(c, type) and issubclass(c, Module)}
+    assert modules - {Module, Sequential} == set(LAYERS_WITH_A_CACHE)
+
+
+@pytest.mark.parametrize("cls", list(LAYERS_WITH_A_CACHE), ids=lambda c: c.__name__)
+def test_backward_before_forward_is_a_clear_error(cls):
+    make, inputs = LAYERS_WITH_A_CACHE[cls]
+    layer = make()
+    y = make().forward(inputs())                # an upstream gradient of the right shape
+    with pytest.raises(RuntimeError) as e:
+        layer.backward(np.ones_like(y))
+    assert str(e.value) == f"{cls.__name__}.backward: call forward first"
+    layer.forward(inputs())
+    layer.backward(np.ones_like(y))             # after a forward it works
+
+
+def test_sequential_backward_before_forward_names_its_last_layer():
+    net = Sequential(Linear(4, 3, rng=np.random.default_rng(0)), Tanh())
+    with pytest.raises(RuntimeError, match=r"^Tanh\.backward: call forward first$"):
+        net.backward(np.ones((2, 3), np.float32))
+
+
+def test_parameters_need_an_explicit_generator():
+    from scratchvae.layers import Conv2d, ConvTranspose2d
+    from scratchvae.models.vq_vae import VectorQuantizer
+
+    for name, make in [("Linear", lambda rng: Linear(4, 3, rng=rng)),
+                       ("Conv2d", lambda rng: Conv2d(1, 2, 3, rng=rng)),
+                       ("ConvTranspose2d", lambda rng: ConvTranspose2d(2, 1, 3, rng=rng)),
+                       ("VectorQuantizer", lambda rng: VectorQuantizer(4, 2, rng=rng))]:
+        for bad in (None, 0, np.random.RandomState(0)):
+            with pytest.raises(ValueError, match=f"^{name}: expected rng, a seeded "
+                                                 f"numpy.random.Generator"):
+                make(bad)
+        a, b = make(np.random.default_rng(7)), make(np.random.default_rng(7))
+        assert all(np.array_equal(p.data, q.data)
+                   for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
 def test_shape_ops_errors():
     with pytest.raises(ValueError, match="Reshape: expected an input with 12 values"):
         Reshape(3, 4).forward(np.zeros((2, 10), np.float32))
     with pytest.raises(ValueError, match="Concat: expected input 1 to match input 0"):
         Concat().forward([np.zeros((2, 3)), np.zeros((3, 3))])
+
+
+def test_backward_rejects_wrong_upstream_dtype():
+    linear = Linear(5, 3, rng=np.random.default_rng(0))
+    linear.forward(np.zeros((2, 5), np.float32))
+    with pytest.raises(ValueError, match="Linear.backward: expected upstream gradient of "
+                                         "dtype float32.*got float64"):
+        linear.backward(np.zeros((2, 3)))
+    leaky = LeakyReLU()
+    leaky.forward(np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match="LeakyReLU.backward: expected upstream gradient of "
+                                         "dtype float32.*got float64"):
+        leaky.backward(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"LeakyReLU.backward: expected upstream gradient of "
+                                         r"shape \(2, 3\)"):
+        leaky.backward(np.zeros((3, 2), np.float32))
+
+
+def test_shape_ops_backward_errors():
+    flat = Flatten()
+    flat.forward(np.zeros((2, 3, 4)))
+    with pytest.raises(ValueError, match=r"Flatten.backward: expected upstream gradient of "
+                                         r"shape \(2, 12\), got \(3, 8\)"):
+        flat.backward(np.zeros((3, 8)))
+    with pytest.raises(ValueError, match="Flatten: expected an input .* got shape \\(5,\\)"):
+        Flatten().forward(np.zeros(5))
+    reshape = Reshape(3, 4)
+    reshape.forward(np.zeros((2, 12)))
+    with pytest.raises(ValueError, match=r"Reshape.backward: expected upstream gradient of "
+                                         r"shape \(2, 3, 4\), got \(2, 4, 3\)"):
+        reshape.backward(np.zeros((2, 4, 3)))
+    concat = Concat()
+    concat.forward([np.zeros((2, 3)), np.zeros((2, 2))])
+    with pytest.raises(ValueError, match=r"Concat.backward: expected upstream gradient of "
+                                         r"shape \(2, 5\), got \(3, 5\)"):
+        concat.backward(np.zeros((3, 5)))
 
 
 def test_loss_errors():
@@ -61,6 +174,23 @@ def test_bce_with_logits_is_stable_for_huge_logits(dtype):
         assert nll[0] == pytest.approx(expected, rel=1e-6)
         g = losses.bernoulli_nll_backward(np.ones(1, dtype), cache)
         assert np.allclose(g, [[1.0, -1.0, 0.0, 0.0, 0.0]], atol=1e-6)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_bce_backward_is_pure(fused):
+    """Backward may be called twice on one cache: same result, no shared memory."""
+    rng = np.random.default_rng(0)
+    logits, x = rng.standard_normal((3, 4)), rng.random((3, 4))
+    _, cache = losses.bernoulli_nll_forward(logits, x, fused_grad=fused)
+    first = losses.bernoulli_nll_backward(np.array([0.5, 1.0, 2.0]), cache)
+    kept = first.copy()
+    second = losses.bernoulli_nll_backward(np.array([0.5, 1.0, 2.0]), cache)
+    assert np.array_equal(first, kept) and np.array_equal(second, kept)
+    first[...] = 0                                 # the caller owns its gradient
+    third = losses.bernoulli_nll_backward(np.array([0.5, 1.0, 2.0]), cache)
+    assert np.array_equal(third, kept)
+    expected = np.array([0.5, 1.0, 2.0])[:, None] * (1 / (1 + np.exp(-logits)) - x)
+    assert np.allclose(kept, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_sigmoid_does_not_overflow():

@@ -250,3 +250,26 @@ def test_example_scripts_reuse_and_train(runs, tmp_path):
          "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "p.png")])
     assert_png(out)
     assert os.path.exists(tmp_path / "runs" / "fig-mlp-vae" / "checkpoint.npz")
+
+
+def test_ensure_run_reuses_resumes_and_replaces(tmp_path):
+    from scratchvae.checkpoints import read_jsonl
+
+    out = str(tmp_path / "run")
+
+    def epochs():
+        return [r["epoch"] for r in read_jsonl(os.path.join(out, "metrics.jsonl"))]
+
+    one = TrainConfig(model="mlp-vae", latent_dim=2, **TINY)
+    report.ensure_run(one, out, log=_quiet)
+    first = open(os.path.join(out, "checkpoint.npz"), "rb").read()
+    report.ensure_run(one, out, log=_quiet)                        # same config: reused
+    assert open(os.path.join(out, "checkpoint.npz"), "rb").read() == first
+    two = TrainConfig(**dict(TINY, model="mlp-vae", latent_dim=2, epochs=2))
+    report.ensure_run(two, out, log=_quiet)                        # more epochs: resumed
+    assert epochs() == [1, 2] and load_run(out)[2]["epoch"] == 2
+    other = TrainConfig(model="mlp-vae", latent_dim=3, **TINY)
+    report.ensure_run(other, out, log=_quiet)                      # another config: replaced
+    assert load_run(out)[0].latent_dim == 3 and epochs() == [1]
+    report.ensure_run(other, out, retrain=True, log=_quiet)        # --retrain: replaced
+    assert epochs() == [1] and load_run(out)[2]["epoch"] == 1

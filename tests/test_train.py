@@ -1,6 +1,7 @@
 """Trainer, checkpoints and CLI on tiny runs of the bundled MNIST sample."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -51,6 +52,49 @@ def test_resume_continues_exactly(tmp_path):
     ra, rb = ckpt.read_jsonl(straight / "metrics.jsonl"), ckpt.read_jsonl(split / "metrics.jsonl")
     assert [r["train_loss"] for r in ra] == [r["train_loss"] for r in rb]
     assert [r["test_nelbo"] for r in ra] == [r["test_nelbo"] for r in rb]
+
+
+def test_cli_trains_and_resumes_conv_vae(tmp_path, capsys):
+    """`python -m scratchvae train --model conv-vae`: metrics, checkpoint, config,
+    and a resume that continues exactly (1 + 1 epochs == 2 epochs, bit for bit)."""
+    argv = ["train", "--model", "conv-vae", "--latent-dim", "4", "--sample", "--batch-size",
+            "32", "--train-limit", "96", "--test-limit", "64", "--no-progress"]
+    straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+    assert main(argv + ["--epochs", "2", "--out", straight]) == 0
+    assert main(argv + ["--epochs", "1", "--out", split]) == 0
+    # Z = 4 instead of 10: 6 fewer latent units, each with 2 encoder outputs (128 weights
+    # and a bias each) and 128 decoder weights
+    assert f"conv-vae: {876_757 - 6 * (2 * 129 + 128):,} parameters" in capsys.readouterr().out
+    records = ckpt.read_jsonl(os.path.join(split, "metrics.jsonl"))
+    assert [r["epoch"] for r in records] == [1]
+    r = records[0]
+    for key in ("train_loss", "test_nelbo", "test_recon", "test_kl", "train_seconds", "seconds"):
+        assert np.isfinite(r[key]), key
+    assert r["test_nelbo"] == pytest.approx(r["test_recon"] + r["test_kl"])
+    assert 0 < r["test_kl"] and 0 < r["test_recon"] < 784 * np.log(2)   # learnt something
+    config = json.loads((tmp_path / "split" / "config.json").read_text())
+    assert config["model"] == "conv-vae" and config["latent_dim"] == 4
+    state, optim, meta = ckpt.load_checkpoint(split)
+    assert meta["epoch"] == 1 and [int(t) for t in optim["steps"]] == [3] * len(state)
+    assert state["encoder.layers.0.weight"].shape == (32, 1, 4, 4)          # Conv2d(1, 32)
+    assert state["encoder.layers.7.weight"].shape == (8, 128)               # -> [mu | logvar]
+    assert state["decoder.layers.0.weight"].shape == (128, 4)
+    assert state["decoder.layers.7.weight"].shape == (32, 1, 4, 4)          # ConvT(32, 1)
+    assert all(a.dtype == np.float32 for a in state.values())
+    assert evaluate_run(split, log=_quiet)["test_nelbo"] == pytest.approx(r["test_nelbo"],
+                                                                          rel=1e-12)
+
+    assert main(["train", "--resume", split, "--epochs", "2", "--no-progress"]) == 0
+    a, _, _ = ckpt.load_checkpoint(straight)
+    b, _, meta = ckpt.load_checkpoint(split)
+    assert meta["epoch"] == 2 and sorted(a) == sorted(b)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    ra = ckpt.read_jsonl(os.path.join(straight, "metrics.jsonl"))
+    rb = ckpt.read_jsonl(os.path.join(split, "metrics.jsonl"))
+    assert [r["epoch"] for r in rb] == [1, 2]
+    for key in ("train_loss", "test_nelbo", "test_recon", "test_kl"):
+        assert [r[key] for r in ra] == [r[key] for r in rb], key
+    assert rb[1]["train_loss"] < rb[0]["train_loss"]
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
@@ -146,11 +190,25 @@ def test_config_validation():
 # command line
 # ---------------------------------------------------------------------------
 
+SUBCOMMANDS = ("train", "evaluate", "sample", "gradcheck", "data", "plot", "report")
+
+
 def test_cli_help_lists_every_subcommand():
+    from scratchvae.cli import COMMANDS
+
     out = subprocess.run([sys.executable, "-m", "scratchvae", "--help"], capture_output=True,
                          text=True, check=True).stdout
-    for cmd in ("train", "evaluate", "gradcheck", "data"):
-        assert cmd in out
+    listed = re.findall(r"^ {4}(\w+)", out, re.MULTILINE)  # "    NAME  its help" under COMMAND
+    assert sorted(listed) == sorted(SUBCOMMANDS)
+    assert sorted(COMMANDS) == sorted(SUBCOMMANDS)
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_cli_help_of_each_subcommand(command):
+    result = subprocess.run([sys.executable, "-m", "scratchvae", command, "--help"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: python -m scratchvae {command} ")
 
 
 @pytest.mark.parametrize("argv,needle", [

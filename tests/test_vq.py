@@ -331,6 +331,36 @@ def test_assignment_gap_and_rejected_draws():
     assert vc.assignment_gap(model.encode(x), model.quantizer.codebook.data) > vc.MIN_GAP
 
 
+class _QueuedNormals:
+    """A generator whose standard_normal returns queued arrays first."""
+
+    def __init__(self, queued, rng):
+        self.queued, self.rng = list(queued), rng
+
+    def standard_normal(self, shape):
+        return self.queued.pop(0) if self.queued else self.rng.standard_normal(shape)
+
+
+def test_near_ties_are_redrawn():
+    # first draw: every vector of z_e = 0 is equally far (1) from codes 0 and 1
+    tied_z = np.zeros((2, 3, 2, 2))
+    tied_E = np.full((5, 3), 10.0)
+    tied_E[0], tied_E[1] = [1, 0, 0], [-1, 0, 0]
+    assert vc.assignment_gap(tied_z, tied_E) == 0
+    rng = _QueuedNormals([tied_z, tied_E], np.random.default_rng(0))
+    z_e, E = vc._latent_problem(rng)
+    assert not rng.queued and E.shape == tied_E.shape
+    assert not np.array_equal(z_e, tied_z) and vc.assignment_gap(z_e, E) > vc.MIN_GAP
+
+
+def test_draws_fail_loudly_when_no_gap_is_wide_enough(monkeypatch):
+    monkeypatch.setattr(vc, "MIN_GAP", np.inf)
+    with pytest.raises(RuntimeError, match="near ties"):
+        vc._latent_problem(np.random.default_rng(0))
+    with pytest.raises(RuntimeError, match="ties"):
+        vc.draw_vq_model(np.random.default_rng(0))
+
+
 def test_straight_through_gradient_and_unpatched_codebook_loss():
     """dL/dz_e = (decoder's gradient at z_q) + 2 beta/N (z_e - z_q), and the codebook
     gradient is that of ||sg(z_e) - z_q||^2 with z_q = e_k itself."""

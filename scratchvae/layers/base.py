@@ -65,6 +65,17 @@ class Module:
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
+    def forward_cache(self):
+        """What the last ``forward`` kept for ``backward`` (``self.cache``).
+
+        Layers read their cache through this, so that a backward before any
+        forward is a clear RuntimeError instead of an error deep in the op.
+        """
+        cache = getattr(self, "cache", None)
+        if cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward: call forward first")
+        return cache
+
     # -- parameter bookkeeping -------------------------------------------------
     def named_parameters(self, prefix=""):
         for key, value in vars(self).items():

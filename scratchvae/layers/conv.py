@@ -10,6 +10,7 @@ input-gradient product and returns None.
 """
 import numpy as np
 
+from ..backend import check_int, check_rng
 from ..ops.conv import (as_pair, conv2d_backward, conv2d_forward, conv2d_init,
                         conv_transpose2d_backward, conv_transpose2d_forward,
                         conv_transpose2d_init)
@@ -21,12 +22,14 @@ class Conv2d(Module):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  bias=True, rng=None, dtype=np.float32):
-        rng = np.random.default_rng() if rng is None else rng
-        self.in_channels, self.out_channels = in_channels, out_channels
+        self.in_channels = check_int("Conv2d", "in_channels", in_channels, 1)
+        self.out_channels = check_int("Conv2d", "out_channels", out_channels, 1)
         self.kernel_size = as_pair("Conv2d", "kernel_size", kernel_size, 1)
         self.stride = as_pair("Conv2d", "stride", stride, 1)
         self.padding = as_pair("Conv2d", "padding", padding, 0)
-        W, b = conv2d_init(rng, in_channels, out_channels, self.kernel_size, dtype, bias)
+        check_rng("Conv2d", rng)
+        W, b = conv2d_init(rng, self.in_channels, self.out_channels, self.kernel_size, dtype,
+                           bias)
         self.weight = Parameter(W)
         self.bias = Parameter(b) if bias else None
         self.input_grad = True
@@ -39,7 +42,7 @@ class Conv2d(Module):
         return y
 
     def backward(self, dy):
-        dx, dW, db = conv2d_backward(dy, self.cache, need_dx=self.input_grad)
+        dx, dW, db = conv2d_backward(dy, self.forward_cache(), need_dx=self.input_grad)
         self.weight.accumulate(dW)
         if self.bias is not None:
             self.bias.accumulate(db)
@@ -56,15 +59,16 @@ class ConvTranspose2d(Module):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  output_padding=0, bias=True, rng=None, dtype=np.float32):
-        rng = np.random.default_rng() if rng is None else rng
         op = "ConvTranspose2d"
-        self.in_channels, self.out_channels = in_channels, out_channels
+        self.in_channels = check_int(op, "in_channels", in_channels, 1)
+        self.out_channels = check_int(op, "out_channels", out_channels, 1)
         self.kernel_size = as_pair(op, "kernel_size", kernel_size, 1)
         self.stride = as_pair(op, "stride", stride, 1)
         self.padding = as_pair(op, "padding", padding, 0)
         self.output_padding = as_pair(op, "output_padding", output_padding, 0)
-        W, b = conv_transpose2d_init(rng, in_channels, out_channels, self.kernel_size,
-                                     dtype, bias)
+        check_rng(op, rng)
+        W, b = conv_transpose2d_init(rng, self.in_channels, self.out_channels,
+                                     self.kernel_size, dtype, bias)
         self.weight = Parameter(W)
         self.bias = Parameter(b) if bias else None
         self.input_grad = True
@@ -77,7 +81,7 @@ class ConvTranspose2d(Module):
         return y
 
     def backward(self, dy):
-        dx, dW, db = conv_transpose2d_backward(dy, self.cache, need_dx=self.input_grad)
+        dx, dW, db = conv_transpose2d_backward(dy, self.forward_cache(), need_dx=self.input_grad)
         self.weight.accumulate(dW)
         if self.bias is not None:
             self.bias.accumulate(db)

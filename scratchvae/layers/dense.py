@@ -5,6 +5,7 @@ it back to the op. Derivations live in the op docstrings (scratchvae/ops).
 """
 import numpy as np
 
+from ..backend import check_int, check_rng
 from ..ops import activations as A
 from ..ops import shape as S
 from ..ops.linear import linear_backward, linear_forward, linear_init
@@ -15,7 +16,9 @@ class Linear(Module):
     """y = x W^T + b with W of shape (out, in), initialised as PyTorch does."""
 
     def __init__(self, in_features, out_features, bias=True, rng=None, dtype=np.float32):
-        rng = np.random.default_rng() if rng is None else rng
+        in_features = check_int("Linear", "in_features", in_features, 1)
+        out_features = check_int("Linear", "out_features", out_features, 1)
+        check_rng("Linear", rng)
         W, b = linear_init(rng, in_features, out_features, dtype, bias)
         self.in_features, self.out_features = in_features, out_features
         self.weight = Parameter(W)
@@ -29,7 +32,7 @@ class Linear(Module):
         return y
 
     def backward(self, dy):
-        dx, dW, db = linear_backward(dy, self.cache, need_dx=self.input_grad)
+        dx, dW, db = linear_backward(dy, self.forward_cache(), need_dx=self.input_grad)
         self.weight.accumulate(dW)
         if self.bias is not None:
             self.bias.accumulate(db)
@@ -52,7 +55,7 @@ class _Activation(Module):
         return y
 
     def backward(self, dy):
-        return type(self)._backward(dy, self.cache)
+        return type(self)._backward(dy, self.forward_cache())
 
     def __repr__(self):
         return f"{type(self).__name__}()"
@@ -80,7 +83,7 @@ class LeakyReLU(Module):
         return y
 
     def backward(self, dy):
-        return A.leaky_relu_backward(dy, self.cache)
+        return A.leaky_relu_backward(dy, self.forward_cache())
 
     def __repr__(self):
         return f"LeakyReLU({self.negative_slope})"
@@ -97,7 +100,7 @@ class Flatten(Module):
         return y
 
     def backward(self, dy):
-        return S.flatten_backward(dy, self.cache)
+        return S.flatten_backward(dy, self.forward_cache())
 
     def __repr__(self):
         return "Flatten()"
@@ -115,7 +118,7 @@ class Reshape(Module):
         return y
 
     def backward(self, dy):
-        return S.reshape_backward(dy, self.cache)
+        return S.reshape_backward(dy, self.forward_cache())
 
     def __repr__(self):
         return f"Reshape{self.shape}"
@@ -133,7 +136,7 @@ class Concat(Module):
         return y
 
     def backward(self, dy):
-        return S.concat_backward(dy, self.cache)
+        return S.concat_backward(dy, self.forward_cache())
 
     def __repr__(self):
         return f"Concat(axis={self.axis})"

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import losses
-from ..backend import check_float, check_shape, get_xp, to_device, to_numpy
+from ..backend import check_float, check_rng, check_shape, get_xp, to_device, to_numpy
 from ..layers import Conv2d, ConvTranspose2d, Module, Parameter, ReLU, Sequential
 from ..ops.vq import (as_rows, code_counts, codebook_loss_backward, codebook_loss_forward,
                       commitment_loss_backward, commitment_loss_forward, ema_update,
@@ -86,7 +86,6 @@ class VectorQuantizer(Module):
 
     def __init__(self, num_codes, code_dim, codebook_init_kind="uniform", ema=False,
                  decay=0.99, epsilon=1e-5, restart_after=0, rng=None, dtype=np.float32):
-        rng = np.random.default_rng() if rng is None else rng
         if num_codes < 1 or code_dim < 1:
             raise ValueError(f"VectorQuantizer: expected num_codes >= 1 and code_dim >= 1, "
                              f"got {num_codes} and {code_dim}")
@@ -100,6 +99,7 @@ class VectorQuantizer(Module):
         self.init_kind = codebook_init_kind
         self.ema, self.decay, self.epsilon = bool(ema), float(decay), float(epsilon)
         self.restart_after = int(restart_after)
+        check_rng("VectorQuantizer", rng)
         self.codebook = Parameter(codebook_init(rng, num_codes, code_dim, codebook_init_kind,
                                                 dtype))
         self.ema_count = np.zeros(num_codes)                   # c_j (float64)

@@ -5,7 +5,7 @@ Shapes: any; the output has the input's shape.
 """
 import kernels
 
-from ..backend import check_float, check_same, get_xp
+from ..backend import check_float, check_same, check_shape, get_xp
 
 
 def relu_forward(x):
@@ -25,19 +25,18 @@ def relu_backward(dy, y):
 
 
 def leaky_relu_forward(x, negative_slope=0.01):
-    """y = x if x > 0 else a x.  Caches the mask x > 0 and the slope a."""
+    """y = x if x > 0 else a x.  Caches the mask x > 0, the slope a and x's dtype."""
     check_float("LeakyReLU", "input", x)
     positive = x > 0
     y = get_xp(x).where(positive, x, negative_slope * x)
-    return y, (positive, negative_slope)
+    return y, (positive, negative_slope, x.dtype)
 
 
 def leaky_relu_backward(dy, cache):
     """dx = dy * (1 if x > 0 else a)."""
-    positive, slope = cache
-    if dy.shape != positive.shape:
-        raise ValueError(f"LeakyReLU.backward: expected upstream gradient of shape "
-                         f"{tuple(positive.shape)}, got {tuple(dy.shape)}")
+    positive, slope, dtype = cache
+    check_shape("LeakyReLU.backward", "upstream gradient", dy, positive.shape)
+    check_float("LeakyReLU.backward", "upstream gradient", dy, dtype)
     return get_xp(dy).where(positive, dy, slope * dy)
 
 

@@ -31,6 +31,7 @@ def linear_backward(dy, cache, need_dx=True):
     """
     x, W = cache
     check_shape("Linear.backward", "upstream gradient", dy, (x.shape[0], W.shape[0]))
+    check_float("Linear.backward", "upstream gradient", dy, W.dtype)
     dx = dy @ W if need_dx else None
     dW = dy.T @ x
     db = dy.sum(axis=0)

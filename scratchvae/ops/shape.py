@@ -10,7 +10,7 @@ channels-last image (see ops/conv.py) gets a channels-last gradient, so the
 elementwise backward below it (a ReLU, comparing with its channels-last
 output) and the convolution's backward see one layout and need no copy.
 """
-from ..backend import get_xp, memory_order
+from ..backend import check_shape, get_xp, memory_order
 
 
 def _in_layout(dx, order):
@@ -23,20 +23,24 @@ def _in_layout(dx, order):
 
 def flatten_forward(x):
     """(N, d1, d2, ...) -> (N, d1*d2*...).  Caches the input shape and memory order."""
-    if x.ndim < 1:
-        raise ValueError(f"Flatten: expected an input with a batch axis, "
-                         f"got shape {tuple(x.shape)}")
+    if x.ndim < 2:
+        raise ValueError(f"Flatten: expected an input (N, d1, ...) with a batch axis and at "
+                         f"least one more, got shape {tuple(x.shape)}")
     return x.reshape(x.shape[0], -1), (x.shape, memory_order(x))
 
 
 def flatten_backward(dy, cache):
     """dx = dy reshaped to the input shape (in the input's memory layout)."""
     in_shape, order = cache
+    per_sample = 1
+    for s in in_shape[1:]:
+        per_sample *= s
+    check_shape("Flatten.backward", "upstream gradient", dy, (in_shape[0], per_sample))
     return _in_layout(dy.reshape(in_shape), order)
 
 
 def reshape_forward(x, shape):
-    """(N, ...) -> (N, *shape); the batch axis is kept.  Caches the input shape."""
+    """(N, ...) -> (N, *shape); the batch axis is kept.  Caches both shapes."""
     per_sample = 1
     for s in x.shape[1:]:
         per_sample *= s
@@ -46,16 +50,19 @@ def reshape_forward(x, shape):
     if x.ndim < 1 or per_sample != target:
         raise ValueError(f"Reshape: expected an input with {target} values per sample "
                          f"to reshape to (N, {', '.join(map(str, shape))}), got shape {tuple(x.shape)}")
-    return x.reshape((x.shape[0],) + tuple(shape)), x.shape
+    out_shape = (x.shape[0],) + tuple(shape)
+    return x.reshape(out_shape), (x.shape, out_shape)
 
 
-def reshape_backward(dy, in_shape):
+def reshape_backward(dy, cache):
     """dx = dy reshaped back to the input shape."""
+    in_shape, out_shape = cache
+    check_shape("Reshape.backward", "upstream gradient", dy, out_shape)
     return dy.reshape(in_shape)
 
 
 def concat_forward(xs, axis=1):
-    """y = [x_1 | x_2 | ...] along ``axis``.  Caches the sizes along ``axis``."""
+    """y = [x_1 | x_2 | ...] along ``axis``.  Caches the sizes along ``axis`` and y's shape."""
     if not xs:
         raise ValueError("Concat: expected at least one input, got none")
     ref = xs[0]
@@ -67,18 +74,17 @@ def concat_forward(xs, axis=1):
         if x.dtype != ref.dtype:
             raise ValueError(f"Concat: expected input {i} of dtype {ref.dtype}, got {x.dtype}")
     sizes = [x.shape[axis] for x in xs]
-    return get_xp(*xs).concatenate(xs, axis=axis), (sizes, axis)
+    y = get_xp(*xs).concatenate(xs, axis=axis)
+    return y, (sizes, axis, y.shape)
 
 
 def concat_backward(dy, cache):
     """dx_k = the block of dy that x_k was copied to.  Returns a list."""
-    sizes, axis = cache
+    sizes, axis, out_shape = cache
+    check_shape("Concat.backward", "upstream gradient", dy, out_shape)
     bounds = [0]
     for s in sizes:
         bounds.append(bounds[-1] + s)
-    if dy.shape[axis] != bounds[-1]:
-        raise ValueError(f"Concat.backward: expected upstream gradient with {bounds[-1]} "
-                         f"entries along axis {axis}, got shape {tuple(dy.shape)}")
     index = [slice(None)] * dy.ndim
     out = []
     for a, b in zip(bounds[:-1], bounds[1:]):
