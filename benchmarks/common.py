@@ -18,18 +18,12 @@ def mnist_arrays():
 
 def sample_times(fn, repeats, warmup=3):
     """Wall times of ``repeats`` calls of fn() in seconds, after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
+    return sample_times_after(lambda: None, fn, repeats, warmup)
 
 
 def sample_times_after(prepare, fn, repeats, warmup=3):
-    """As :func:`sample_times`, timing fn() alone, each call after an untimed prepare()."""
+    """Wall times of ``repeats`` calls of fn() in seconds, each after an untimed
+    prepare(), following ``warmup`` untimed rounds of both."""
     for _ in range(warmup):
         prepare()
         fn()

@@ -216,6 +216,13 @@ def _add_data_args(p):
 def _cmd_train(args):
     from .train import TrainConfig, read_config, train
 
+    if args.resume:  # the run's own config; --epochs may raise the number of epochs
+        config = read_config(args.resume)
+        if args.epochs is not None:
+            config.epochs = args.epochs
+        train(config, args.resume, resume=True, progress=not args.no_progress)
+        print(f"run saved in {args.resume}")
+        return 0
     try:  # TrainConfig checks the options together (e.g. the KL schedule's flags)
         config = TrainConfig(
             model=args.model, dataset=args.dataset, epochs=args.epochs or 10,
@@ -233,15 +240,8 @@ def _cmd_train(args):
             data_dir=args.data_dir, download=args.download, use_sample=args.use_sample)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    out = args.out
-    if args.resume:
-        config = read_config(args.resume)
-        if args.epochs is not None:
-            config.epochs = args.epochs
-        out = args.resume
-    train(config, out, resume=bool(args.resume), overwrite=args.overwrite,
-          progress=not args.no_progress)
-    print(f"run saved in {out}")
+    train(config, args.out, overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"run saved in {args.out}")
     return 0
 
 

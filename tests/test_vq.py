@@ -606,3 +606,10 @@ def test_cli_train_and_evaluate_json(tmp_path, capsys):
     for key in ("test_recon", "test_mse", "perplexity", "codes_used", "test_vq_loss"):
         assert key in result
     assert 1 <= result["codes_used"] <= 16
+
+
+def test_quantizer_rejects_bad_sizes():
+    for kwargs, message in [(dict(num_codes=0, code_dim=2), "num_codes to be an int >= 1, got 0"),
+                            (dict(num_codes=4, code_dim=1.5), "code_dim to be an int >= 1, got 1.5")]:
+        with pytest.raises(ValueError, match=f"^VectorQuantizer: expected {message}$"):
+            VectorQuantizer(rng=np.random.default_rng(0), **kwargs)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import losses
-from ..backend import check_float, check_rng, check_shape, get_xp, to_device, to_numpy
+from ..backend import check_float, check_int, check_rng, check_shape, get_xp, to_device, to_numpy
 from ..layers import Conv2d, ConvTranspose2d, Module, Parameter, ReLU, Sequential
 from ..ops.vq import (as_rows, code_counts, codebook_loss_backward, codebook_loss_forward,
                       commitment_loss_backward, commitment_loss_forward, ema_update,
@@ -86,16 +86,15 @@ class VectorQuantizer(Module):
 
     def __init__(self, num_codes, code_dim, codebook_init_kind="uniform", ema=False,
                  decay=0.99, epsilon=1e-5, restart_after=0, rng=None, dtype=np.float32):
-        if num_codes < 1 or code_dim < 1:
-            raise ValueError(f"VectorQuantizer: expected num_codes >= 1 and code_dim >= 1, "
-                             f"got {num_codes} and {code_dim}")
+        num_codes = check_int("VectorQuantizer", "num_codes", num_codes, 1)
+        code_dim = check_int("VectorQuantizer", "code_dim", code_dim, 1)
         if not 0 < decay < 1:
             raise ValueError(f"VectorQuantizer: expected 0 < decay < 1, got {decay}")
         if not epsilon > 0:
             raise ValueError(f"VectorQuantizer: expected epsilon > 0, got {epsilon}")
         if restart_after < 0:
             raise ValueError(f"VectorQuantizer: expected restart_after >= 0, got {restart_after}")
-        self.num_codes, self.code_dim = int(num_codes), int(code_dim)
+        self.num_codes, self.code_dim = num_codes, code_dim
         self.init_kind = codebook_init_kind
         self.ema, self.decay, self.epsilon = bool(ema), float(decay), float(epsilon)
         self.restart_after = int(restart_after)

@@ -10,6 +10,8 @@ channels-last image (see ops/conv.py) gets a channels-last gradient, so the
 elementwise backward below it (a ReLU, comparing with its channels-last
 output) and the convolution's backward see one layout and need no copy.
 """
+import math
+
 from ..backend import check_shape, get_xp, memory_order
 
 
@@ -32,22 +34,15 @@ def flatten_forward(x):
 def flatten_backward(dy, cache):
     """dx = dy reshaped to the input shape (in the input's memory layout)."""
     in_shape, order = cache
-    per_sample = 1
-    for s in in_shape[1:]:
-        per_sample *= s
-    check_shape("Flatten.backward", "upstream gradient", dy, (in_shape[0], per_sample))
+    check_shape("Flatten.backward", "upstream gradient", dy,
+                (in_shape[0], math.prod(in_shape[1:])))
     return _in_layout(dy.reshape(in_shape), order)
 
 
 def reshape_forward(x, shape):
     """(N, ...) -> (N, *shape); the batch axis is kept.  Caches both shapes."""
-    per_sample = 1
-    for s in x.shape[1:]:
-        per_sample *= s
-    target = 1
-    for s in shape:
-        target *= s
-    if x.ndim < 1 or per_sample != target:
+    target = math.prod(shape)
+    if x.ndim < 1 or math.prod(x.shape[1:]) != target:
         raise ValueError(f"Reshape: expected an input with {target} values per sample "
                          f"to reshape to (N, {', '.join(map(str, shape))}), got shape {tuple(x.shape)}")
     out_shape = (x.shape[0],) + tuple(shape)
