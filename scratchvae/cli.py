@@ -326,7 +326,7 @@ def _cmd_gradcheck(args):
 
     results = run_checks(seed=args.seed, only=args.only)
     if not results:
-        print(f"no check matches {args.only!r}", file=sys.stderr)
+        print(f"error: no check matches {args.only!r}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=1))
@@ -345,9 +345,10 @@ def _cmd_data(args):
 
     directory, looked = data.locate_dataset(args.dataset, args.data_dir or None)
     if directory is None and not args.download:
-        print(f"{args.dataset} not found; looked in:", *looked, sep="\n  ")
+        print(f"error: {args.dataset} not found; looked in:", *looked, sep="\n  ",
+              file=sys.stderr)
         print("get it with `python -m scratchvae data --download`, or point --data-dir / "
-              "$SCRATCHVAE_DATA at a directory holding it")
+              "$SCRATCHVAE_DATA at a directory holding it", file=sys.stderr)
         return 1
     # as train --download: a failed download raises DataNotFoundError with the whole
     # report (where it looked, why nothing was downloaded, how to provide the files)

@@ -135,7 +135,9 @@ def idx_decode(raw, source="<bytes>", expect_magic=None):
     if len(raw) != expected:
         what = "truncated" if len(raw) < expected else "has trailing bytes"
         raise DataError(f"{source}: {what}: header says shape {dims} of {dtype.newbyteorder('=')} "
-                        f"= {expected} bytes in all, the (decompressed) file has {len(raw)}")
+                        f"= {expected} bytes in all, the (decompressed) file has {len(raw)}. "
+                        f"The file is damaged (a copy or download cut short?); replace or "
+                        f"delete it")
     flat = np.frombuffer(raw, dtype=dtype, offset=header_len)
     return flat.astype(dtype.newbyteorder("="), copy=True).reshape(dims)
 

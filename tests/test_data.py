@@ -615,6 +615,28 @@ def test_truncated_gzip_says_how_to_fix_it(tmp_path, tiny):
         data.load_dataset("mnist", data_dir=directory, log=None)
 
 
+def test_truncated_raw_file_says_how_to_fix_it(tmp_path, tiny):
+    directory = tiny(tmp_path / "d")
+    packed = directory / "t10k-labels-idx1-ubyte.gz"
+    raw = directory / "t10k-labels-idx1-ubyte"
+    raw.write_bytes(gzip.decompress(packed.read_bytes())[:-3])
+    packed.unlink()
+    with pytest.raises(DataError, match=r"(?s)t10k-labels-idx1-ubyte: truncated: .*"
+                                        r"; replace or delete it"):
+        data.load_dataset("mnist", data_dir=directory, log=None)
+
+
+def test_cli_data_not_found_is_an_error_on_stderr(tmp_path, capsys):
+    from scratchvae.cli import main
+
+    assert main(["data", "--data-dir", str(tmp_path / "none")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("error: mnist not found; looked in:")
+    for needle in (str(tmp_path / "none"), "--download", "SCRATCHVAE_DATA"):
+        assert needle in captured.err, needle
+
+
 def test_cli_data_download_failure_says_where_it_looked_and_what_to_do(tmp_path, tiny,
                                                                        monkeypatch, capsys):
     from scratchvae.cli import main
