@@ -39,8 +39,8 @@ def worker(which, threads, repeats):
     rng = np.random.default_rng(0)
     out = {}
     if which == "torch":
-        import torch
-        torch.set_num_threads(threads)
+        from benchmarks.common import import_torch
+        torch = import_torch(threads)
     else:
         from scratchvae.layers import Conv2d, ConvTranspose2d
     for kind, ci, co, side in LAYERS:

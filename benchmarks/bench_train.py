@@ -41,6 +41,7 @@ BATCH = 128
 #: the environment as this script found it, for every worker: importing scratchvae
 #: here (main does, for the VQ defaults) sets OMP_WAIT_POLICY=PASSIVE in os.environ,
 #: and a PyTorch worker inheriting it would run its OpenMP pool passive, and slower
+#: (for the same reason a worker imports PyTorch before scratchvae: worker_main)
 WORKER_ENV = dict(os.environ)
 
 
@@ -71,11 +72,11 @@ def worker_ours(model_name, steps):
 
 
 def worker_torch(model_name, steps, threads):
-    import torch
+    from benchmarks.common import import_torch
+    torch = import_torch(threads)     # first: before anything of scratchvae
     from benchmarks.torch_models import MODELS
     from scratchvae import data
 
-    torch.set_num_threads(threads)
     torch.manual_seed(0)
     (xtr, ytr), _ = mnist_arrays()
     model = MODELS[model_name]()
@@ -112,11 +113,11 @@ def _twin_options(model_name, options):
 
 
 def worker_torch_quality(model_name, epochs, threads, seed=0, options=None):
-    import torch
+    from benchmarks.common import import_torch
+    torch = import_torch(threads)     # first: before anything of scratchvae
     from benchmarks.torch_models import MODELS
     from scratchvae import data
 
-    torch.set_num_threads(threads)
     torch.manual_seed(seed)
     (xtr, ytr), (xte, yte) = mnist_arrays()
     model = MODELS[model_name](**_twin_options(model_name, options))
@@ -178,6 +179,22 @@ def _quality_row(model_name, name, res):
     return [name, *metric, f"{mean_epoch:.2f}", f"{res['peak_rss_mb']:.0f}"]
 
 
+def worker_main(argv):
+    """``--worker KIND MODEL N [THREADS [SEED [OPTIONS]]]``: one measurement, printed
+    as a JSON line. Nothing of scratchvae is imported before the worker's own
+    imports, so that a PyTorch worker imports PyTorch first."""
+    kind, model, n = argv[0], argv[1], int(argv[2])
+    threads = int(argv[3]) if len(argv) > 3 else 1
+    seed = int(argv[4]) if len(argv) > 4 else 0   # quality runs only
+    options = json.loads(argv[5]) if len(argv) > 5 else None
+    result = {"ours": lambda: worker_ours(model, n),
+              "torch": lambda: worker_torch(model, n, threads),
+              "ours-quality": lambda: worker_ours_quality(model, n, seed, options),
+              "torch-quality": lambda: worker_torch_quality(model, n, threads, seed,
+                                                            options)}[kind]()
+    print(json.dumps(result))
+
+
 def main():
     from benchmarks.common import cpu_info, save_table, threads_in_use
     from scratchvae.models.vq_vae import CODEBOOK_INITS, DEFAULTS as VQ
@@ -194,25 +211,11 @@ def main():
     parser.add_argument("--vq-restart", type=int, default=VQ["restart_after"], metavar="R",
                         help="vq-vae quality runs: restart codes unused R steps (0: off)")
     parser.add_argument("--no-torch", action="store_true")
-    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rounds < 0 or args.epochs < 0 or args.vq_restart < 0:
         parser.error("--rounds, --epochs and --vq-restart must be >= 0")
     if not args.rounds and not args.epochs:
         parser.error("nothing to measure: --rounds 0 needs --epochs N")
-
-    if args.worker:
-        kind, model, n = args.worker[0], args.worker[1], int(args.worker[2])
-        threads = int(args.worker[3]) if len(args.worker) > 3 else 1
-        seed = int(args.worker[4]) if len(args.worker) > 4 else 0   # quality runs only
-        options = json.loads(args.worker[5]) if len(args.worker) > 5 else None
-        result = {"ours": lambda: worker_ours(model, n),
-                  "torch": lambda: worker_torch(model, n, threads),
-                  "ours-quality": lambda: worker_ours_quality(model, n, seed, options),
-                  "torch-quality": lambda: worker_torch_quality(model, n, threads, seed,
-                                                                options)}[kind]()
-        print(json.dumps(result))
-        return
 
     try:
         import torch  # noqa: F401
@@ -279,4 +282,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--worker"]:
+        worker_main(sys.argv[2:])
+    else:
+        main()

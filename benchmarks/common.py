@@ -36,6 +36,24 @@ def sample_times_after(prepare, fn, repeats, warmup=3):
     return times
 
 
+def import_torch(threads):
+    """PyTorch, set to ``threads`` threads, for a process that times PyTorch.
+
+    Refuses when scratchvae is already imported: scratchvae sets
+    OMP_WAIT_POLICY=PASSIVE, and a PyTorch imported after it runs its OpenMP
+    pool passive, which made its training steps 1.5-2x slower on this machine
+    (the fifth session's bench_train.py did this, unnoticed, in its workers).
+    """
+    import sys
+    if "scratchvae" in sys.modules:
+        raise RuntimeError("import PyTorch before scratchvae in a process that times PyTorch: "
+                           "scratchvae sets OMP_WAIT_POLICY=PASSIVE, which slows PyTorch's "
+                           "OpenMP threads")
+    import torch
+    torch.set_num_threads(threads)
+    return torch
+
+
 def torch_or_none():
     try:
         import torch

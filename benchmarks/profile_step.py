@@ -52,12 +52,12 @@ def _leaf_layers(module, prefix):
 def profile_torch(model_name, steps, warmup, threads):
     """The PyTorch twin's step under torch.profiler: mean ms per step of each
     aten op (self time), the largest first."""
-    import torch
+    from benchmarks.common import import_torch
+    torch = import_torch(threads)
     from torch.profiler import ProfilerActivity, profile
 
     from benchmarks.torch_models import MODELS
 
-    torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = MODELS[model_name]()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -1,0 +1,55 @@
+"""Processes that time PyTorch import it before anything of scratchvae.
+
+scratchvae sets OMP_WAIT_POLICY=PASSIVE when imported; a PyTorch imported after
+that runs its OpenMP pool passive and trains 1.5-2x slower on the project's
+machine (a benchmark fault of the fifth session, benchmarks/RESULTS.md). Each
+script below is run as ``__main__`` in a fresh interpreter with
+``benchmarks.common.import_torch`` replaced by a probe that reports whether
+scratchvae was already imported, then stops the script. No PyTorch needed.
+"""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+PROBE = """
+import runpy, sys
+sys.path.insert(0, {root!r})
+import benchmarks.common as common
+
+def probe(threads):
+    print("scratchvae imported before PyTorch:", "scratchvae" in sys.modules)
+    sys.exit(0)
+
+common.import_torch = probe
+sys.argv = {argv!r}
+runpy.run_path({script!r}, run_name="__main__")
+print("the script never asked for PyTorch")
+"""
+
+
+@pytest.mark.parametrize("script,args", [
+    ("bench_train.py", ["--worker", "torch", "conv-vae", "1", "2"]),
+    ("bench_train.py", ["--worker", "torch-quality", "vq-vae", "1", "2", "0",
+                        '{"vq_init": "uniform", "vq_restart": 0}']),
+    ("bench_conv_layers.py", ["--worker", "torch", "2", "1"]),
+    ("profile_step.py", ["--torch"]),
+])
+def test_pytorch_is_imported_before_scratchvae(script, args):
+    path = os.path.join(ROOT, "benchmarks", script)
+    code = PROBE.format(root=ROOT, argv=[path, *args], script=path)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "scratchvae imported before PyTorch: False", result.stdout
+
+
+def test_import_torch_refuses_after_scratchvae():
+    import scratchvae  # noqa: F401  (already imported by the test session, surely)
+    from benchmarks.common import import_torch
+
+    with pytest.raises(RuntimeError, match="import PyTorch before scratchvae"):
+        import_torch(1)
