@@ -106,7 +106,7 @@ def worker(engine, model_name, seed, epochs):
 def main():
     from benchmarks.common import cpu_info, save_table
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="mlp-vae", choices=MODELS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[10, 11, 12, 13, 14, 15])
     parser.add_argument("--epochs", type=int, default=10)

@@ -87,7 +87,7 @@ def profile_torch(model_name, steps, warmup, threads):
 def main():
     from benchmarks.common import cpu_info, save_table
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="conv-vae", choices=["mlp-vae", "conv-vae", "vq-vae"])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)

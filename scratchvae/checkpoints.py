@@ -98,15 +98,26 @@ def append_jsonl(path, record):
 
 
 def read_jsonl(path):
-    """All complete records of a JSON-lines file (a torn last line is ignored)."""
+    """All complete records of a JSON-lines file (a torn last line is ignored).
+
+    A complete line that is not a JSON object raises :class:`CheckpointError`
+    naming the file and line: the file was damaged otherwise than by a crash.
+    """
     if not os.path.exists(path):
         return []
     records = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
             if not line.endswith("\n"):
                 break  # an append cut short by a crash
-            records.append(json.loads(line))
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                record = e
+            if not isinstance(record, dict):
+                raise CheckpointError(f"{path}, line {number}: not a JSON object ({record}); "
+                                      f"the file is damaged")
+            records.append(record)
     return records
 
 
@@ -167,11 +178,16 @@ def load_checkpoint(path):
         raise CheckpointError(f"checkpoint {path} has an unreadable header: {e}") from None
     model_state = {k[len("model/"):]: v for k, v in data.items() if k.startswith("model/")}
     optim_state = {}
-    for key, desc in header["optim"].items():
-        if "list" in desc:
-            optim_state[key] = [data.get(f"optim/{key}/{i}") for i in range(desc["list"])]
-        elif "array" in desc:
-            optim_state[key] = data[f"optim/{key}"]
-        else:
-            optim_state[key] = desc["value"]
-    return model_state, optim_state, header["meta"]
+    try:
+        for key, desc in header["optim"].items():
+            if "list" in desc:
+                optim_state[key] = [data.get(f"optim/{key}/{i}") for i in range(desc["list"])]
+            elif "array" in desc:
+                optim_state[key] = data[f"optim/{key}"]
+            else:
+                optim_state[key] = desc["value"]
+        meta = header["meta"]
+    except (KeyError, TypeError, AttributeError) as e:   # an entry the header lists is gone
+        raise CheckpointError(f"checkpoint {path} is incomplete: its header lists an entry "
+                              f"the file does not hold ({type(e).__name__}: {e})") from None
+    return model_state, optim_state, meta

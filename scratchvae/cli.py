@@ -7,6 +7,7 @@ clear ``error: ...`` message on stderr and exits with code 1.
 """
 import argparse
 import json
+import os
 import sys
 
 
@@ -39,6 +40,13 @@ def _fraction(text):
         raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 (both "
                                          f"excluded), got {text!r}")
     return value
+
+
+def _png_path(text):
+    """An argparse type: an output file name ending in .png (figures are PNG)."""
+    if not text.lower().endswith(".png"):
+        raise argparse.ArgumentTypeError(f"expected a file name ending in .png, got {text!r}")
+    return text
 
 
 class UsageError(Exception):
@@ -152,7 +160,8 @@ def build_parser():
     s.add_argument("--n", type=_positive_int, default=64,
                    help="number of images (without --label for a conditional model: "
                         "ceil(n / classes) per class); default 64")
-    s.add_argument("--out", default="samples.png", metavar="PNG", help="output file")
+    s.add_argument("--out", type=_png_path, default="samples.png", metavar="PNG",
+                   help="output file")
     s.add_argument("--seed", type=_nonneg_int, default=0)
     s.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
 
@@ -213,16 +222,54 @@ def _add_data_args(p):
                        help="use the small MNIST sample bundled with the package")
 
 
+#: what ``train --resume DIR`` may be given besides DIR: the rest is DIR's config.json
+RESUME_OPTIONS = ("command", "resume", "epochs", "no_progress")
+
+
+def _given_options(args, parser):
+    """The option strings of the options whose destination holds a value other than
+    its default. Where flags share a destination (--download and --offline), the
+    one whose constant is the value."""
+    given = []
+    for action in parser._actions:
+        if not action.option_strings or action.dest not in vars(args):
+            continue
+        value = getattr(args, action.dest)
+        if value == parser.get_default(action.dest):
+            continue
+        if action.nargs == 0 and action.const is not None and value != action.const:
+            continue   # a flag of the same destination set it
+        given.append(action.option_strings[0])
+    return given
+
+
 def _cmd_train(args):
+    from . import checkpoints as ckpt
     from .train import TrainConfig, read_config, train
 
+    parser = args.command_parser
     if args.resume:  # the run's own config; --epochs may raise the number of epochs
+        ignored = [o for o in _given_options(args, parser)
+                   if o.lstrip("-").replace("-", "_") not in RESUME_OPTIONS]
+        if ignored:
+            raise UsageError(f"--resume continues {args.resume} with the configuration saved "
+                             f"there; {', '.join(ignored)} cannot change it (only --epochs "
+                             f"and --no-progress go with --resume)")
         config = read_config(args.resume)
         if args.epochs is not None:
             config.epochs = args.epochs
+        done = int(ckpt.load_checkpoint(args.resume)[2]["epoch"])
+        if config.epochs <= done:
+            raise UsageError(f"the run in {args.resume} has trained {done} of "
+                             f"{config.epochs} epochs: nothing to continue; pass --epochs N "
+                             f"with N > {done}")
         train(config, args.resume, resume=True, progress=not args.no_progress)
         print(f"run saved in {args.resume}")
         return 0
+    vq_options = [o for o in _given_options(args, parser) if o.startswith("--vq-")]
+    if vq_options and args.model != "vq-vae":
+        raise UsageError(f"{', '.join(vq_options)}: options of the vq-vae model, but --model "
+                         f"is {args.model}")
     try:  # TrainConfig checks the options together (e.g. the KL schedule's flags)
         config = TrainConfig(
             model=args.model, dataset=args.dataset, epochs=args.epochs or 10,
@@ -254,6 +301,7 @@ def _cmd_evaluate(args):
         try:
             classifier = load_classifier(args.classifier, args.device)
         except ValueError as e:
+            _reraise_failed_run(e)
             print(f"error: {e}", file=sys.stderr)
             return 2
         config, model, _ = load_run(args.checkpoint, device=args.device)
@@ -380,7 +428,8 @@ def _add_figure_parsers(sub):
     p.add_argument("--run", required=True, nargs="+", action="extend", metavar="DIR",
                    help="run directory (several for curves, latent-dim, traversals, "
                         "reconstructions)")
-    p.add_argument("--out", default=None, metavar="PNG", help="output file (default NAME.png)")
+    p.add_argument("--out", type=_png_path, default=None, metavar="PNG",
+                   help="output file (default NAME.png)")
     p.add_argument("--label", type=_nonneg_int, default=None, metavar="K",
                    help="cvae: draw only class K")
     p.add_argument("--n", type=_positive_int, default=64, help="samples: number of images")
@@ -413,6 +462,16 @@ def _add_figure_parsers(sub):
     r.add_argument("--progress", action="store_true", help="progress bar of the IW-NLL")
 
 
+def _reraise_failed_run(e):
+    """Re-raise an unreadable run or data set (exit 1, in :func:`main`); the other
+    ValueErrors of plot, report and evaluate --classifier are a request the run
+    cannot serve (e.g. a 2-D latent plot of a Z=10 run): exit 2."""
+    from .checkpoints import CheckpointError
+    from .data import DataError
+    if isinstance(e, (CheckpointError, DataError)):
+        raise e
+
+
 def _cmd_plot(args):
     from .plots import plot_runs
 
@@ -421,6 +480,7 @@ def _cmd_plot(args):
         plot_runs(args.name, args.run, out, seed=args.seed, label=args.label, n=args.n,
                   index=args.index, images=args.images, title=args.title)
     except ValueError as e:
+        _reraise_failed_run(e)
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{args.name} saved to {out}")
@@ -436,6 +496,7 @@ def _cmd_report(args):
                             figures=args.figures, seed=args.seed, device=args.device,
                             log=lambda *a: print(*a, file=sys.stderr), progress=args.progress)
     except ValueError as e:
+        _reraise_failed_run(e)
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(markdown_table(rows))
@@ -450,6 +511,7 @@ COMMANDS["report"] = _cmd_report
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_parser = parser.command_parsers[args.command]
     from .checkpoints import CheckpointError
     from .data import DataError, DataNotFoundError
     from .train import DeviceUnavailable, TrainingDiverged
@@ -468,3 +530,6 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint written is intact", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (`... | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 1

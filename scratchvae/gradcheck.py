@@ -179,6 +179,9 @@ def check_op(name, forward, backward, inputs, grad_names, *, rng, **kwargs):
     analytic = backward(get_xp(out).asarray(G), cache)
     if not isinstance(analytic, tuple):
         analytic = (analytic,)
+    if len(analytic) != len(grad_names):   # a dropped gradient must not go unchecked
+        raise ValueError(f"check_op {name}: backward returned {len(analytic)} gradients, "
+                         f"expected {len(grad_names)} ({', '.join(map(str, grad_names))})")
     arrays, grads = {}, {}
     for key, g in zip(grad_names, analytic):
         if key is not None:
@@ -189,11 +192,15 @@ def check_op(name, forward, backward, inputs, grad_names, *, rng, **kwargs):
 def check_module(name, module, x, *, rng, **kwargs):
     """Gradient check of a Module w.r.t. its input and every parameter.
 
-    L = sum(module(x) * G) for a fixed random G; ``module.backward(G)`` must
+    L = sum(module(x) * G) for a fixed random G (laid out in memory as the
+    output is); ``module.backward(G)`` must
     return dL/dx and accumulate dL/dparam into each ``Parameter.grad``.
     """
     out = module.forward(x)
-    G = rng.standard_normal(out.shape)
+    # dL/dout in out's memory layout (channels-last after a convolution), as the
+    # next layer hands it back in training: backward's fast paths are what is checked
+    G = np.empty_like(to_numpy(out))
+    G[...] = rng.standard_normal(out.shape)
 
     def loss_fn():
         return float(np.sum(to_numpy(module.forward(x)) * G))

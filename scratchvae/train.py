@@ -123,6 +123,9 @@ class TrainConfig:
                            self.capacity_steps, self.capacity_gamma)
             except ValueError as e:
                 problems.append(str(e))
+        if self.use_sample and self.dataset not in data_mod.SAMPLES:
+            problems.append(f"use_sample: the package bundles a sample of "
+                            f"{', '.join(data_mod.SAMPLES)} only, not of {self.dataset}")
         if self.download not in ("auto", "yes", "no"):
             problems.append(f"download must be auto, yes or no, got {self.download!r}")
         if problems:
@@ -143,9 +146,24 @@ def read_config(run_dir):
     path = os.path.join(run_dir, ckpt.CONFIG)
     saved = ckpt.read_json(path)
     try:
-        return TrainConfig.from_dict(saved)
+        config = TrainConfig.from_dict(saved)
     except (ValueError, TypeError) as e:  # TypeError: not a JSON object
         raise ckpt.CheckpointError(f"{path} is not a usable training configuration: {e}") from None
+    if config.model not in DEFAULT_LATENT_DIM:
+        raise ckpt.CheckpointError(f"{path}: unknown model {config.model!r}; expected one of "
+                                   f"{', '.join(sorted(DEFAULT_LATENT_DIM))}")
+    return config
+
+
+def restore_state(target, state, path, run_dir):
+    """``target.load_state_dict(state)`` (a model or an optimizer), its refusal of a
+    state that does not fit raised as a CheckpointError naming the checkpoint."""
+    try:
+        target.load_state_dict(state)
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        raise ckpt.CheckpointError(
+            f"checkpoint {path} does not fit the {type(target).__name__} that "
+            f"{os.path.join(run_dir, ckpt.CONFIG)} describes: {e}") from None
 
 
 # --------------------------------------------------------------------------
@@ -210,10 +228,12 @@ def load_data(config, log=print, progress=True, allow_sample=False):
 def recorded_config(config, ds):
     """``config`` as a run saves it: ``use_sample`` says whether the data set ``ds``
     actually loaded is the bundled sample (true after a fall-back) and ``data_dir``
-    is absolute, so that evaluate and --resume load the same data from anywhere."""
+    is the absolute directory the full set was loaded from, however it was found
+    (--data-dir, $SCRATCHVAE_DATA, the cache, ...), so that evaluate and --resume
+    load the same data from anywhere, in any environment."""
     return dataclasses.replace(
         config, use_sample=ds.is_sample,
-        data_dir=os.path.abspath(config.data_dir) if config.data_dir else "")
+        data_dir="" if ds.is_sample else os.path.abspath(ds.source))
 
 
 def seed_sequences(seed):
@@ -297,8 +317,8 @@ def train(config, out_dir, resume=False, overwrite=False, progress=True, log=pri
     start_epoch = 0
     if resume:
         model_state, optim_state, meta = ckpt.load_checkpoint(ckpt_path)
-        model.load_state_dict(model_state)
-        optimizer.load_state_dict(optim_state)
+        restore_state(model, model_state, ckpt_path, out_dir)
+        restore_state(optimizer, optim_state, ckpt_path, out_dir)
         shuffle_rng.bit_generator.state = meta["shuffle_rng"]
         noise_rng.bit_generator.state = meta["noise_rng"]
         start_epoch = int(meta["epoch"])
@@ -375,9 +395,10 @@ def load_run(run_dir, device="cpu"):
     """Rebuild a trained model from ``run_dir`` (config.json + checkpoint.npz)."""
     config = read_config(run_dir)
     config.device = device
-    model_state, _, meta = ckpt.load_checkpoint(os.path.join(run_dir, ckpt.CHECKPOINT))
+    path = os.path.join(run_dir, ckpt.CHECKPOINT)
+    model_state, _, meta = ckpt.load_checkpoint(path)
     model = make_model(config, np.random.default_rng(0))
-    model.load_state_dict(model_state)
+    restore_state(model, model_state, path, run_dir)
     model.to(array_module(device))
     return config, model, meta
 

@@ -6,6 +6,7 @@ import pytest
 import scratchvae.checks_conv as checks_conv
 import scratchvae.layers.conv as conv_layers
 from kernels import im2col as K
+from kernels._dispatch import ENV_VAR
 from scratchvae import checks
 from scratchvae.checks_conv import CONV_CHECKS, conv_checks
 from scratchvae.gradcheck import check_op
@@ -22,6 +23,14 @@ except ImportError:  # torch is only a test/benchmark aid
     torch = None
 
 needs_torch = pytest.mark.skipif(torch is None, reason="torch not installed")
+
+
+@pytest.fixture(autouse=True)
+def _auto_dispatch(monkeypatch):
+    """The default dispatch whatever $SCRATCHVAE_KERNELS the shell exports: with
+    "reference" exported, kernel-vs-reference tests would compare the reference with
+    itself. Tests that want the reference set it themselves."""
+    monkeypatch.delenv(ENV_VAR, raising=False)
 
 
 # --------------------------------------------------------------------------
@@ -382,6 +391,7 @@ def test_need_dx_false_skips_only_dx():
         dy, cache, need_dx=False)
     assert partial[0] is None
     np.testing.assert_array_equal(full[1], partial[1])
+    np.testing.assert_array_equal(full[2], partial[2])
 
 
 def test_reference_kernels_give_identical_results(monkeypatch):

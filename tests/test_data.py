@@ -718,3 +718,24 @@ def test_a_run_on_the_full_set_records_its_data_dir_and_never_falls_back(tmp_pat
     shutil.rmtree(tmp_path / "data")
     with pytest.raises(DataNotFoundError, match="trained on the full mnist set"):
         evaluate_run(str(run), log=_quiet)
+
+
+def test_a_run_records_the_directory_its_data_came_from_however_it_was_found(
+        tmp_path, tiny, monkeypatch):
+    """Found through $SCRATCHVAE_DATA, not --data-dir: config.json still names the
+    directory, so the run evaluates without the variable."""
+    import json
+
+    from scratchvae.train import TrainConfig, evaluate_run, train
+
+    tiny(tmp_path / "data")
+    monkeypatch.setenv("SCRATCHVAE_DATA", str(tmp_path / "data"))
+    run = tmp_path / "run"
+    history = train(TrainConfig(**{**RUN, "batch_size": 8, "eval_batch_size": 10}), str(run),
+                    progress=False, log=_quiet)
+    config = json.loads((run / "config.json").read_text())
+    assert config["use_sample"] is False and os.path.samefile(config["data_dir"],
+                                                              tmp_path / "data")
+    monkeypatch.delenv("SCRATCHVAE_DATA")
+    assert evaluate_run(str(run), log=_quiet)["test_nelbo"] == pytest.approx(
+        history[-1]["test_nelbo"], rel=1e-12)

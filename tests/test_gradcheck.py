@@ -143,6 +143,17 @@ def test_wrong_scale_is_caught():
     assert result.errors["W"] < 1e-7  # the correct parts still pass
 
 
+def test_op_check_requires_every_named_gradient():
+    rng = np.random.default_rng(0)
+
+    def forgets_db(dy, cache):
+        return linear_backward(dy, cache)[:2]
+
+    with pytest.raises(ValueError, match=r"backward returned 2 gradients, expected 3 \(x, W, b\)"):
+        check_op("Linear without db", linear_forward, forgets_db, _linear_inputs(rng),
+                 ["x", "W", "b"], rng=rng)
+
+
 def test_missing_term_in_kl_is_caught():
     rng = np.random.default_rng(0)
 
@@ -190,6 +201,19 @@ def test_wrong_relu_kernel_is_caught(monkeypatch):
     assert _channels_last_check("ReLU", ReLU(), np.random.default_rng(0)).passed
     monkeypatch.setattr(A.kernels, "relu_backward", lambda dy, y: dy * 1.0)   # no mask
     assert not _channels_last_check("ReLU", ReLU(), np.random.default_rng(0)).passed
+
+
+def test_channels_last_relu_check_runs_the_relu_kernel(monkeypatch):
+    """The catalogue's "ReLU (channels-last input)" check hands backward a gradient in
+    the output's layout, so the one-pass kernel (not the mixed-layout fallback) runs."""
+    import kernels.relu as K
+    from scratchvae.checks import run_checks
+    calls = []
+    kernel = K._relu_backward_cpu
+    monkeypatch.setattr(K, "_relu_backward_cpu", lambda *a: (calls.append(1), kernel(*a)))
+    monkeypatch.delenv("SCRATCHVAE_KERNELS", raising=False)
+    [result] = run_checks(only="ReLU (channels-last input)")
+    assert result.passed and calls
 
 
 def test_flatten_backward_in_the_wrong_order_is_caught(monkeypatch):

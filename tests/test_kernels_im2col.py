@@ -6,9 +6,17 @@ import numpy as np
 import pytest
 
 from kernels import im2col as K
+from kernels._dispatch import ENV_VAR
 from kernels.im2col import col2im, col2im_reference, im2col, im2col_reference
 from cudasim import run_under_cudasim
 
+
+@pytest.fixture(autouse=True)
+def _auto_dispatch(monkeypatch):
+    """The default dispatch whatever $SCRATCHVAE_KERNELS the shell exports: with
+    "reference" exported, kernel-vs-reference tests would compare the reference with
+    itself. Tests that want the reference set it themselves."""
+    monkeypatch.delenv(ENV_VAR, raising=False)
 
 
 def _random_configs(rng, count):

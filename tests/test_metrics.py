@@ -57,13 +57,16 @@ def test_iw_nll_is_not_above_the_negative_elbo_on_average():
 def test_k1_estimate_equals_negative_elbo_in_expectation():
     rng = np.random.default_rng(5)
     model, W, b = _linear_gaussian(rng)
+    # posteriors narrower than the prior (logvar about -2), as in a trained model: log q
+    # then differs clearly from log p, so a wrong log q(z|x) moves the K = 1 estimate
+    model.encoder[1].bias.data[Z:] -= 2.0
     x = rng.standard_normal((400, 1, 1, D))
     nelbo = [model.test_metrics(x, rng=np.random.default_rng(s))["test_nelbo"] for s in range(50)]
     iw1 = [iw_nll(model, x, k=1, rng=np.random.default_rng(100 + s))["iw_nll"] for s in range(50)]
     # K = 1 estimates the same expectation with a sampled KL instead of the analytic one
     se = np.sqrt(np.var(nelbo) / 50 + np.var(iw1) / 50)
     assert abs(np.mean(iw1) - np.mean(nelbo)) < 4 * se
-    assert se < 0.2  # the comparison has power: 4 SE is under 1% of the value
+    assert 4 * se < 0.01 * np.mean(nelbo)  # the comparison has power: 4 SE is under 1%
 
 
 def test_log_mean_exp_is_stable_and_chunk_invariant():

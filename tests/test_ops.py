@@ -251,10 +251,20 @@ def test_sequential_backward_runs_in_reverse():
                      Linear(4, 2, rng=rng, dtype=np.float64))
     x = rng.standard_normal((5, 3))
     out = net.forward(x)
-    dx = net.backward(np.ones_like(out))
-    assert dx.shape == x.shape
+    dy = rng.standard_normal(out.shape)
+    dx = net.backward(dy)
     assert [name for name, _ in net.named_parameters()] == [
         "layers.0.weight", "layers.0.bias", "layers.2.weight", "layers.2.bias"]
+    # the chain written out by hand: last layer first
+    (W1, b1), (W2, b2) = ((lin.weight.data, lin.bias.data) for lin in (net[0], net[2]))
+    h = x @ W1.T + b1
+    r = np.maximum(h, 0)
+    dr = dy @ W2
+    dh = dr * (h > 0)
+    np.testing.assert_allclose(dx, dh @ W1, rtol=1e-12)
+    np.testing.assert_allclose(net[2].weight.grad, dy.T @ r, rtol=1e-12)
+    np.testing.assert_allclose(net[0].weight.grad, dh.T @ x, rtol=1e-12)
+    np.testing.assert_allclose(net[0].bias.grad, dh.sum(0), rtol=1e-12)
 
 
 def test_linear_forward_is_functional():

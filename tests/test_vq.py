@@ -91,8 +91,13 @@ def test_ties_go_to_the_lowest_index(impl):
     codebook = np.array([[3.0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]])
     idx, sq = find(np.zeros((2, 2)), codebook)
     assert idx.tolist() == [1, 1] and sq.tolist() == [1.0, 1.0]
-    idx, _ = find(np.array([[0.0, 0.5]]), codebook[::-1].copy())   # reversed: lowest wins again
-    assert idx.tolist() == [1]
+    # z = (1/2, 1/2) is exactly equidistant from (1, 0) and (0, 1), at indices 1 and 3;
+    # with the codebook reversed they sit at 3 and 1: the lower index wins both times
+    z = np.array([[0.5, 0.5]])
+    idx, sq = find(z, codebook)
+    assert idx.tolist() == [1] and sq.tolist() == [0.5]
+    idx, sq = find(z, codebook[::-1].copy())
+    assert idx.tolist() == [1] and sq.tolist() == [0.5]
 
 
 def test_near_ties_agree_between_kernel_and_reference():
