@@ -273,11 +273,19 @@ def run_files(out_dir):
             if os.path.exists(os.path.join(out_dir, name))]
 
 
-def _diverged(what, epoch, out_dir):
-    """The message of :class:`TrainingDiverged`: what went wrong, what is kept."""
-    return (f"training stopped: {what}. The last good checkpoint (epoch {epoch - 1}) is kept "
-            f"in {out_dir}" + ("" if epoch > 1 else " (none was written yet)")
-            + ". Try a smaller --lr or --clip-grad-norm.")
+def _diverged(what, epoch, out_dir, created):
+    """The :class:`TrainingDiverged` to raise: what went wrong, what is kept. Before
+    the first epoch is written, a directory this call created (still empty) goes."""
+    if epoch > 1:
+        kept = f"The last good checkpoint (epoch {epoch - 1}) is kept in {out_dir}"
+    elif created:
+        with contextlib.suppress(OSError):   # rmdir removes only an empty directory
+            os.rmdir(out_dir)
+        kept = f"Nothing was written: {out_dir} is not created"
+    else:
+        kept = f"Nothing of this run was written: {out_dir} is as it was"
+    return TrainingDiverged(f"training stopped: {what}. {kept}. Try a smaller --lr or "
+                            f"--clip-grad-norm.")
 
 
 def _non_finite(state, record):
@@ -305,6 +313,7 @@ def train(config, out_dir, resume=False, overwrite=False, progress=True, log=pri
             f"--overwrite (overwrite=True) to replace it")
     xp = array_module(config.device)
     retain_freed_memory()  # reuse the step's large temporaries (see backend)
+    created = not os.path.isdir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     metrics_path = os.path.join(out_dir, ckpt.METRICS)
     ckpt_path = os.path.join(out_dir, ckpt.CHECKPOINT)
@@ -352,8 +361,8 @@ def train(config, out_dir, resume=False, overwrite=False, progress=True, log=pri
             value = float(loss)
             if not math.isfinite(value):
                 bar.close()
-                raise TrainingDiverged(_diverged(
-                    f"the loss became {value} at epoch {epoch}, step {step + 1}", epoch, out_dir))
+                raise _diverged(f"the loss became {value} at epoch {epoch}, step {step + 1}",
+                                epoch, out_dir, created)
             model.backward()
             if config.clip_grad_norm:
                 clip_grad_norm(model.parameters(), config.clip_grad_norm)
@@ -371,9 +380,8 @@ def train(config, out_dir, resume=False, overwrite=False, progress=True, log=pri
         bad = _non_finite(state, record)
         if bad:  # e.g. an infinite gradient in the last step: the loss never saw it
             shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-            raise TrainingDiverged(_diverged(
-                f"{shown} became NaN or infinite in epoch {epoch} (the loss stayed finite: "
-                f"a gradient overflowed?)", epoch, out_dir))
+            raise _diverged(f"{shown} became NaN or infinite in epoch {epoch} (the loss "
+                            f"stayed finite: a gradient overflowed?)", epoch, out_dir, created)
         if epoch == start_epoch + 1:  # the first epoch this call writes
             for name in held:  # --overwrite: only now does the old run go, checkpoint first
                 with contextlib.suppress(FileNotFoundError):

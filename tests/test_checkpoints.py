@@ -66,7 +66,8 @@ def test_overwrite_keeps_the_old_run_until_the_first_epoch_is_written(tmp_path, 
     before = _files(run)
     # the new run stops in its first epoch: the old run is untouched
     monkeypatch.setattr(VAE, "loss", _nan_loss_at(3))
-    with pytest.raises(TrainingDiverged):
+    with pytest.raises(TrainingDiverged, match=f"Nothing of this run was written: {run} is "
+                                               f"as it was"):
         train(TrainConfig(**{**TINY, "seed": 1}), str(run), overwrite=True, progress=False,
               log=_quiet)
     monkeypatch.undo()
@@ -180,3 +181,11 @@ def test_run_files_get_the_normal_mode(tmp_path, umask):
     for path in paths:
         assert oct(os.stat(path).st_mode & 0o777) == oct(0o666 & ~umask), path
     assert os.umask(old) == old  # the umask is as it was
+
+
+def test_a_new_run_that_stops_in_its_first_epoch_leaves_no_directory(tmp_path, monkeypatch):
+    run = tmp_path / "new" / "run"
+    monkeypatch.setattr(VAE, "loss", _nan_loss_at(3))
+    with pytest.raises(TrainingDiverged, match=f"Nothing was written: {run} is not created"):
+        train(TrainConfig(**TINY), str(run), progress=False, log=_quiet)
+    assert not run.exists()
