@@ -113,10 +113,11 @@ def read_jsonl(path):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                record = e
+                raise CheckpointError(f"{path}, line {number}: not JSON ({e}); the file is "
+                                      f"damaged") from None
             if not isinstance(record, dict):
-                raise CheckpointError(f"{path}, line {number}: not a JSON object ({record}); "
-                                      f"the file is damaged")
+                raise CheckpointError(f"{path}, line {number}: a JSON {type(record).__name__}, "
+                                      f"not an object; the file is damaged")
             records.append(record)
     return records
 

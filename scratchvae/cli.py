@@ -244,8 +244,7 @@ def _given_options(args, parser):
 
 
 def _cmd_train(args):
-    from . import checkpoints as ckpt
-    from .train import TrainConfig, read_config, train
+    from .train import NothingToTrain, TrainConfig, read_config, train
 
     parser = args.command_parser
     if args.resume:  # the run's own config; --epochs may raise the number of epochs
@@ -258,12 +257,10 @@ def _cmd_train(args):
         config = read_config(args.resume)
         if args.epochs is not None:
             config.epochs = args.epochs
-        done = int(ckpt.load_checkpoint(args.resume)[2]["epoch"])
-        if config.epochs <= done:
-            raise UsageError(f"the run in {args.resume} has trained {done} of "
-                             f"{config.epochs} epochs: nothing to continue; pass --epochs N "
-                             f"with N > {done}")
-        train(config, args.resume, resume=True, progress=not args.no_progress)
+        try:
+            train(config, args.resume, resume=True, progress=not args.no_progress)
+        except NothingToTrain as e:
+            raise UsageError(str(e)) from None
         print(f"run saved in {args.resume}")
         return 0
     vq_options = [o for o in _given_options(args, parser) if o.startswith("--vq-")]
@@ -519,9 +516,8 @@ def main(argv=None):
     try:
         return COMMANDS[args.command](args)
     except UsageError as e:  # what parser.error prints, but returned as main()'s exit code
-        command_parser = parser.command_parsers[args.command]
-        command_parser.print_usage(sys.stderr)
-        print(f"{command_parser.prog}: error: {e}", file=sys.stderr)
+        args.command_parser.print_usage(sys.stderr)
+        print(f"{args.command_parser.prog}: error: {e}", file=sys.stderr)
         return 2
     except (DataError, DataNotFoundError, CheckpointError, TrainingDiverged,
             DeviceUnavailable) as e:

@@ -106,6 +106,10 @@ def idx_encode(array):
     return header + payload
 
 
+#: the advice that ends the message of a truncated file
+CUT_SHORT = "The file is damaged (a copy or download cut short?); replace or delete it"
+
+
 def idx_decode(raw, source="<bytes>", expect_magic=None):
     """Parse IDX bytes into a native-endian NumPy array (a fresh, writable copy).
 
@@ -136,8 +140,7 @@ def idx_decode(raw, source="<bytes>", expect_magic=None):
         what = "truncated" if len(raw) < expected else "has trailing bytes"
         raise DataError(f"{source}: {what}: header says shape {dims} of {dtype.newbyteorder('=')} "
                         f"= {expected} bytes in all, the (decompressed) file has {len(raw)}. "
-                        f"The file is damaged (a copy or download cut short?); replace or "
-                        f"delete it")
+                        + CUT_SHORT)
     flat = np.frombuffer(raw, dtype=dtype, offset=header_len)
     return flat.astype(dtype.newbyteorder("="), copy=True).reshape(dims)
 
@@ -150,9 +153,8 @@ def read_bytes(path):
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
-            raise DataError(f"{path}: corrupt or truncated gzip data ({e}). The file is "
-                            f"damaged (a copy or download cut short?); replace or delete "
-                            f"it") from None
+            raise DataError(f"{path}: corrupt or truncated gzip data ({e}). "
+                            + CUT_SHORT) from None
     return raw
 
 

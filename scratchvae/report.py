@@ -248,6 +248,15 @@ def _report_figures(runs, rows, out, seed=0, device="cpu"):
 # the figure scripts' run helper
 # --------------------------------------------------------------------------
 
+#: what does not make a saved run another run: how many epochs it trains, and the
+#: directory its data set (checksummed) was found in, which train records
+NOT_COMPARED = ("epochs", "data_dir")
+
+
+def _comparable(config_dict):
+    return {k: v for k, v in config_dict.items() if k not in NOT_COMPARED}
+
+
 def ensure_run(config, out_dir, retrain=False, progress=False, log=print):
     """Train ``config`` into ``out_dir`` unless a run of the same configuration
     is there already: a finished one is reused as it is, a shorter one is
@@ -262,8 +271,7 @@ def ensure_run(config, out_dir, retrain=False, progress=False, log=print):
             _, _, meta = ckpt.load_checkpoint(os.path.join(out_dir, ckpt.CHECKPOINT))
         except ckpt.CheckpointError:
             have, meta = None, {"epoch": 0}
-        same = have is not None and {k: v for k, v in have.items() if k != "epochs"} == \
-            {k: v for k, v in wanted.items() if k != "epochs"}
+        same = have is not None and _comparable(have) == _comparable(wanted)
         if same and int(meta["epoch"]) >= config.epochs:
             log(f"reusing {out_dir} ({meta['epoch']} epochs)")
             return out_dir

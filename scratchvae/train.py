@@ -43,6 +43,10 @@ class TrainingDiverged(RuntimeError):
     """The loss, a parameter or a test metric became NaN or infinite."""
 
 
+class NothingToTrain(ValueError):
+    """``resume`` of a run that has already trained ``config.epochs`` epochs."""
+
+
 class DeviceUnavailable(RuntimeError):
     """The device asked for cannot be used (``--device gpu`` without CuPy or a GPU)."""
 
@@ -331,6 +335,10 @@ def train(config, out_dir, resume=False, overwrite=False, progress=True, log=pri
         shuffle_rng.bit_generator.state = meta["shuffle_rng"]
         noise_rng.bit_generator.state = meta["noise_rng"]
         start_epoch = int(meta["epoch"])
+        if start_epoch >= config.epochs:
+            raise NothingToTrain(f"the run in {out_dir} has trained {start_epoch} of "
+                                 f"{config.epochs} epochs: nothing to continue; pass --epochs "
+                                 f"N with N > {start_epoch}")
         ckpt.truncate_jsonl(metrics_path, lambda r: r.get("epoch", 0) <= start_epoch)
         log(f"resuming {out_dir} after epoch {start_epoch}")
 

@@ -189,3 +189,23 @@ def test_a_new_run_that_stops_in_its_first_epoch_leaves_no_directory(tmp_path, m
     with pytest.raises(TrainingDiverged, match=f"Nothing was written: {run} is not created"):
         train(TrainConfig(**TINY), str(run), progress=False, log=_quiet)
     assert not run.exists()
+
+
+def test_a_complete_metrics_line_that_is_not_a_record_is_refused(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1}\n[2]\n{"epoch": 3')     # the torn last line is ignored
+    with pytest.raises(ckpt.CheckpointError, match=r"line 2: a JSON list, not an object"):
+        ckpt.read_jsonl(path)
+    path.write_text('{"epoch": 1}\n{"epoch": 2')
+    assert ckpt.read_jsonl(path) == [{"epoch": 1}]
+
+
+def test_resuming_a_finished_run_trains_nothing(tmp_path):
+    from scratchvae.train import NothingToTrain
+    run = tmp_path / "run"
+    train(TrainConfig(**{**TINY, "epochs": 1}), str(run), progress=False, log=_quiet)
+    before = _files(run)
+    with pytest.raises(NothingToTrain, match="has trained 1 of 1 epochs: nothing to continue"):
+        train(TrainConfig(**{**TINY, "epochs": 1}), str(run), resume=True, progress=False,
+              log=_quiet)
+    assert _files(run) == before

@@ -169,7 +169,7 @@ def test_a_damaged_metrics_line_is_named(tiny_run, capsys):
     metrics.write_text('{"epoch": 1, "train_loss": \x01}\n')
     assert main(["train", "--resume", str(tiny_run), "--epochs", "2", "--no-progress"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"error: {metrics}, line 1: not a JSON object") and "damaged" in err
+    assert err.startswith(f"error: {metrics}, line 1: not JSON (") and "damaged" in err
 
 
 def test_a_closed_stdout_pipe_ends_quietly():

@@ -1,5 +1,6 @@
 """Figures, the report and their command line, on tiny runs of the bundled sample."""
 import importlib.util
+import json
 import os
 from statistics import NormalDist
 
@@ -273,3 +274,10 @@ def test_ensure_run_reuses_resumes_and_replaces(tmp_path):
     assert load_run(out)[0].latent_dim == 3 and epochs() == [1]
     report.ensure_run(other, out, retrain=True, log=_quiet)        # --retrain: replaced
     assert epochs() == [1] and load_run(out)[2]["epoch"] == 1
+    # the directory train recorded its data in does not make the run another one
+    recorded = json.loads(open(os.path.join(out, "config.json")).read())
+    recorded["data_dir"] = str(tmp_path / "where-the-data-was-found")
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(recorded, f)
+    report.ensure_run(other, out, log=_quiet)                      # reused, not retrained
+    assert json.loads(open(os.path.join(out, "config.json")).read()) == recorded
