@@ -15,7 +15,8 @@ table with a row per run:
       set (decoded posterior mean, or through the codes),
     perplexity and codes used (VQ-VAE),
     cond. acc.: with a trained classifier, the share of a CVAE's
-      class-conditional samples that it labels as the class asked for.
+      class-conditional samples that it labels as the class asked for,
+    test acc.: a classifier run's accuracy on the test set.
 
 All numbers are nats per image (28 x 28) unless named otherwise.
 """
@@ -40,6 +41,7 @@ COLUMNS = [
     ("perplexity", "perplexity"),
     ("codes_used", "codes used"),
     ("cond_accuracy", "cond. acc."),
+    ("test_accuracy", "test acc."),
 ]
 
 
@@ -149,7 +151,7 @@ def _cell(row, key):
         return f"{v:,}"
     if key == "mse":
         return f"{v:.4f}"
-    if key == "cond_accuracy":
+    if key in ("cond_accuracy", "test_accuracy"):
         return f"{100 * v:.1f}%"
     if key == "seconds_per_epoch":
         return f"{v:.1f}"

@@ -182,20 +182,24 @@ def test_ring_points_and_fit(tmp_path):
 
 def test_report_table(runs, tmp_path):
     out = str(tmp_path / "report.md")
-    rows = report.write_report([runs["vae10"], runs["cvae"], runs["vq"]], out, iw_k=8,
+    rows = report.write_report([runs["vae10"], runs["cvae"], runs["vq"], runs["classifier"]],
+                               out, iw_k=8,
                                iw_images=16, classifier_dir=runs["classifier"],
                                cond_per_class=5, figures=True, log=_quiet)
     text = open(out, encoding="utf-8").read()
     lines = [ln for ln in text.splitlines() if ln.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     assert header == [h for _, h in report.COLUMNS]
-    assert len(lines) == 2 + 3
+    assert len(lines) == 2 + 4
     cells = [dict(zip(header, (c.strip() for c in ln.strip("|").split("|")))) for ln in lines[2:]]
-    vae, cvae, vq = cells
+    vae, cvae, vq, clf = cells
     assert vae["model"] == "mlp-vae" and vae["IW-NLL"] != "–" and vae["perplexity"] == "–"
     assert cvae["cond. acc."].endswith("%") and vae["cond. acc."] == "–"
     assert vq["IW-NLL"] == "–" and vq["test −ELBO"] == "–" and vq["codes used"] != "–"
     assert int(vq["parameters"].replace(",", "")) == load_run(runs["vq"])[1].num_parameters()
+    # a classifier run shows its own metric, not a row of dashes
+    assert clf["model"] == "classifier" and clf["test acc."].endswith("%")
+    assert all(row["test acc."] == "–" for row in (vae, cvae, vq))
     # the IW bound is an estimate of -log p(x): at most the -ELBO plus noise
     assert rows[0]["iw_nll"] < rows[0]["test_nelbo"] + 5
     assert 0 <= rows[1]["cond_accuracy"] <= 1 and rows[2]["mse"] > 0
