@@ -15,7 +15,10 @@ bias-corrected RMS, exactly as PyTorch does (the Adam paper's
 ``sqrt(v_hat) + eps``). ``lr / bc1`` and ``sqrt(bc2)`` are computed once per
 step in float64 and handed to the kernel in the array dtype, again as PyTorch
 does. The kernels write the first moment in PyTorch's ``lerp`` form
-``m + (1 - beta1) * (g - m)``, algebraically the same as above.
+``m + (1 - beta1) * (g - m)``, algebraically the same as above. The result
+equals PyTorch's up to float rounding, not bit for bit: PyTorch groups the
+last line as p + (-(lr / bc1) * m) / denom, we as p - (lr / bc1) * (m / denom)
+(a few float32 ulps apart on some elements).
 
 SGD (``torch.optim.SGD``), with momentum buffer ``b``:
 

@@ -4,8 +4,12 @@ Shapes: logits l and targets x of shape (N, D) -- or (N, ...), viewed as
 (N, D) with D the product of the trailing sizes. Returns per-row losses of
 shape (N,) and, for :func:`bce_with_logits`, dlogits of the logits' shape.
 
-Math. With p = sigmoid(l) the Bernoulli negative log-likelihood of x in [0, 1]
-is ``-x log p - (1 - x) log(1 - p)``. Using ``log p = -softplus(-l)``,
+Math. With p = sigmoid(l) the Bernoulli negative log-likelihood of x in {0, 1}
+is ``-x log p - (1 - x) log(1 - p)``. For grey levels x in (0, 1) (MNIST's
+intensities, unless ``--binarize``) the same expression is the cross-entropy
+H(x, p): the usual VAE reconstruction term, but not the log of a normalised
+density of x, so "nats" of such a model are comparable with other models
+scored the same way, not with likelihoods of binarised data. Using ``log p = -softplus(-l)``,
 ``log(1 - p) = -softplus(l)`` and ``softplus(l) - softplus(-l) = l``:
 
     nll(l, x) = softplus(l) - l x,   softplus(l) = log(1 + e^l)
@@ -14,8 +18,9 @@ is ``-x log p - (1 - x) log(1 - p)``. Using ``log p = -softplus(-l)``,
 
     softplus(l) = max(l, 0) + log1p(exp(-|l|)),
 
-whose exponential has a non-positive argument: it lies in (0, 1] and never
-overflows (it underflows harmlessly to 0 for |l| > ~745). Hence
+whose exponential has a non-positive argument: it lies in [0, 1] and never
+overflows (it underflows harmlessly to 0 for |l| > ~104 in float32, ~745 in
+float64). Hence
 
     row_loss[n] = sum_d  max(l, 0) - l x + log1p(exp(-|l|))
 

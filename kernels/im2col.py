@@ -48,9 +48,10 @@ loop) for CuPy arrays, and a plain ``xp`` reference looping over the KH*KW
 kernel offsets. On the CPU there are two strategies, chosen by the number
 of channels:
 
-- C > 3 (hidden layers): copy or add whole runs of KW*C contiguous values,
-  parallel over output rows (n, oh) for im2col and image rows (n, h) for
-  col2im;
+- C > 3 (hidden layers): im2col copies whole runs of KW*C contiguous
+  values, parallel over output rows (n, oh); col2im, parallel over image
+  rows (n, h), adds each pixel's C channels as one vector (C >= 16) or in
+  one strided loop per channel (C < 16);
 - C <= 3 (grey or colour images: a network's input and output layers): the
   runs are only KW*C values long, and the loops around them cost more than
   the copies. Instead, one image's windows are described once by an index

@@ -22,8 +22,9 @@ whose layouts differ, go to the reference.
 
 Three implementations (see :mod:`kernels._dispatch`): a Numba CPU kernel
 (parallel over elements), a Numba CUDA kernel (grid-stride loop) and the
-plain ``xp`` reference. All three give identical results (a selection, no
-arithmetic).
+plain ``xp`` reference. All three select, never multiply: dx = dy where
+y > 0, else 0, so a NaN or infinite dy where y <= 0 gives 0 (as PyTorch's
+``threshold_backward``), and the three agree bit for bit.
 """
 import functools
 
@@ -35,8 +36,9 @@ from ._dispatch import CUDA_THREADS, choose, cuda_grid, cuda_stream
 
 
 def relu_backward_reference(dy, y):
-    """dx = dy * 1[y > 0] in plain ``xp``."""
-    return dy * (y > 0)
+    """dx = dy where y > 0, else 0, in plain ``xp`` (a selection: dy * (y > 0)
+    would turn a NaN or infinite dy where y <= 0 into NaN, and -dy into -0)."""
+    return get_xp(y).where(y > 0, dy, 0)
 
 
 @njit(parallel=True, cache=True)

@@ -8,7 +8,8 @@ Math. The squared distance is expanded as
 
     ||z - e_k||^2 = ||z||^2 - 2 z.e_k + ||e_k||^2,
 
-so that the search reads each z once and each code's norm ||e_k||^2 is
+so that the CPU search reads each z once (the CUDA kernel re-reads its
+row of z, from cache, for every code) and each code's norm ||e_k||^2 is
 computed once per call (K numbers), not once per (m, k) pair. The argmin
 is taken on the fly, in the same pass that forms the distances: the CPU
 kernel holds one row of K dot products per thread, never the (M, K)
@@ -180,8 +181,9 @@ def _cuda_kernel():
     @cuda.jit
     def nearest_kernel(z, eT, ee, indices, sqdist):
         """Thread m: zz, then for k = 0..K-1 the dot product over d and the
-        running minimum. Registers only; eT (D x K) is read from global
-        memory (a few KB, served by the cache)."""
+        running minimum, held in registers; z's row (once per code) and
+        eT (D x K, a few KB) are read from global memory, served by the
+        cache."""
         M, D = z.shape
         K = eT.shape[1]
         for m in range(cuda.grid(1), M, cuda.gridsize(1)):

@@ -18,7 +18,10 @@ Small tensors are checked element by element. For a large tensor a random
 subset of elements is checked, plus one directional derivative along a random
 unit direction d: <a, d> against n_d = (L(x + h d) - L(x - h d)) / (2 h),
 which involves every element at once; its error is |<a, d> - n_d| /
-(||a|| + |n_d|), on the same scale as the elementwise one.
+(||a|| + |n_d|). That is normalised by ||a||, not by |<a, d>| (about
+||a|| / sqrt(n) for a random d), so it is about sqrt(n) times more lenient
+than the elementwise measure: it catches gross errors in the elements the
+subset did not draw (a wrong sign, a missing term), not small ones.
 
 Arrays are perturbed *in place* and restored, so ``loss_fn`` simply reads the
 current values (of inputs and of parameters alike). Noise must be fixed: pass

@@ -10,6 +10,12 @@ is never below the ELBO, so the IW estimate of -log p(x) is never above the
 negative ELBO on average. The sum is taken in log space with a stable
 log-sum-exp, accumulated over chunks of samples so that memory stays bounded
 for K = 1000 or more.
+
+With the Bernoulli likelihood on grey-level pixels (MNIST's intensities in
+[0, 1], not binarised) p(x | z) is a cross-entropy term, not a normalised
+density (kernels/bce.py), so the "IW-NLL" is then the same bound on that
+unnormalised score: comparable between models scored alike, and a true
+negative log-likelihood only on binarised data.
 """
 import math
 

@@ -82,12 +82,15 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba 2015) exactly as ``torch.optim.Adam``.
+    """Adam (Kingma & Ba 2015): the update of ``torch.optim.Adam``.
 
     At step t, with g = grad + weight_decay * p (L2, not AdamW):
         m = beta1 m + (1 - beta1) g
         v = beta2 v + (1 - beta2) g^2
         p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    Equal to PyTorch's up to float rounding (it groups the last line
+    differently; see kernels/adam.py).
 
     t counts the steps that *this parameter* took part in, as PyTorch keeps a
     step count per parameter: a parameter skipped at some step (grad None)
@@ -148,8 +151,9 @@ class Adam(Optimizer):
 def clip_grad_norm(params, max_norm):
     """Scale all gradients so that their global L2 norm is at most ``max_norm``.
 
-    total = sqrt(sum_p ||grad_p||^2); if total > max_norm every grad is
-    multiplied by max_norm / (total + 1e-6), as torch.nn.utils.clip_grad_norm_.
+    total = sqrt(sum_p ||grad_p||^2); every grad is multiplied by
+    min(1, max_norm / (total + 1e-6)), as torch.nn.utils.clip_grad_norm_ (so a
+    total within 1e-6 of max_norm is scaled, very slightly, too).
     Returns the norm before clipping.
     """
     grads = [p.grad for p in params if p.grad is not None]

@@ -56,6 +56,20 @@ def test_kernel_matches_reference_and_keeps_the_layout(shape, layout, dtype, ker
     assert kernel_calls == [dy.size]      # the kernel ran, not the reference
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kernel_and_reference_select_without_multiplying(dtype, kernel_calls):
+    """Where y <= 0 the gradient is +0 whatever dy is (PyTorch's threshold_backward):
+    dy * (y > 0) would give NaN for a NaN or infinite dy, and -0 for a negative one."""
+    y = np.array([0.0, 0.0, 0.0, -0.0, 2.0, 3.0], dtype=dtype)
+    dy = np.array([np.nan, np.inf, -1.0, -np.inf, -5.0, np.nan], dtype=dtype)
+    for dx in (kernels.relu_backward(dy, y), krelu.relu_backward_reference(dy, y)):
+        assert dx.dtype == dtype
+        np.testing.assert_array_equal(dx[:4], 0.0)
+        assert not np.signbit(dx[:4]).any()
+        assert dx[4] == -5.0 and np.isnan(dx[5])
+    assert kernel_calls == [dy.size]
+
+
 def test_two_dimensional_and_one_dimensional(kernel_calls):
     rng = np.random.default_rng(1)
     for shape in [(129, 785), (5,)]:

@@ -45,7 +45,10 @@ class VAE(Module):
     decoder: z (M, Z) -> (M, *image_shape): Bernoulli logits, or the Gaussian mean.
 
     likelihood:
-      'bernoulli'         p(x|z) = prod Bernoulli(x; sigmoid(logits)), x in [0, 1]
+      'bernoulli'         p(x|z) = prod Bernoulli(x; sigmoid(logits)); for grey
+                          levels x in (0, 1) the same formula is the cross-entropy
+                          of x against sigmoid(logits), not a normalised density
+                          (as in PyTorch's VAE example; see kernels/bce.py)
       'gaussian'          p(x|z) = N(x; mean, lambda I), lambda = ``gaussian_variance``
       'gaussian-learned'  p(x|z) = N(x; mean, diag exp(v)), v a learned per-pixel
                           parameter ``logvar_x`` of shape (1, *image_shape)
@@ -225,7 +228,8 @@ class VAE(Module):
         of each latent dimension and the number of active units.
 
         x: host array (N, *image_shape); batches are moved to the parameters'
-        device. One z sample per image (``n_samples``), drawn from ``rng``.
+        device. ``n_samples`` z samples per image (the model's setting, 1 by
+        default), drawn from ``rng``.
         'test_kl_per_dim' (a list of Z floats, summing to 'test_kl') is
         1/N sum_n KL(q(z_i|x_n) || N(0, 1)); 'active_units' counts the
         dimensions whose posterior mean varies over x (see ``active_units``).

@@ -28,8 +28,10 @@ Options of the quantiser (:class:`VectorQuantizer`):
   training steps is re-initialised to a random encoder output of the
   current batch (drawn with the training rng).
 
-The defaults (N(0, 1) init, codebook loss, restarts after 1 unused step)
-and the measurements behind them: :data:`DEFAULTS` and the README.
+The defaults of the ``vq-vae`` model built by :func:`vq_vae` (N(0, 1) init,
+codebook loss, restarts after 1 unused step) and the measurements behind
+them: :data:`DEFAULTS` and the README. (The VectorQuantizer class on its
+own defaults to the uniform init and no restarts.)
 """
 from dataclasses import dataclass
 

@@ -18,9 +18,9 @@ def relu_forward(x):
 def relu_backward(dy, y):
     """dx = dy * 1[x > 0]; the kink at 0 gets derivative 0 (PyTorch's choice).
 
-    Computed by the one-pass kernel ``kernels.relu_backward`` (its
-    reference is exactly this formula, with 1[x > 0] = 1[y > 0]), which
-    also checks that dy matches y in shape and dtype."""
+    Computed by the one-pass kernel ``kernels.relu_backward`` (its reference
+    is this formula as a selection, dy where y > 0 else 0, with 1[x > 0] =
+    1[y > 0]), which also checks that dy matches y in shape and dtype."""
     return kernels.relu_backward(dy, y)
 
 

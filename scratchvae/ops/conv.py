@@ -249,8 +249,11 @@ def conv_transpose2d_forward(x, W, b=None, stride=1, padding=0, output_padding=0
                         q*SW + j - PW = w  of  x[n, c, p, q] W[c, o, i, j]
 
     x (N, C, H, W), W (C, O, KH, KW), b (O,) or None; output size
-    OH = (H - 1) SH - 2 PH + KH + OPH, where ``output_padding`` OPH < SH only
-    adds rows at the bottom/right that no input reaches (they get b).
+    OH = (H - 1) SH - 2 PH + KH + OPH, where ``output_padding`` OPH < SH
+    lengthens the output by OPH rows (columns) at the bottom (right): there
+    only PH - OPH of the padding is cropped instead of PH. Those rows receive
+    input contributions like any other; only when OPH > PH do the outermost
+    OPH - PH of them get b alone.
     Computed as y = col2im(X Wm) + b with X = x channels-last (N*H*W, C),
     one GEMM. Returns ``(y, cache)``, y channels-last in memory; the cache
     holds X and Wm.

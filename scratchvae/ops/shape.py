@@ -5,10 +5,12 @@ a concatenation copies blocks, hence dL/dx_k is the matching block of dL/dy.
 
 Memory layout: the flattened values are always in the logical (C-order)
 sequence, as in PyTorch (a Linear layer after Flatten sees (c, h, w) order).
-The gradient handed back down is laid out in memory like the input was: a
+Flatten hands its gradient back laid out in memory like its input was: a
 channels-last image (see ops/conv.py) gets a channels-last gradient, so the
 elementwise backward below it (a ReLU, comparing with its channels-last
 output) and the convolution's backward see one layout and need no copy.
+(Reshape's gradient comes back C-ordered; in the models its input is the
+C-ordered output of a Linear layer.)
 """
 import math
 

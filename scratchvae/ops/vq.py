@@ -216,7 +216,8 @@ def ema_update(hidden_count, hidden_sum, steps, z_rows, indices, decay=0.99, eps
     The zero-debiased average (Kingma & Ba's bias correction; TensorFlow's
     ``zero_debias``) is the exact weighted mean of the values seen so far:
     after the first step N_j = n_j. Laplace smoothing keeps N~_j > 0 for a
-    code nobody chose (its e_j then decays towards 0) and preserves the
+    code nobody chose (its e_j stays at its last mean until its count has
+    decayed to the order of epsilon, then tends to 0) and preserves the
     total, sum_j N~_j = n. New arrays are returned (hidden state in
     float64); the codebook has z_rows' dtype.
     """
