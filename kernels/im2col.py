@@ -71,7 +71,7 @@ from numba import njit, prange
 
 from scratchvae.backend import get_xp
 
-from ._dispatch import CUDA_THREADS, choose, cuda_grid, scalar
+from ._dispatch import CUDA_THREADS, choose, cuda_grid, cuda_stream, scalar
 
 
 def conv_output_size(size, kernel, stride, padding):
@@ -440,15 +440,16 @@ def _im2col_cuda(x, cols, kernel_size, stride, padding):
     """Launch the CUDA im2col on device arrays (CuPy, or NumPy under cudasim)."""
     if cols.size:
         kernel = _cuda_kernels()[0]
-        kernel[cuda_grid(cols.size), CUDA_THREADS](x, cols, *kernel_size, *stride, *padding)
+        kernel[cuda_grid(cols.size), CUDA_THREADS, cuda_stream(x)](x, cols, *kernel_size,
+                                                                   *stride, *padding)
 
 
 def _col2im_cuda(cols, x, kernel_size, stride, padding):
     """Launch the CUDA col2im (gather) on device arrays."""
     if x.size:
         kernel = _cuda_kernels()[1]
-        kernel[cuda_grid(x.size), CUDA_THREADS](cols, x, *kernel_size, *stride, *padding,
-                                               scalar(0, x.dtype))
+        kernel[cuda_grid(x.size), CUDA_THREADS, cuda_stream(cols)](
+            cols, x, *kernel_size, *stride, *padding, scalar(0, x.dtype))
 
 
 # --------------------------------------------------------------------------

@@ -771,10 +771,10 @@ class BatchIterator:
         n = self.x.shape[0]
         order = self.rng.permutation(n) if self.shuffle else np.arange(n)
         for k in range(len(self)):
-            idx = order[k * self.batch_size:(k + 1) * self.batch_size]
-            if xp is not np:
-                idx = xp.asarray(idx)
-            xb = self.x[idx]
+            idx = order[k * self.batch_size:(k + 1) * self.batch_size]   # host indices
+            xb = self.x[idx if xp is np else xp.asarray(idx)]
+            # labels stay where they are, indexed with the host indices (a device
+            # index would need an implicit device-to-host copy for host labels)
             yb = None if self.y is None else self.y[idx]
             if self.shift:
                 xb = random_shift(xb, self.shift, self.rng)
