@@ -5,8 +5,16 @@ four convolution shapes (batch 128, float32), scratchvae against PyTorch
 Both sides do what a training step does: PyTorch's gradients are reset to
 None before every backward (``zero_grad``), so each backward writes fresh
 gradients as ours does; the backward alone is timed after an untimed
-forward. Each implementation runs in its own subprocess, alternating for
-several rounds; the best time over all repeats and rounds is reported.
+forward. Each side gets its inputs and upstream gradients in the memory
+layout its own training step hands it: PyTorch NCHW throughout; scratchvae's
+convolutions return channels-last arrays, so inside the conv VAE most of
+their inputs and gradients arrive channels-last (see LAYERS), and giving
+them NCHW arrays instead would time a transposing copy that training never
+makes. Each layer first runs WARMUP untimed forward+backward passes
+(PyTorch's first passes of a layer can run in a slower mode), then the
+forward+backward, backward and forward phases are timed in that order. Each implementation runs in its own subprocess, alternating
+for several rounds (which side starts alternates too); the best time over
+all repeats and rounds is reported.
 
     python benchmarks/bench_conv_layers.py [--rounds 3] [--repeats 25]
 """
@@ -26,6 +34,29 @@ N = 128
 LAYERS = [("Conv2d", 1, 32, 28), ("Conv2d", 32, 64, 14),
           ("ConvTranspose2d", 64, 32, 7), ("ConvTranspose2d", 32, 1, 14)]
 
+#: scratchvae's memory layout of (input, upstream gradient) of each layer inside a
+#: conv-VAE training step: an input coming from a convolution (through a ReLU) is
+#: channels-last, the images and Reshape's output are C-ordered; the gradients
+#: coming back through a convolution or Flatten are channels-last, the loss's
+#: gradient of the one-channel output is C-ordered (one channel: the same memory)
+TRAINING_LAYOUTS = {("Conv2d", 1): ("nchw", "nhwc"), ("Conv2d", 32): ("nhwc", "nhwc"),
+                    ("ConvTranspose2d", 64): ("nchw", "nhwc"),
+                    ("ConvTranspose2d", 32): ("nhwc", "nchw")}
+
+
+#: untimed forward+backward passes of each layer before anything is timed: PyTorch's
+#: first passes of a layer can run in a slower mode (seen on Conv2d(1,32) and on
+#: forward+backward passes timed first)
+WARMUP = 20
+
+
+def in_layout(a, layout):
+    """``a`` (NCHW shape) with the given memory layout: "nchw" C-contiguous, or
+    "nhwc" a channels-last array seen with the NCHW shape."""
+    if layout == "nchw":
+        return np.ascontiguousarray(a)
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
 
 def gemm_flops(kind, ci, co, side):
     """FLOPs of the layer's one matrix product (the forward)."""
@@ -42,7 +73,9 @@ def worker(which, threads, repeats):
         from benchmarks.common import import_torch
         torch = import_torch(threads)
     else:
+        from scratchvae.backend import retain_freed_memory
         from scratchvae.layers import Conv2d, ConvTranspose2d
+        retain_freed_memory()             # as the trainer does
     for kind, ci, co, side in LAYERS:
         x = rng.standard_normal((N, ci, side, side), dtype=np.float32)
         first = kind == "Conv2d" and ci == 1  # the input layer needs no dx, in both
@@ -72,7 +105,10 @@ def worker(which, threads, repeats):
             layer = {"Conv2d": Conv2d, "ConvTranspose2d": ConvTranspose2d}[kind](
                 ci, co, 4, 2, 1, rng=rng)
             layer.input_grad = not first
-            g = rng.standard_normal(layer.forward(x).shape, dtype=np.float32)
+            x_layout, g_layout = TRAINING_LAYOUTS[kind, ci]
+            x = in_layout(x, x_layout)
+            g = in_layout(rng.standard_normal(layer.forward(x).shape, dtype=np.float32),
+                          g_layout)
 
             def fwd():
                 layer.forward(x)
@@ -88,9 +124,12 @@ def worker(which, threads, repeats):
                 layer.zero_grad()
                 layer.forward(x)
                 layer.backward(g)
-        out[f"{kind}({ci},{co}) {side}x{side}"] = {
-            "fwd": sample_times(fwd, repeats), "bwd": sample_times_after(prepare, bwd, repeats),
-            "fwd_bwd": sample_times(fwd_bwd, repeats)}
+        for _ in range(WARMUP):
+            fwd_bwd()
+        timed = {"fwd_bwd": sample_times(fwd_bwd, repeats),
+                 "bwd": sample_times_after(prepare, bwd, repeats)}
+        timed["fwd"] = sample_times(fwd, repeats)
+        out[f"{kind}({ci},{co}) {side}x{side}"] = timed
     return out
 
 
@@ -114,8 +153,8 @@ def main():
         kinds = ["ours"]
     threads = threads_in_use()
     times = {k: {} for k in kinds}
-    for _ in range(args.rounds):
-        for k in kinds:
+    for r in range(args.rounds):
+        for k in (kinds if r % 2 == 0 else kinds[::-1]):   # alternate who starts
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", k, str(threads),
                    str(args.repeats)]
             res = json.loads(subprocess.run(cmd, check=True, capture_output=True,
@@ -149,7 +188,10 @@ def main():
              f"x {args.repeats} repeats, each implementation in its own process. GFLOP/s count "
              f"the matrix products only (fwd: 1; bwd: 2, or 1 for the input layer, which needs "
              f"no input gradient; fwd+bwd: their sum). PyTorch's gradients are reset to None "
-             f"before each backward, as in a training step."]
+             f"before each backward, as in a training step. Memory layouts as each engine's "
+             f"training step hands them: PyTorch NCHW; scratchvae (input, gradient): "
+             + ", ".join(f"{k}({c}, ...) {x}/{g}" for (k, c), (x, g) in TRAINING_LAYOUTS.items())
+             + f". {WARMUP} untimed forward+backward passes per layer before timing."]
     save_table(os.path.join(HERE, "results", "conv_layers.md"), "conv-vae layers: forward and "
                "backward", header, rows, notes)
 

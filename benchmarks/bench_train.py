@@ -233,7 +233,7 @@ def main():
     if args.rounds:
         results = {k: [] for k in kinds}
         for r in range(args.rounds):
-            for k in kinds:
+            for k in (kinds if r % 2 == 0 else kinds[::-1]):   # alternate who starts
                 res = _run_worker([k, args.model, args.steps, threads])
                 results[k].append(res)
                 print(f"round {r + 1} {k}: step {res['step_ms']:.2f} ms, "
@@ -269,7 +269,8 @@ def main():
                 f"{'after ' + str(args.vq_restart) + ' unused steps' if args.vq_restart else 'off'}, "
                 if vq else "")
         extra = (f"{args.model}: test metrics after {args.epochs} epochs "
-                 f"({what}batch 128, Adam 1e-3, seed 0; each engine draws its own weights)",
+                 f"({what}batch 128, Adam 1e-3, seed 0; each engine draws its own weights, "
+                 f"batch order and noise: independent draws, not paired runs)",
                  ["implementation", *metric, "mean epoch (s)", "peak RSS (MB)"], qrows)
     if args.rounds:
         save_table(os.path.join(HERE, "results", f"train_{args.model}.md"),

@@ -27,13 +27,17 @@ ROWS = [("VAE", "conv-vae", "test_nelbo", "test -ELBO"),
         ("VQ-VAE", "vq-vae", "test_recon", "test recon BCE")]
 
 
-def _last_record(run_dir):
+def _last_record(run_dir, model):
+    """The last metrics record and the config of a run of ``model``."""
     with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as f:
         records = [json.loads(line) for line in f if line.strip()]
     if not records:
         raise SystemExit(f"error: {run_dir}/metrics.jsonl has no epochs")
     with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
-        return records[-1], json.load(f)
+        config = json.load(f)
+    if config.get("model") != model:
+        raise SystemExit(f"error: {run_dir} is a {config.get('model')} run, expected {model}")
+    return records[-1], config
 
 
 def main():
@@ -56,11 +60,15 @@ def main():
             print("PyTorch is not installed: its column is skipped")
             have_torch = False
     threads = threads_in_use()
+    kinds = ["ours", "torch"] if have_torch else ["ours"]
     speed = {}
     for model in dict.fromkeys(m for _, m, _, _ in ROWS):       # each model once
-        for kind in ["ours", "torch"] if have_torch else ["ours"]:
-            runs = [_run_worker([kind, model, 5, threads]) for _ in range(args.rounds)]
-            speed[model, kind] = min(runs, key=lambda r: r["epoch_s"])
+        runs = {kind: [] for kind in kinds}
+        for r in range(args.rounds):                            # alternate who starts
+            for kind in (kinds if r % 2 == 0 else kinds[::-1]):
+                runs[kind].append(_run_worker([kind, model, 5, threads]))
+        for kind in kinds:
+            speed[model, kind] = min(runs[kind], key=lambda res: res["epoch_s"])
             print(f"{model} {kind}: {speed[model, kind]['epoch_s']:.2f} s per epoch", flush=True)
 
     rows = []
@@ -68,7 +76,7 @@ def main():
         run_dir = getattr(args, name.lower().replace("-", "_"))
         metric = "–"
         if run_dir:
-            record, config = _last_record(run_dir)
+            record, config = _last_record(run_dir, model)
             extra = f", beta {config['beta']:g}" if config.get("beta", 1.0) != 1.0 else ""
             metric = f"{label} {record[key]:.2f} ({record['epoch']} epochs{extra})"
         ours = speed[model, "ours"]

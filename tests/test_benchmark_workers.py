@@ -53,3 +53,17 @@ def test_import_torch_refuses_after_scratchvae():
 
     with pytest.raises(RuntimeError, match="import PyTorch before scratchvae"):
         import_torch(1)
+
+
+def test_seed_table_refuses_a_run_of_another_model(tmp_path):
+    """seed_table.py prints each row's test metric from the run directory it is
+    given; a directory of another model must not put that model's metric in the row."""
+    sys.path.insert(0, ROOT)
+    from benchmarks.seed_table import _last_record
+
+    (tmp_path / "config.json").write_text('{"model": "conv-vae", "beta": 1.0}')
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "test_nelbo": 110.0}\n')
+    record, config = _last_record(str(tmp_path), "conv-vae")
+    assert record["test_nelbo"] == 110.0 and config["model"] == "conv-vae"
+    with pytest.raises(SystemExit, match="is a conv-vae run, expected vq-vae"):
+        _last_record(str(tmp_path), "vq-vae")
