@@ -6,11 +6,14 @@ shape (N,) and, for :func:`bce_with_logits`, dlogits of the logits' shape.
 
 Math. With p = sigmoid(l) the Bernoulli negative log-likelihood of x in {0, 1}
 is ``-x log p - (1 - x) log(1 - p)``. For grey levels x in (0, 1) (MNIST's
-intensities, unless ``--binarize``) the same expression is the cross-entropy
-H(x, p): the usual VAE reconstruction term, but not the log of a normalised
-density of x, so "nats" of such a model are comparable with other models
-scored the same way, not with likelihoods of binarised data. Using ``log p = -softplus(-l)``,
-``log(1 - p) = -softplus(l)`` and ``softplus(l) - softplus(-l) = l``:
+intensities; ``--binarize`` binarises the training batches only) the same
+expression is the cross-entropy H(x, p): the usual VAE reconstruction term,
+but not the log of a normalised density of x, so "nats" of such a model
+compare with other models scored the same way, not with likelihoods of
+binarised data.
+
+Using ``log p = -softplus(-l)``, ``log(1 - p) = -softplus(l)`` and
+``softplus(l) - softplus(-l) = l``:
 
     nll(l, x) = softplus(l) - l x,   softplus(l) = log(1 + e^l)
 
