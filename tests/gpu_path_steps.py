@@ -43,6 +43,8 @@ full-size models would take minutes per step in the simulator, so this part
 runs with ``SCRATCHVAE_KERNELS=reference``: the engine's xp code on stand-in
 arrays, not the CUDA kernels (part ``steps`` covers those).
 """
+import contextlib
+import io
 import json
 import os
 
@@ -146,9 +148,8 @@ class ExternalStream:
 
 
 def _install_spies():
-    for module in (kadam, kbce, kim2col, krelu, kvq):   # see the module docstring
-        module.CUDA_THREADS = THREADS
     for module in (kadam, kbce, kim2col, krelu, kvq):
+        module.CUDA_THREADS = THREADS                     # see the module docstring
         _spy_choose(module)
     for name, (module, attr) in LAUNCHERS.items():
         _spy_launcher(name, module, attr)
@@ -350,18 +351,11 @@ def check_cli(root):
             out = os.path.join(root, f"{model}-{device}")
             _cli("train", "--model", model, "--device", device, "--out", out, *common, *extra)
             _cli("train", "--resume", out, "--epochs", 2, "--no-progress")
-            # evaluate writes its JSON to stdout: read it back from a file
-            result = os.path.join(root, f"{model}-{device}.json")
-            saved = sys.stdout
-            with open(result, "w") as f:
-                sys.stdout = f
-                try:
-                    _cli("evaluate", "--checkpoint", out, "--device", device, "--json",
-                         "--iw-k", 3, "--iw-images", 2, "--no-progress")
-                finally:
-                    sys.stdout = saved
-            with open(result) as f:
-                runs[device] = {"evaluate": json.load(f)}
+            printed = io.StringIO()                    # evaluate prints its JSON
+            with contextlib.redirect_stdout(printed):
+                _cli("evaluate", "--checkpoint", out, "--device", device, "--json",
+                     "--iw-k", 3, "--iw-images", 2, "--no-progress")
+            runs[device] = {"evaluate": json.loads(printed.getvalue())}
             with np.load(os.path.join(out, "checkpoint.npz"), allow_pickle=False) as z:
                 runs[device]["checkpoint"] = {k: z[k] for k in z.files}
             with open(os.path.join(out, "metrics.jsonl")) as f:
@@ -397,10 +391,11 @@ def check_cli(root):
             os.path.join(root, f"report-{device}.md"), iw_k=3, iw_images=2,
             classifier_dir=os.path.join(root, f"classifier-{device}"), cond_per_class=2,
             figures=device == "gpu", device=device, log=lambda *a: None)
+    def compared(row):
+        return {k: v for k, v in row.items() if k not in ("run", "seconds_per_epoch")}
     for got, want in zip(rows["gpu"], rows["cpu"]):
         assert "mse" in got and ("iw_nll" in got or "codes_used" in got), got
-        _assert_close("report", {k: v for k, v in got.items() if k not in ("run", "seconds_per_epoch")},
-                      {k: v for k, v in want.items() if k not in ("run", "seconds_per_epoch")})
+        _assert_close("report", compared(got), compared(want))
     assert "cond_accuracy" in rows["gpu"][0]
     print("cli report: rows on gpu agree with cpu, figures drawn")
     del os.environ["SCRATCHVAE_KERNELS"]
