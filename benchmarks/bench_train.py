@@ -10,6 +10,14 @@ is reported. Prints a markdown table and saves it to benchmarks/results/.
     python benchmarks/bench_train.py --model mlp-vae
     python benchmarks/bench_train.py --model conv-vae --epochs 10   # + test -ELBO after 10 epochs
     python benchmarks/bench_train.py --model vq-vae --epochs 10 --vq-init uniform --vq-restart 0
+    python benchmarks/bench_train.py --model conv-vae --threads 1    # both engines on one thread
+
+``--threads N`` runs both engines on N threads (scratchvae: Numba's pool and
+OpenBLAS, through NUMBA_NUM_THREADS and OPENBLAS_NUM_THREADS in its workers'
+environment; PyTorch: ``torch.set_num_threads``) and saves the table with a
+``_Nthreads`` suffix. Without it, both use as many threads as scratchvae does
+by default (Numba's pool size, the number of cores). One thread separates the
+efficiency of each engine's own code from how well its threads cooperate.
 
 For vq-vae, ``--epochs`` reports the test reconstruction BCE, the codes used and
 the perplexity, and ``--vq-init`` / ``--vq-restart`` choose the codebook options of
@@ -50,6 +58,7 @@ def _peak_rss_mb():
 
 
 def worker_ours(model_name, steps):
+    from benchmarks.common import threads_in_use
     from scratchvae import data
     from scratchvae.backend import retain_freed_memory
     from scratchvae.models import DEFAULT_LATENT_DIM, build_model
@@ -68,7 +77,8 @@ def worker_ours(model_name, steps):
         model.backward()
         opt.step()
     return _time(step, data.iterate_batches(xtr, ytr, BATCH, rng=np.random.default_rng(1)),
-                 (xtr[:BATCH].copy(), ytr[:BATCH].copy()), steps, model.num_parameters())
+                 (xtr[:BATCH].copy(), ytr[:BATCH].copy()), steps, model.num_parameters(),
+                 threads_in_use())
 
 
 def worker_torch(model_name, steps, threads):
@@ -90,10 +100,11 @@ def worker_torch(model_name, steps, threads):
         opt.step()
     n_params = sum(p.numel() for p in model.parameters())
     return _time(step, data.iterate_batches(xtr, ytr, BATCH, rng=np.random.default_rng(1)),
-                 (xtr[:BATCH].copy(), ytr[:BATCH].copy()), steps, n_params)
+                 (xtr[:BATCH].copy(), ytr[:BATCH].copy()), steps, n_params,
+                 torch.get_num_threads())
 
 
-def _time(step, batches, fixed_batch, steps, n_params):
+def _time(step, batches, fixed_batch, steps, n_params, threads):
     from benchmarks.common import sample_times
 
     times = sample_times(lambda: step(*fixed_batch), steps, warmup=10)
@@ -102,7 +113,8 @@ def _time(step, batches, fixed_batch, steps, n_params):
         step(xb, yb)
     epoch = time.perf_counter() - t0
     return {"step_ms": float(np.median(times) * 1e3), "epoch_s": epoch,
-            "n_batches": len(batches), "params": int(n_params), "peak_rss_mb": _peak_rss_mb()}
+            "n_batches": len(batches), "params": int(n_params), "peak_rss_mb": _peak_rss_mb(),
+            "threads": int(threads)}
 
 
 def _twin_options(model_name, options):
@@ -160,10 +172,18 @@ def worker_ours_quality(model_name, epochs, seed=0, options=None):
     return {"history": history, "peak_rss_mb": _peak_rss_mb()}
 
 
-def _run_worker(args):
+def _worker_env(threads=None):
+    """WORKER_ENV, and with ``threads``, scratchvae's pools set to that many threads
+    (read by Numba and OpenBLAS when they load; PyTorch workers set theirs)."""
+    if threads is None:
+        return WORKER_ENV
+    return dict(WORKER_ENV, NUMBA_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+
+
+def _run_worker(args, threads=None):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker"] + [str(a) for a in args]
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True,
-                         env=WORKER_ENV).stdout
+                         env=_worker_env(threads)).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -210,10 +230,15 @@ def main():
                         help="vq-vae quality runs: codebook initialisation of both engines")
     parser.add_argument("--vq-restart", type=int, default=VQ["restart_after"], metavar="R",
                         help="vq-vae quality runs: restart codes unused R steps (0: off)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="run both engines on N threads (default: as many as "
+                             "scratchvae uses, one per core)")
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args()
     if args.rounds < 0 or args.epochs < 0 or args.vq_restart < 0:
         parser.error("--rounds, --epochs and --vq-restart must be >= 0")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
     if not args.rounds and not args.epochs:
         parser.error("nothing to measure: --rounds 0 needs --epochs N")
 
@@ -223,7 +248,8 @@ def main():
     except ImportError:
         print("PyTorch is not installed: comparison columns are skipped")
         have_torch = False
-    threads = threads_in_use()
+    threads = args.threads or threads_in_use()
+    suffix = f"_{args.threads}threads" if args.threads else ""
     kinds = ["ours", "torch"] if have_torch else ["ours"]
     names = {"ours": "scratchvae", "torch": "PyTorch"}
     if have_torch:
@@ -234,7 +260,10 @@ def main():
         results = {k: [] for k in kinds}
         for r in range(args.rounds):
             for k in (kinds if r % 2 == 0 else kinds[::-1]):   # alternate who starts
-                res = _run_worker([k, args.model, args.steps, threads])
+                res = _run_worker([k, args.model, args.steps, threads], args.threads)
+                if res["threads"] != threads:
+                    raise RuntimeError(f"the {k} worker ran on {res['threads']} threads, "
+                                       f"expected {threads}")
                 results[k].append(res)
                 print(f"round {r + 1} {k}: step {res['step_ms']:.2f} ms, "
                       f"epoch {res['epoch_s']:.2f} s", flush=True)
@@ -260,7 +289,7 @@ def main():
         qrows = []
         for k in kinds:
             res = _run_worker([f"{k}-quality", args.model, args.epochs, threads, 0,
-                               json.dumps(options)])
+                               json.dumps(options)], args.threads)
             qrows.append(_quality_row(args.model, names[k], res))
             print(f"{k}: after {args.epochs} epochs {qrows[-1][1:-2]}", flush=True)
         metric = (["test recon BCE (nats)", "codes used", "perplexity"] if vq
@@ -273,11 +302,11 @@ def main():
                  f"batch order and noise: independent draws, not paired runs)",
                  ["implementation", *metric, "mean epoch (s)", "peak RSS (MB)"], qrows)
     if args.rounds:
-        save_table(os.path.join(HERE, "results", f"train_{args.model}.md"),
+        save_table(os.path.join(HERE, "results", f"train_{args.model}{suffix}.md"),
                    f"{args.model}: training speed", header, rows, notes, extra=extra)
     else:                 # quality only: its own file, so the speed table is kept
         name = f"quality_{args.model}" + (f"_{args.vq_init}-r{args.vq_restart}" if
-                                          args.model == "vq-vae" else "") + ".md"
+                                          args.model == "vq-vae" else "") + suffix + ".md"
         save_table(os.path.join(HERE, "results", name), *extra,
                    notes=[f"{cpu_info()}; {threads} threads for both; MNIST."])
 

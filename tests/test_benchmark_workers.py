@@ -67,3 +67,18 @@ def test_seed_table_refuses_a_run_of_another_model(tmp_path):
     assert record["test_nelbo"] == 110.0 and config["model"] == "conv-vae"
     with pytest.raises(SystemExit, match="is a conv-vae run, expected vq-vae"):
         _last_record(str(tmp_path), "vq-vae")
+
+
+def test_bench_train_threads_reach_scratchvae_workers():
+    """``bench_train.py --threads N`` sets scratchvae's pools in its workers'
+    environment, read by Numba (and OpenBLAS) when they load; without it the
+    workers inherit the environment unchanged."""
+    sys.path.insert(0, ROOT)
+    from benchmarks.bench_train import WORKER_ENV, _worker_env
+
+    assert _worker_env() is WORKER_ENV
+    env = _worker_env(1)
+    assert env["OPENBLAS_NUM_THREADS"] == "1" and env["NUMBA_NUM_THREADS"] == "1"
+    out = subprocess.run([sys.executable, "-c", "import numba; print(numba.get_num_threads())"],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "1"
