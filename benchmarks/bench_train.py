@@ -3,8 +3,9 @@ identical PyTorch twin, on the same CPU threads, in one run.
 
 Each measurement runs in a fresh subprocess ("worker"), alternating between
 scratchvae and PyTorch for several rounds, so that neither inherits the
-other's thread pools or environment (scratchvae sets OMP_WAIT_POLICY=PASSIVE
-for its Numba threads; PyTorch keeps its defaults). The best round of each
+other's thread pools or settings (scratchvae runs its kernels and matrix
+products on Numba's threads and sets BLAS to one thread; PyTorch has its own
+OpenMP pool). The best round of each
 is reported. Prints a markdown table and saves it to benchmarks/results/.
 
     python benchmarks/bench_train.py --model mlp-vae
@@ -46,10 +47,10 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 from benchmarks.common import mnist_arrays  # noqa: E402  (needs the path above)
 
 BATCH = 128
-#: the environment as this script found it, for every worker: importing scratchvae
-#: here (main does, for the VQ defaults) sets OMP_WAIT_POLICY=PASSIVE in os.environ,
-#: and a PyTorch worker inheriting it would run its OpenMP pool passive, and slower
-#: (for the same reason a worker imports PyTorch before scratchvae: worker_main)
+#: the environment as this script found it, for every worker, whatever main imports
+#: (scratchvae, for the VQ defaults; until the ninth session that import set
+#: OMP_WAIT_POLICY=PASSIVE, which slowed PyTorch workers inheriting it); each worker
+#: imports PyTorch before anything of scratchvae (worker_main)
 WORKER_ENV = dict(os.environ)
 
 

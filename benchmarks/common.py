@@ -39,16 +39,19 @@ def sample_times_after(prepare, fn, repeats, warmup=3):
 def import_torch(threads):
     """PyTorch, set to ``threads`` threads, for a process that times PyTorch.
 
-    Refuses when scratchvae is already imported: scratchvae sets
-    OMP_WAIT_POLICY=PASSIVE, and a PyTorch imported after it runs its OpenMP
-    pool passive, which made its training steps 1.5-2x slower on this machine
-    (the fifth session's bench_train.py did this, unnoticed, in its workers).
+    Refuses when scratchvae is already imported. A process that times
+    PyTorch must not share the cores with scratchvae's thread pool: once its
+    kernels have run, Numba's threads spin between launches and every BLAS
+    library of the process is set to one thread (kernels/gemm.py). Importing
+    PyTorch before anything of scratchvae is the simple rule that keeps such a
+    process clean. (Until the ninth session scratchvae also set
+    OMP_WAIT_POLICY=PASSIVE on import, which made a PyTorch imported after it
+    1.5-2x slower: the fifth session's bench_train.py did this, unnoticed.)
     """
     import sys
     if "scratchvae" in sys.modules:
         raise RuntimeError("import PyTorch before scratchvae in a process that times PyTorch: "
-                           "scratchvae sets OMP_WAIT_POLICY=PASSIVE, which slows PyTorch's "
-                           "OpenMP threads")
+                           "scratchvae's thread pool and BLAS settings must not reach it")
     import torch
     torch.set_num_threads(threads)
     return torch

@@ -98,8 +98,8 @@ def main():
     args = parser.parse_args()
 
     if args.torch:
-        # nothing of scratchvae or Numba is imported in this process: scratchvae
-        # sets OMP_WAIT_POLICY=PASSIVE, which would slow PyTorch's own OpenMP pool
+        # nothing of scratchvae or Numba is imported in this process, so that
+        # scratchvae's thread pool and BLAS settings do not reach PyTorch's
         threads = os.cpu_count() or 1
         rows = profile_torch(args.model, args.steps, args.warmup, threads)
         notes = [f"{cpu_info()}; {threads} threads; batch 128; float32; "

@@ -10,26 +10,26 @@ Every kernel comes in three implementations with one public entry point:
   right version, used for anything else (strided views, mixed dtypes) and
   when ``SCRATCHVAE_KERNELS=reference`` is set (benchmarks compare the two).
 
+The exception is ``matmul``: its CPU kernel hands blocks of the product to
+BLAS, and on CuPy arrays it is cuBLAS (``a @ b``), with no kernel of ours.
+
 Tests check each kernel against its reference (and the CUDA kernels under
 ``NUMBA_ENABLE_CUDASIM=1``). The dispatch rule lives in
 :mod:`kernels._dispatch`.
 """
-import os
-
-# Two thread pools share the cores: Numba's (OpenMP) for these kernels and the
-# BLAS library's for the matrix products between them. By default OpenMP's
-# threads keep spinning after their work and starve the BLAS threads: on the
-# 2-core CI machine an MLP VAE training step took ~3x longer, a conv stack ~10x.
-# Passive OpenMP waiting puts idle Numba threads to sleep at once. It must be
-# set before Numba's OpenMP library loads (at the first parallel kernel); a
-# value chosen by the user is kept. OpenBLAS is left at its default: its idle
-# threads spin but yield the core, and putting them to sleep at once
-# (OPENBLAS_THREAD_TIMEOUT=4) made steps slower and erratic (benchmarks/RESULTS.md).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# One thread pool: Numba's (OpenMP) runs these kernels and, through
+# kernels.gemm, the matrix products between them, each thread calling BLAS
+# on its own block with the BLAS library set to one thread. Its idle threads
+# spin briefly before they sleep (OpenMP's default), which makes the next
+# launch cheap; with the BLAS library's own threads beside them, spinning
+# starved those threads and steps took several times longer, so earlier
+# versions set OMP_WAIT_POLICY=PASSIVE, paying a wake-up at every launch.
+# See kernels/gemm.py and benchmarks/RESULTS.md.
 
 from .adam import adam_step, adam_step_reference, sgd_step, sgd_step_reference
 from .bce import (bce_with_logits, bce_with_logits_forward,
                   bce_with_logits_forward_reference, bce_with_logits_reference)
+from .gemm import matmul, matmul_reference
 from .relu import relu_backward, relu_backward_reference
 from .vq import nearest_code, nearest_code_reference
 
@@ -40,6 +40,7 @@ __all__ = [
     "adam_step", "adam_step_reference", "sgd_step", "sgd_step_reference",
     "bce_with_logits", "bce_with_logits_reference",
     "bce_with_logits_forward", "bce_with_logits_forward_reference",
+    "matmul", "matmul_reference",
     "nearest_code", "nearest_code_reference",
     "relu_backward", "relu_backward_reference",
 ]

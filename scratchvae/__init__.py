@@ -10,9 +10,4 @@ The package is layered; each layer imports only those below it:
 5. ``train``, ``data``, ``checkpoints``, ``checks`` (the gradient-check catalogue)
 6. ``cli`` (``python -m scratchvae``)
 """
-import os
-
-# Thread pools: see kernels/__init__.py (which sets the same default).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 __version__ = "0.1.0"

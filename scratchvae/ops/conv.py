@@ -38,6 +38,7 @@ im2col/col2im: the columns are the image itself, reshaped.
 import numpy as np
 
 from kernels.im2col import col2im, conv_output_size, im2col
+from kernels.gemm import matmul
 
 from ..backend import check_float, check_shape, get_xp
 
@@ -115,13 +116,13 @@ def _weight_from_matrix(dWm, shape):
 
 
 def _column_sums(a):
-    """a.sum(axis=0) of a 2-D array as a product with a ones vector.
+    """a.sum(axis=0) of a 2-D array as a product with a row of ones.
 
-    The bias gradient. BLAS's gemv is several times faster here than NumPy's
-    reduction over the outer axis of a (pixels, channels) array, and its
-    blocked float32 accumulation is no less accurate.
+    The bias gradient. A BLAS product is several times faster here than
+    NumPy's reduction over the outer axis of a (pixels, channels) array, and
+    its blocked float32 accumulation is no less accurate.
     """
-    return get_xp(a).ones(a.shape[0], dtype=a.dtype) @ a
+    return matmul(get_xp(a).ones((1, a.shape[0]), dtype=a.dtype), a)[0]
 
 
 def _is_pointwise(kernel, stride, padding):
@@ -146,7 +147,7 @@ def _conv_product(x_nhwc, Wm, kernel, stride, padding):
     shape (N*OH*OW, O), is the channels-last output, flattened.
     """
     cols = _columns(x_nhwc, kernel, stride, padding)
-    return cols @ Wm.T, cols                                 # one GEMM
+    return matmul(cols, Wm.T), cols                          # one GEMM
 
 
 def _conv_transpose_product(X, Wm, out_nhwc_shape, kernel, stride, padding):
@@ -154,7 +155,7 @@ def _conv_transpose_product(X, Wm, out_nhwc_shape, kernel, stride, padding):
 
     X (N*H*W, C) is the input channels-last, flattened; Wm (C, KH*KW*O).
     """
-    cols = X @ Wm                                            # (N*H*W, KH*KW*O), one GEMM
+    cols = matmul(X, Wm)                                     # (N*H*W, KH*KW*O), one GEMM
     if _is_pointwise(kernel, stride, padding):
         return cols.reshape(out_nhwc_shape)
     return col2im(cols, out_nhwc_shape, kernel, stride, padding)
@@ -216,7 +217,7 @@ def conv2d_backward(dy, cache, need_dx=True):
     check_float("Conv2d.backward", "upstream gradient", dy, Wm.dtype)
     dY = _channels_last(dy).reshape(N * OH * OW, O)
     db = _column_sums(dY)
-    dW = _weight_from_matrix(dY.T @ cols, w_shape)
+    dW = _weight_from_matrix(matmul(dY.T, cols), w_shape)
     dx = None
     if need_dx:
         dx = _nchw_view(_conv_transpose_product(dY, Wm, (N, H, Wd, C), (KH, KW),
@@ -310,7 +311,7 @@ def conv_transpose2d_backward(dy, cache, need_dx=True):
         dx = _nchw_view(dX.reshape(N, H, Wd, C))
     else:
         dZ = _columns(dy_nhwc, (KH, KW), stride, padding)
-    dW = _weight_from_matrix(X.T @ dZ, w_shape)
+    dW = _weight_from_matrix(matmul(X.T, dZ), w_shape)
     return dx, dW, db
 
 

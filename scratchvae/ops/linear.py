@@ -1,7 +1,12 @@
 """Linear (fully connected) op: y = x W^T + b, PyTorch weight layout.
 
 Shapes: x (N, in), W (out, in), b (out,), y (N, out).
+
+The products run on :func:`kernels.gemm.matmul` (BLAS, one block per
+thread of scratchvae's pool; ``a @ b`` for CuPy arrays).
 """
+from kernels.gemm import matmul
+
 from ..backend import check_float, check_shape
 
 
@@ -10,7 +15,7 @@ def linear_forward(x, W, b=None):
     out_features, in_features = W.shape
     check_shape("Linear", "input", x, (None, in_features))
     check_float("Linear", "input", x, W.dtype)
-    y = x @ W.T
+    y = matmul(x, W.T)
     if b is not None:
         y += b
     return y, (x, W)
@@ -32,8 +37,8 @@ def linear_backward(dy, cache, need_dx=True):
     x, W = cache
     check_shape("Linear.backward", "upstream gradient", dy, (x.shape[0], W.shape[0]))
     check_float("Linear.backward", "upstream gradient", dy, W.dtype)
-    dx = dy @ W if need_dx else None
-    dW = dy.T @ x
+    dx = matmul(dy, W) if need_dx else None
+    dW = matmul(dy.T, x)
     db = dy.sum(axis=0)
     return dx, dW, db
 

@@ -1,0 +1,267 @@
+"""Matrix products C = A @ B on scratchvae's own thread pool: BLAS per block.
+
+BLAS does the arithmetic, as everywhere in the engine; this kernel only
+decides which thread computes which part of C.
+
+Why. On the CPU two thread pools used to share the cores: Numba's OpenMP
+threads for the kernels of this package, and the BLAS library's own
+threads for the matrix products between them. Whichever pool was idle had
+either to sleep, and be woken (tens of microseconds, dozens of times a
+training step), or to spin, and take the cores from the other pool: with
+spinning OpenMP threads beside OpenBLAS's, a conv-VAE step took 4-7x
+longer. Running the products on Numba's pool too leaves one pool, whose
+idle threads can spin briefly (the OpenMP default) because nothing else
+wants the cores. Measured on the 2-core machine, fresh processes
+alternating (benchmarks/RESULTS.md): a training step of the conv VAE
+32.2 -> 29.2 ms, of the VQ-VAE 32.9 -> 27.0 ms, of the MLP VAE 3.6 -> 3.4 ms.
+
+How. A product is cut into T blocks, T = Numba's thread count, and one
+parallel loop gives each thread one block, for which it calls BLAS
+``gemm`` (the BLAS library set to one thread: it is one of T calls at
+once). Usually the blocks are ranges of rows of C (when M >= N) or of its
+columns, each entry of C then being one call's sum over the whole inner
+dimension K. A product whose K is at least twice M and N (a weight
+gradient, summed over a batch of pixels) is cut along K instead: each
+thread multiplies its own range of A's columns and B's rows, reading its
+part of both operands once, and the T partial products are added. The last
+bits of a result can depend on T (the K cut does, and BLAS may round an
+uneven block's edge differently), as with any multi-threaded BLAS.
+
+Row-major arrays, column-major BLAS. Fortran BLAS reads a matrix
+column-major; a row-major (M, N) matrix with row stride ld is, read that
+way, its transpose (N, M) with leading dimension ld. So the row-major
+product C = op(A) op(B) is computed as the column-major product
+C^T = op(B)^T op(A)^T: B is passed first, and an operand given as a
+transposed view (a column-major array, ``W.T``) is passed as its row-major
+base with the transpose flag set, never copied. An operand needs only one
+unit stride: rows (row-major, any row stride >= its width) or columns
+(column-major); anything else is copied once.
+
+Which BLAS. SciPy's, through ``scipy.linalg.cython_blas`` (the BLAS that
+Numba itself calls for ``np.dot``), whose ``sgemm``/``dgemm`` addresses are
+handed to the compiled loop at run time. The first product the kernel runs sets
+every BLAS library of the process to one thread (``threadpoolctl``):
+scratchvae's pool runs the threads, and a BLAS library's own threads would
+compete with it. NumPy's ``@`` elsewhere in the same process then runs on
+one thread too.
+
+Implementations (see :mod:`kernels._dispatch`): the Numba CPU kernel for
+NumPy float32/float64 operands; ``a @ b`` (cuBLAS) for CuPy arrays; and
+``matmul_reference``, plain ``a @ b``, for everything else, for products too
+small to be worth a parallel launch, and under ``SCRATCHVAE_KERNELS=reference``.
+"""
+import functools
+
+import numpy as np
+from llvmlite import ir
+from numba import get_num_threads, njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ._dispatch import forced_reference, is_cupy
+
+#: products with fewer multiply-adds than this (M*N*K) run as plain ``a @ b``:
+#: a parallel launch costs more than it saves (OpenBLAS itself keeps products
+#: under 4 * 65536 multiply-adds on one thread)
+SMALL_PRODUCT = 1 << 18
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+#: largest dimension or leading dimension the 32-bit integers of LP64 BLAS hold
+_INT32_MAX = 2 ** 31 - 1
+
+
+def matmul_reference(a, b):
+    """C = a @ b in plain ``xp`` (NumPy, or CuPy's cuBLAS)."""
+    return a @ b
+
+
+# --------------------------------------------------------------------------
+# calling Fortran gemm through a function address
+# --------------------------------------------------------------------------
+
+@intrinsic
+def _call_gemm(typingctx, address, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
+               beta, c, ldc):
+    """gemm at ``address`` (Fortran calling convention: every argument by pointer).
+
+    ``trans_a``/``trans_b`` are character codes (ord('N') or ord('T')), the
+    sizes and leading dimensions integers (passed as 32-bit ints), ``alpha``
+    and ``beta`` scalars of the matrix dtype, and ``a``, ``b``, ``c`` integer
+    addresses of the first matrix entries. The scalars are stored on the
+    stack and their addresses passed. An intrinsic (rather than a ctypes
+    function object) keeps the address a run-time argument, so the compiled
+    loop can be cached on disk.
+    """
+    sig = types.void(address, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+    def codegen(context, builder, signature, args):
+        byte_ptr = ir.IntType(8).as_pointer()
+        argtypes = signature.args
+
+        def by_pointer(i, to_type):
+            value = context.cast(builder, args[i], argtypes[i], to_type)
+            slot = cgutils.alloca_once_value(builder, value)   # in the entry block
+            return builder.bitcast(slot, byte_ptr)
+
+        def address_of(i):
+            return builder.inttoptr(args[i], byte_ptr)
+
+        char, int32 = types.int8, types.int32
+        fortran_args = [by_pointer(1, char), by_pointer(2, char),
+                        by_pointer(3, int32), by_pointer(4, int32), by_pointer(5, int32),
+                        by_pointer(6, argtypes[6]), address_of(7), by_pointer(8, int32),
+                        address_of(9), by_pointer(10, int32),
+                        by_pointer(11, argtypes[11]), address_of(12), by_pointer(13, int32)]
+        fnty = ir.FunctionType(ir.VoidType(), [byte_ptr] * 13)
+        gemm = builder.inttoptr(args[0], fnty.as_pointer())
+        builder.call(gemm, fortran_args)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+_N, _T = ord("N"), ord("T")
+
+
+#: how a product is cut into one block per thread (chosen by :func:`_split`)
+ROWS, COLUMNS, INNER = 0, 1, 2
+
+
+@njit(parallel=True, cache=True)
+def _gemm_blocks(gemm, split, threads, a, a_rows, lda, b, b_rows, ldb, out, M, N, K,
+                 one, zero):
+    """op(A) @ op(B), (M, K) times (K, N), by one BLAS call per block, in parallel.
+
+    ``split`` ROWS or COLUMNS: ``out`` is C (M, N), C-contiguous, and block
+    t is a range of its rows (op(A)'s rows) or of its columns (op(B)'s
+    columns), the other operand read whole. INNER: ``out`` is (threads, M, N)
+    and block t the product of a range of op(A)'s columns with the same
+    range of op(B)'s rows, written to out[t]; the caller adds them up.
+
+    ``a`` is op(A)'s storage as a 1-D view from its first entry; ``a_rows``
+    True when that storage is row-major (op(A)'s rows contiguous, row stride
+    ``lda``), False when column-major (its columns contiguous at stride
+    ``lda``). Likewise ``b``. Sizes in elements. ``threads`` is Numba's thread
+    count, read by the caller (calling ``get_num_threads`` in here would keep
+    the compiled loop from being cached).
+    """
+    length = M if split == ROWS else (N if split == COLUMNS else K)
+    size = a.itemsize
+    a_base, b_base, out_base = (np.int64(a.ctypes.data), np.int64(b.ctypes.data),
+                                np.int64(out.ctypes.data))   # addresses, as signed ints
+    for t in prange(threads):
+        lo = t * length // threads
+        hi = (t + 1) * length // threads
+        if hi <= lo and split != INNER:
+            continue
+        m, n, k = M, N, K                   # this block's product: (m, k) times (k, n)
+        a_off = b_off = c_off = 0
+        if split == ROWS:                   # rows lo:hi of op(A) and of C
+            m = hi - lo
+            a_off = lo * lda if a_rows else lo
+            c_off = lo * N
+        elif split == COLUMNS:              # columns lo:hi of op(B) and of C
+            n = hi - lo
+            b_off = lo if b_rows else lo * ldb
+            c_off = lo
+        else:                               # columns lo:hi of op(A), rows lo:hi of op(B)
+            k = hi - lo
+            a_off = lo if a_rows else lo * lda
+            b_off = lo * ldb if b_rows else lo
+            c_off = t * M * N
+        # Fortran, column-major: C^T (n x m, ld N) = op(B)^T (n x k) op(A)^T (k x m),
+        # and a row-major storage read column-major is the transpose: 'N' for it
+        _call_gemm(gemm, _N if b_rows else _T, _N if a_rows else _T, n, m, k,
+                   one, b_base + b_off * size, ldb, a_base + a_off * size, lda,
+                   zero, out_base + c_off * size, N)
+
+
+def _split(M, N, K):
+    """How to cut a product among threads: a long inner dimension (K at least
+    twice M and N, e.g. a weight gradient summed over a batch of pixels) into
+    K ranges, each thread reading its own part of both operands; otherwise
+    C along its longer side."""
+    if K >= 2 * max(M, N):
+        return INNER
+    return ROWS if M >= N else COLUMNS
+
+
+@functools.lru_cache(maxsize=None)
+def _gemm_addresses():
+    """{dtype: address of SciPy's Fortran gemm}; sets BLAS to one thread (once)."""
+    from numba.extending import get_cython_function_address
+    from threadpoolctl import threadpool_limits
+
+    addresses = {np.dtype(np.float32): get_cython_function_address(
+                     "scipy.linalg.cython_blas", "sgemm"),
+                 np.dtype(np.float64): get_cython_function_address(
+                     "scipy.linalg.cython_blas", "dgemm")}
+    threadpool_limits(limits=1, user_api="blas")   # SciPy's BLAS is loaded now
+    return addresses
+
+
+def _storage(x):
+    """(first entry as a 1-D view, row-major?, leading dimension) of a 2-D array.
+
+    Row-major when x's rows are contiguous (unit column stride), column-major
+    when its columns are; the leading dimension is the other stride, raised
+    to the BLAS minimum where a size-1 axis makes it arbitrary. Other arrays
+    (no unit stride, negative strides) are copied to C order first.
+    """
+    rows, cols = x.shape
+    step = x.itemsize
+    s0, s1 = x.strides
+    if cols == 1 or s1 == step:                     # contiguous rows
+        if s0 >= 0 and s0 % step == 0 and (rows == 1 or s0 // step >= cols):
+            return _base_view(x), True, max(s0 // step, cols, 1)
+    if rows == 1 or s0 == step:                     # contiguous columns
+        if s1 >= 0 and s1 % step == 0 and (cols == 1 or s1 // step >= rows):
+            return _base_view(x), False, max(s1 // step, rows, 1)
+    x = np.ascontiguousarray(x)
+    return x.reshape(-1), True, max(cols, 1)
+
+
+def _base_view(x):
+    """A 1-D view starting at x's first entry and reaching its last (no copy)."""
+    span = (x.shape[0] - 1) * x.strides[0] + (x.shape[1] - 1) * x.strides[1] + x.itemsize
+    return np.lib.stride_tricks.as_strided(x, shape=(span // x.itemsize,),
+                                           strides=(x.itemsize,))
+
+
+def _check(a, b):
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"matmul: expected two 2-D arrays, got shapes {tuple(a.shape)} "
+                         f"and {tuple(b.shape)}")
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"matmul: expected a (M, K) and a (K, N) array, got shapes "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}")
+
+
+def matmul(a, b):
+    """C = a @ b for 2-D a (M, K) and b (K, N); returns a new C-contiguous (M, N) array.
+
+    NumPy float32/float64 operands of one dtype run on the kernel (any
+    layout: transposed views are not copied); CuPy arrays go to cuBLAS;
+    anything else, and small products, to :func:`matmul_reference`.
+    """
+    _check(a, b)
+    M, K = a.shape
+    N = b.shape[1]
+    if (forced_reference() or is_cupy(a) or is_cupy(b)
+            or not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray))
+            or a.dtype != b.dtype or np.dtype(a.dtype) not in _FLOATS
+            or M * N * K < SMALL_PRODUCT or max(M, N, K) > _INT32_MAX):
+        return matmul_reference(a, b)
+    a_flat, a_rows, lda = _storage(a)
+    b_flat, b_rows, ldb = _storage(b)
+    if max(lda, ldb) > _INT32_MAX:
+        return matmul_reference(a, b)
+    gemm = _gemm_addresses()[np.dtype(a.dtype)]
+    threads = get_num_threads()
+    split = _split(M, N, K)
+    out = np.empty((threads, M, N) if split == INNER else (M, N), dtype=a.dtype)
+    _gemm_blocks(gemm, split, threads, a_flat, a_rows, lda, b_flat, b_rows, ldb, out,
+                 M, N, K, a.dtype.type(1), a.dtype.type(0))
+    if split == INNER:                  # the partial products, added in a fixed order
+        return out[0] if threads == 1 else out.sum(axis=0)
+    return out
