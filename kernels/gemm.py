@@ -123,6 +123,23 @@ def _call_gemm(typingctx, address, trans_a, trans_b, m, n, k, alpha, a, lda, b, 
 _N, _T = ord("N"), ord("T")
 
 
+@njit(inline="always")
+def gemm_rows(gemm, a_rows, b_rows, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """Row-major C (m, n) = alpha op(A) op(B) + beta C by the Fortran ``gemm`` at ``gemm``.
+
+    ``a``, ``b``, ``c``: addresses of the first entries. ``a_rows`` True when
+    op(A) (m, k) is stored row-major (rows contiguous, row stride ``lda``),
+    False when column-major (columns contiguous at stride ``lda``); likewise
+    ``b_rows`` for op(B) (k, n). C is row-major with row stride ``ldc``.
+
+    Fortran reads every matrix column-major, where a row-major storage is the
+    transpose: C^T (n x m, ld ldc) = op(B)^T (n x k) op(A)^T (k x m), with
+    'N' for an operand stored row-major and 'T' for one stored column-major.
+    """
+    _call_gemm(gemm, _N if b_rows else _T, _N if a_rows else _T, n, m, k, alpha, b, ldb,
+               a, lda, beta, c, ldc)
+
+
 #: how a product is cut into one block per thread (chosen by :func:`_split`)
 ROWS, COLUMNS, INNER = 0, 1, 2
 
@@ -169,11 +186,8 @@ def _gemm_blocks(gemm, split, threads, a, a_rows, lda, b, b_rows, ldb, out, M, N
             a_off = lo if a_rows else lo * lda
             b_off = lo * ldb if b_rows else lo
             c_off = t * M * N
-        # Fortran, column-major: C^T (n x m, ld N) = op(B)^T (n x k) op(A)^T (k x m),
-        # and a row-major storage read column-major is the transpose: 'N' for it
-        _call_gemm(gemm, _N if b_rows else _T, _N if a_rows else _T, n, m, k,
-                   one, b_base + b_off * size, ldb, a_base + a_off * size, lda,
-                   zero, out_base + c_off * size, N)
+        gemm_rows(gemm, a_rows, b_rows, m, n, k, one, a_base + a_off * size, lda,
+                  b_base + b_off * size, ldb, zero, out_base + c_off * size, N)
 
 
 def _split(M, N, K):

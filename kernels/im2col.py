@@ -45,13 +45,16 @@ kernels and reference agree bit for bit.
 Three implementations each (see :mod:`kernels._dispatch`): Numba CPU
 kernels, a Numba CUDA kernel (one thread per output element, grid-stride
 loop) for CuPy arrays, and a plain ``xp`` reference looping over the KH*KW
-kernel offsets. On the CPU there are two strategies, chosen by the number
-of channels:
+kernel offsets. The CPU loops are written for a range of images (the
+``*_block`` functions); the parallel kernels here give each task one image,
+and kernels/conv_gemm.py runs them a few images at a time inside each
+thread, fused with the matrix products, which is how the engine's
+convolutions use them on the CPU. There are two strategies, chosen by the
+number of channels:
 
 - C > 3 (hidden layers): im2col copies whole runs of KW*C contiguous
-  values, parallel over output rows (n, oh); col2im, parallel over image
-  rows (n, h), adds each pixel's C channels as one vector (C >= 16) or in
-  one strided loop per channel (C < 16);
+  values; col2im adds each pixel's C channels as one vector (C >= 16) or
+  in one strided loop per channel (C < 16);
 - C <= 3 (grey or colour images: a network's input and output layers): the
   runs are only KW*C values long, and the loops around them cost more than
   the copies. Instead, one image's windows are described once by an index
@@ -59,10 +62,13 @@ of channels:
   every entry of the image's column block (-1 for padding); for col2im, for
   every image element, the list of column-block entries that add onto it,
   in increasing (i, j) order. The kernels then run one long loop over the
-  table per image, parallel over images. Measured on the conv VAE's first
-  and last layers (C = 1, 28x28, kernel 4, stride 2): im2col 1.3 -> 0.6-0.8
-  ms, col2im 1.8 -> 0.9-1.0 ms, about 2.5 ms off a 50 ms training step.
-  (For C = 4 and more the run kernels were as fast or faster.)
+  table per image. Measured on the conv VAE's first and last layers (C = 1,
+  28x28, kernel 4, stride 2): im2col 1.3 -> 0.6-0.8 ms, col2im 1.8 -> 0.9-1.0
+  ms, about 2.5 ms off a 50 ms training step (fourth session, before the
+  fusion). (For C = 4 and more the run kernels were as fast or faster.)
+
+col2im's blocks start each pixel from a given vector of C values instead of
+0 when asked (``init``): the fused transposed convolution adds its bias so.
 """
 import functools
 
@@ -140,7 +146,9 @@ def col2im_reference(cols, x_shape, kernel_size, stride, padding):
 
 
 # --------------------------------------------------------------------------
-# Numba CPU kernels
+# Numba CPU kernels: serial loops over a range of images ("blocks"), which the
+# parallel kernels below run one image per task, and which kernels/conv_gemm.py
+# runs per thread on a few images at a time, fused with the matrix product
 # --------------------------------------------------------------------------
 
 @njit(inline="always")
@@ -160,63 +168,65 @@ def _valid_range(k, stride, pad, size, out_size):
 _FEW_CHANNELS = 16
 
 
-@njit(parallel=True, cache=True)
-def _im2col_cpu(x, cols, kh, kw, sh, sw, ph, pw):
-    """x (N, H, W, C) -> cols (N*OH*OW, KH*KW*C), both C-contiguous.
+@njit(cache=True)
+def im2col_block(x, n0, n1, cols, kh, kw, sh, sw, ph, pw):
+    """The column rows of images n0..n1-1 of x (N, H, W, C), written to cols
+    ((n1-n0)*OH*OW, KH*KW*C): exactly those images' rows; both C-contiguous.
 
-    Parallel over output rows (n, oh). For each output pixel and kernel
-    row i, the KW*C values x[n, h, w0:w0+KW, :] are one contiguous run of
-    the input (w0 = ow*SW - PW), copied by one zero-based loop over slice
-    views (which LLVM vectorises). Windows entirely inside the image take
-    a branch-free path; for the others the part outside is written as 0.
+    For each output pixel and kernel row i, the KW*C values
+    x[n, h, w0:w0+KW, :] are one contiguous run of the input (w0 = ow*SW - PW),
+    copied by one zero-based loop over slice views (which LLVM vectorises).
+    Windows entirely inside the image take a branch-free path; for the others
+    the part outside is written as 0.
     """
     N, H, W, C = x.shape
     OH = (H + 2 * ph - kh) // sh + 1
     OW = (W + 2 * pw - kw) // sw + 1
     xf = x.reshape(N, H, W * C)              # image rows, flat
     run = kw * C                             # one kernel row of one window
-    for row in prange(N * OH):
-        n = row // OH
-        oh = row - n * OH
-        h0 = oh * sh - ph
-        ilo = max(0, -h0)                    # kernel rows inside the image: [ilo, ihi)
-        ihi = min(kh, H - h0)
-        for ow in range(OW):
-            out = cols[row * OW + ow]        # the window of output pixel (n, oh, ow)
-            w0 = ow * sw - pw
-            a = max(0, -w0) * C              # the part of a run inside the image: [a, e)
-            e = min(kw, W - w0) * C
-            if ilo == 0 and ihi == kh and a == 0 and e == run:
-                for i in range(kh):          # interior window
-                    dst = out[i * run:(i + 1) * run]
-                    src = xf[n, h0 + i, w0 * C:w0 * C + run]
-                    for t in range(run):
-                        dst[t] = src[t]
-                continue
-            for i in range(kh):              # a window overlapping the border
-                dst = out[i * run:(i + 1) * run]
-                if i < ilo or i >= ihi or a >= e:
-                    for t in range(run):
-                        dst[t] = 0
+    for n in range(n0, n1):
+        for oh in range(OH):
+            row = (n - n0) * OH + oh
+            h0 = oh * sh - ph
+            ilo = max(0, -h0)                # kernel rows inside the image: [ilo, ihi)
+            ihi = min(kh, H - h0)
+            for ow in range(OW):
+                out = cols[row * OW + ow]    # the window of output pixel (n, oh, ow)
+                w0 = ow * sw - pw
+                a = max(0, -w0) * C          # the part of a run inside the image: [a, e)
+                e = min(kw, W - w0) * C
+                if ilo == 0 and ihi == kh and a == 0 and e == run:
+                    for i in range(kh):      # interior window
+                        dst = out[i * run:(i + 1) * run]
+                        src = xf[n, h0 + i, w0 * C:w0 * C + run]
+                        for t in range(run):
+                            dst[t] = src[t]
                     continue
-                for t in range(a):
-                    dst[t] = 0
-                part = dst[a:e]
-                src = xf[n, h0 + i, w0 * C + a:w0 * C + e]
-                for t in range(e - a):
-                    part[t] = src[t]
-                for t in range(e, run):
-                    dst[t] = 0
+                for i in range(kh):          # a window overlapping the border
+                    dst = out[i * run:(i + 1) * run]
+                    if i < ilo or i >= ihi or a >= e:
+                        for t in range(run):
+                            dst[t] = 0
+                        continue
+                    for t in range(a):
+                        dst[t] = 0
+                    part = dst[a:e]
+                    src = xf[n, h0 + i, w0 * C + a:w0 * C + e]
+                    for t in range(e - a):
+                        part[t] = src[t]
+                    for t in range(e, run):
+                        dst[t] = 0
 
 
-@njit(parallel=True, cache=True)
-def _col2im_cpu(cols, x, kh, kw, sh, sw, ph, pw):
-    """cols (N*OH*OW, KH*KW*C) -> x (N, H, W, C), both C-contiguous; a gather.
+@njit(cache=True)
+def col2im_block(cols, n0, n1, x, kh, kw, sh, sw, ph, pw, init):
+    """Images n0..n1-1 of x (N, H, W, C) from cols ((n1-n0)*OH*OW, KH*KW*C),
+    exactly those images' column rows; a gather.
 
-    Parallel over image rows (n, h); the task owning row x[n, h] zero-fills
-    it, then for each kernel row i that reaches h (i = (h+PH) mod SH,
+    Each image row x[n, h] is filled with ``init`` (C values: zeros, or a
+    bias), then for each kernel row i that reaches h (i = (h+PH) mod SH,
     + SH, ..., with oh = (h+PH-i)/SH in [0, OH)) and each kernel column j
-    adds the in-range pixels of cols[(n, oh, :), (i, j, :)] onto the row.
+    the in-range pixels of cols[(n, oh, :), (i, j, :)] are added onto it.
     Each pixel is so a sum over its own (i, j) in increasing order.
     """
     N, H, W, C = x.shape
@@ -224,44 +234,42 @@ def _col2im_cpu(cols, x, kh, kw, sh, sw, ph, pw):
     OW = (W + 2 * pw - kw) // sw + 1
     xf = x.reshape(N * H, W * C)             # image rows, flat
     run = kw * C
-    for row in prange(N * H):
-        n = row // H
-        h = row - n * H
-        out = xf[row]
-        for t in range(W * C):
-            out[t] = 0
-        hp = h + ph
-        for i in range(hp % sh, min(kh, hp + 1), sh):    # i <= hp keeps oh >= 0
-            oh = (hp - i) // sh
-            if oh >= OH:
-                continue
-            base = (n * OH + oh) * OW
-            slab = cols[base:base + OW]          # output row (n, oh): (OW, KH*KW*C)
-            for j in range(kw):
-                ow_lo, ow_hi = _valid_range(j, sw, pw, W, OW)
-                if ow_lo >= ow_hi:
+    for n in range(n0, n1):
+        for h in range(H):
+            out = xf[n * H + h]
+            for w in range(W):
+                for c in range(C):
+                    out[w * C + c] = init[c]
+            hp = h + ph
+            for i in range(hp % sh, min(kh, hp + 1), sh):    # i <= hp keeps oh >= 0
+                oh = (hp - i) // sh
+                if oh >= OH:
                     continue
-                s0 = i * run + j * C
-                d0 = (ow_lo * sw + j - pw) * C   # first pixel reached, flat
-                if C < _FEW_CHANNELS:            # strided loops over ow, one per channel
-                    step = sw * C
-                    for c in range(C):
-                        dst = out[d0 + c:]
-                        src = slab[ow_lo:ow_hi, s0 + c]
-                        for t in range(ow_hi - ow_lo):
-                            dst[t * step] += src[t]
-                else:                            # many channels: a vector add per pixel
-                    for ow in range(ow_lo, ow_hi):
-                        d = d0 + (ow - ow_lo) * sw * C
-                        dst = out[d:d + C]
-                        src = slab[ow, s0:s0 + C]
+                base = ((n - n0) * OH + oh) * OW
+                slab = cols[base:base + OW]      # output row (n, oh): (OW, KH*KW*C)
+                for j in range(kw):
+                    ow_lo, ow_hi = _valid_range(j, sw, pw, W, OW)
+                    if ow_lo >= ow_hi:
+                        continue
+                    s0 = i * run + j * C
+                    d0 = (ow_lo * sw + j - pw) * C   # first pixel reached, flat
+                    if C < _FEW_CHANNELS:            # strided loops over ow, one per channel
+                        step = sw * C
                         for c in range(C):
-                            dst[c] += src[c]
+                            dst = out[d0 + c:]
+                            src = slab[ow_lo:ow_hi, s0 + c]
+                            for t in range(ow_hi - ow_lo):
+                                dst[t * step] += src[t]
+                    else:                            # many channels: a vector add per pixel
+                        for ow in range(ow_lo, ow_hi):
+                            d = d0 + (ow - ow_lo) * sw * C
+                            dst = out[d:d + C]
+                            src = slab[ow, s0:s0 + C]
+                            for c in range(C):
+                                dst[c] += src[c]
 
 
-# --------------------------------------------------------------------------
-# Numba CPU kernels for images with few channels: index tables per image
-# --------------------------------------------------------------------------
+# Images with few channels: index tables per image ---------------------------
 
 #: images with at most this many channels take the index-table kernels
 TABLE_CHANNELS = 3
@@ -310,63 +318,108 @@ def contributions(H, W, C, kh, kw, sh, sw, ph, pw):
     return starts, entries
 
 
-@njit(parallel=True, cache=True)
-def _im2col_table_cpu(x, cols, offsets):
-    """cols block of image n = x[n] read through ``offsets`` (0 where -1).
-
-    Parallel over images; each task copies one block, one entry per
-    iteration of a single loop.
-    """
+@njit(cache=True)
+def im2col_table_block(x, n0, n1, cols, offsets):
+    """As :func:`im2col_block`, through ``offsets`` (0 where -1): one long loop per image."""
     N = x.shape[0]
     image = x.size // max(N, 1)
     block = offsets.size
     xf = x.reshape(-1)
     cf = cols.reshape(-1)
-    for n in prange(N):
+    for n in range(n0, n1):
+        base = (n - n0) * block
         for e in range(block):
             src = offsets[e]
             if src >= 0:
-                cf[n * block + e] = xf[n * image + src]
+                cf[base + e] = xf[n * image + src]
             else:
-                cf[n * block + e] = 0
+                cf[base + e] = 0
+
+
+@njit(cache=True)
+def col2im_table_block(cols, n0, n1, x, starts, entries, init):
+    """As :func:`col2im_block`: each element of image n sums its column-block
+    entries, starting from init[c] and adding in increasing (i, j)."""
+    N, C = x.shape[0], x.shape[3]
+    image = x.size // max(N, 1)
+    block = cols.size // max(n1 - n0, 1)     # one image's column entries
+    xf = x.reshape(-1)
+    cf = cols.reshape(-1)
+    for n in range(n0, n1):
+        base = (n - n0) * block
+        for q in range(image):
+            acc = init[q % C]
+            for t in range(starts[q], starts[q + 1]):
+                acc += cf[base + entries[t]]
+            xf[n * image + q] = acc
+
+
+# The parallel kernels: one image per task ------------------------------------
+
+@njit(parallel=True, cache=True)
+def _im2col_cpu(x, cols, kh, kw, sh, sw, ph, pw):
+    """x (N, H, W, C) -> cols (N*OH*OW, KH*KW*C), both C-contiguous (runs of KW*C)."""
+    N, H, W, C = x.shape
+    P = ((H + 2 * ph - kh) // sh + 1) * ((W + 2 * pw - kw) // sw + 1)
+    for n in prange(N):
+        im2col_block(x, n, n + 1, cols[n * P:(n + 1) * P], kh, kw, sh, sw, ph, pw)
+
+
+@njit(parallel=True, cache=True)
+def _col2im_cpu(cols, x, kh, kw, sh, sw, ph, pw):
+    """cols (N*OH*OW, KH*KW*C) -> x (N, H, W, C), both C-contiguous; a gather."""
+    N, H, W, C = x.shape
+    P = ((H + 2 * ph - kh) // sh + 1) * ((W + 2 * pw - kw) // sw + 1)
+    zeros = np.zeros(C, x.dtype)
+    for n in prange(N):
+        col2im_block(cols[n * P:(n + 1) * P], n, n + 1, x, kh, kw, sh, sw, ph, pw, zeros)
+
+
+@njit(parallel=True, cache=True)
+def _im2col_table_cpu(x, cols, offsets):
+    """cols block of image n = x[n] read through ``offsets``, parallel over images."""
+    block = offsets.size
+    for n in prange(x.shape[0]):
+        im2col_table_block(x, n, n + 1, cols.reshape(-1)[n * block:(n + 1) * block], offsets)
 
 
 @njit(parallel=True, cache=True)
 def _col2im_table_cpu(cols, x, starts, entries, zero):
-    """Each element of image n sums its column-block entries (a gather).
-
-    Parallel over images; the sum starts from ``zero`` (0 in x's dtype) and
-    adds in increasing (i, j), as the reference does, so results agree bit
-    for bit.
-    """
+    """Each element of image n sums its column-block entries (a gather),
+    starting from ``zero`` (0 in x's dtype), parallel over images."""
     N = x.shape[0]
-    image = x.size // max(N, 1)
     block = cols.size // max(N, 1)
-    xf = x.reshape(-1)
-    cf = cols.reshape(-1)
+    init = np.full(x.shape[3], zero)
     for n in prange(N):
-        for q in range(image):
-            acc = zero
-            for t in range(starts[q], starts[q + 1]):
-                acc += cf[n * block + entries[t]]
-            xf[n * image + q] = acc
+        col2im_table_block(cols.reshape(-1)[n * block:(n + 1) * block], n, n + 1, x,
+                           starts, entries, init)
+
+
+def cpu_tables(shape, kernel_size, stride, padding, gather):
+    """The CPU strategy for images of ``shape`` (N, H, W, C): the index tables
+    (im2col's ``window_offsets``, or col2im's ``contributions`` when
+    ``gather``) for at most TABLE_CHANNELS channels, else None (the runs)."""
+    N, H, W, C = shape
+    if C > TABLE_CHANNELS:
+        return None
+    geometry = (H, W, C, *kernel_size, *stride, *padding)
+    return contributions(*geometry) if gather else window_offsets(*geometry)
 
 
 def _im2col_on_cpu(x, cols, kh, kw, sh, sw, ph, pw):
     """The CPU strategy for this image: index table for few channels, else runs."""
-    N, H, W, C = x.shape
-    if C <= TABLE_CHANNELS:
-        _im2col_table_cpu(x, cols, window_offsets(H, W, C, kh, kw, sh, sw, ph, pw))
+    table = cpu_tables(x.shape, (kh, kw), (sh, sw), (ph, pw), gather=False)
+    if table is not None:
+        _im2col_table_cpu(x, cols, table)
     else:
         _im2col_cpu(x, cols, kh, kw, sh, sw, ph, pw)
 
 
 def _col2im_on_cpu(cols, x, kh, kw, sh, sw, ph, pw):
     """As :func:`_im2col_on_cpu`, for col2im."""
-    N, H, W, C = x.shape
-    if C <= TABLE_CHANNELS:
-        _col2im_table_cpu(cols, x, *contributions(H, W, C, kh, kw, sh, sw, ph, pw),
-                          scalar(0, x.dtype))
+    table = cpu_tables(x.shape, (kh, kw), (sh, sw), (ph, pw), gather=True)
+    if table is not None:
+        _col2im_table_cpu(cols, x, *table, scalar(0, x.dtype))
     else:
         _col2im_cpu(cols, x, kh, kw, sh, sw, ph, pw)
 

@@ -14,7 +14,8 @@ from the same weights, batches and noise. Checked:
 
 - (a) the dispatch chose "cuda" on the device exactly where it chose "cpu" on
   the host (no silent fall-back to the reference), every kernel the model
-  uses was launched (adam, bce, relu; im2col and col2im for the conv models;
+  uses was launched (adam, bce, relu; im2col and col2im for the conv models,
+  through kernels/conv_gemm.py;
   the nearest-code search for the VQ-VAE), each launch with device arrays only
   and on CuPy's current stream (conv-vae and vq-vae run inside
   ``with cupy.cuda.Stream():``);
@@ -62,6 +63,7 @@ from numba.cuda.simulator import kernel as simulator_kernel
 import kernels
 from kernels import adam as kadam
 from kernels import bce as kbce
+from kernels import conv_gemm as kconv
 from kernels import im2col as kim2col
 from kernels import relu as krelu
 from kernels import vq as kvq
@@ -151,6 +153,7 @@ def _install_spies():
     for module in (kadam, kbce, kim2col, krelu, kvq):
         module.CUDA_THREADS = THREADS                     # see the module docstring
         _spy_choose(module)
+    _spy_choose(kconv)             # the conv products, which launch im2col's CUDA kernels
     for name, (module, attr) in LAUNCHERS.items():
         _spy_launcher(name, module, attr)
     if not hasattr(cuda, "external_stream"):

@@ -5,6 +5,7 @@ import pytest
 
 import scratchvae.checks_conv as checks_conv
 import scratchvae.layers.conv as conv_layers
+from kernels import conv_gemm
 from kernels import im2col as K
 from kernels._dispatch import ENV_VAR
 from scratchvae import checks
@@ -206,9 +207,9 @@ def test_conv_gradchecks_pass():
         assert r.max_error <= 1e-7
 
 
-#: the CPU kernels of kernels/im2col.py, by strategy
-CPU_KERNELS = {"_im2col_cpu": "runs", "_col2im_cpu": "runs",
-               "_im2col_table_cpu": "table", "_col2im_table_cpu": "table"}
+#: the fused CPU kernels of kernels/conv_gemm.py, and where their ``use_table``
+#: argument is (True: im2col/col2im by index tables, False: by runs)
+CPU_KERNELS = {"_forward_cpu": 12, "_transposed_cpu": 11, "_weight_cpu": 10}
 #: the conv op functions, as the gradient checks and the layers call them
 PHASES = {"conv2d_forward": "Conv2d forward", "conv2d_backward": "Conv2d backward",
           "conv_transpose2d_forward": "ConvTranspose2d forward",
@@ -216,9 +217,9 @@ PHASES = {"conv2d_forward": "Conv2d forward", "conv2d_backward": "Conv2d backwar
 
 
 def _kernels_run_by(monkeypatch, named_checks):
-    """Run gradient checks; return {(phase, strategy, dtype)} of every CPU
-    im2col/col2im kernel call they made, the phase being the conv op function
-    (forward or backward of which op) that was running."""
+    """Run gradient checks; return {(phase, strategy, dtype)} of every fused
+    CPU kernel call they made (strategy: how its im2col/col2im ran), the phase
+    being the conv op function (forward or backward of which op) running."""
     phase, seen = [None], set()
     for module in (checks_conv, conv_layers):
         for fname, tag in PHASES.items():
@@ -229,11 +230,12 @@ def _kernels_run_by(monkeypatch, named_checks):
                 finally:
                     phase[0] = None
             monkeypatch.setattr(module, fname, tagged)
-    for kname, strategy in CPU_KERNELS.items():
-        def spy(*args, _f=getattr(K, kname), _strategy=strategy):
-            seen.add((phase[0], _strategy, args[0].dtype))
+    for kname, where in CPU_KERNELS.items():
+        def spy(*args, _f=getattr(conv_gemm, kname), _where=where):
+            assert isinstance(args[_where], bool)
+            seen.add((phase[0], "table" if args[_where] else "runs", args[1].dtype))
             return _f(*args)
-        monkeypatch.setattr(K, kname, spy)
+        monkeypatch.setattr(conv_gemm, kname, spy)
     for name, fn in named_checks:
         result = fn(np.random.default_rng(0))
         assert result.passed, str(result)
@@ -295,9 +297,9 @@ def test_backward_is_the_same_for_any_layout_of_dy(op, channels):
 def _wrong_dx_conv2d_backward(dy, cache):
     """The classic flip mistake: dx from a transposed convolution with W flipped in space."""
     dx, dW, db = conv2d_backward(dy, cache)
-    cols, Wm, (O, C, KH, KW), x_shape, stride, padding = cache
+    x_nhwc, Wm, (O, C, KH, KW), stride, padding = cache
     W = Wm.reshape(O, KH, KW, C).transpose(0, 3, 1, 2)      # the weight again
-    H, Wd = x_shape[2:]
+    H, Wd = x_nhwc.shape[1:3]
     op = ((H + 2 * padding[0] - KH) % stride[0], (Wd + 2 * padding[1] - KW) % stride[1])
     flipped = np.ascontiguousarray(W[:, :, ::-1, ::-1])
     dx_bad, _ = conv_transpose2d_forward(dy, flipped, None, stride, padding, op)
@@ -394,7 +396,9 @@ def test_need_dx_false_skips_only_dx():
     np.testing.assert_array_equal(full[2], partial[2])
 
 
-def test_reference_kernels_give_identical_results(monkeypatch):
+def test_reference_kernels_agree(monkeypatch):
+    """The fused kernels and the unfused references (SCRATCHVAE_KERNELS=reference)
+    give the same passes to float64 rounding (BLAS blocks the products differently)."""
     rng = np.random.default_rng(8)
     x, W, b, s, p = _conv_inputs((2, 3, 9, 8, 4, (3, 2), (2, 1), (1, 0)), rng)
     xt, Wt, bt, st, pt, opt = _convt_inputs((2, 3, 4, 3, 2, (3, 2), (2, 3), (1, 0), (1, 2)), rng)
@@ -409,7 +413,7 @@ def test_reference_kernels_give_identical_results(monkeypatch):
     monkeypatch.setenv("SCRATCHVAE_KERNELS", "reference")
     slow = run()
     for a, b_ in zip(fast, slow):
-        np.testing.assert_array_equal(a, b_)
+        np.testing.assert_allclose(a, b_, rtol=1e-12, atol=1e-12)
 
 
 def test_non_contiguous_input():
@@ -439,13 +443,12 @@ def test_outputs_are_channels_last():
 
 
 def test_pointwise_conv_skips_im2col(monkeypatch):
-    import scratchvae.ops.conv as conv_ops
-
     def boom(*args, **kwargs):
         raise AssertionError("im2col/col2im called for a 1x1 convolution")
 
-    monkeypatch.setattr(conv_ops, "im2col", boom)
-    monkeypatch.setattr(conv_ops, "col2im", boom)
+    for name in ("_forward_cpu", "_transposed_cpu", "_weight_cpu", "im2col_reference",
+                 "col2im_reference"):
+        monkeypatch.setattr(conv_gemm, name, boom)
     rng = np.random.default_rng(15)
     x, W = rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((6, 3, 1, 1))
     y, cache = conv2d_forward(x, W)

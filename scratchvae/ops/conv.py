@@ -31,14 +31,18 @@ other (without bias, for the same weight W of shape (A, B, KH, KW)):
 
 and each backward reuses the other op's forward: the input gradient of a
 convolution is a transposed convolution of dy with the same weight, and
-vice versa (the helpers ``_conv_product`` and ``_conv_transpose_product``
-serve both). 1x1 convolutions (kernel 1, stride 1, padding 0) skip
-im2col/col2im: the columns are the image itself, reshaped.
+vice versa. With the weight gradients, every pass is one of three products
+(kernels/conv_gemm.py): im2col(x) Wm^T, col2im(X Wm), and R^T im2col(x).
+They are computed with im2col / col2im fused into the matrix product, a few
+images at a time, so no column matrix is ever built whole; 1x1
+convolutions (kernel 1, stride 1, padding 0) skip im2col/col2im: the
+columns are the image itself, reshaped.
 """
 import numpy as np
 
-from kernels.im2col import col2im, conv_output_size, im2col
+from kernels.conv_gemm import conv_forward_product, conv_transposed_product, conv_weight_product
 from kernels.gemm import matmul
+from kernels.im2col import conv_output_size
 
 from ..backend import check_float, check_shape, get_xp
 
@@ -125,42 +129,6 @@ def _column_sums(a):
     return matmul(get_xp(a).ones((1, a.shape[0]), dtype=a.dtype), a)[0]
 
 
-def _is_pointwise(kernel, stride, padding):
-    return kernel == (1, 1) and stride == (1, 1) and padding == (0, 0)
-
-
-# --------------------------------------------------------------------------
-# the two products, each used by one forward and by the other op's backward
-# --------------------------------------------------------------------------
-
-def _columns(x_nhwc, kernel, stride, padding):
-    """im2col(x) as (N*OH*OW, KH*KW*C); for a 1x1 convolution x itself, reshaped."""
-    if _is_pointwise(kernel, stride, padding):
-        return x_nhwc.reshape(-1, x_nhwc.shape[3])          # a view: no im2col
-    return im2col(x_nhwc, kernel, stride, padding)
-
-
-def _conv_product(x_nhwc, Wm, kernel, stride, padding):
-    """Convolution without bias: (im2col(x) @ Wm^T, im2col(x)).
-
-    x_nhwc (N, H, W, C) C-contiguous, Wm (O, KH*KW*C). The product, of
-    shape (N*OH*OW, O), is the channels-last output, flattened.
-    """
-    cols = _columns(x_nhwc, kernel, stride, padding)
-    return matmul(cols, Wm.T), cols                          # one GEMM
-
-
-def _conv_transpose_product(X, Wm, out_nhwc_shape, kernel, stride, padding):
-    """Transposed convolution without bias: col2im(X @ Wm) as (N, OH, OW, O).
-
-    X (N*H*W, C) is the input channels-last, flattened; Wm (C, KH*KW*O).
-    """
-    cols = matmul(X, Wm)                                     # (N*H*W, KH*KW*O), one GEMM
-    if _is_pointwise(kernel, stride, padding):
-        return cols.reshape(out_nhwc_shape)
-    return col2im(cols, out_nhwc_shape, kernel, stride, padding)
-
-
 # --------------------------------------------------------------------------
 # Conv2d
 # --------------------------------------------------------------------------
@@ -171,8 +139,10 @@ def conv2d_forward(x, W, b=None, stride=1, padding=0):
     (x read as 0 outside the image). x (N, C, H, W), W (O, C, KH, KW),
     b (O,) or None; ``stride`` and ``padding`` are ints or (h, w) pairs.
     Computed as Y = X Wm^T + b with X = im2col(x) (N*OH*OW, KH*KW*C), one
-    GEMM. Returns ``(y, cache)``, y channels-last in memory; the cache holds
-    X and Wm (what the gradients need).
+    GEMM (fused with im2col: kernels/conv_gemm.py). Returns ``(y, cache)``,
+    y channels-last in memory; the cache holds x channels-last (itself when
+    it already is: x must not be changed before the backward) and Wm, what
+    the gradients need.
     """
     op = "Conv2d"
     stride = as_pair(op, "stride", stride, 1)
@@ -186,11 +156,10 @@ def conv2d_forward(x, W, b=None, stride=1, padding=0):
     OW = conv_output_size(Wd, KW, stride[1], padding[1])
     _check_output(op, (OH, OW), (H, Wd), (KH, KW), stride, padding)
     Wm = _weight_matrix(W)
-    Y, cols = _conv_product(_channels_last(x), Wm, (KH, KW), stride, padding)
-    if b is not None:
-        Y += b                                   # rows are pixels, columns channels
-    y = _nchw_view(Y.reshape(N, OH, OW, O))
-    return y, (cols, Wm, tuple(W.shape), tuple(x.shape), stride, padding)
+    x_nhwc = _channels_last(x)
+    Y = conv_forward_product(x_nhwc, Wm, (KH, KW), stride, padding, bias=b)
+    y = _nchw_view(Y.reshape(N, OH, OW, O))      # rows of Y are pixels, columns channels
+    return y, (x_nhwc, Wm, tuple(W.shape), stride, padding)
 
 
 def conv2d_backward(dy, cache, need_dx=True):
@@ -199,7 +168,8 @@ def conv2d_backward(dy, cache, need_dx=True):
     Forward: Y = X Wm^T + 1 b^T with X = im2col(x) (N*OH*OW, KH*KW*C) and
     Y = y channels-last (N*OH*OW, O). As for a linear layer:
 
-    - dWm = dY^T X                       (one GEMM; dW is dWm rearranged)
+    - dWm = dY^T X                       (one GEMM, X rebuilt from the cached
+                                          x chunk by chunk; dW is dWm rearranged)
     - db  = dY^T 1 = sum of dy over n, p, q
     - dX  = dY Wm, and since X = im2col(x) is linear in x, the input
       gradient is its adjoint applied to dX:  dx = col2im(dY Wm),
@@ -208,20 +178,21 @@ def conv2d_backward(dy, cache, need_dx=True):
     ``need_dx=False`` skips dx (returned as None), e.g. for a first layer.
     Returns ``(dx, dW, db)``; dx is channels-last in memory.
     """
-    cols, Wm, w_shape, x_shape, stride, padding = cache
+    x_nhwc, Wm, w_shape, stride, padding = cache
     O, C, KH, KW = w_shape
-    N, _, H, Wd = x_shape
+    N, H, Wd, _ = x_nhwc.shape
     OH = conv_output_size(H, KH, stride[0], padding[0])
     OW = conv_output_size(Wd, KW, stride[1], padding[1])
     check_shape("Conv2d.backward", "upstream gradient", dy, (N, O, OH, OW))
     check_float("Conv2d.backward", "upstream gradient", dy, Wm.dtype)
     dY = _channels_last(dy).reshape(N * OH * OW, O)
     db = _column_sums(dY)
-    dW = _weight_from_matrix(matmul(dY.T, cols), w_shape)
+    dW = _weight_from_matrix(conv_weight_product(x_nhwc, dY, (KH, KW), stride, padding),
+                             w_shape)
     dx = None
     if need_dx:
-        dx = _nchw_view(_conv_transpose_product(dY, Wm, (N, H, Wd, C), (KH, KW),
-                                                stride, padding))
+        dx = _nchw_view(conv_transposed_product(dY, Wm, (N, H, Wd, C), (KH, KW), stride,
+                                                padding))
     return dx, dW, db
 
 
@@ -256,8 +227,8 @@ def conv_transpose2d_forward(x, W, b=None, stride=1, padding=0, output_padding=0
     input contributions like any other; only when OPH > PH do the outermost
     OPH - PH of them get b alone.
     Computed as y = col2im(X Wm) + b with X = x channels-last (N*H*W, C),
-    one GEMM. Returns ``(y, cache)``, y channels-last in memory; the cache
-    holds X and Wm.
+    one GEMM (fused with col2im: kernels/conv_gemm.py). Returns
+    ``(y, cache)``, y channels-last in memory; the cache holds X and Wm.
     """
     op = "ConvTranspose2d"
     stride = as_pair(op, "stride", stride, 1)
@@ -276,9 +247,7 @@ def conv_transpose2d_forward(x, W, b=None, stride=1, padding=0, output_padding=0
     _check_output(op, (OH, OW), (H, Wd), (KH, KW), stride, padding)
     X = _channels_last(x).reshape(N * H * Wd, C)
     Wm = _weight_matrix(W)
-    y = _conv_transpose_product(X, Wm, (N, OH, OW, O), (KH, KW), stride, padding)
-    if b is not None:
-        y += b                                   # channels-last: b broadcasts on the last axis
+    y = conv_transposed_product(X, Wm, (N, OH, OW, O), (KH, KW), stride, padding, bias=b)
     return _nchw_view(y), (X, Wm, tuple(W.shape), (N, C, H, Wd), (N, O, OH, OW),
                            stride, padding)
 
@@ -307,11 +276,10 @@ def conv_transpose2d_backward(dy, cache, need_dx=True):
     db = _column_sums(dy_nhwc.reshape(-1, O))
     dx = None
     if need_dx:   # conv2d(dy; W): the same product as conv2d_forward
-        dX, dZ = _conv_product(dy_nhwc, Wm, (KH, KW), stride, padding)
+        dX = conv_forward_product(dy_nhwc, Wm, (KH, KW), stride, padding)
         dx = _nchw_view(dX.reshape(N, H, Wd, C))
-    else:
-        dZ = _columns(dy_nhwc, (KH, KW), stride, padding)
-    dW = _weight_from_matrix(matmul(X.T, dZ), w_shape)
+    dW = _weight_from_matrix(conv_weight_product(dy_nhwc, X, (KH, KW), stride, padding),
+                             w_shape)
     return dx, dW, db
 
 

@@ -1,0 +1,337 @@
+"""The three products of a convolution, with im2col / col2im fused into the GEMM.
+
+A convolution and its gradients are three kinds of product (scratchvae/ops/conv.py
+derives them), for an image x (N, H, W, C) channels-last, its column matrix
+im2col(x) (N*OH*OW, KH*KW*C) (kernels/im2col.py), and a weight matrix Wm:
+
+    forward     Y  = im2col(x) Wm^T + b   Conv2d forward; ConvTranspose2d's input gradient
+    transposed  y  = col2im(X Wm) + b     ConvTranspose2d forward; Conv2d's input gradient
+    weight      dW = R^T im2col(x)        both weight gradients (R = dY, or the input X)
+
+Unfused, each product writes its column matrix whole and reads it back (or
+the reverse): one row per output pixel, KH*KW*C columns, 12.8 MB for the
+conv VAE's middle layers, several times the cores' caches, so the columns
+travel to memory and back between the two passes. Here each thread takes an
+equal share of the images, and a few images at a time (a chunk, sized by
+:data:`CHUNK_BYTES` so that its columns stay in the core's cache) builds
+their columns and multiplies them at once, or multiplies and gathers them:
+no column matrix exists whole. The column code is kernels/im2col.py's (its
+serial ``*_block`` loops, run kernels or index tables by channel count) and
+the products are BLAS ``gemm`` calls (kernels/gemm.py), so each chunk's
+arithmetic is the unfused one's. The weight gradient sums over all pixels:
+each thread adds its chunks into its own partial product (BLAS beta = 1),
+and the partial products are added at the end, as in kernels.gemm's cut
+along K. Results agree with the unfused products to float rounding.
+
+Measured alone on the conv VAE's Conv2d(32, 64) shapes, 2 threads, caches
+flushed before each call (benchmarks/RESULTS.md): the forward product 2.35
+-> 1.9 ms, the transposed one 2.14 -> 1.77 ms, the weight gradient (against a
+column matrix kept from the forward) 3.11 -> 2.06 ms. The forward pass then
+keeps x for the backward instead of its column matrix (4x smaller here).
+
+A 1x1 convolution (kernel 1, stride 1, padding 0) has the image itself as
+its columns: its products are plain :func:`kernels.gemm.matmul` calls.
+
+Implementations (see :mod:`kernels._dispatch`): the fused Numba kernels for
+NumPy arrays; for CuPy arrays, kernels/im2col.py's CUDA kernels and cuBLAS,
+unfused (a GPU's memory bandwidth makes the column matrix cheap); and
+``*_reference``, the unfused composition of the xp references.
+"""
+import numpy as np
+from numba import get_num_threads, njit, prange
+
+from scratchvae.backend import get_xp
+
+from . import im2col as columns           # its CUDA launchers, looked up at call time
+from ._dispatch import choose, scalar
+from .gemm import _gemm_addresses, gemm_rows, matmul
+from .im2col import (_geometry, col2im_block, col2im_reference, col2im_table_block,
+                     cpu_tables, im2col_block, im2col_reference, im2col_table_block)
+
+#: a chunk's column rows take about this many bytes (its images' columns are
+#: built, multiplied or gathered while they stay in the core's cache: 2 MB of
+#: L2 per core on the project's machine); a chunk holds at least one image
+CHUNK_BYTES = 768 << 10
+#: the same for the weight gradient, whose chunks are multiplied into a
+#: partial product that stays in cache too
+WEIGHT_CHUNK_BYTES = 384 << 10
+
+
+def _is_pointwise(kernel, stride, padding):
+    return tuple(kernel) == (1, 1) and tuple(stride) == (1, 1) and tuple(padding) == (0, 0)
+
+
+def _images_per_chunk(pixels, width, itemsize, budget):
+    return max(1, budget // max(1, pixels * width * itemsize))
+
+
+def _table_args(table):
+    """(use the index tables?, im2col offsets or col2im starts, col2im entries)
+    as the fused kernels take them: empty arrays stand for an unused table."""
+    empty = np.empty(0, np.int64)
+    if table is None:
+        return False, empty, empty
+    if isinstance(table, tuple):                 # col2im: (starts, entries)
+        return True, table[0], table[1]
+    return True, table, empty                    # im2col: offsets
+
+
+# --------------------------------------------------------------------------
+# serial helpers: one chunk of images
+# --------------------------------------------------------------------------
+
+@njit(inline="always")
+def _im2col_chunk(x, n0, n1, cols, kh, kw, sh, sw, ph, pw, use_table, offsets):
+    if use_table:
+        im2col_table_block(x, n0, n1, cols, offsets)
+    else:
+        im2col_block(x, n0, n1, cols, kh, kw, sh, sw, ph, pw)
+
+
+@njit(inline="always")
+def _col2im_chunk(cols, n0, n1, y, kh, kw, sh, sw, ph, pw, use_table, starts, entries, init):
+    if use_table:
+        col2im_table_block(cols, n0, n1, y, starts, entries, init)
+    else:
+        col2im_block(cols, n0, n1, y, kh, kw, sh, sw, ph, pw, init)
+
+
+# --------------------------------------------------------------------------
+# the fused CPU kernels. ``threads`` is Numba's thread count, read by the
+# caller (calling get_num_threads in here would keep them from being cached);
+# ``one`` and ``zero`` are the BLAS scalars in the arrays' dtype; sizes of the
+# gemm calls count elements, addresses bytes
+# --------------------------------------------------------------------------
+
+@njit(parallel=True, cache=True)
+def _forward_cpu(gemm, x, Wm, bias, has_bias, out, kh, kw, sh, sw, ph, pw, use_table,
+                 offsets, chunk, threads, one, zero):
+    """out (N*OH*OW, O) = im2col(x) Wm^T (+ bias); x (N, H, W, C), Wm (O, KH*KW*C)."""
+    N, H, W, C = x.shape
+    P = ((H + 2 * ph - kh) // sh + 1) * ((W + 2 * pw - kw) // sw + 1)
+    O, width = Wm.shape
+    size = x.itemsize
+    w_at, out_at = np.int64(Wm.ctypes.data), np.int64(out.ctypes.data)
+    for t in prange(threads):
+        lo, hi = t * N // threads, (t + 1) * N // threads
+        cols = np.empty((chunk * P, width), x.dtype)
+        cols_at = np.int64(cols.ctypes.data)
+        for n0 in range(lo, hi, chunk):
+            n1 = min(n0 + chunk, hi)
+            rows = (n1 - n0) * P
+            _im2col_chunk(x, n0, n1, cols[:rows], kh, kw, sh, sw, ph, pw, use_table, offsets)
+            block = out[n0 * P:n1 * P]
+            beta = zero
+            if has_bias:                          # out rows start as the bias: beta = 1
+                for r in range(rows):
+                    for o in range(O):
+                        block[r, o] = bias[o]
+                beta = one
+            # block (rows, O) = cols (rows, width) @ Wm^T (width, O)
+            gemm_rows(gemm, True, False, rows, O, width, one, cols_at, width, w_at, width,
+                      beta, out_at + n0 * P * O * size, O)
+
+
+@njit(parallel=True, cache=True)
+def _transposed_cpu(gemm, X, Wm, init, y, kh, kw, sh, sw, ph, pw, use_table, starts,
+                    entries, chunk, threads, one, zero):
+    """y (N, OH, OW, O) = col2im(X Wm) + init; X (N*H*W, C), Wm (C, KH*KW*O)."""
+    N = y.shape[0]
+    P = X.shape[0] // N                           # input pixels per image
+    C, width = Wm.shape
+    size = X.itemsize
+    w_at, x_at = np.int64(Wm.ctypes.data), np.int64(X.ctypes.data)
+    for t in prange(threads):
+        lo, hi = t * N // threads, (t + 1) * N // threads
+        cols = np.empty((chunk * P, width), X.dtype)
+        cols_at = np.int64(cols.ctypes.data)
+        for n0 in range(lo, hi, chunk):
+            n1 = min(n0 + chunk, hi)
+            rows = (n1 - n0) * P
+            # cols (rows, width) = X[n0*P:n1*P] (rows, C) @ Wm (C, width)
+            gemm_rows(gemm, True, True, rows, width, C, one, x_at + n0 * P * C * size, C,
+                      w_at, width, zero, cols_at, width)
+            _col2im_chunk(cols[:rows], n0, n1, y, kh, kw, sh, sw, ph, pw, use_table, starts,
+                          entries, init)
+
+
+@njit(parallel=True, cache=True)
+def _weight_cpu(gemm, x, R, parts, kh, kw, sh, sw, ph, pw, use_table, offsets, chunk,
+                threads, one, zero):
+    """parts[t] (D, KH*KW*C) = R_t^T im2col(x_t) over thread t's images;
+    x (N, H, W, C), R (N*OH*OW, D)."""
+    N, H, W, C = x.shape
+    P = ((H + 2 * ph - kh) // sh + 1) * ((W + 2 * pw - kw) // sw + 1)
+    D = R.shape[1]
+    width = parts.shape[2]
+    size = x.itemsize
+    r_at, parts_at = np.int64(R.ctypes.data), np.int64(parts.ctypes.data)
+    for t in prange(threads):
+        lo, hi = t * N // threads, (t + 1) * N // threads
+        if hi <= lo:                              # no images: a zero partial product
+            parts[t] = 0
+            continue
+        cols = np.empty((chunk * P, width), x.dtype)
+        cols_at = np.int64(cols.ctypes.data)
+        beta = zero                               # the first chunk writes, the others add
+        for n0 in range(lo, hi, chunk):
+            n1 = min(n0 + chunk, hi)
+            rows = (n1 - n0) * P
+            _im2col_chunk(x, n0, n1, cols[:rows], kh, kw, sh, sw, ph, pw, use_table, offsets)
+            # parts[t] (D, width) += R[n0*P:n1*P]^T (D, rows) @ cols (rows, width)
+            gemm_rows(gemm, False, True, D, width, rows, one, r_at + n0 * P * D * size, D,
+                      cols_at, width, beta, parts_at + t * D * width * size, width)
+            beta = one
+
+
+
+# --------------------------------------------------------------------------
+# public entry points
+# --------------------------------------------------------------------------
+
+def _check_2d(name, what, a, shape):
+    if a.ndim != 2 or any(want is not None and got != want for got, want in zip(a.shape, shape)):
+        raise ValueError(f"{name}: expected {what} of shape "
+                         f"({', '.join('*' if d is None else str(d) for d in shape)}), "
+                         f"got {tuple(a.shape)}")
+
+
+def _check_bias(name, bias, channels):
+    if bias is not None and tuple(bias.shape) != (channels,):
+        raise ValueError(f"{name}: expected a bias of shape ({channels},), got "
+                         f"{tuple(bias.shape)}")
+
+
+def _blas_scalars(dtype):
+    return scalar(1, dtype), scalar(0, dtype)
+
+
+def conv_forward_product_reference(x, Wm, kernel_size, stride, padding, bias=None):
+    """im2col(x) @ Wm.T (+ bias), unfused, in plain xp."""
+    Y = im2col_reference(x, kernel_size, stride, padding) @ Wm.T
+    return Y if bias is None else Y + bias
+
+
+def conv_transposed_product_reference(X, Wm, y_shape, kernel_size, stride, padding,
+                                      bias=None):
+    """col2im(X @ Wm, y_shape) (+ bias), unfused, in plain xp."""
+    y = col2im_reference(X @ Wm, y_shape, kernel_size, stride, padding)
+    return y if bias is None else y + bias
+
+
+def conv_weight_product_reference(x, R, kernel_size, stride, padding):
+    """R.T @ im2col(x), unfused, in plain xp."""
+    return R.T @ im2col_reference(x, kernel_size, stride, padding)
+
+
+def conv_forward_product(x, Wm, kernel_size, stride, padding, bias=None):
+    """Y = im2col(x) @ Wm.T (+ bias): the output of a convolution, channels-last, flattened.
+
+    x : (N, H, W, C) channels-last image; Wm : (O, KH*KW*C) weight matrix (rows
+    O, columns (i, j, c) as im2col's); bias : (O,) or None. ``kernel_size``,
+    ``stride``, ``padding`` are (h, w) pairs. Returns a new C-contiguous
+    (N*OH*OW, O) array.
+    """
+    name = "conv_forward_product"
+    OH, OW = _geometry(name, x.shape, kernel_size, stride, padding)
+    N, H, W, C = x.shape
+    kh, kw = kernel_size
+    _check_2d(name, "a weight matrix", Wm, (None, kh * kw * C))
+    _check_bias(name, bias, Wm.shape[0])
+    if _is_pointwise(kernel_size, stride, padding):          # the columns are x itself
+        Y = matmul(x.reshape(N * H * W, C), Wm.T)
+        return Y if bias is None else _add(Y, bias)
+    impl = choose(x, Wm, bias)
+    if impl == "reference":
+        return conv_forward_product_reference(x, Wm, kernel_size, stride, padding, bias)
+    xp = get_xp(x)
+    if impl == "cuda":
+        cols = xp.empty((N * OH * OW, kh * kw * C), dtype=x.dtype)
+        columns._im2col_cuda(x, cols, kernel_size, stride, padding)
+        Y = cols @ Wm.T
+        return Y if bias is None else _add(Y, bias)
+    out = np.empty((N * OH * OW, Wm.shape[0]), dtype=x.dtype)
+    use_table, offsets, _ = _table_args(cpu_tables(x.shape, kernel_size, stride, padding,
+                                                   gather=False))
+    chunk = _images_per_chunk(OH * OW, kh * kw * C, x.itemsize, CHUNK_BYTES)
+    _forward_cpu(_gemm_addresses()[x.dtype], x, Wm,
+                 bias if bias is not None else np.empty(0, x.dtype), bias is not None, out,
+                 kh, kw, *stride, *padding, use_table, offsets, chunk, get_num_threads(),
+                 *_blas_scalars(x.dtype))
+    return out
+
+
+def conv_transposed_product(X, Wm, y_shape, kernel_size, stride, padding, bias=None):
+    """y = col2im(X @ Wm, y_shape) (+ bias): a transposed convolution, channels-last.
+
+    X : (N*H*W, C), the input image channels-last and flattened; Wm :
+    (C, KH*KW*O); ``y_shape`` : (N, OH, OW, O), the output image, whose
+    im2col has N*H*W rows; bias : (O,) or None. Returns a new C-contiguous
+    array of shape ``y_shape``.
+    """
+    name = "conv_transposed_product"
+    N, OH, OW, O = y_shape
+    H, W = _geometry(name, y_shape, kernel_size, stride, padding)
+    kh, kw = kernel_size
+    _check_2d(name, "an input", X, (N * H * W, None))
+    _check_2d(name, "a weight matrix", Wm, (X.shape[1], kh * kw * O))
+    _check_bias(name, bias, O)
+    if _is_pointwise(kernel_size, stride, padding):
+        y = matmul(X, Wm).reshape(y_shape)
+        return y if bias is None else _add(y, bias)
+    impl = choose(X, Wm, bias)
+    if impl == "reference":
+        return conv_transposed_product_reference(X, Wm, y_shape, kernel_size, stride, padding,
+                                                 bias)
+    xp = get_xp(X)
+    if impl == "cuda":
+        y = xp.empty(tuple(y_shape), dtype=X.dtype)
+        columns._col2im_cuda(X @ Wm, y, kernel_size, stride, padding)
+        return y if bias is None else _add(y, bias)
+    y = np.empty(tuple(y_shape), dtype=X.dtype)
+    init = bias if bias is not None else np.zeros(O, X.dtype)
+    use_table, starts, entries = _table_args(cpu_tables(y_shape, kernel_size, stride,
+                                                        padding, gather=True))
+    chunk = _images_per_chunk(H * W, kh * kw * O, X.itemsize, CHUNK_BYTES)
+    _transposed_cpu(_gemm_addresses()[X.dtype], X, Wm, init, y, kh, kw, *stride, *padding,
+                    use_table, starts, entries, chunk, get_num_threads(),
+                    *_blas_scalars(X.dtype))
+    return y
+
+
+def conv_weight_product(x, R, kernel_size, stride, padding):
+    """R.T @ im2col(x), shape (D, KH*KW*C): a weight gradient in matrix form.
+
+    x : (N, H, W, C) channels-last image; R : (N*OH*OW, D), one row per
+    column row of im2col(x) (the output gradient dY of a convolution of x,
+    or the input X of a transposed convolution whose output gradient is x).
+    Returns a new C-contiguous array.
+    """
+    name = "conv_weight_product"
+    OH, OW = _geometry(name, x.shape, kernel_size, stride, padding)
+    N, H, W, C = x.shape
+    kh, kw = kernel_size
+    _check_2d(name, "a matrix R", R, (N * OH * OW, None))
+    if _is_pointwise(kernel_size, stride, padding):
+        return matmul(R.T, x.reshape(N * H * W, C))
+    impl = choose(x, R)
+    if impl == "reference":
+        return conv_weight_product_reference(x, R, kernel_size, stride, padding)
+    xp = get_xp(x)
+    if impl == "cuda":
+        cols = xp.empty((N * OH * OW, kh * kw * C), dtype=x.dtype)
+        columns._im2col_cuda(x, cols, kernel_size, stride, padding)
+        return R.T @ cols
+    threads = get_num_threads()
+    parts = np.empty((threads, R.shape[1], kh * kw * C), dtype=x.dtype)
+    use_table, offsets, _ = _table_args(cpu_tables(x.shape, kernel_size, stride, padding,
+                                                   gather=False))
+    chunk = _images_per_chunk(OH * OW, kh * kw * C, x.itemsize, WEIGHT_CHUNK_BYTES)
+    _weight_cpu(_gemm_addresses()[x.dtype], x, R, parts, kh, kw, *stride, *padding,
+                use_table, offsets, chunk, threads, *_blas_scalars(x.dtype))
+    return parts[0] if threads == 1 else parts.sum(axis=0)     # the partial products
+
+
+def _add(a, bias):
+    a += bias                                  # channels on the last axis
+    return a
