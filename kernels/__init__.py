@@ -30,7 +30,7 @@ from .adam import adam_step, adam_step_reference, sgd_step, sgd_step_reference
 from .bce import (bce_with_logits, bce_with_logits_forward,
                   bce_with_logits_forward_reference, bce_with_logits_reference)
 from .gemm import matmul, matmul_reference
-from .relu import relu_backward, relu_backward_reference
+from .relu import relu_backward, relu_backward_reference, relu_forward, relu_forward_reference
 from .vq import nearest_code, nearest_code_reference
 
 # im2col / col2im live in kernels.im2col (not re-exported here: the function
@@ -42,5 +42,5 @@ __all__ = [
     "bce_with_logits_forward", "bce_with_logits_forward_reference",
     "matmul", "matmul_reference",
     "nearest_code", "nearest_code_reference",
-    "relu_backward", "relu_backward_reference",
+    "relu_backward", "relu_backward_reference", "relu_forward", "relu_forward_reference",
 ]

@@ -1,4 +1,12 @@
-"""ReLU's backward in one pass: dx = dy where y > 0, else 0.
+"""ReLU's forward and backward, each in one parallel pass.
+
+Forward: y = max(x, 0), into a new array or in place (``out=x``). NumPy's
+``maximum`` gives the same values but runs on one thread and, unless told
+otherwise, allocates; in the conv VAE a ReLU follows every convolution and
+linear layer, on arrays of up to 128x32x14x14 values. NaN stays NaN and
+-0 becomes +0, as with ``np.maximum(x, 0)`` (and ``torch.relu``).
+
+Backward: dx = dy where y > 0, else 0.
 
 Math. y = max(x, 0) has derivative 1 for x > 0 and 0 for x < 0 (0 is
 taken at the kink x = 0, as PyTorch does), and y > 0 exactly where x > 0,
@@ -20,11 +28,11 @@ decreasing stride, a C-contiguous view for a dense array), flattened, and dx
 is allocated with y's layout (``empty_like``). Arrays that are not dense, or
 whose layouts differ, go to the reference.
 
-Three implementations (see :mod:`kernels._dispatch`): a Numba CPU kernel
-(parallel over elements), a Numba CUDA kernel (grid-stride loop) and the
-plain ``xp`` reference. All three select, never multiply: dx = dy where
-y > 0, else 0, so a NaN or infinite dy where y <= 0 gives 0 (as PyTorch's
-``threshold_backward``), and the three agree bit for bit.
+Three implementations of each (see :mod:`kernels._dispatch`): a Numba CPU
+kernel (parallel over elements), a Numba CUDA kernel (grid-stride loop) and
+the plain ``xp`` reference. The backward's select, never multiply: dx = dy
+where y > 0, else 0, so a NaN or infinite dy where y <= 0 gives 0 (as
+PyTorch's ``threshold_backward``). Kernels and references agree bit for bit.
 """
 import functools
 
@@ -33,6 +41,46 @@ from numba import njit, prange
 from scratchvae.backend import check_float, check_same, get_xp, memory_order
 
 from ._dispatch import CUDA_THREADS, choose, cuda_grid, cuda_stream
+
+
+def relu_forward_reference(x, out=None):
+    """y = max(x, 0) in plain ``xp``, into ``out`` when given."""
+    return get_xp(x).maximum(x, 0, out=out)
+
+
+@njit(parallel=True, cache=True)
+def _relu_forward_cpu(x, y):
+    """x, y: 1-D C-contiguous of one dtype (possibly the same array)."""
+    for i in prange(x.size):
+        v = x[i]
+        y[i] = v if (v > 0 or v != v) else 0     # NaN stays NaN; -0 and negatives give +0
+
+
+def relu_forward(x, out=None):
+    """y = max(x, 0) with x's shape, dtype and memory layout.
+
+    ``out``: None for a new array, or x itself to compute in place (then x
+    must not be needed by anything else). Returns y.
+    """
+    check_float("relu_forward", "input", x)
+    if out is not None and out is not x:
+        raise ValueError("relu_forward: expected out=None or out=x (in place), "
+                         "got another array")
+    order = memory_order(x)
+    x_view = x.transpose(order)
+    impl = choose(x_view)                      # dense, in some memory order?
+    if impl == "reference":
+        return relu_forward_reference(x, out)
+    y = x if out is not None else get_xp(x).empty_like(x)   # x is dense: y gets its layout
+    y_view = y.transpose(order)
+    if not y_view.flags.c_contiguous:          # pragma: no cover - an xp without order 'K'
+        return relu_forward_reference(x, out)
+    flat = [v.reshape(-1) for v in (x_view, y_view)]        # views, no copies
+    if impl == "cpu":
+        _relu_forward_cpu(*flat)
+    else:
+        _relu_forward_cuda(*flat)
+    return y
 
 
 def relu_backward_reference(dy, y):
@@ -75,16 +123,30 @@ def _cuda_kernel():
     from numba import cuda
 
     @cuda.jit
+    def relu_forward_kernel(x, y):
+        start = cuda.grid(1)
+        step = cuda.gridsize(1)
+        for i in range(start, x.size, step):
+            v = x[i]
+            y[i] = v if (v > 0 or v != v) else 0
+
+    @cuda.jit
     def relu_backward_kernel(dy, y, dx):
         start = cuda.grid(1)
         step = cuda.gridsize(1)
         for i in range(start, dy.size, step):
             dx[i] = dy[i] if y[i] > 0 else 0
 
-    return relu_backward_kernel
+    return relu_forward_kernel, relu_backward_kernel
+
+
+def _relu_forward_cuda(x, y):
+    if x.size:
+        kernel = _cuda_kernel()[0]
+        kernel[cuda_grid(x.size), CUDA_THREADS, cuda_stream(x)](x, y)
 
 
 def _relu_backward_cuda(dy, y, dx):
     if dy.size:
-        kernel = _cuda_kernel()
+        kernel = _cuda_kernel()[1]
         kernel[cuda_grid(dy.size), CUDA_THREADS, cuda_stream(dy)](dy, y, dx)

@@ -14,7 +14,7 @@ from the same weights, batches and noise. Checked:
 
 - (a) the dispatch chose "cuda" on the device exactly where it chose "cpu" on
   the host (no silent fall-back to the reference), every kernel the model
-  uses was launched (adam, bce, relu; im2col and col2im for the conv models,
+  uses was launched (adam, bce, relu forward and backward; im2col and col2im for the conv models,
   through kernels/conv_gemm.py;
   the nearest-code search for the VQ-VAE), each launch with device arrays only
   and on CuPy's current stream (conv-vae and vq-vae run inside
@@ -92,9 +92,10 @@ MODELS = {
 #: CUDA launchers of each kernel module, and the ones each model must reach
 LAUNCHERS = {"adam": (kadam, "_adam_cuda"), "bce": (kbce, "_bce_cuda"),
              "bce-forward": (kbce, "_bce_forward_cuda"),
-             "relu": (krelu, "_relu_backward_cuda"), "im2col": (kim2col, "_im2col_cuda"),
+             "relu": (krelu, "_relu_backward_cuda"), "relu-forward": (krelu, "_relu_forward_cuda"),
+             "im2col": (kim2col, "_im2col_cuda"),
              "col2im": (kim2col, "_col2im_cuda"), "nearest": (kvq, "_nearest_cuda")}
-DENSE = {"adam", "bce", "bce-forward", "relu"}
+DENSE = {"adam", "bce", "bce-forward", "relu", "relu-forward"}
 CONV = DENSE | {"im2col", "col2im"}
 NEEDED = {"mlp-vae": DENSE, "conv-vae": CONV, "conv-cvae": CONV, "vq-vae": CONV | {"nearest"}}
 #: models whose device run happens inside ``with cupy.cuda.Stream():``

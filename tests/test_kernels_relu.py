@@ -1,5 +1,6 @@
-"""The one-pass ReLU backward (kernels.relu) against its reference, on every
-layout the engine produces; the CUDA kernel under NUMBA_ENABLE_CUDASIM=1."""
+"""The one-pass ReLU forward and backward (kernels.relu) against their
+references, on every layout the engine produces, in place and not; the CUDA
+kernels under NUMBA_ENABLE_CUDASIM=1."""
 import textwrap
 
 import numpy as np
@@ -123,11 +124,68 @@ def test_bad_inputs_are_refused():
         kernels.relu_backward(np.zeros((2, 3), np.int64), np.zeros((2, 3), np.int64))
 
 
+@pytest.fixture
+def forward_calls(monkeypatch):
+    """Count the calls that reach the Numba CPU forward kernel."""
+    calls = []
+    real = krelu._relu_forward_cpu
+
+    def spy(*args):
+        calls.append(args[0].size)
+        return real(*args)
+    monkeypatch.setattr(krelu, "_relu_forward_cpu", spy)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["C", "channels-last"])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (3, 5, 7, 2), (16, 32, 14, 14)])
+def test_forward_matches_reference_in_place_or_not(shape, layout, dtype, forward_calls):
+    x, _ = _pair(np.random.default_rng(4), shape, dtype, layout)
+    x = x - 0.5 * np.abs(x).mean()                         # negatives too, same layout
+    if layout == "channels-last":
+        x = _channels_last(x)
+    expected = krelu.relu_forward_reference(x)
+    y = kernels.relu_forward(x)
+    np.testing.assert_array_equal(y, expected)
+    assert y.dtype == dtype and y.strides == x.strides and not np.shares_memory(x, y)
+    z = kernels.relu_forward(x, out=x)                      # in place
+    assert z is x
+    np.testing.assert_array_equal(x, expected)
+    assert forward_calls == [x.size, x.size]               # the kernel ran, twice
+
+
+def test_forward_keeps_nan_and_gives_plus_zero(forward_calls):
+    """As np.maximum(x, 0) and torch.relu: NaN propagates, -0 and negatives give +0."""
+    x = np.array([np.nan, -0.0, -1.0, 0.0, 2.5, np.inf, -np.inf], np.float32)
+    for y in (kernels.relu_forward(x), krelu.relu_forward_reference(x)):
+        assert np.isnan(y[0]) and not np.signbit(y[1:]).any()
+        np.testing.assert_array_equal(y[1:], [0, 0, 0, 2.5, np.inf, 0])
+    assert forward_calls == [x.size]
+
+
+def test_forward_comparison_detects_a_wrong_kernel():
+    """A kernel written as v if v > 0 else 0 (NaN -> 0) differs from the reference."""
+    x = np.array([np.nan, 1.0], np.float32)
+    wrong = np.where(x > 0, x, 0)
+    assert not np.array_equal(kernels.relu_forward(x), wrong, equal_nan=True)
+
+
+def test_forward_other_inputs_take_the_reference(forward_calls):
+    x = np.random.default_rng(5).standard_normal((6, 8))[:, ::2]       # strided
+    np.testing.assert_array_equal(kernels.relu_forward(x), np.maximum(x, 0))
+    assert forward_calls == []
+    with pytest.raises(ValueError, match="expected out=None or out=x"):
+        kernels.relu_forward(np.ones(3), out=np.ones(3))
+    with pytest.raises(ValueError, match="relu_forward"):
+        kernels.relu_forward(np.ones(3, np.int64))
+
+
 CUDASIM_SCRIPT = textwrap.dedent("""
     import numpy as np
     from numba import config
     assert config.ENABLE_CUDASIM
-    from kernels.relu import _relu_backward_cuda
+    from kernels.relu import _relu_backward_cuda, _relu_forward_cuda
 
     rng = np.random.default_rng(0)
     for dtype in (np.float32, np.float64):
@@ -136,6 +194,12 @@ CUDASIM_SCRIPT = textwrap.dedent("""
         dx = np.empty_like(dy)
         _relu_backward_cuda(dy, y, dx)
         np.testing.assert_array_equal(dx, dy * (y > 0))
+        x = rng.standard_normal(300).astype(dtype)
+        x[:3] = np.nan, -0.0, -1.0
+        out = np.empty_like(x)
+        _relu_forward_cuda(x, out)
+        np.testing.assert_array_equal(out, np.maximum(x, 0))
+        assert not np.signbit(out[1])
     print("CUDASIM OK")
 """)
 

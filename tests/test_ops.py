@@ -245,6 +245,23 @@ def test_relu_kink_gets_zero_gradient():
     assert np.array_equal(A.relu_backward(np.ones(3), cache), [0.0, 0.0, 1.0])
 
 
+@pytest.mark.parametrize("layout", ["C", "channels-last"])
+def test_relu_in_place_overwrites_its_input_and_agrees(layout):
+    """ReLU(inplace=True) returns its input's memory, holding what ReLU() returns,
+    and its backward gives the same gradient."""
+    x = np.random.default_rng(3).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    if layout == "channels-last":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    dy = np.random.default_rng(4).standard_normal(x.shape).astype(np.float32)
+    plain, in_place = layers.ReLU(), layers.ReLU(inplace=True)
+    expected = plain.forward(x)
+    assert not np.shares_memory(expected, x)
+    y = in_place.forward(x)
+    assert y is x and repr(in_place) == "ReLU(inplace=True)"
+    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_array_equal(in_place.backward(dy), plain.backward(dy))
+
+
 def test_sequential_backward_runs_in_reverse():
     rng = np.random.default_rng(0)
     net = Sequential(Linear(3, 4, rng=rng, dtype=np.float64), ReLU(),

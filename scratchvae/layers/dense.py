@@ -61,8 +61,23 @@ class _Activation(Module):
         return f"{type(self).__name__}()"
 
 
-class ReLU(_Activation):
-    _forward, _backward = A.relu_forward, A.relu_backward
+class ReLU(Module):
+    """y = max(x, 0). ``inplace=True``: y overwrites x (see ops.activations.relu_forward);
+    use it only where x is a fresh layer output that nothing else holds."""
+
+    def __init__(self, inplace=False):
+        self.inplace = bool(inplace)
+        self.cache = None
+
+    def forward(self, x):
+        y, self.cache = A.relu_forward(x, inplace=self.inplace)
+        return y
+
+    def backward(self, dy):
+        return A.relu_backward(dy, self.forward_cache())
+
+    def __repr__(self):
+        return "ReLU(inplace=True)" if self.inplace else "ReLU()"
 
 
 class Sigmoid(_Activation):

@@ -71,7 +71,7 @@ def cnn_classifier(image_shape=(1, 28, 28), num_classes=10, hidden_dim=128, chan
     features, width = conv_features(image_shape, channels, **kw)
     net = Sequential(
         *features,
-        Linear(width, hidden_dim, **kw), ReLU(),
+        Linear(width, hidden_dim, **kw), ReLU(inplace=True),
         Linear(hidden_dim, num_classes, **kw),
     )
     return Classifier(net, image_shape, num_classes)

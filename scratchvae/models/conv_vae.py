@@ -6,7 +6,9 @@
              ConvT(64,32,4,2,1) ReLU ConvT(32,1,4,2,1)                   7 -> 14 -> 28 logits
 
 Conv(in, out, kernel, stride, padding); same loss, data and optimiser as the
-MLP VAE.
+MLP VAE. Every ReLU of the models here follows a linear or convolution
+layer and overwrites that layer's fresh output (``ReLU(inplace=True)``),
+which nothing else holds: the layers cache their inputs, not their outputs.
 """
 import numpy as np
 
@@ -24,8 +26,8 @@ def conv_features(image_shape, channels, rng, dtype):
     if H % 4 or W % 4:
         raise ValueError(f"conv models: expected image sides divisible by 4, got {image_shape}")
     c1, c2 = channels
-    layers = [Conv2d(C, c1, 4, 2, 1, rng=rng, dtype=dtype), ReLU(),
-              Conv2d(c1, c2, 4, 2, 1, rng=rng, dtype=dtype), ReLU(),
+    layers = [Conv2d(C, c1, 4, 2, 1, rng=rng, dtype=dtype), ReLU(inplace=True),
+              Conv2d(c1, c2, 4, 2, 1, rng=rng, dtype=dtype), ReLU(inplace=True),
               Flatten()]
     return layers, c2 * (H // 4) * (W // 4)
 
@@ -36,7 +38,7 @@ def deconv_layers(image_shape, channels, rng, dtype):
     C, H, W = image_shape
     c1, c2 = channels
     return [Reshape(c2, H // 4, W // 4),
-            ConvTranspose2d(c2, c1, 4, 2, 1, rng=rng, dtype=dtype), ReLU(),
+            ConvTranspose2d(c2, c1, 4, 2, 1, rng=rng, dtype=dtype), ReLU(inplace=True),
             ConvTranspose2d(c1, C, 4, 2, 1, rng=rng, dtype=dtype)]
 
 
@@ -52,12 +54,12 @@ def conv_vae(image_shape=(1, 28, 28), latent_dim=10, hidden_dim=128, channels=(3
     features, width = conv_features(image_shape, channels, **kw)
     encoder = Sequential(
         *features,
-        Linear(width, hidden_dim, **kw), ReLU(),
+        Linear(width, hidden_dim, **kw), ReLU(inplace=True),
         Linear(hidden_dim, 2 * latent_dim, **kw),
     )
     decoder = Sequential(
-        Linear(latent_dim, hidden_dim, **kw), ReLU(),
-        Linear(hidden_dim, width, **kw), ReLU(),
+        Linear(latent_dim, hidden_dim, **kw), ReLU(inplace=True),
+        Linear(hidden_dim, width, **kw), ReLU(inplace=True),
         *deconv_layers(image_shape, channels, **kw),
     )
     return VAE(encoder, decoder, latent_dim, image_shape=image_shape, **vae_options)

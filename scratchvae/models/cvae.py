@@ -172,12 +172,12 @@ def conv_cvae(image_shape=(1, 28, 28), latent_dim=10, hidden_dim=128, channels=(
     layers, width = conv_features(image_shape, channels, **kw)
     features = Sequential(*layers)
     head = Sequential(
-        Linear(width + n_classes, hidden_dim, **kw), ReLU(),
+        Linear(width + n_classes, hidden_dim, **kw), ReLU(inplace=True),
         Linear(hidden_dim, 2 * latent_dim, **kw),
     )
     net = Sequential(
-        Linear(latent_dim + n_classes, hidden_dim, **kw), ReLU(),
-        Linear(hidden_dim, width, **kw), ReLU(),
+        Linear(latent_dim + n_classes, hidden_dim, **kw), ReLU(inplace=True),
+        Linear(hidden_dim, width, **kw), ReLU(inplace=True),
         *deconv_layers(image_shape, channels, **kw),
     )
     return CVAE(ConditionalEncoder(features, head), ConditionalDecoder(net), latent_dim,
@@ -191,11 +191,11 @@ def mlp_cvae(image_shape=(1, 28, 28), hidden_dim=400, latent_dim=20, n_classes=1
     D = int(np.prod(image_shape))
     kw = dict(rng=rng, dtype=dtype)
     head = Sequential(
-        Linear(D + n_classes, hidden_dim, **kw), ReLU(),
+        Linear(D + n_classes, hidden_dim, **kw), ReLU(inplace=True),
         Linear(hidden_dim, 2 * latent_dim, **kw),
     )
     net = Sequential(
-        Linear(latent_dim + n_classes, hidden_dim, **kw), ReLU(),
+        Linear(latent_dim + n_classes, hidden_dim, **kw), ReLU(inplace=True),
         Linear(hidden_dim, D, **kw),
         Reshape(*image_shape),
     )

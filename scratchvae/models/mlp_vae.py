@@ -21,12 +21,12 @@ def mlp_vae(image_shape=(1, 28, 28), hidden_dim=400, latent_dim=20, rng=None,
     encoder = Sequential(
         Flatten(),
         Linear(D, hidden_dim, rng=rng, dtype=dtype),
-        ReLU(),
+        ReLU(inplace=True),
         Linear(hidden_dim, 2 * latent_dim, rng=rng, dtype=dtype),
     )
     decoder = Sequential(
         Linear(latent_dim, hidden_dim, rng=rng, dtype=dtype),
-        ReLU(),
+        ReLU(inplace=True),
         Linear(hidden_dim, D, rng=rng, dtype=dtype),
         Reshape(*image_shape),
     )

@@ -400,15 +400,15 @@ def vq_vae(image_shape=(1, 28, 28), latent_dim=16, num_codes=DEFAULTS["num_codes
     c1, c2 = channels
     kw = dict(rng=rng, dtype=dtype)
     encoder = Sequential(
-        Conv2d(C, c1, 4, 2, 1, **kw), ReLU(),
-        Conv2d(c1, c2, 4, 2, 1, **kw), ReLU(),
+        Conv2d(C, c1, 4, 2, 1, **kw), ReLU(inplace=True),
+        Conv2d(c1, c2, 4, 2, 1, **kw), ReLU(inplace=True),
         Conv2d(c2, latent_dim, 1, 1, 0, **kw),
     )
     quantizer = VectorQuantizer(num_codes, latent_dim, codebook_init, ema=ema, decay=decay,
                                 epsilon=epsilon, restart_after=restart_after, **kw)
     decoder = Sequential(
-        Conv2d(latent_dim, c2, 3, 1, 1, **kw), ReLU(),
-        ConvTranspose2d(c2, c1, 4, 2, 1, **kw), ReLU(),
+        Conv2d(latent_dim, c2, 3, 1, 1, **kw), ReLU(inplace=True),
+        ConvTranspose2d(c2, c1, 4, 2, 1, **kw), ReLU(inplace=True),
         ConvTranspose2d(c1, C, 4, 2, 1, **kw),
     )
     return VQVAE(encoder, quantizer, decoder, image_shape=image_shape, commitment=commitment)

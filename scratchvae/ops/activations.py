@@ -8,10 +8,17 @@ import kernels
 from ..backend import check_float, check_same, check_shape, get_xp
 
 
-def relu_forward(x):
-    """y = max(x, 0).  Caches y (y > 0 exactly where x > 0)."""
+def relu_forward(x, inplace=False):
+    """y = max(x, 0).  Caches y (y > 0 exactly where x > 0).
+
+    Computed by the one-pass kernel ``kernels.relu_forward`` (reference:
+    ``xp.maximum(x, 0)``). ``inplace``: y overwrites x, which saves an array
+    and a pass over memory; only for an x that nothing else holds (the fresh
+    output of a linear or convolution layer), as with PyTorch's
+    ``ReLU(inplace=True)``.
+    """
     check_float("ReLU", "input", x)
-    y = get_xp(x).maximum(x, 0)
+    y = kernels.relu_forward(x, out=x if inplace else None)
     return y, y
 
 
