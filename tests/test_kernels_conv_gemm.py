@@ -1,0 +1,173 @@
+"""The fused conv products (kernels/conv_gemm.py) against the unfused references
+(im2col / col2im references and a plain product): both column strategies, odd
+geometries, bias or not, both dtypes, any chunk size, fewer images than
+threads, one thread; what takes the reference instead; the errors."""
+import numba
+import numpy as np
+import pytest
+
+import kernels.conv_gemm as G
+from kernels._dispatch import ENV_VAR
+from kernels.im2col import TABLE_CHANNELS, conv_output_size
+
+#: (N, H, W, C, kernel, stride, padding): C <= 3 takes the index tables, C > 3
+#: the runs (C >= 16: col2im's vector path); stride 1-3, padding 0-2, kernel 1-5
+GEOMETRIES = [
+    (3, 7, 6, 1, (4, 3), (2, 1), (1, 0)),
+    (2, 5, 5, 3, (5, 5), (3, 3), (2, 2)),
+    (4, 9, 8, 4, (3, 3), (1, 2), (2, 1)),
+    (5, 14, 14, 32, (4, 4), (2, 2), (1, 1)),
+    (1, 6, 7, 17, (2, 1), (1, 1), (0, 1)),
+    (7, 4, 5, 2, (1, 3), (2, 1), (0, 1)),     # a 1-wide kernel that is not pointwise
+]
+D = 6                                         # the other side of every product
+
+
+@pytest.fixture(autouse=True)
+def _auto_dispatch(monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """Names of the fused CPU kernels called, and whether they used the tables."""
+    calls = []
+    for name, where in (("_forward_cpu", 12), ("_transposed_cpu", 11), ("_weight_cpu", 10)):
+        def spy(*args, _real=getattr(G, name), _name=name, _where=where):
+            calls.append((_name, args[_where]))
+            return _real(*args)
+        monkeypatch.setattr(G, name, spy)
+    return calls
+
+
+def _inputs(geometry, dtype, rng):
+    N, H, W, C, k, s, p = geometry
+    OH, OW = conv_output_size(H, k[0], s[0], p[0]), conv_output_size(W, k[1], s[1], p[1])
+    x = rng.standard_normal((N, H, W, C)).astype(dtype)
+    Wm = rng.standard_normal((D, k[0] * k[1] * C)).astype(dtype)    # forward: (O=D, width)
+    Wt = rng.standard_normal((D, k[0] * k[1] * C)).astype(dtype)    # transposed: (C'=D, width)
+    R = rng.standard_normal((N * OH * OW, D)).astype(dtype)         # a row per column row
+    return x, Wm, Wt, R
+
+
+def _assert_close(got, want):
+    assert got.shape == want.shape and got.dtype == want.dtype and got.flags.c_contiguous
+    tol = 1e-12 if got.dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1.0, np.abs(want).max()))
+
+
+def _all_products(x, Wm, Wt, R, k, s, p, bias_fwd, bias_tr):
+    """((fused, reference), ...) for the three products."""
+    return [(G.conv_forward_product(x, Wm, k, s, p, bias_fwd),
+             G.conv_forward_product_reference(x, Wm, k, s, p, bias_fwd)),
+            (G.conv_transposed_product(R, Wt, x.shape, k, s, p, bias_tr),
+             G.conv_transposed_product_reference(R, Wt, x.shape, k, s, p, bias_tr)),
+            (G.conv_weight_product(x, R, k, s, p),
+             G.conv_weight_product_reference(x, R, k, s, p))]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_fused_products_match_the_unfused_references(geometry, with_bias, dtype, fused_calls):
+    rng = np.random.default_rng(0)
+    x, Wm, Wt, R = _inputs(geometry, dtype, rng)
+    k, s, p = geometry[4:]
+    b_fwd = rng.standard_normal(D).astype(dtype) if with_bias else None
+    b_tr = rng.standard_normal(x.shape[3]).astype(dtype) if with_bias else None
+    for fused, reference in _all_products(x, Wm, Wt, R, k, s, p, b_fwd, b_tr):
+        _assert_close(fused, reference)
+    table = x.shape[3] <= TABLE_CHANNELS
+    assert fused_calls == [("_forward_cpu", table), ("_transposed_cpu", table),
+                           ("_weight_cpu", table)]
+
+
+@pytest.mark.parametrize("budget", [1, 40_000, 1 << 30])    # one image, a few, all at once
+@pytest.mark.parametrize("images", [1, 7])                  # fewer than threads; uneven chunks
+def test_any_chunk_size_and_share_of_images_gives_the_same_products(images, budget,
+                                                                     monkeypatch):
+    geometry = (images, 9, 8, 4, (3, 3), (1, 2), (2, 1))
+    rng = np.random.default_rng(1)
+    x, Wm, Wt, R = _inputs(geometry, np.float64, rng)
+    k, s, p = geometry[4:]
+    bias = rng.standard_normal(D), rng.standard_normal(4)
+    monkeypatch.setattr(G, "CHUNK_BYTES", budget)
+    monkeypatch.setattr(G, "WEIGHT_CHUNK_BYTES", budget)
+    for fused, reference in _all_products(x, Wm, Wt, R, k, s, p, *bias):
+        _assert_close(fused, reference)
+
+
+def test_one_thread_gives_the_same_products():
+    geometry = GEOMETRIES[3]
+    x, Wm, Wt, R = _inputs(geometry, np.float64, np.random.default_rng(2))
+    k, s, p = geometry[4:]
+    two = [f for f, _ in _all_products(x, Wm, Wt, R, k, s, p, None, None)]
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        one = [f for f, _ in _all_products(x, Wm, Wt, R, k, s, p, None, None)]
+    finally:
+        numba.set_num_threads(threads)
+    for a, b in zip(one, two):
+        _assert_close(a, b)
+
+
+def test_pointwise_products_are_plain_matrix_products(fused_calls):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 4, 5))
+    Wm, R, b = rng.standard_normal((6, 5)), rng.standard_normal((24, 6)), rng.standard_normal(6)
+    one = ((1, 1), (1, 1), (0, 0))
+    X = x.reshape(24, 5)
+    _assert_close(G.conv_forward_product(x, Wm, *one, b), X @ Wm.T + b)
+    _assert_close(G.conv_transposed_product(R, Wm, x.shape[:3] + (5,), *one, None),
+                  (R @ Wm).reshape(2, 3, 4, 5))
+    _assert_close(G.conv_weight_product(x, R, *one), R.T @ X)
+    assert fused_calls == []
+
+
+@pytest.mark.parametrize("case", ["strided input", "reference forced"])
+def test_other_inputs_take_the_references(case, fused_calls, monkeypatch):
+    geometry = GEOMETRIES[2]
+    x, Wm, Wt, R = _inputs(geometry, np.float64, np.random.default_rng(4))
+    k, s, p = geometry[4:]
+    if case == "strided input":
+        x = np.asfortranarray(x)          # same values, not C-contiguous
+        R = np.asfortranarray(R)
+    else:
+        monkeypatch.setenv(ENV_VAR, "reference")
+    for fused, reference in _all_products(x, Wm, Wt, R, k, s, p, None, None):
+        _assert_close(fused, reference)
+    assert fused_calls == []
+
+
+def test_the_comparison_catches_a_missing_bias(monkeypatch):
+    """The references have teeth: a forward kernel that forgets the bias fails."""
+    geometry = GEOMETRIES[3]
+    x, Wm, _, _ = _inputs(geometry, np.float64, np.random.default_rng(5))
+    k, s, p = geometry[4:]
+    bias = np.ones(D)
+    real = G._forward_cpu
+    monkeypatch.setattr(G, "_forward_cpu",
+                        lambda gemm, x, Wm, bias, has_bias, *rest: real(gemm, x, Wm, bias,
+                                                                        False, *rest))
+    with pytest.raises(AssertionError):
+        _assert_close(G.conv_forward_product(x, Wm, k, s, p, bias),
+                      G.conv_forward_product_reference(x, Wm, k, s, p, bias))
+
+
+def test_bad_shapes_are_refused():
+    x = np.zeros((2, 6, 6, 3))
+    k, s, p = (3, 3), (1, 1), (1, 1)
+    with pytest.raises(ValueError, match=r"conv_forward_product: expected a weight matrix of "
+                                         r"shape \(\*, 27\), got \(4, 26\)"):
+        G.conv_forward_product(x, np.zeros((4, 26)), k, s, p)
+    with pytest.raises(ValueError, match=r"expected a bias of shape \(4,\), got \(3,\)"):
+        G.conv_forward_product(x, np.zeros((4, 27)), k, s, p, np.zeros(3))
+    with pytest.raises(ValueError, match=r"conv_transposed_product: expected an input of "
+                                         r"shape \(72, \*\), got \(70, 4\)"):
+        G.conv_transposed_product(np.zeros((70, 4)), np.zeros((4, 27)), x.shape, k, s, p)
+    with pytest.raises(ValueError, match=r"conv_weight_product: expected a matrix R of "
+                                         r"shape \(72, \*\), got \(72,\)"):
+        G.conv_weight_product(x, np.zeros(72), k, s, p)
+    with pytest.raises(ValueError, match="expected a 4-D"):
+        G.conv_forward_product(np.zeros((6, 6, 3)), np.zeros((4, 27)), k, s, p)
