@@ -185,6 +185,37 @@ def _weight_cpu(gemm, x, R, parts, kh, kw, sh, sw, ph, pw, use_table, offsets, c
 
 
 
+@njit(parallel=True, cache=True)
+def _forward_weight_cpu(gemm, x, Wm, R, out, parts, kh, kw, sh, sw, ph, pw, use_table,
+                        offsets, chunk, threads, one, zero):
+    """Both products of one column matrix, each chunk's columns built once:
+    out (N*OH*OW, O) = im2col(x) Wm^T, and parts[t] = R_t^T im2col(x_t)."""
+    N, H, W, C = x.shape
+    P = ((H + 2 * ph - kh) // sh + 1) * ((W + 2 * pw - kw) // sw + 1)
+    O, width = Wm.shape
+    D = R.shape[1]
+    size = x.itemsize
+    w_at, out_at = np.int64(Wm.ctypes.data), np.int64(out.ctypes.data)
+    r_at, parts_at = np.int64(R.ctypes.data), np.int64(parts.ctypes.data)
+    for t in prange(threads):
+        lo, hi = t * N // threads, (t + 1) * N // threads
+        if hi <= lo:
+            parts[t] = 0
+            continue
+        cols = np.empty((chunk * P, width), x.dtype)
+        cols_at = np.int64(cols.ctypes.data)
+        beta = zero
+        for n0 in range(lo, hi, chunk):
+            n1 = min(n0 + chunk, hi)
+            rows = (n1 - n0) * P
+            _im2col_chunk(x, n0, n1, cols[:rows], kh, kw, sh, sw, ph, pw, use_table, offsets)
+            gemm_rows(gemm, True, False, rows, O, width, one, cols_at, width, w_at, width,
+                      zero, out_at + n0 * P * O * size, O)
+            gemm_rows(gemm, False, True, D, width, rows, one, r_at + n0 * P * D * size, D,
+                      cols_at, width, beta, parts_at + t * D * width * size, width)
+            beta = one
+
+
 # --------------------------------------------------------------------------
 # public entry points
 # --------------------------------------------------------------------------
@@ -330,6 +361,34 @@ def conv_weight_product(x, R, kernel_size, stride, padding):
     _weight_cpu(_gemm_addresses()[x.dtype], x, R, parts, kh, kw, *stride, *padding,
                 use_table, offsets, chunk, threads, *_blas_scalars(x.dtype))
     return parts[0] if threads == 1 else parts.sum(axis=0)     # the partial products
+
+
+def conv_forward_and_weight_products(x, Wm, R, kernel_size, stride, padding):
+    """(im2col(x) @ Wm.T, R.T @ im2col(x)): both products of one column matrix.
+
+    What a transposed convolution's backward needs (x = dy, R = its input X):
+    its input gradient and its weight gradient. Equal to
+    (:func:`conv_forward_product`, :func:`conv_weight_product`), with each
+    chunk's columns built once for both.
+    """
+    name = "conv_forward_and_weight_products"
+    OH, OW = _geometry(name, x.shape, kernel_size, stride, padding)
+    N, H, W, C = x.shape
+    kh, kw = kernel_size
+    _check_2d(name, "a weight matrix", Wm, (None, kh * kw * C))
+    _check_2d(name, "a matrix R", R, (N * OH * OW, None))
+    if _is_pointwise(kernel_size, stride, padding) or choose(x, Wm, R) != "cpu":
+        return (conv_forward_product(x, Wm, kernel_size, stride, padding),
+                conv_weight_product(x, R, kernel_size, stride, padding))
+    threads = get_num_threads()
+    out = np.empty((N * OH * OW, Wm.shape[0]), dtype=x.dtype)
+    parts = np.empty((threads, R.shape[1], kh * kw * C), dtype=x.dtype)
+    use_table, offsets, _ = _table_args(cpu_tables(x.shape, kernel_size, stride, padding,
+                                                   gather=False))
+    chunk = _images_per_chunk(OH * OW, kh * kw * C, x.itemsize, WEIGHT_CHUNK_BYTES)
+    _forward_weight_cpu(_gemm_addresses()[x.dtype], x, Wm, R, out, parts, kh, kw, *stride,
+                        *padding, use_table, offsets, chunk, threads, *_blas_scalars(x.dtype))
+    return out, (parts[0] if threads == 1 else parts.sum(axis=0))
 
 
 def _add(a, bias):

@@ -209,7 +209,8 @@ def test_conv_gradchecks_pass():
 
 #: the fused CPU kernels of kernels/conv_gemm.py, and where their ``use_table``
 #: argument is (True: im2col/col2im by index tables, False: by runs)
-CPU_KERNELS = {"_forward_cpu": 12, "_transposed_cpu": 11, "_weight_cpu": 10}
+CPU_KERNELS = {"_forward_cpu": 12, "_transposed_cpu": 11, "_weight_cpu": 10,
+               "_forward_weight_cpu": 12}
 #: the conv op functions, as the gradient checks and the layers call them
 PHASES = {"conv2d_forward": "Conv2d forward", "conv2d_backward": "Conv2d backward",
           "conv_transpose2d_forward": "ConvTranspose2d forward",

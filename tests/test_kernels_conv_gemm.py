@@ -32,7 +32,8 @@ def _auto_dispatch(monkeypatch):
 def fused_calls(monkeypatch):
     """Names of the fused CPU kernels called, and whether they used the tables."""
     calls = []
-    for name, where in (("_forward_cpu", 12), ("_transposed_cpu", 11), ("_weight_cpu", 10)):
+    for name, where in (("_forward_cpu", 12), ("_transposed_cpu", 11), ("_weight_cpu", 10),
+                        ("_forward_weight_cpu", 12)):
         def spy(*args, _real=getattr(G, name), _name=name, _where=where):
             calls.append((_name, args[_where]))
             return _real(*args)
@@ -57,13 +58,17 @@ def _assert_close(got, want):
 
 
 def _all_products(x, Wm, Wt, R, k, s, p, bias_fwd, bias_tr):
-    """((fused, reference), ...) for the three products."""
+    """((fused, reference), ...) for the three products, and the two of
+    conv_forward_and_weight_products."""
+    both = G.conv_forward_and_weight_products(x, Wm, R, k, s, p)
     return [(G.conv_forward_product(x, Wm, k, s, p, bias_fwd),
              G.conv_forward_product_reference(x, Wm, k, s, p, bias_fwd)),
             (G.conv_transposed_product(R, Wt, x.shape, k, s, p, bias_tr),
              G.conv_transposed_product_reference(R, Wt, x.shape, k, s, p, bias_tr)),
             (G.conv_weight_product(x, R, k, s, p),
-             G.conv_weight_product_reference(x, R, k, s, p))]
+             G.conv_weight_product_reference(x, R, k, s, p)),
+            (both[0], G.conv_forward_product_reference(x, Wm, k, s, p)),
+            (both[1], G.conv_weight_product_reference(x, R, k, s, p))]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -78,8 +83,8 @@ def test_fused_products_match_the_unfused_references(geometry, with_bias, dtype,
     for fused, reference in _all_products(x, Wm, Wt, R, k, s, p, b_fwd, b_tr):
         _assert_close(fused, reference)
     table = x.shape[3] <= TABLE_CHANNELS
-    assert fused_calls == [("_forward_cpu", table), ("_transposed_cpu", table),
-                           ("_weight_cpu", table)]
+    assert fused_calls == [("_forward_weight_cpu", table), ("_forward_cpu", table),
+                           ("_transposed_cpu", table), ("_weight_cpu", table)]
 
 
 @pytest.mark.parametrize("budget", [1, 40_000, 1 << 30])    # one image, a few, all at once
@@ -171,3 +176,6 @@ def test_bad_shapes_are_refused():
         G.conv_weight_product(x, np.zeros(72), k, s, p)
     with pytest.raises(ValueError, match="expected a 4-D"):
         G.conv_forward_product(np.zeros((6, 6, 3)), np.zeros((4, 27)), k, s, p)
+    with pytest.raises(ValueError, match=r"conv_forward_and_weight_products: expected a "
+                                         r"matrix R of shape \(72, \*\), got \(71, 2\)"):
+        G.conv_forward_and_weight_products(x, np.zeros((4, 27)), np.zeros((71, 2)), k, s, p)

@@ -40,7 +40,8 @@ columns are the image itself, reshaped.
 """
 import numpy as np
 
-from kernels.conv_gemm import conv_forward_product, conv_transposed_product, conv_weight_product
+from kernels.conv_gemm import (conv_forward_and_weight_products, conv_forward_product,
+                                conv_transposed_product, conv_weight_product)
 from kernels.gemm import matmul
 from kernels.im2col import conv_output_size
 
@@ -275,12 +276,12 @@ def conv_transpose2d_backward(dy, cache, need_dx=True):
     dy_nhwc = _channels_last(dy)
     db = _column_sums(dy_nhwc.reshape(-1, O))
     dx = None
-    if need_dx:   # conv2d(dy; W): the same product as conv2d_forward
-        dX = conv_forward_product(dy_nhwc, Wm, (KH, KW), stride, padding)
+    if need_dx:   # conv2d(dy; W), the product conv2d_forward computes, and dWm at once
+        dX, dWm = conv_forward_and_weight_products(dy_nhwc, Wm, X, (KH, KW), stride, padding)
         dx = _nchw_view(dX.reshape(N, H, Wd, C))
-    dW = _weight_from_matrix(conv_weight_product(dy_nhwc, X, (KH, KW), stride, padding),
-                             w_shape)
-    return dx, dW, db
+    else:
+        dWm = conv_weight_product(dy_nhwc, X, (KH, KW), stride, padding)
+    return dx, _weight_from_matrix(dWm, w_shape), db
 
 
 def conv_transpose2d_init(rng, in_channels, out_channels, kernel_size, dtype, bias=True):
