@@ -273,14 +273,8 @@ def conv_forward_product(x, Wm, kernel_size, stride, padding, bias=None):
         Y = matmul(x.reshape(N * H * W, C), Wm.T)
         return Y if bias is None else _add(Y, bias)
     impl = choose(x, Wm, bias)
-    if impl == "reference":
-        return conv_forward_product_reference(x, Wm, kernel_size, stride, padding, bias)
-    xp = get_xp(x)
-    if impl == "cuda":
-        cols = xp.empty((N * OH * OW, kh * kw * C), dtype=x.dtype)
-        columns._im2col_cuda(x, cols, kernel_size, stride, padding)
-        Y = cols @ Wm.T
-        return Y if bias is None else _add(Y, bias)
+    if impl != "cpu":
+        return _forward_unfused(impl, x, Wm, kernel_size, stride, padding, bias)
     out = np.empty((N * OH * OW, Wm.shape[0]), dtype=x.dtype)
     use_table, offsets, _ = _table_args(cpu_tables(x.shape, kernel_size, stride, padding,
                                                    gather=False))
@@ -314,9 +308,8 @@ def conv_transposed_product(X, Wm, y_shape, kernel_size, stride, padding, bias=N
     if impl == "reference":
         return conv_transposed_product_reference(X, Wm, y_shape, kernel_size, stride, padding,
                                                  bias)
-    xp = get_xp(X)
-    if impl == "cuda":
-        y = xp.empty(tuple(y_shape), dtype=X.dtype)
+    if impl == "cuda":                                              # cuBLAS, then col2im
+        y = get_xp(X).empty(tuple(y_shape), dtype=X.dtype)
         columns._col2im_cuda(X @ Wm, y, kernel_size, stride, padding)
         return y if bias is None else _add(y, bias)
     y = np.empty(tuple(y_shape), dtype=X.dtype)
@@ -346,13 +339,8 @@ def conv_weight_product(x, R, kernel_size, stride, padding):
     if _is_pointwise(kernel_size, stride, padding):
         return matmul(R.T, x.reshape(N * H * W, C))
     impl = choose(x, R)
-    if impl == "reference":
-        return conv_weight_product_reference(x, R, kernel_size, stride, padding)
-    xp = get_xp(x)
-    if impl == "cuda":
-        cols = xp.empty((N * OH * OW, kh * kw * C), dtype=x.dtype)
-        columns._im2col_cuda(x, cols, kernel_size, stride, padding)
-        return R.T @ cols
+    if impl != "cpu":
+        return _weight_unfused(impl, x, R, kernel_size, stride, padding)
     threads = get_num_threads()
     parts = np.empty((threads, R.shape[1], kh * kw * C), dtype=x.dtype)
     use_table, offsets, _ = _table_args(cpu_tables(x.shape, kernel_size, stride, padding,
@@ -377,9 +365,13 @@ def conv_forward_and_weight_products(x, Wm, R, kernel_size, stride, padding):
     kh, kw = kernel_size
     _check_2d(name, "a weight matrix", Wm, (None, kh * kw * C))
     _check_2d(name, "a matrix R", R, (N * OH * OW, None))
-    if _is_pointwise(kernel_size, stride, padding) or choose(x, Wm, R) != "cpu":
+    if _is_pointwise(kernel_size, stride, padding):
         return (conv_forward_product(x, Wm, kernel_size, stride, padding),
                 conv_weight_product(x, R, kernel_size, stride, padding))
+    impl = choose(x, Wm, R)
+    if impl != "cpu":
+        return (_forward_unfused(impl, x, Wm, kernel_size, stride, padding, None),
+                _weight_unfused(impl, x, R, kernel_size, stride, padding))
     threads = get_num_threads()
     out = np.empty((N * OH * OW, Wm.shape[0]), dtype=x.dtype)
     parts = np.empty((threads, R.shape[1], kh * kw * C), dtype=x.dtype)
@@ -389,6 +381,29 @@ def conv_forward_and_weight_products(x, Wm, R, kernel_size, stride, padding):
     _forward_weight_cpu(_gemm_addresses()[x.dtype], x, Wm, R, out, parts, kh, kw, *stride,
                         *padding, use_table, offsets, chunk, threads, *_blas_scalars(x.dtype))
     return out, (parts[0] if threads == 1 else parts.sum(axis=0))
+
+
+def _columns_cuda(x, kernel_size, stride, padding):
+    N, H, W, C = x.shape
+    OH, OW = _geometry("im2col", x.shape, kernel_size, stride, padding)
+    cols = get_xp(x).empty((N * OH * OW, kernel_size[0] * kernel_size[1] * C), dtype=x.dtype)
+    columns._im2col_cuda(x, cols, kernel_size, stride, padding)
+    return cols
+
+
+def _forward_unfused(impl, x, Wm, kernel_size, stride, padding, bias):
+    """The forward product as ``impl`` ("reference" or "cuda") computes it."""
+    if impl == "reference":
+        return conv_forward_product_reference(x, Wm, kernel_size, stride, padding, bias)
+    Y = _columns_cuda(x, kernel_size, stride, padding) @ Wm.T       # cuBLAS
+    return Y if bias is None else _add(Y, bias)
+
+
+def _weight_unfused(impl, x, R, kernel_size, stride, padding):
+    """The weight product as ``impl`` ("reference" or "cuda") computes it."""
+    if impl == "reference":
+        return conv_weight_product_reference(x, R, kernel_size, stride, padding)
+    return R.T @ _columns_cuda(x, kernel_size, stride, padding)
 
 
 def _add(a, bias):
