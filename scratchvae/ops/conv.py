@@ -44,6 +44,7 @@ from kernels.conv_gemm import (conv_forward_and_weight_products, conv_forward_pr
                                 conv_transposed_product, conv_weight_product)
 from kernels.gemm import matmul
 from kernels.im2col import conv_output_size
+from kernels.layout import ascontiguous
 
 from ..backend import check_float, check_shape, get_xp
 
@@ -94,9 +95,10 @@ def _check_output(op, out_hw, in_hw, kernel, stride, padding):
 def _channels_last(x):
     """(N, C, H, W)-shaped x -> a C-contiguous (N, H, W, C) array.
 
-    Free (a view) when x is already channels-last in memory, else one copy.
+    Free (a view) when x is already channels-last in memory, else one copy
+    (kernels.layout, parallel over images).
     """
-    return get_xp(x).ascontiguousarray(x.transpose(0, 2, 3, 1))
+    return ascontiguous(x.transpose(0, 2, 3, 1))
 
 
 def _nchw_view(x_nhwc):

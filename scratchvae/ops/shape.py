@@ -14,6 +14,8 @@ C-ordered output of a Linear layer.)
 """
 import math
 
+from kernels.layout import ascontiguous
+
 from ..backend import check_shape, get_xp, memory_order
 
 
@@ -22,7 +24,7 @@ def _in_layout(dx, order):
     if order == tuple(range(dx.ndim)):
         return dx
     inverse = tuple(sorted(range(len(order)), key=order.__getitem__))
-    return get_xp(dx).ascontiguousarray(dx.transpose(order)).transpose(inverse)
+    return ascontiguous(dx.transpose(order)).transpose(inverse)
 
 
 def flatten_forward(x):
@@ -30,7 +32,8 @@ def flatten_forward(x):
     if x.ndim < 2:
         raise ValueError(f"Flatten: expected an input (N, d1, ...) with a batch axis and at "
                          f"least one more, got shape {tuple(x.shape)}")
-    return x.reshape(x.shape[0], -1), (x.shape, memory_order(x))
+    # a channels-last image is copied to the logical order (kernels.layout, in parallel)
+    return ascontiguous(x).reshape(x.shape[0], -1), (x.shape, memory_order(x))
 
 
 def flatten_backward(dy, cache):
@@ -55,7 +58,7 @@ def reshape_backward(dy, cache):
     """dx = dy reshaped back to the input shape."""
     in_shape, out_shape = cache
     check_shape("Reshape.backward", "upstream gradient", dy, out_shape)
-    return dy.reshape(in_shape)
+    return ascontiguous(dy).reshape(in_shape)       # a copy only for a dy not C-ordered
 
 
 def concat_forward(xs, axis=1):
