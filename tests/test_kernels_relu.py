@@ -33,17 +33,21 @@ def _pair(rng, shape, dtype, layout):
     return dy, y
 
 
-@pytest.fixture
-def kernel_calls(monkeypatch):
-    """Count the calls that reach the Numba CPU kernel."""
+def _count_calls(monkeypatch, name):
+    """The sizes of the calls that reach the Numba CPU kernel ``name``."""
     calls = []
-    real = krelu._relu_backward_cpu
+    real = getattr(krelu, name)
 
     def spy(*args):
         calls.append(args[0].size)
         return real(*args)
-    monkeypatch.setattr(krelu, "_relu_backward_cpu", spy)
+    monkeypatch.setattr(krelu, name, spy)
     return calls
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    return _count_calls(monkeypatch, "_relu_backward_cpu")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -126,15 +130,7 @@ def test_bad_inputs_are_refused():
 
 @pytest.fixture
 def forward_calls(monkeypatch):
-    """Count the calls that reach the Numba CPU forward kernel."""
-    calls = []
-    real = krelu._relu_forward_cpu
-
-    def spy(*args):
-        calls.append(args[0].size)
-        return real(*args)
-    monkeypatch.setattr(krelu, "_relu_forward_cpu", spy)
-    return calls
+    return _count_calls(monkeypatch, "_relu_forward_cpu")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
