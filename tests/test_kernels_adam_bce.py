@@ -173,6 +173,68 @@ def test_sgd_kernel_matches_reference(case, dtype):
 
 
 # --------------------------------------------------------------------------
+def test_adam_kernel_computes_in_float32():
+    """The float32 kernel equals the same formula in NumPy float32 arithmetic bit for
+    bit: no step is promoted to float64 (a literal 0 in the kernel once did that)."""
+    from kernels.adam import _adam_scalars
+    rng = np.random.default_rng(12)
+    p, g = rng.standard_normal((2, 1000)).astype(np.float32)
+    m = (0.1 * rng.standard_normal(1000)).astype(np.float32)
+    v = (0.01 * rng.random(1000)).astype(np.float32)
+    m[:3] = 1e-39                                          # subnormal moments too
+    want_p, want_m, want_v = p.copy(), m.copy(), v.copy()
+    kernels.adam_step(p, g, m, v, 3, 1e-3, 0.9, 0.999, 1e-8)
+    w1, beta2, w2, step_size, bc2_sqrt, eps, _, tiny, _ = _adam_scalars(
+        3, 1e-3, 0.9, 0.999, 1e-8, 0.0, np.float32)
+    want_m = want_m + w1 * (g - want_m)
+    want_v = want_v * beta2 + w2 * g * g
+    want_m[np.abs(want_m) < tiny] = 0
+    want_v[want_v < tiny] = 0
+    want_p = want_p - step_size * (want_m / (np.sqrt(want_v) / bc2_sqrt + eps))
+    for got, want in ((p, want_p), (m, want_m), (v, want_v)):
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("impl", ["kernel", "reference"])
+def test_moments_of_a_gradient_that_stays_zero_become_zero_not_subnormal(optimizer, impl,
+                                                                          monkeypatch):
+    """A dead unit's moments decay geometrically; below finfo.tiny they are stored
+    as 0 (subnormal arithmetic is ~100x slower on x86), and the parameters are
+    what they would have been, the updates involved being far below rounding."""
+    if impl == "reference":
+        monkeypatch.setenv("SCRATCHVAE_KERNELS", "reference")
+    rng = np.random.default_rng(11)
+    p = rng.standard_normal(64).astype(np.float32)
+    p0 = p.copy()
+    grads = [rng.standard_normal(64).astype(np.float32)] + [np.zeros(64, np.float32)] * 1200
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    for step, g in enumerate(grads, 1):
+        if optimizer == "adam":
+            kernels.adam_step(p, g, m, v, step, 1e-3, 0.9, 0.999, 1e-8)
+        else:
+            kernels.sgd_step(p, g, m, 1e-3, momentum=0.9, first_step=step == 1)
+        if step == 2:
+            p_after_two = p.copy()
+    tiny = np.finfo(np.float32).tiny
+    assert not ((np.abs(m) < tiny) & (m != 0)).any() and not ((v < tiny) & (v != 0)).any()
+    assert (m == 0).all()                       # 0.9**1200 is far below tiny
+    # float64 moments, never flushed: the float32 parameters come out the same
+    q, m64, v64 = p0.astype(np.float64), np.zeros(64), np.zeros(64)
+    for step, g in enumerate(grads, 1):
+        g = g.astype(np.float64)
+        if optimizer == "adam":
+            m64 = 0.9 * m64 + 0.1 * g
+            v64 = 0.999 * v64 + 0.001 * g * g
+            q = q - 1e-3 / (1 - 0.9 ** step) * m64 / (np.sqrt(v64 / (1 - 0.999 ** step)) + 1e-8)
+        else:
+            m64 = g if step == 1 else 0.9 * m64 + g
+            q = q - 1e-3 * m64
+    np.testing.assert_allclose(p, q, rtol=2e-6)
+    assert not np.array_equal(p, p_after_two)     # the moments did move p for a while
+
+
 # Adam / SGD vs torch.optim
 # --------------------------------------------------------------------------
 
@@ -367,7 +429,8 @@ CUDASIM_SCRIPT = textwrap.dedent("""
         for step in (1, 2):
             g = rng.standard_normal(p.shape).astype(dtype)
             _sgd_cuda(p, g, b, scalar(0.1, dtype), scalar(0.9, dtype), scalar(1.0, dtype),
-                      scalar(0.01, dtype), True, step == 1, True)
+                      scalar(0.01, dtype), True, step == 1, True,
+                      scalar(np.finfo(dtype).tiny, dtype), scalar(0, dtype))
             kernels.sgd_step_reference(q, g, b2, 0.1, 0.9, 0.0, 0.01, True, step == 1)
         close(p, q, rtol); close(b, b2, rtol)
 
