@@ -21,13 +21,18 @@ the products are BLAS ``gemm`` calls (kernels/gemm.py), so each chunk's
 arithmetic is the unfused one's. The weight gradient sums over all pixels:
 each thread adds its chunks into its own partial product (BLAS beta = 1),
 and the partial products are added at the end, as in kernels.gemm's cut
-along K. Results agree with the unfused products to float rounding.
+along K. Results agree with the unfused products to float rounding. A
+transposed convolution's backward needs two products of one column matrix,
+im2col(dy) Wm^T and X^T im2col(dy): :func:`conv_forward_and_weight_products`
+builds each chunk once for both.
 
-Measured alone on the conv VAE's Conv2d(32, 64) shapes, 2 threads, caches
-flushed before each call (benchmarks/RESULTS.md): the forward product 2.35
--> 1.9 ms, the transposed one 2.14 -> 1.77 ms, the weight gradient (against a
-column matrix kept from the forward) 3.11 -> 2.06 ms. The forward pass then
-keeps x for the backward instead of its column matrix (4x smaller here).
+Measured on the 2-core machine (benchmarks/RESULTS.md): alone, on the conv
+VAE's Conv2d(32, 64) shapes with the caches flushed before each call, the
+forward product 2.35 -> 1.9 ms, the transposed one 2.14 -> 1.77 ms, the
+weight gradient (against a column matrix kept from the forward) 3.11 -> 2.06
+ms; inside training steps (fresh processes alternating), a conv-VAE step
+28.7 -> 23.4 ms and a VQ-VAE step 27.9 -> 21.9 ms. A Conv2d keeps x for its
+backward instead of its column matrix (4x smaller here).
 
 A 1x1 convolution (kernel 1, stride 1, padding 0) has the image itself as
 its columns: its products are plain :func:`kernels.gemm.matmul` calls.
