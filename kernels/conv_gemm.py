@@ -109,40 +109,58 @@ def _col2im_chunk(cols, n0, n1, y, kh, kw, sh, sw, ph, pw, use_table, starts, en
 # --------------------------------------------------------------------------
 
 @njit(parallel=True, cache=True)
-def _forward_cpu(gemm, x, Wm, bias, has_bias, out, kh, kw, sh, sw, ph, pw, use_table,
-                 offsets, chunk, threads, one, zero):
-    """out (N*OH*OW, O) = im2col(x) Wm^T (+ bias); x (N, H, W, C), Wm (O, KH*KW*C)."""
+def _columns_cpu(gemm, x, kh, kw, sh, sw, ph, pw, use_table, offsets, chunk, threads, one,
+                 zero, forward, Wm, bias, has_bias, out, weight, R, parts):
+    """The products of im2col(x) (x (N, H, W, C)), each chunk's columns built once:
+
+    - ``forward``: out (N*OH*OW, O) = im2col(x) Wm^T (+ bias), Wm (O, KH*KW*C);
+    - ``weight``: parts[t] (D, KH*KW*C) = R_t^T im2col(x_t) over thread t's
+      images, R (N*OH*OW, D); the caller adds the partial products.
+
+    The arrays of a product not asked for are not touched (empty ones will do).
+    """
     N, H, W, C = x.shape
     P = ((H + 2 * ph - kh) // sh + 1) * ((W + 2 * pw - kw) // sw + 1)
-    O, width = Wm.shape
+    width = kh * kw * C
+    O, D = Wm.shape[0], R.shape[1]
     size = x.itemsize
     w_at, out_at = np.int64(Wm.ctypes.data), np.int64(out.ctypes.data)
+    r_at, parts_at = np.int64(R.ctypes.data), np.int64(parts.ctypes.data)
     for t in prange(threads):
         lo, hi = t * N // threads, (t + 1) * N // threads
+        if weight and hi <= lo:                   # no images: a zero partial product
+            parts[t] = 0
         cols = np.empty((chunk * P, width), x.dtype)
         cols_at = np.int64(cols.ctypes.data)
+        beta = zero                               # the first chunk writes, the others add
         for n0 in range(lo, hi, chunk):
             n1 = min(n0 + chunk, hi)
             rows = (n1 - n0) * P
             _im2col_chunk(x, n0, n1, cols[:rows], kh, kw, sh, sw, ph, pw, use_table, offsets)
-            block = out[n0 * P:n1 * P]
-            beta = zero
-            if has_bias:                          # out rows start as the bias: beta = 1
-                for r in range(rows):
-                    for o in range(O):
-                        block[r, o] = bias[o]
+            if forward:
+                block = out[n0 * P:n1 * P]
+                forward_beta = zero
+                if has_bias:                      # out rows start as the bias: beta = 1
+                    for r in range(rows):
+                        for o in range(O):
+                            block[r, o] = bias[o]
+                    forward_beta = one
+                # block (rows, O) = cols (rows, width) @ Wm^T (width, O)
+                gemm_rows(gemm, True, False, rows, O, width, one, cols_at, width, w_at, width,
+                          forward_beta, out_at + n0 * P * O * size, O)
+            if weight:
+                # parts[t] (D, width) += R[n0*P:n1*P]^T (D, rows) @ cols (rows, width)
+                gemm_rows(gemm, False, True, D, width, rows, one, r_at + n0 * P * D * size,
+                          D, cols_at, width, beta, parts_at + t * D * width * size, width)
                 beta = one
-            # block (rows, O) = cols (rows, width) @ Wm^T (width, O)
-            gemm_rows(gemm, True, False, rows, O, width, one, cols_at, width, w_at, width,
-                      beta, out_at + n0 * P * O * size, O)
 
 
 @njit(parallel=True, cache=True)
-def _transposed_cpu(gemm, X, Wm, init, y, kh, kw, sh, sw, ph, pw, use_table, starts,
+def _transposed_cpu(gemm, X, Wm, init, y, P, kh, kw, sh, sw, ph, pw, use_table, starts,
                     entries, chunk, threads, one, zero):
-    """y (N, OH, OW, O) = col2im(X Wm) + init; X (N*H*W, C), Wm (C, KH*KW*O)."""
+    """y (N, OH, OW, O) = col2im(X Wm) + init; X (N*P, C), P input pixels per
+    image, Wm (C, KH*KW*O)."""
     N = y.shape[0]
-    P = X.shape[0] // N                           # input pixels per image
     C, width = Wm.shape
     size = X.itemsize
     w_at, x_at = np.int64(Wm.ctypes.data), np.int64(X.ctypes.data)
@@ -160,65 +178,32 @@ def _transposed_cpu(gemm, X, Wm, init, y, kh, kw, sh, sw, ph, pw, use_table, sta
                           entries, init)
 
 
-@njit(parallel=True, cache=True)
-def _weight_cpu(gemm, x, R, parts, kh, kw, sh, sw, ph, pw, use_table, offsets, chunk,
-                threads, one, zero):
-    """parts[t] (D, KH*KW*C) = R_t^T im2col(x_t) over thread t's images;
-    x (N, H, W, C), R (N*OH*OW, D)."""
+def _column_products_cpu(x, kernel_size, stride, padding, Wm=None, bias=None, R=None):
+    """(im2col(x) Wm^T + bias or None, R^T im2col(x) or None) by :func:`_columns_cpu`:
+    the forward product when Wm is given, the weight product when R is."""
     N, H, W, C = x.shape
-    P = ((H + 2 * ph - kh) // sh + 1) * ((W + 2 * pw - kw) // sw + 1)
-    D = R.shape[1]
-    width = parts.shape[2]
-    size = x.itemsize
-    r_at, parts_at = np.int64(R.ctypes.data), np.int64(parts.ctypes.data)
-    for t in prange(threads):
-        lo, hi = t * N // threads, (t + 1) * N // threads
-        if hi <= lo:                              # no images: a zero partial product
-            parts[t] = 0
-            continue
-        cols = np.empty((chunk * P, width), x.dtype)
-        cols_at = np.int64(cols.ctypes.data)
-        beta = zero                               # the first chunk writes, the others add
-        for n0 in range(lo, hi, chunk):
-            n1 = min(n0 + chunk, hi)
-            rows = (n1 - n0) * P
-            _im2col_chunk(x, n0, n1, cols[:rows], kh, kw, sh, sw, ph, pw, use_table, offsets)
-            # parts[t] (D, width) += R[n0*P:n1*P]^T (D, rows) @ cols (rows, width)
-            gemm_rows(gemm, False, True, D, width, rows, one, r_at + n0 * P * D * size, D,
-                      cols_at, width, beta, parts_at + t * D * width * size, width)
-            beta = one
-
-
-
-@njit(parallel=True, cache=True)
-def _forward_weight_cpu(gemm, x, Wm, R, out, parts, kh, kw, sh, sw, ph, pw, use_table,
-                        offsets, chunk, threads, one, zero):
-    """Both products of one column matrix, each chunk's columns built once:
-    out (N*OH*OW, O) = im2col(x) Wm^T, and parts[t] = R_t^T im2col(x_t)."""
-    N, H, W, C = x.shape
-    P = ((H + 2 * ph - kh) // sh + 1) * ((W + 2 * pw - kw) // sw + 1)
-    O, width = Wm.shape
-    D = R.shape[1]
-    size = x.itemsize
-    w_at, out_at = np.int64(Wm.ctypes.data), np.int64(out.ctypes.data)
-    r_at, parts_at = np.int64(R.ctypes.data), np.int64(parts.ctypes.data)
-    for t in prange(threads):
-        lo, hi = t * N // threads, (t + 1) * N // threads
-        if hi <= lo:
-            parts[t] = 0
-            continue
-        cols = np.empty((chunk * P, width), x.dtype)
-        cols_at = np.int64(cols.ctypes.data)
-        beta = zero
-        for n0 in range(lo, hi, chunk):
-            n1 = min(n0 + chunk, hi)
-            rows = (n1 - n0) * P
-            _im2col_chunk(x, n0, n1, cols[:rows], kh, kw, sh, sw, ph, pw, use_table, offsets)
-            gemm_rows(gemm, True, False, rows, O, width, one, cols_at, width, w_at, width,
-                      zero, out_at + n0 * P * O * size, O)
-            gemm_rows(gemm, False, True, D, width, rows, one, r_at + n0 * P * D * size, D,
-                      cols_at, width, beta, parts_at + t * D * width * size, width)
-            beta = one
+    OH, OW = _geometry("conv products", x.shape, kernel_size, stride, padding)
+    kh, kw = kernel_size
+    width = kh * kw * C
+    dtype = x.dtype
+    threads = get_num_threads()
+    empty2 = np.empty((0, 0), dtype)
+    out = np.empty((N * OH * OW, Wm.shape[0]), dtype) if Wm is not None else empty2
+    parts = (np.empty((threads, R.shape[1], width), dtype) if R is not None
+             else np.empty((0, 0, 0), dtype))
+    use_table, offsets, _ = _table_args(cpu_tables(x.shape, kernel_size, stride, padding,
+                                                   gather=False))
+    budget = WEIGHT_CHUNK_BYTES if R is not None else CHUNK_BYTES
+    chunk = _images_per_chunk(OH * OW, width, x.itemsize, budget)
+    _columns_cpu(_gemm_addresses()[dtype], x, kh, kw, *stride, *padding, use_table, offsets,
+                 chunk, threads, *_blas_scalars(dtype),
+                 Wm is not None, Wm if Wm is not None else empty2,
+                 bias if bias is not None else np.empty(0, dtype), bias is not None, out,
+                 R is not None, R if R is not None else empty2, parts)
+    dW = None
+    if R is not None:                          # the partial products, added in order
+        dW = parts[0] if threads == 1 else parts.sum(axis=0)
+    return (out if Wm is not None else None), dW
 
 
 # --------------------------------------------------------------------------
@@ -280,15 +265,7 @@ def conv_forward_product(x, Wm, kernel_size, stride, padding, bias=None):
     impl = choose(x, Wm, bias)
     if impl != "cpu":
         return _forward_unfused(impl, x, Wm, kernel_size, stride, padding, bias)
-    out = np.empty((N * OH * OW, Wm.shape[0]), dtype=x.dtype)
-    use_table, offsets, _ = _table_args(cpu_tables(x.shape, kernel_size, stride, padding,
-                                                   gather=False))
-    chunk = _images_per_chunk(OH * OW, kh * kw * C, x.itemsize, CHUNK_BYTES)
-    _forward_cpu(_gemm_addresses()[x.dtype], x, Wm,
-                 bias if bias is not None else np.empty(0, x.dtype), bias is not None, out,
-                 kh, kw, *stride, *padding, use_table, offsets, chunk, get_num_threads(),
-                 *_blas_scalars(x.dtype))
-    return out
+    return _column_products_cpu(x, kernel_size, stride, padding, Wm=Wm, bias=bias)[0]
 
 
 def conv_transposed_product(X, Wm, y_shape, kernel_size, stride, padding, bias=None):
@@ -322,8 +299,8 @@ def conv_transposed_product(X, Wm, y_shape, kernel_size, stride, padding, bias=N
     use_table, starts, entries = _table_args(cpu_tables(y_shape, kernel_size, stride,
                                                         padding, gather=True))
     chunk = _images_per_chunk(H * W, kh * kw * O, X.itemsize, CHUNK_BYTES)
-    _transposed_cpu(_gemm_addresses()[X.dtype], X, Wm, init, y, kh, kw, *stride, *padding,
-                    use_table, starts, entries, chunk, get_num_threads(),
+    _transposed_cpu(_gemm_addresses()[X.dtype], X, Wm, init, y, H * W, kh, kw, *stride,
+                    *padding, use_table, starts, entries, chunk, get_num_threads(),
                     *_blas_scalars(X.dtype))
     return y
 
@@ -346,14 +323,7 @@ def conv_weight_product(x, R, kernel_size, stride, padding):
     impl = choose(x, R)
     if impl != "cpu":
         return _weight_unfused(impl, x, R, kernel_size, stride, padding)
-    threads = get_num_threads()
-    parts = np.empty((threads, R.shape[1], kh * kw * C), dtype=x.dtype)
-    use_table, offsets, _ = _table_args(cpu_tables(x.shape, kernel_size, stride, padding,
-                                                   gather=False))
-    chunk = _images_per_chunk(OH * OW, kh * kw * C, x.itemsize, WEIGHT_CHUNK_BYTES)
-    _weight_cpu(_gemm_addresses()[x.dtype], x, R, parts, kh, kw, *stride, *padding,
-                use_table, offsets, chunk, threads, *_blas_scalars(x.dtype))
-    return parts[0] if threads == 1 else parts.sum(axis=0)     # the partial products
+    return _column_products_cpu(x, kernel_size, stride, padding, R=R)[1]
 
 
 def conv_forward_and_weight_products(x, Wm, R, kernel_size, stride, padding):
@@ -377,15 +347,7 @@ def conv_forward_and_weight_products(x, Wm, R, kernel_size, stride, padding):
     if impl != "cpu":
         return (_forward_unfused(impl, x, Wm, kernel_size, stride, padding, None),
                 _weight_unfused(impl, x, R, kernel_size, stride, padding))
-    threads = get_num_threads()
-    out = np.empty((N * OH * OW, Wm.shape[0]), dtype=x.dtype)
-    parts = np.empty((threads, R.shape[1], kh * kw * C), dtype=x.dtype)
-    use_table, offsets, _ = _table_args(cpu_tables(x.shape, kernel_size, stride, padding,
-                                                   gather=False))
-    chunk = _images_per_chunk(OH * OW, kh * kw * C, x.itemsize, WEIGHT_CHUNK_BYTES)
-    _forward_weight_cpu(_gemm_addresses()[x.dtype], x, Wm, R, out, parts, kh, kw, *stride,
-                        *padding, use_table, offsets, chunk, threads, *_blas_scalars(x.dtype))
-    return out, (parts[0] if threads == 1 else parts.sum(axis=0))
+    return _column_products_cpu(x, kernel_size, stride, padding, Wm=Wm, R=R)
 
 
 def _columns_cuda(x, kernel_size, stride, padding):

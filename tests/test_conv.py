@@ -209,8 +209,7 @@ def test_conv_gradchecks_pass():
 
 #: the fused CPU kernels of kernels/conv_gemm.py, and where their ``use_table``
 #: argument is (True: im2col/col2im by index tables, False: by runs)
-CPU_KERNELS = {"_forward_cpu": 12, "_transposed_cpu": 11, "_weight_cpu": 10,
-               "_forward_weight_cpu": 12}
+CPU_KERNELS = {"_columns_cpu": 8, "_transposed_cpu": 12}
 #: the conv op functions, as the gradient checks and the layers call them
 PHASES = {"conv2d_forward": "Conv2d forward", "conv2d_backward": "Conv2d backward",
           "conv_transpose2d_forward": "ConvTranspose2d forward",
@@ -447,7 +446,7 @@ def test_pointwise_conv_skips_im2col(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("im2col/col2im called for a 1x1 convolution")
 
-    for name in ("_forward_cpu", "_transposed_cpu", "_weight_cpu", "im2col_reference",
+    for name in ("_columns_cpu", "_transposed_cpu", "im2col_reference",
                  "col2im_reference"):
         monkeypatch.setattr(conv_gemm, name, boom)
     rng = np.random.default_rng(15)

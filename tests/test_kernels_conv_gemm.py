@@ -30,14 +30,21 @@ def _auto_dispatch(monkeypatch):
 
 @pytest.fixture
 def fused_calls(monkeypatch):
-    """Names of the fused CPU kernels called, and whether they used the tables."""
+    """The products each fused CPU kernel call made, and whether it used the tables."""
     calls = []
-    for name, where in (("_forward_cpu", 12), ("_transposed_cpu", 11), ("_weight_cpu", 10),
-                        ("_forward_weight_cpu", 12)):
-        def spy(*args, _real=getattr(G, name), _name=name, _where=where):
-            calls.append((_name, args[_where]))
-            return _real(*args)
-        monkeypatch.setattr(G, name, spy)
+    real_columns, real_transposed = G._columns_cpu, G._transposed_cpu
+
+    def columns(*args):       # use_table, forward and weight at 8, 14, 19
+        products = {(True, True): "forward+weight", (True, False): "forward",
+                    (False, True): "weight"}[(args[14], args[19])]
+        calls.append((products, args[8]))
+        return real_columns(*args)
+
+    def transposed(*args):    # use_table at 12
+        calls.append(("transposed", args[12]))
+        return real_transposed(*args)
+    monkeypatch.setattr(G, "_columns_cpu", columns)
+    monkeypatch.setattr(G, "_transposed_cpu", transposed)
     return calls
 
 
@@ -54,7 +61,7 @@ def _inputs(geometry, dtype, rng):
 def _assert_close(got, want):
     assert got.shape == want.shape and got.dtype == want.dtype and got.flags.c_contiguous
     tol = 1e-12 if got.dtype == np.float64 else 1e-5
-    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1.0, np.abs(want).max()))
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1.0, np.abs(want).max(initial=0)))
 
 
 def _all_products(x, Wm, Wt, R, k, s, p, bias_fwd, bias_tr):
@@ -83,12 +90,12 @@ def test_fused_products_match_the_unfused_references(geometry, with_bias, dtype,
     for fused, reference in _all_products(x, Wm, Wt, R, k, s, p, b_fwd, b_tr):
         _assert_close(fused, reference)
     table = x.shape[3] <= TABLE_CHANNELS
-    assert fused_calls == [("_forward_weight_cpu", table), ("_forward_cpu", table),
-                           ("_transposed_cpu", table), ("_weight_cpu", table)]
+    assert fused_calls == [("forward+weight", table), ("forward", table),
+                           ("transposed", table), ("weight", table)]
 
 
 @pytest.mark.parametrize("budget", [1, 40_000, 1 << 30])    # one image, a few, all at once
-@pytest.mark.parametrize("images", [1, 7])                  # fewer than threads; uneven chunks
+@pytest.mark.parametrize("images", [0, 1, 7])     # none; fewer than threads; uneven chunks
 def test_any_chunk_size_and_share_of_images_gives_the_same_products(images, budget,
                                                                      monkeypatch):
     geometry = (images, 9, 8, 4, (3, 3), (1, 2), (2, 1))
@@ -151,10 +158,9 @@ def test_the_comparison_catches_a_missing_bias(monkeypatch):
     x, Wm, _, _ = _inputs(geometry, np.float64, np.random.default_rng(5))
     k, s, p = geometry[4:]
     bias = np.ones(D)
-    real = G._forward_cpu
-    monkeypatch.setattr(G, "_forward_cpu",
-                        lambda gemm, x, Wm, bias, has_bias, *rest: real(gemm, x, Wm, bias,
-                                                                        False, *rest))
+    real = G._columns_cpu
+    monkeypatch.setattr(G, "_columns_cpu",                  # has_bias is argument 17
+                        lambda *args: real(*args[:17], False, *args[18:]))
     with pytest.raises(AssertionError):
         _assert_close(G.conv_forward_product(x, Wm, k, s, p, bias),
                       G.conv_forward_product_reference(x, Wm, k, s, p, bias))
