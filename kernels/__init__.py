@@ -10,8 +10,11 @@ Every kernel comes in three implementations with one public entry point:
   right version, used for anything else (strided views, mixed dtypes) and
   when ``SCRATCHVAE_KERNELS=reference`` is set (benchmarks compare the two).
 
-The exception is ``matmul``: its CPU kernel hands blocks of the product to
-BLAS, and on CuPy arrays it is cuBLAS (``a @ b``), with no kernel of ours.
+The exceptions use CuPy's own operations on the GPU: ``matmul``
+(kernels/gemm.py; its CPU kernel hands blocks of the product to BLAS, and on
+CuPy arrays it is cuBLAS, ``a @ b``), ``ascontiguous`` (kernels/layout.py;
+CuPy's copy), and the conv products of kernels/conv_gemm.py (on CuPy arrays
+the unfused composition of the CUDA im2col/col2im and cuBLAS).
 
 Tests check each kernel against its reference (and the CUDA kernels under
 ``NUMBA_ENABLE_CUDASIM=1``). The dispatch rule lives in

@@ -34,7 +34,7 @@ gradient stays 0 (a dead ReLU unit's weights) shrinks by beta1 every step
 and, in float32, drops below the smallest normal number (1.2e-38) after about
 750 steps of beta1 = 0.9; from then on every operation on it takes a
 microcode assist on x86 CPUs, about a hundred cycles. In the conv VAE nearly
-half the parameters get there within two epochs, and Adam's step went from
+half the first moments got there within four epochs, and Adam's step went from
 0.8 to 4 ms (a training step from 23 to 27 ms). So m, v and the momentum
 buffer b are set to 0 when their magnitude is below ``finfo(dtype).tiny``.
 The parameters are the same: the update such a moment makes, at most
