@@ -161,7 +161,8 @@ def worker_torch_quality(model_name, epochs, threads, seed=0, options=None):
 
 
 def worker_ours_quality(model_name, epochs, seed=0, options=None):
-    from scratchvae.train import TrainConfig, train
+    from scratchvae.config import TrainConfig
+    from scratchvae.train import train
     options = options if model_name == "vq-vae" and options else {}
     suffix = "".join(f"-{v}" for v in options.values())
     out = os.path.join("runs", f"bench-{model_name}{suffix}-s{seed}")

@@ -59,7 +59,7 @@ def worker(engine, model_name, seed, epochs):
     from benchmarks.common import mnist_arrays
     from scratchvae import data
     from scratchvae.models import DEFAULT_LATENT_DIM, build_model
-    from scratchvae.train import seed_sequences
+    from scratchvae.rundir import seed_sequences
 
     # the trainer's seeding: weights, batch order, training and evaluation noise
     init_rng, shuffle_rng, noise_rng, eval_rng = map(np.random.default_rng, seed_sequences(seed))

@@ -42,7 +42,8 @@ def parameter_hash(checkpoint):
 
 def run(model):
     """Train ``model`` for STEPS steps in a temporary run directory; its hash."""
-    from scratchvae.train import TrainConfig, train
+    from scratchvae.config import TrainConfig
+    from scratchvae.train import train
 
     config = TrainConfig(model=model, epochs=1, batch_size=BATCH, train_limit=STEPS * BATCH,
                          test_limit=500, seed=0)

@@ -10,8 +10,8 @@ import argparse
 import os
 
 from scratchvae import plots
-from scratchvae.train import load_run
-from scratchvae.report import add_script_args, script_run
+from scratchvae.figures import add_script_args, script_run
+from scratchvae.rundir import load_run
 
 OUT = "docs/figures/cvae_samples.png"
 

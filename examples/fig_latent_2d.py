@@ -11,9 +11,9 @@ decoded means over a regular lattice of z = Phi^-1(p), p in [0.05, 0.95]
 import argparse
 import os
 
-from scratchvae import plots
-from scratchvae.train import load_run
-from scratchvae.report import add_script_args, script_run
+from scratchvae import latent_plots, plots
+from scratchvae.figures import add_script_args, script_run
+from scratchvae.rundir import load_run, load_test_images
 
 OUT = "docs/figures/latent_2d.png"
 
@@ -28,9 +28,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     run = args.run or script_run(args, "fig-mlp-vae-z2", model="mlp-vae", latent_dim=2)
     config, model, meta = load_run(run)
-    x, y = plots.load_test_images(config, args.points)
-    out = plots.plot_latent_space(model, x, y, args.out or OUT, n_grid=args.grid,
-                                  title=f"2-D latent space: {plots.run_caption(config, meta)}")
+    x, y = load_test_images(config, args.points)
+    title = f"2-D latent space: {plots.run_caption(config, meta)}"
+    out = latent_plots.plot_latent_space(model, x, y, args.out or OUT, n_grid=args.grid,
+                                         title=title)
     print(f"saved {os.path.abspath(out)}")
     return out
 

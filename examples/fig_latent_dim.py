@@ -12,7 +12,7 @@ import argparse
 import os
 
 from scratchvae import plots
-from scratchvae.report import add_script_args, script_run
+from scratchvae.figures import add_script_args, script_run
 
 OUT = "docs/figures/latent_dim.png"
 

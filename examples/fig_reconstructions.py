@@ -13,8 +13,8 @@ import argparse
 import os
 
 from scratchvae import plots
-from scratchvae.train import load_run
-from scratchvae.report import add_script_args, script_run
+from scratchvae.figures import add_script_args, script_run
+from scratchvae.rundir import load_run, load_test_images
 
 OUT = "docs/figures/reconstructions.png"
 
@@ -36,7 +36,7 @@ def main(argv=None):
     for kind, run in runs:
         config, model, meta = load_run(run)
         models.append((f"{kind} ({plots.run_caption(config, meta)})", model))
-    x, y = plots.load_test_images(config, args.images)
+    x, y = load_test_images(config, args.images)
     out = plots.plot_reconstructions(models, x, y, args.out or OUT,
                                      title="test images (top) and their reconstructions")
     print(f"saved {os.path.abspath(out)}")

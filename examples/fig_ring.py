@@ -25,7 +25,7 @@ import os
 import numpy as np
 
 from scratchvae import checkpoints as ckpt
-from scratchvae import data, plots
+from scratchvae import data, plots, toy
 from scratchvae.models import mlp_vae
 from scratchvae.optimizers import Adam
 
@@ -77,7 +77,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     rng = np.random.default_rng(args.seed + 1000)
-    points = plots.ring_points(args.points, rng)
+    points = toy.ring_points(args.points, rng)
     if args.run:
         model_state, _, meta = ckpt.load_checkpoint(os.path.join(args.run, ckpt.CHECKPOINT))
         h = meta["ring"]
@@ -95,7 +95,7 @@ def main(argv=None):
         os.makedirs(run_dir, exist_ok=True)
         ckpt.save_checkpoint(os.path.join(run_dir, ckpt.CHECKPOINT), model.state_dict(), {},
                              meta)
-    samples, means, z = plots.ring_samples(model, args.samples, np.random.default_rng(args.seed))
+    samples, means, z = toy.ring_samples(model, args.samples, np.random.default_rng(args.seed))
     if h["likelihood"] == "gaussian-learned":
         sigma = np.exp(0.5 * model.logvar_x.data.ravel())
         noise = f"learned σ = ({sigma[0]:.3f}, {sigma[1]:.3f})"

@@ -10,7 +10,7 @@ import argparse
 import os
 
 from scratchvae import plots
-from scratchvae.report import add_script_args, script_run
+from scratchvae.figures import add_script_args, script_run
 
 OUT = "docs/figures/training_curves.png"
 

@@ -13,9 +13,9 @@ import os
 
 import numpy as np
 
-from scratchvae import plots
-from scratchvae.train import load_run
-from scratchvae.report import add_script_args, script_run
+from scratchvae import latent_plots, plots
+from scratchvae.figures import add_script_args, script_run
+from scratchvae.rundir import load_run, load_test_images, read_run
 
 OUT = "docs/figures/traversals.png"
 
@@ -37,14 +37,14 @@ def main(argv=None):
     panels, config = [], None
     for run in runs:
         config, model, meta = load_run(run)
-        _, records = plots.read_run(run)
+        _, records = read_run(run)
         kind = "β-VAE" if config.beta != 1.0 else "VAE"
         panels.append((f"{kind}: {plots.run_caption(config, meta)}", model,
                        records[-1].get("test_kl_per_dim")))
-    x, _ = plots.load_test_images(config, args.index + 1)
-    out = plots.plot_traversals(panels, x[args.index:args.index + 1], args.out or OUT,
-                                values=np.linspace(-3, 3, args.steps),
-                                title=f"latent traversals around test image {args.index}")
+    x, _ = load_test_images(config, args.index + 1)
+    out = latent_plots.plot_traversals(panels, x[args.index:args.index + 1], args.out or OUT,
+                                       values=np.linspace(-3, 3, args.steps),
+                                       title=f"latent traversals around test image {args.index}")
     print(f"saved {os.path.abspath(out)}")
     return out
 

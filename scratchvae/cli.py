@@ -10,6 +10,8 @@ import json
 import os
 import sys
 
+from . import run_commands
+
 
 def _number(convert, allow_zero, what):
     """An argparse type: ``convert(text)``, finite, > 0 (or >= 0 with allow_zero)."""
@@ -58,9 +60,6 @@ class UsageError(Exception):
 
 
 def build_parser():
-    from .models import LIKELIHOODS, MODELS
-    from .schedules import LR_SCHEDULES
-
     parser = argparse.ArgumentParser(
         prog="python -m scratchvae",
         description="scratchvae: variational autoencoders with hand-derived backward passes "
@@ -73,48 +72,8 @@ def build_parser():
         description="Train a model. After each epoch prints the train loss and the test "
                     "negative ELBO, appends them to OUT/metrics.jsonl and writes "
                     "OUT/checkpoint.npz and OUT/config.json atomically.")
-    t.add_argument("--model", choices=sorted(MODELS), default="mlp-vae")
-    t.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
-    t.add_argument("--epochs", type=_positive_int, default=None,
-                   help="number of epochs (default 10; with --resume, the new total)")
-    t.add_argument("--batch-size", type=_positive_int, default=128)
-    t.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate (default 1e-3)")
-    t.add_argument("--lr-schedule", choices=list(LR_SCHEDULES), default="constant",
-                   help="constant, or cosine: decayed to 0 over the run's steps")
-    t.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
-    t.add_argument("--momentum", type=_nonneg_float, default=0.9, help="SGD momentum")
-    t.add_argument("--weight-decay", type=_nonneg_float, default=0.0)
-    t.add_argument("--clip-grad-norm", type=_nonneg_float, default=0.0, metavar="MAX",
-                   help="clip gradients to this global L2 norm (0: off)")
-    t.add_argument("--seed", type=_nonneg_int, default=0)
-    t.add_argument("--latent-dim", type=_nonneg_int, default=0, metavar="Z",
-                   help="latent dimension (default: the model's, 20 for mlp-vae)")
-    t.add_argument("--likelihood", choices=list(LIKELIHOODS), default="bernoulli")
-    t.add_argument("--gaussian-variance", type=_positive_float, default=1.0, metavar="LAMBDA",
-                   help="variance of the fixed-variance Gaussian likelihood")
-    t.add_argument("--beta", type=_nonneg_float, default=1.0, help="weight of the KL term")
-    t.add_argument("--kl-warmup-steps", type=_nonneg_int, default=0, metavar="N",
-                   help="linear KL warm-up: beta_t = beta min(1, step/N) (0: off)")
-    t.add_argument("--capacity-max", type=_nonneg_float, default=0.0, metavar="C",
-                   help="capacity annealing (Burgess et al. 2018): loss = recon + G |KL - C_t|, "
-                        "C_t raised linearly from 0 to C nats; needs --capacity-gamma")
-    t.add_argument("--capacity-steps", type=_nonneg_int, default=0, metavar="N",
-                   help="steps over which C_t rises to --capacity-max (0: C from the start)")
-    t.add_argument("--capacity-gamma", type=_nonneg_float, default=0.0, metavar="G",
-                   help="weight G of |KL - C_t|; > 0 turns capacity annealing on (replaces beta)")
-    _add_vq_args(t)
-    t.add_argument("--samples", type=_positive_int, default=1, dest="n_samples", metavar="L",
-                   help="z samples per image (default 1)")
-    t.add_argument("--binarize", action="store_true",
-                   help="dynamic binarisation: each pixel drawn as Bernoulli(intensity) per batch")
-    t.add_argument("--augment-shift", type=_nonneg_int, default=0, metavar="PX",
-                   help="data augmentation: translate each training image by up to PX pixels "
-                        "(0: off; for the classifier)")
-    t.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    t.add_argument("--train-limit", type=_nonneg_int, default=0, metavar="N",
-                   help="use only the first N training images (0: all)")
-    t.add_argument("--test-limit", type=_nonneg_int, default=0, metavar="N",
-                   help="use only the first N test images (0: all)")
+    _add_config_args(t)
+    t.set_defaults(epochs=None)   # None: not given (a new run: 10; --resume: the saved total)
     _add_data_args(t)
     t.add_argument("--out", default="runs/run", metavar="DIR", help="run directory (default runs/run)")
     existing = t.add_mutually_exclusive_group()
@@ -185,34 +144,41 @@ def build_parser():
     return parser
 
 
-def _add_vq_args(p):
-    """Options of --model vq-vae (defaults: scratchvae.models.vq_vae.DEFAULTS)."""
-    from .models.vq_vae import CODEBOOK_INITS, DEFAULTS
+#: argparse type of a config field's number: (field type, bound) -> parser
+NUMBER_TYPES = {(int, "positive"): _positive_int, (int, "nonneg"): _nonneg_int,
+                (float, "positive"): _positive_float, (float, "nonneg"): _nonneg_float,
+                (float, "fraction"): _fraction}
 
-    g = p.add_argument_group("VQ-VAE (--model vq-vae)")
-    g.add_argument("--vq-codes", type=_positive_int, default=DEFAULTS["num_codes"], metavar="K",
-                   help=f"codebook size (default {DEFAULTS['num_codes']})")
-    g.add_argument("--vq-commitment", type=_nonneg_float, default=DEFAULTS["commitment"],
-                   metavar="BETA", help=f"weight of the commitment term "
-                                        f"(default {DEFAULTS['commitment']})")
-    g.add_argument("--vq-init", choices=list(CODEBOOK_INITS), default=DEFAULTS["codebook_init"],
-                   help="codebook initialisation: uniform in +-1/K, or N(0, 1) "
-                        f"(default {DEFAULTS['codebook_init']})")
-    g.add_argument("--vq-ema", action=argparse.BooleanOptionalAction, default=DEFAULTS["ema"],
-                   help="exponential-moving-average codebook instead of the codebook loss "
-                        f"(default {'on' if DEFAULTS['ema'] else 'off'})")
-    g.add_argument("--vq-decay", type=_fraction, default=DEFAULTS["decay"], metavar="D",
-                   help=f"EMA decay, < 1 (default {DEFAULTS['decay']})")
-    g.add_argument("--vq-restart", type=_nonneg_int, default=DEFAULTS["restart_after"],
-                   metavar="STEPS", help="re-initialise codes unused for this many training "
-                                         "steps from random encoder outputs (0: off; default "
-                                         f"{DEFAULTS['restart_after']})")
+
+def _add_config_args(p):
+    """One option per field of TrainConfig that has one (scratchvae/config.py),
+    in the order of the fields; a field's metadata gives its flag, help, choices,
+    metavar, argument group and the kind of number it takes."""
+    import dataclasses
+
+    from .config import TrainConfig
+
+    groups = {}
+    for f in dataclasses.fields(TrainConfig):
+        meta = f.metadata
+        if not meta["cli"]:
+            continue
+        if meta["group"] and meta["group"] not in groups:
+            groups[meta["group"]] = p.add_argument_group(meta["group"])
+        target = groups[meta["group"]] if meta["group"] else p
+        flag = meta["flag"] or "--" + f.name.replace("_", "-")
+        options = dict(dest=f.name, default=f.default, help=meta["help"])
+        if f.type is bool:
+            negatable = meta["negatable"]   # --name and --no-name
+            options["action"] = argparse.BooleanOptionalAction if negatable else "store_true"
+        else:
+            options.update(metavar=meta["metavar"], choices=meta["choices"],
+                           type=NUMBER_TYPES.get((f.type, meta["bound"])))
+        target.add_argument(flag, **options)
 
 
 def _add_data_args(p):
-    p.add_argument("--data-dir", metavar="DIR", default="",
-                   help="directory holding <dataset>/*.gz (else $SCRATCHVAE_DATA, the cache, "
-                        "/usr/share/datasets)")
+    """Where the data come from: the config's ``download`` and ``use_sample``."""
     group = p.add_mutually_exclusive_group()
     group.add_argument("--download", action="store_const", const="yes", dest="download",
                        default="auto", help="require the full data set, downloading it if missing")
@@ -244,7 +210,11 @@ def _given_options(args, parser):
 
 
 def _cmd_train(args):
-    from .train import NothingToTrain, TrainConfig, read_config, train
+    import dataclasses
+
+    from .config import TrainConfig
+    from .rundir import read_config
+    from .train import NothingToTrain, train
 
     parser = args.command_parser
     if args.resume:  # the run's own config; --epochs may raise the number of epochs
@@ -267,102 +237,14 @@ def _cmd_train(args):
     if vq_options and args.model != "vq-vae":
         raise UsageError(f"{', '.join(vq_options)}: options of the vq-vae model, but --model "
                          f"is {args.model}")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}   # None: --epochs not given
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     try:  # TrainConfig checks the options together (e.g. the KL schedule's flags)
-        config = TrainConfig(
-            model=args.model, dataset=args.dataset, epochs=args.epochs or 10,
-            batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-            momentum=args.momentum, weight_decay=args.weight_decay,
-            clip_grad_norm=args.clip_grad_norm, seed=args.seed, latent_dim=args.latent_dim,
-            likelihood=args.likelihood, gaussian_variance=args.gaussian_variance,
-            beta=args.beta, n_samples=args.n_samples, binarize=args.binarize,
-            augment_shift=args.augment_shift, lr_schedule=args.lr_schedule,
-            kl_warmup_steps=args.kl_warmup_steps, capacity_max=args.capacity_max,
-            capacity_steps=args.capacity_steps, capacity_gamma=args.capacity_gamma,
-            vq_codes=args.vq_codes, vq_commitment=args.vq_commitment, vq_init=args.vq_init,
-            vq_ema=args.vq_ema, vq_decay=args.vq_decay, vq_restart=args.vq_restart,
-            device=args.device, train_limit=args.train_limit, test_limit=args.test_limit,
-            data_dir=args.data_dir, download=args.download, use_sample=args.use_sample)
+        config = TrainConfig(**given)
     except ValueError as e:
         raise UsageError(str(e)) from None
     train(config, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     print(f"run saved in {args.out}")
-    return 0
-
-
-def _cmd_evaluate(args):
-    from .report import conditional_accuracy, load_classifier
-    from .train import evaluate_run, load_run
-
-    model = classifier = None
-    if args.classifier:
-        try:
-            classifier = load_classifier(args.classifier, args.device)
-        except ValueError as e:
-            _reraise_failed_run(e)
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        config, model, _ = load_run(args.checkpoint, device=args.device)
-        if not hasattr(model, "n_classes"):
-            print(f"error: --classifier scores the samples of a conditional VAE; "
-                  f"{args.checkpoint} holds {config.model}", file=sys.stderr)
-            return 2
-    result = evaluate_run(args.checkpoint, device=args.device,
-                          log=(lambda *a: print(*a, file=sys.stderr)) if args.json else print,
-                          iw_k=args.iw_k, iw_images=args.iw_images,
-                          progress=not args.no_progress)
-    if classifier is not None:
-        acc, per_class = conditional_accuracy(model, classifier, args.cond_samples)
-        result["cond_accuracy"] = acc
-        result["cond_accuracy_per_class"] = [float(a) for a in per_class]
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
-    else:
-        for key, value in result.items():
-            if isinstance(value, list):  # e.g. test_kl_per_dim
-                value = " ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in value)
-            print(f"{key:12s} {value:.4f}" if isinstance(value, float) else f"{key:12s} {value}")
-    return 0
-
-
-def _cmd_sample(args):
-    import math
-
-    import numpy as np
-
-    from .backend import to_numpy
-    from .models import CVAE
-    from .plots import save_image_grid
-    from .train import load_run
-
-    config, model, _ = load_run(args.checkpoint, device=args.device)
-    rng = np.random.default_rng(args.seed)
-    if not hasattr(model, "latent_dim") or config.model == "vq-vae":
-        print(f"error: {config.model} has no prior to sample from; sample needs a VAE "
-              f"(mlp-vae, conv-vae, mlp-cvae, conv-cvae)", file=sys.stderr)
-        return 1
-    if isinstance(model, CVAE):
-        K = model.n_classes
-        if args.label is not None and args.label >= K:
-            print(f"error: --label must be in 0..{K - 1} for {config.model}, got {args.label}",
-                  file=sys.stderr)
-            return 2
-        if args.label is None:  # one row per class
-            per_class = math.ceil(args.n / K)
-            labels = np.repeat(np.arange(K), per_class)
-            images = model.sample(labels.size, rng, labels=labels)
-            ncol, row_labels = per_class, [str(k) for k in range(K)]
-        else:
-            images = model.sample(args.n, rng, labels=args.label)
-            ncol, row_labels = math.ceil(math.sqrt(args.n)), None
-    else:
-        if args.label is not None:
-            print(f"error: --label needs a conditional model (conv-cvae, mlp-cvae); "
-                  f"{args.checkpoint} holds {config.model}", file=sys.stderr)
-            return 2
-        images = model.sample(args.n, rng)
-        ncol, row_labels = math.ceil(math.sqrt(args.n)), None
-    save_image_grid(to_numpy(images), args.out, ncol=ncol, row_labels=row_labels)
-    print(f"{images.shape[0]} samples of {config.model} saved to {args.out}")
     return 0
 
 
@@ -404,15 +286,10 @@ def _cmd_data(args):
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "gradcheck": _cmd_gradcheck,
-            "data": _cmd_data}
-COMMANDS["sample"] = _cmd_sample
-
-
 # plot, report (figures and the markdown report of trained runs) ----------------------
 
 def _add_figure_parsers(sub):
-    from .plots import PLOTS
+    from .figures import PLOTS
 
     p = sub.add_parser("plot", help="draw a figure of trained runs into a PNG",
                        description="Draw a figure from trained runs: curves (train/test loss "
@@ -459,59 +336,20 @@ def _add_figure_parsers(sub):
     r.add_argument("--progress", action="store_true", help="progress bar of the IW-NLL")
 
 
-def _reraise_failed_run(e):
-    """Re-raise an unreadable run or data set (exit 1, in :func:`main`); the other
-    ValueErrors of plot, report and evaluate --classifier are a request the run
-    cannot serve (e.g. a 2-D latent plot of a Z=10 run): exit 2."""
-    from .checkpoints import CheckpointError
-    from .data import DataError
-    if isinstance(e, (CheckpointError, DataError)):
-        raise e
-
-
-def _cmd_plot(args):
-    from .plots import plot_runs
-
-    out = args.out or f"{args.name}.png"
-    try:
-        plot_runs(args.name, args.run, out, seed=args.seed, label=args.label, n=args.n,
-                  index=args.index, images=args.images, title=args.title)
-    except ValueError as e:
-        _reraise_failed_run(e)
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"{args.name} saved to {out}")
-    return 0
-
-
-def _cmd_report(args):
-    from .report import markdown_table, write_report
-
-    try:
-        rows = write_report(args.runs, args.out, iw_k=args.iw_k, iw_images=args.iw_images,
-                            classifier_dir=args.classifier, cond_per_class=args.cond_samples,
-                            figures=args.figures, seed=args.seed, device=args.device,
-                            log=lambda *a: print(*a, file=sys.stderr), progress=args.progress)
-    except ValueError as e:
-        _reraise_failed_run(e)
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(markdown_table(rows))
-    print(f"report saved to {args.out}")
-    return 0
-
-
-COMMANDS["plot"] = _cmd_plot
-COMMANDS["report"] = _cmd_report
+#: command name -> the function that runs it
+COMMANDS = {"train": _cmd_train, "evaluate": run_commands.evaluate,
+            "sample": run_commands.sample, "gradcheck": _cmd_gradcheck, "data": _cmd_data,
+            "plot": run_commands.plot, "report": run_commands.report}
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command_parser = parser.command_parsers[args.command]
-    from .checkpoints import CheckpointError
     from .data import DataError, DataNotFoundError
-    from .train import DeviceUnavailable, TrainingDiverged
+    from .files import FileError
+    from .rundir import DeviceUnavailable
+    from .train import TrainingDiverged
 
     try:
         return COMMANDS[args.command](args)
@@ -519,8 +357,8 @@ def main(argv=None):
         args.command_parser.print_usage(sys.stderr)
         print(f"{args.command_parser.prog}: error: {e}", file=sys.stderr)
         return 2
-    except (DataError, DataNotFoundError, CheckpointError, TrainingDiverged,
-            DeviceUnavailable) as e:
+    except (DataError, DataNotFoundError, FileError, TrainingDiverged,
+            DeviceUnavailable) as e:   # FileError: CheckpointError too
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -8,20 +8,21 @@ matplotlib and figures can be written on a machine without a screen.
     plot_training_curves               1. train / test loss per epoch of runs
     plot_latent_dim                    2. test -ELBO and its terms against Z
     plot_prior_samples                 3. decoded means at z ~ N(0, I)
-    plot_latent_space                  4. a 2-D latent space and its manifold
-    plot_traversals                    5. one latent dimension at a time
-    plot_cvae_samples, plot_cvae_label 6. class-conditional samples
-    plot_reconstructions               7. test images through several models
-    plot_ring                          8. Doersch's ring: data, samples, f(z)
-    plot_runs                          any of 1-7 from run directories (the CLI)
+    plot_cvae_samples, plot_cvae_label 4. class-conditional samples
+    plot_reconstructions               5. test images through several models
+    plot_ring                          6. Doersch's ring: data, samples, f(z)
 
-The examples/fig_*.py scripts train the models and write docs/figures/.
+The figures of the latent space (2-D latent space, traversals) are in
+:mod:`scratchvae.latent_plots`; figures by name from run directories (the
+``plot`` command) in :mod:`scratchvae.figures`. The examples/fig_*.py
+scripts train the models and write docs/figures/.
 """
 import math
 import os
 
 import numpy as np
 
+from .rundir import read_run
 
 def image_grid(images, ncol=None, padding=2, pad_value=1.0):
     """Tile images (N, C, H, W) with values in [0, 1] into one array.
@@ -143,14 +144,6 @@ def _is_conditional(model):
     return hasattr(model, "n_classes")
 
 
-def read_run(run_dir):
-    """(config dict, list of per-epoch records) of a run directory."""
-    from . import checkpoints as ckpt
-
-    config = ckpt.read_json(os.path.join(run_dir, ckpt.CONFIG))
-    return config, ckpt.read_jsonl(os.path.join(run_dir, ckpt.METRICS))
-
-
 def describe_config(config, epochs=None):
     """A short caption of a run's config dict: 'conv-vae, Z=10, β=4, 5 epochs'."""
     from .models import DEFAULT_LATENT_DIM
@@ -175,6 +168,13 @@ def eval_loss_key(record):
         if key in record:
             return key, label
     raise ValueError(f"test_key: no test loss among {sorted(record)}")
+
+
+def run_caption(config, meta):
+    """describe_config with the number of epochs the checkpoint has seen."""
+    import dataclasses
+
+    return describe_config(dataclasses.asdict(config), epochs=int(meta["epoch"]))
 
 
 # --------------------------------------------------------------------------
@@ -315,173 +315,7 @@ def plot_prior_samples(model, path, n=64, seed=0, title=None):
 
 
 # --------------------------------------------------------------------------
-# 4. the 2-D latent space
-# --------------------------------------------------------------------------
-
-def latent_means(model, x, labels=None, batch_size=500):
-    """Posterior means mu(x) (N, Z) of host images x, in batches (host array)."""
-    out = []
-    for start in range(0, x.shape[0], batch_size):
-        xb = model.xp.asarray(x[start:start + batch_size])
-        c = None
-        if _is_conditional(model):
-            c = model.condition(labels[start:start + batch_size], xb.shape[0])
-        out.append(_host(model.encode(xb, c)[0]))
-    return np.concatenate(out)
-
-
-def normal_lattice(n, low=0.05, high=0.95):
-    """n values z_k = Phi^-1(p_k), p_k evenly spaced in [low, high] (Kingma &
-    Welling 2014, fig. 4): equal steps of probability mass under N(0, 1)."""
-    from statistics import NormalDist
-
-    inv = NormalDist().inv_cdf
-    return np.array([inv(p) for p in np.linspace(low, high, n)])
-
-
-def manifold_images(model, n=20, low=0.05, high=0.95):
-    """Decoded means on the n x n lattice of a 2-D latent space: (n n, C, H, W),
-    row r (top to bottom) at z_2 = v[n-1-r], column k at z_1 = v[k]."""
-    if model.latent_dim != 2:
-        raise ValueError(f"manifold_images: expected a model with Z = 2, "
-                         f"got Z = {model.latent_dim}")
-    v = normal_lattice(n, low, high)
-    z1, z2 = np.meshgrid(v, v[::-1])
-    z = np.stack([z1.ravel(), z2.ravel()], axis=1).astype(model.dtype)
-    return _host(model.mean_image(model.decode(model.xp.asarray(z)))), v
-
-
-def plot_latent_space(model, x, labels, path, n_grid=20, title=None, max_points=5000):
-    """The 2-D latent space of a Z = 2 VAE, two panels:
-
-    left:  posterior means mu(x) of the test images, coloured by digit (at
-           most ``max_points`` of them), the lattice of the right panel dashed;
-    right: the decoded means over a regular n_grid x n_grid lattice of z
-           through the inverse normal CDF (the learned manifold).
-    """
-    if model.latent_dim != 2:
-        raise ValueError(f"plot_latent_space: expected a model with Z = 2, "
-                         f"got Z = {model.latent_dim}")
-    from matplotlib import colormaps
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Rectangle
-
-    x, labels = x[:max_points], np.asarray(labels)[:max_points]
-    mu = latent_means(model, x, labels)
-    images, v = manifold_images(model, n_grid)
-    cmap = colormaps["tab10"]
-    fig = _figure(13, 6.2)
-    ax = fig.add_subplot(1, 2, 1)
-    ax.scatter(mu[:, 0], mu[:, 1], c=[cmap(int(k) % 10) for k in labels], s=3, alpha=0.6,
-               linewidths=0)
-    ax.add_patch(Rectangle((v[0], v[0]), v[-1] - v[0], v[-1] - v[0], fill=False, ls="--",
-                           color="k", lw=1))
-    handles = [Line2D([], [], ls="", marker="o", color=cmap(k), label=str(k))
-               for k in sorted(set(int(k) for k in labels))]
-    handles.append(Line2D([], [], ls="--", color="k", label="lattice"))
-    ax.legend(handles=handles, title="digit", fontsize=8, loc="upper right",
-              bbox_to_anchor=(1.0, 1.0), framealpha=0.9)
-    ax.set_xlabel("μ₁")
-    ax.set_ylabel("μ₂")
-    ax.set_aspect("equal", adjustable="datalim")
-    ax.grid(alpha=0.3)
-    ax.set_title(f"posterior means of {len(x)} test images")
-    ax2 = fig.add_subplot(1, 2, 2)
-    grid = image_grid(images, ncol=n_grid)
-    _show_grid(ax2, grid)
-    h = images.shape[-1]
-    centres = _cell_centres(n_grid, h)
-    every = max(1, n_grid // 5)
-    picks = list(range(0, n_grid, every))
-    if picks[-1] != n_grid - 1:
-        picks.append(n_grid - 1)
-    ax2.set_xticks([centres[k] for k in picks])
-    ax2.set_xticklabels([f"{v[k]:.2f}" for k in picks], fontsize=8)
-    ax2.set_yticks([centres[k] for k in picks])
-    ax2.set_yticklabels([f"{v[n_grid - 1 - k]:.2f}" for k in picks], fontsize=8)
-    ax2.set_xlabel("z₁ = Φ⁻¹(p)")
-    ax2.set_ylabel("z₂ = Φ⁻¹(p)")
-    ax2.set_title(f"decoded means on a {n_grid}×{n_grid} lattice, p ∈ [0.05, 0.95]")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-# --------------------------------------------------------------------------
-# 5. latent traversals
-# --------------------------------------------------------------------------
-
-def latent_traversal(model, x0, values, dims=None, label=None):
-    """Decoded means while one latent dimension at a time sweeps ``values``
-    and the others stay at the posterior mean mu(x0) of one image x0
-    (1, C, H, W). Returns (len(dims), len(values), C, H, W) on the host."""
-    values = np.asarray(values, dtype=np.float64)
-    dims = list(range(model.latent_dim)) if dims is None else list(dims)
-    xp = model.xp
-    x0 = xp.asarray(x0)
-    c = model.condition(None if label is None else np.array([label]), 1)
-    mu = _host(model.encode(x0, c)[0])[0]                     # (Z,)
-    z = np.repeat(mu[None, None, :], len(dims), axis=0).repeat(len(values), axis=1)
-    for i, d in enumerate(dims):
-        z[i, :, d] = values
-    z = z.reshape(-1, model.latent_dim).astype(model.dtype)
-    if c is not None:
-        c = xp.concatenate([c] * z.shape[0], axis=0)
-    out = _host(model.mean_image(model.decode(xp.asarray(z), c)))
-    return out.reshape((len(dims), len(values)) + out.shape[1:])
-
-
-def plot_traversals(panels, x0, path, values=None, title=None):
-    """Latent traversals of several models side by side.
-
-    panels: list of (title, model, kl_per_dim or None); each row of a panel
-    is one latent dimension z_d swept over ``values`` (default 9 values in
-    [-3, 3]) with the others at mu(x0); the row label gives d and, when
-    known, the test KL of that dimension (a dimension with KL ~ 0 is unused:
-    its row does not change). x0: one image (1, C, H, W), drawn on the left.
-    """
-    values = np.linspace(-3, 3, 9) if values is None else np.asarray(values)
-    if not panels:
-        raise ValueError("plot_traversals: expected at least one (title, model, kl) panel")
-    grids = [(name, latent_traversal(model, x0, values), kl) for name, model, kl in panels]
-    # layout in inches: [x0] then, per panel, [row labels | image grid]
-    scale = 1.5 / 100                              # inches per image pixel (1.5 px at 100 dpi)
-    h, w = grids[0][1].shape[-2:]
-    V = len(values)
-    zmax = max(g.shape[0] for _, g, _ in grids)
-    panel_w = scale * (V * (w + 2) + 2)
-    panel_h = scale * (zmax * (h + 2) + 2)
-    label_w, x0_w, top, bottom = 1.0, 0.7, 0.75, 0.55
-    W = x0_w + len(grids) * (label_w + panel_w) + 0.1
-    H = top + panel_h + bottom
-    fig = _figure(W, H)
-    cell = scale * (h + 4)
-    ax0 = fig.add_axes((0.05 / W, (bottom + panel_h - cell) / H, cell / W, cell / H))
-    _show_grid(ax0, image_grid(_host(x0)[:1], ncol=1))
-    ax0.set_xticks([])
-    ax0.set_yticks([])
-    ax0.set_title("x₀", fontsize=9)
-    for p, (name, imgs, kl) in enumerate(grids):
-        Z = imgs.shape[0]
-        left = x0_w + p * (label_w + panel_w) + label_w
-        ph = scale * (Z * (h + 2) + 2)
-        ax = fig.add_axes((left / W, (bottom + panel_h - ph) / H, panel_w / W, ph / H))
-        _show_grid(ax, image_grid(imgs.reshape((Z * V,) + imgs.shape[2:]), ncol=V))
-        ax.set_xticks(_cell_centres(V, w))
-        ax.set_xticklabels([f"{v:g}" for v in values], fontsize=7)
-        ax.set_yticks(_cell_centres(Z, h))
-        rows = [f"z{d}" if kl is None else f"z{d}  KL {kl[d]:.2f}" for d in range(Z)]
-        ax.set_yticklabels(rows, fontsize=7)
-        ax.set_xlabel("z_d (the others at μ(x₀))", fontsize=8)
-        ax.set_title(name, fontsize=9)
-    if title:
-        fig.suptitle(title, y=1 - 0.2 / H, va="top")
-    return _save(fig, path)
-
-
-# --------------------------------------------------------------------------
-# 6. conditional VAE
+# 4. conditional VAE
 # --------------------------------------------------------------------------
 
 def plot_cvae_samples(model, path, per_class=10, seed=0, title=None):
@@ -503,7 +337,7 @@ def plot_cvae_label(model, label, path, n=64, seed=0, title=None):
 
 
 # --------------------------------------------------------------------------
-# 7. reconstructions
+# 5. reconstructions
 # --------------------------------------------------------------------------
 
 def reconstruct(model, x, labels=None):
@@ -528,29 +362,8 @@ def plot_reconstructions(models, x, labels, path, title=None):
 
 
 # --------------------------------------------------------------------------
-# 8. the ring (Doersch 2016, fig. 2)
+# 6. the ring (Doersch 2016, fig. 2; the data: scratchvae.toy)
 # --------------------------------------------------------------------------
-
-def ring_points(n, rng):
-    """n points x = g(z) = z/10 + z/|z| with z ~ N(0, I_2): a ring of radius ~1.
-    Returns float32 (n, 2)."""
-    z = rng.standard_normal((n, 2))
-    r = np.linalg.norm(z, axis=1, keepdims=True)
-    return (z / 10 + z / np.maximum(r, 1e-12)).astype(np.float32)
-
-
-def ring_samples(model, n, rng):
-    """Samples of a 2-D VAE: z ~ N(0, I), x = f(z) + sigma e with the decoder's
-    (learned or fixed) noise. Returns (x, means, z) on the host, each (n, 2)."""
-    z = rng.standard_normal((n, model.latent_dim)).astype(model.dtype)
-    means = _host(model.decode(model.xp.asarray(z)))
-    if model.likelihood == "gaussian-learned":
-        sigma = np.exp(0.5 * _host(model.logvar_x.data))
-    else:
-        sigma = math.sqrt(model.gaussian_variance)
-    x = means + sigma * rng.standard_normal(means.shape)
-    return x, means, z
-
 
 def plot_ring(data, samples, means, z, path, title=None):
     """Left: the data (grey) and the model's samples f(z) + noise (orange).
@@ -582,83 +395,3 @@ def plot_ring(data, samples, means, z, path, title=None):
         fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
-
-
-# --------------------------------------------------------------------------
-# figures of trained runs (``python -m scratchvae plot NAME --run DIR ...``)
-# --------------------------------------------------------------------------
-
-#: figure name -> how many runs it takes ("1" or "+")
-PLOTS = {"curves": "+", "latent-dim": "+", "samples": "1", "latent-2d": "1",
-         "traversals": "+", "cvae": "1", "reconstructions": "+"}
-
-
-def load_test_images(config, n=None):
-    """The first n test images (host float (n, 1, H, W)) and labels of a run's data."""
-    from .train import load_data
-
-    _, _, (xte, yte) = load_data(config, log=lambda *a, **k: None, progress=False)
-    return xte[:n], yte[:n]
-
-
-
-
-def run_caption(config, meta):
-    """describe_config with the number of epochs the checkpoint has seen."""
-    import dataclasses
-
-    return describe_config(dataclasses.asdict(config), epochs=int(meta["epoch"]))
-
-
-def plot_runs(name, runs, out, seed=0, label=None, n=64, index=0, images=10, title=None):
-    """Draw figure ``name`` (a key of PLOTS) from trained run directories."""
-    from .train import load_run
-
-    if name not in PLOTS:
-        raise ValueError(f"plot: unknown figure {name!r}; expected one of {sorted(PLOTS)}")
-    runs = list(runs)
-    if not runs or (PLOTS[name] == "1" and len(runs) != 1):
-        raise ValueError(f"plot {name}: expected {'one run' if PLOTS[name] == '1' else 'runs'}"
-                         f" (--run DIR), got {len(runs)}")
-    if name == "curves":
-        return plot_training_curves(runs, out, title=title)
-    if name == "latent-dim":
-        res = latent_sweep_results(runs)
-        epochs = sorted({r["epoch"] for r in res})
-        models = sorted({r["model"] for r in res})
-        return plot_latent_dim(res, out, title=title or (
-            f"{', '.join(models)} on MNIST, {'/'.join(map(str, epochs))} "
-            f"epoch{'s' if epochs != [1] else ''}"))
-    loaded = [load_run(r) for r in runs]
-    config, model, meta = loaded[0]
-    if name == "samples":
-        caption = f"samples from the prior: {run_caption(config, meta)}"
-        return plot_prior_samples(model, out, n=n, seed=seed, title=title or caption)
-    if name == "cvae":
-        if not _is_conditional(model):
-            raise ValueError(f"plot cvae: expected a conditional model, {runs[0]} holds "
-                             f"{config.model}")
-        caption = run_caption(config, meta)
-        if label is not None:
-            return plot_cvae_label(model, label, out, n=n, seed=seed,
-                                   title=title or f"{caption}: samples of class {label}")
-        return plot_cvae_samples(model, out, per_class=max(1, n // model.n_classes), seed=seed,
-                                 title=title or f"{caption}: one row per class")
-    x, y = load_test_images(config, max(images, index + 1))
-    if name == "latent-2d":
-        x, y = load_test_images(config, None)
-        return plot_latent_space(model, x, y, out,
-                                 title=title or f"2-D latent space: {run_caption(config, meta)}")
-    if name == "traversals":
-        panels = []
-        for (c, m, mt), run in zip(loaded, runs):
-            _, records = read_run(run)
-            kl = records[-1].get("test_kl_per_dim") if records else None
-            panels.append((run_caption(c, mt), m, kl))
-        return plot_traversals(panels, x[index:index + 1], out,
-                               title=title or f"latent traversals around test image {index}")
-    # reconstructions
-    models = [(describe_config({"model": c.model, "latent_dim": c.latent_dim, "beta": c.beta},
-                               epochs=int(mt["epoch"])), m) for c, m, mt in loaded]
-    return plot_reconstructions(models, x[:images], y[:images], out,
-                                title=title or "test images and their reconstructions")

@@ -1,4 +1,4 @@
-"""A markdown report of trained runs, and the run helper of the figure scripts.
+"""A markdown report of trained runs: one table, a row per run.
 
 ``python -m scratchvae report --runs DIR1 DIR2 ... --out report.md`` writes one
 table with a row per run:
@@ -20,12 +20,16 @@ table with a row per run:
 
 All numbers are nats per image (28 x 28) unless named otherwise.
 """
-import dataclasses
 import os
 
 import numpy as np
 
-from . import checkpoints as ckpt
+from .backend import to_numpy
+from .figures import report_figures
+from .files import atomic_write_text, read_jsonl
+from .metrics import iw_nll
+from .plots import reconstruct
+from .rundir import METRICS, load_data, load_run
 
 #: (key, header) of the table's columns, in order
 COLUMNS = [
@@ -55,8 +59,6 @@ def _quiet(*args, **kwargs):
 
 def reconstruction_mse(model, x, labels=None, batch_size=500):
     """Mean over all pixels of (reconstruction - x)^2 for host images x."""
-    from .plots import reconstruct
-
     total = 0.0
     for start in range(0, x.shape[0], batch_size):
         xb = x[start:start + batch_size]
@@ -67,8 +69,6 @@ def reconstruction_mse(model, x, labels=None, batch_size=500):
 
 def load_classifier(run_dir, device="cpu"):
     """The trained classifier of a run directory; ValueError if it holds another model."""
-    from .train import load_run
-
     config, classifier, _ = load_run(run_dir, device=device)
     if config.model != "classifier":
         raise ValueError(f"--classifier {run_dir} holds {config.model}, not a classifier")
@@ -79,8 +79,6 @@ def conditional_accuracy(model, classifier, per_class=100, seed=0, batch_size=50
     """Share of class-conditional samples that ``classifier.predict`` labels as
     the class they were drawn for: per_class samples z ~ N(0, I) of every
     class k = 0..K-1. Returns (accuracy, per-class accuracies (K,))."""
-    from .backend import to_numpy
-
     rng = np.random.default_rng(seed)
     K = model.n_classes
     labels = np.repeat(np.arange(K), per_class)
@@ -100,11 +98,8 @@ def summarize_run(run_dir, iw_k=100, iw_images=1000, classifier=None, cond_per_c
     ``classifier``: a trained Classifier model (or None) for the conditional
     accuracy of a CVAE. ``iw_k`` = 0 skips the IW-NLL.
     """
-    from .metrics import iw_nll
-    from .train import load_data, load_run
-
     config, model, meta = load_run(run_dir, device=device)
-    records = ckpt.read_jsonl(os.path.join(run_dir, ckpt.METRICS))
+    records = read_jsonl(os.path.join(run_dir, METRICS))
     last = records[-1] if records else {}
     row = {"run": os.path.basename(os.path.normpath(run_dir)), "model": config.model,
            "parameters": model.num_parameters(), "epochs": int(meta["epoch"])}
@@ -173,10 +168,8 @@ def write_report(runs, out, iw_k=100, iw_images=1000, classifier_dir=None, cond_
                  figures=False, seed=0, device="cpu", log=print, progress=False):
     """Summarise ``runs`` into the markdown file ``out``; returns the rows.
 
-    ``figures``: also draw, beside ``out``, the training curves of all runs,
-    the reconstructions of the same test images by every model that
-    reconstructs, and prior samples of each VAE (one row per class for a
-    CVAE), and link them from the report.
+    ``figures``: also draw the figures of :func:`scratchvae.figures.report_figures`
+    beside ``out`` and link them from the report.
     """
     runs = list(runs)
     if not runs:
@@ -214,107 +207,11 @@ def write_report(runs, out, iw_k=100, iw_images=1000, classifier_dir=None, cond_
                 f"{k}: {100 * a:.0f}%" for k, a in enumerate(r["cond_accuracy_per_class"])) + ".")
     if figures:
         lines += ["", "## Figures", ""]
-        for name in _report_figures(runs, rows, out, seed, device):
+        for name in report_figures(runs, rows, out, seed, device):
             lines += [f"![{name}]({name})", ""]
-    ckpt.atomic_write_text(out, "\n".join(lines) + "\n")
+    atomic_write_text(out, "\n".join(lines) + "\n")
     return rows
 
 
-def _report_figures(runs, rows, out, seed=0, device="cpu"):
-    """Draw the report's figures beside ``out``; returns their file names."""
-    from . import plots
-    from .train import load_run
-
-    directory = os.path.dirname(os.path.abspath(out))
-    names = ["training_curves.png"]
-    plots.plot_training_curves(runs, os.path.join(directory, names[0]),
-                               title="training curves")
-    loaded = [(run, row) + tuple(load_run(run, device=device)) for run, row in zip(runs, rows)]
-    recon = [(row["run"] if row["run"] == row["model"] else f"{row['run']} ({row['model']})",
-              model) for run, row, config, model, meta in loaded if hasattr(model, "reconstruct")]
-    if recon:
-        x, y = plots.load_test_images(loaded[0][2], 10)
-        names.append("reconstructions.png")
-        plots.plot_reconstructions(recon, x, y, os.path.join(directory, names[-1]),
-                                   title="test images and their reconstructions")
-    for run, row, config, model, meta in loaded:
-        if config.model in ("vq-vae", "classifier"):
-            continue
-        names.append(f"samples_{row['run']}.png")
-        plots.plot_prior_samples(model, os.path.join(directory, names[-1]), seed=seed,
-                                 title=f"samples: {plots.run_caption(config, meta)}")
-    return names
-
-
-# --------------------------------------------------------------------------
-# the figure scripts' run helper
-# --------------------------------------------------------------------------
-
-#: what does not make a saved run another run: how many epochs it trains, and the
-#: directory its data set (checksummed) was found in, which train records
-NOT_COMPARED = ("epochs", "data_dir")
-
-
-def _comparable(config_dict):
-    return {k: v for k, v in config_dict.items() if k not in NOT_COMPARED}
-
-
-def ensure_run(config, out_dir, retrain=False, progress=False, log=print):
-    """Train ``config`` into ``out_dir`` unless a run of the same configuration
-    is there already: a finished one is reused as it is, a shorter one is
-    resumed up to ``config.epochs``. Returns ``out_dir``."""
-    from .train import train
-
-    wanted = dataclasses.asdict(config)
-    config_path = os.path.join(out_dir, ckpt.CONFIG)
-    if not retrain and os.path.exists(os.path.join(out_dir, ckpt.CHECKPOINT)):
-        try:
-            have = ckpt.read_json(config_path)
-            _, _, meta = ckpt.load_checkpoint(os.path.join(out_dir, ckpt.CHECKPOINT))
-        except ckpt.CheckpointError:
-            have, meta = None, {"epoch": 0}
-        same = have is not None and _comparable(have) == _comparable(wanted)
-        if same and int(meta["epoch"]) >= config.epochs:
-            log(f"reusing {out_dir} ({meta['epoch']} epochs)")
-            return out_dir
-        if same:
-            log(f"resuming {out_dir} from epoch {meta['epoch']} to {config.epochs}")
-            train(config, out_dir, resume=True, progress=progress, log=log)
-            return out_dir
-    log(f"training {config.model} into {out_dir} ({config.epochs} epochs)")
-    train(config, out_dir, overwrite=True, progress=progress, log=log)  # a different run: replaced
-    return out_dir
-
-
-def add_script_args(parser, epochs=5):
-    """The options every examples/fig_*.py script shares."""
-    parser.add_argument("--epochs", type=int, default=epochs,
-                        help=f"epochs of each model it trains (default {epochs})")
-    parser.add_argument("--runs-dir", default="runs", help="where it trains (default runs/)")
-    parser.add_argument("--out", default=None, help="output PNG (default docs/figures/...)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--retrain", action="store_true", help="train even if the run exists")
-    parser.add_argument("--sample", action="store_true",
-                        help="train on the bundled MNIST sample (quick checks)")
-    parser.add_argument("--train-limit", type=int, default=0, help="first N training images")
-    parser.add_argument("--test-limit", type=int, default=0, help="first N test images")
-    parser.add_argument("--progress", action="store_true", help="progress bars")
-    return parser
-
-
-def script_config(args, **fields):
-    """A TrainConfig from a script's shared options plus ``fields``."""
-    from .train import TrainConfig
-
-    return TrainConfig(epochs=args.epochs, seed=args.seed, use_sample=args.sample,
-                       train_limit=args.train_limit, test_limit=args.test_limit, **fields)
-
-
-def script_run(args, name, **fields):
-    """Train (or reuse) the run ``args.runs_dir/name`` of a figure script."""
-    return ensure_run(script_config(args, **fields), os.path.join(args.runs_dir, name),
-                      retrain=args.retrain, progress=args.progress)
-
-
 __all__ = ["COLUMNS", "summarize_run", "markdown_table", "write_report", "conditional_accuracy",
-           "reconstruction_mse", "ensure_run", "add_script_args", "script_config", "script_run"]
+           "reconstruction_mse", "load_classifier"]

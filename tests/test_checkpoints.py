@@ -8,14 +8,16 @@ import numpy as np
 import pytest
 
 from scratchvae import checkpoints as ckpt
+from scratchvae import files, rundir
 from scratchvae.cli import main
+from scratchvae.config import TrainConfig
 from scratchvae.models.vae import VAE
-from scratchvae.train import TrainConfig, TrainingDiverged, train
+from scratchvae.train import TrainingDiverged, train
 
 TINY = dict(epochs=2, batch_size=32, train_limit=256, test_limit=64, use_sample=True,
             eval_batch_size=64)
 STEPS_PER_EPOCH = 256 // 32
-RUN_FILES = (ckpt.CHECKPOINT, ckpt.CONFIG, ckpt.METRICS)
+RUN_FILES = (rundir.CHECKPOINT, rundir.CONFIG, rundir.METRICS)
 
 
 def _quiet(*args, **kwargs):
@@ -55,7 +57,7 @@ def test_new_run_refuses_a_directory_holding_a_run(tmp_path, capsys):
     assert "error: " in capsys.readouterr().err
     assert _files(run) == before
     # metrics alone (a run stopped before its first checkpoint) is a run too
-    (run / ckpt.CHECKPOINT).unlink()
+    (run / rundir.CHECKPOINT).unlink()
     with pytest.raises(ckpt.CheckpointError, match=r"already holds a run \(metrics.jsonl\)"):
         train(TrainConfig(**TINY), str(run), progress=False, log=_quiet)
 
@@ -74,18 +76,18 @@ def test_overwrite_keeps_the_old_run_until_the_first_epoch_is_written(tmp_path, 
     assert _files(run) == before
     # the new run goes through: when its config lands, the old checkpoint is gone already
     checkpoint_present_at_config_write = []
-    real_write_json = ckpt.write_json
+    real_write_json = files.write_json
 
     def spy(path, obj):
-        checkpoint_present_at_config_write.append((run / ckpt.CHECKPOINT).exists())
+        checkpoint_present_at_config_write.append((run / rundir.CHECKPOINT).exists())
         return real_write_json(path, obj)
-    monkeypatch.setattr(ckpt, "write_json", spy)
+    monkeypatch.setattr(files, "write_json", spy)
     history = train(TrainConfig(**{**TINY, "seed": 1}), str(run), overwrite=True,
                     progress=False, log=_quiet)
     assert checkpoint_present_at_config_write == [False]
-    assert ckpt.read_jsonl(run / ckpt.METRICS) == history
+    assert files.read_jsonl(run / rundir.METRICS) == history
     assert [r["epoch"] for r in history] == [1, 2]
-    assert json.loads((run / ckpt.CONFIG).read_text())["seed"] == 1
+    assert json.loads((run / rundir.CONFIG).read_text())["seed"] == 1
     assert ckpt.load_checkpoint(str(run))[2]["config"]["seed"] == 1
     # the same numbers as the same run into a fresh directory
     fresh = train(TrainConfig(**{**TINY, "seed": 1}), str(tmp_path / "fresh"), progress=False,
@@ -99,8 +101,8 @@ def test_cli_overwrite(tmp_path, capsys):
             "--batch-size", "32", "--no-progress", "--out", run]
     assert main(argv) == 0
     assert main(argv + ["--seed", "3", "--overwrite"]) == 0
-    assert json.loads(open(os.path.join(run, ckpt.CONFIG)).read())["seed"] == 3
-    assert len(ckpt.read_jsonl(os.path.join(run, ckpt.METRICS))) == 1
+    assert json.loads(open(os.path.join(run, rundir.CONFIG)).read())["seed"] == 3
+    assert len(files.read_jsonl(os.path.join(run, rundir.METRICS))) == 1
 
 
 # --------------------------------------------------------------------------
@@ -122,12 +124,12 @@ def test_metrics_line_is_written_before_the_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         train(TrainConfig(**{**TINY, "epochs": 3}), str(run), progress=False, log=_quiet)
     monkeypatch.undo()
-    assert [r["epoch"] for r in ckpt.read_jsonl(run / ckpt.METRICS)] == [1, 2]
+    assert [r["epoch"] for r in files.read_jsonl(run / rundir.METRICS)] == [1, 2]
     assert ckpt.load_checkpoint(str(run))[2]["epoch"] == 1
     # the resume drops the line newer than the checkpoint and redoes epoch 2
     train(TrainConfig(**{**TINY, "epochs": 3}), str(run), resume=True, progress=False,
           log=_quiet)
-    records = ckpt.read_jsonl(run / ckpt.METRICS)
+    records = files.read_jsonl(run / rundir.METRICS)
     assert [r["epoch"] for r in records] == [1, 2, 3]
     for key in ("train_loss", "test_nelbo"):
         assert [r[key] for r in records] == [r[key] for r in expected]
@@ -155,7 +157,7 @@ def test_non_finite_parameters_are_never_checkpointed(tmp_path, monkeypatch):
     assert _files(tmp_path) == before
     state, _, meta = ckpt.load_checkpoint(str(tmp_path))
     assert meta["epoch"] == 1 and all(np.isfinite(a).all() for a in state.values())
-    assert [r["epoch"] for r in ckpt.read_jsonl(tmp_path / ckpt.METRICS)] == [1]
+    assert [r["epoch"] for r in files.read_jsonl(tmp_path / rundir.METRICS)] == [1]
 
 
 # --------------------------------------------------------------------------
@@ -166,10 +168,11 @@ def test_non_finite_parameters_are_never_checkpointed(tmp_path, monkeypatch):
 def test_run_files_get_the_normal_mode(tmp_path, umask):
     old = os.umask(umask)
     try:
-        ckpt.save_checkpoint(str(tmp_path / ckpt.CHECKPOINT), {"w": np.ones(3)}, {}, {"epoch": 1})
-        ckpt.write_json(str(tmp_path / ckpt.CONFIG), {"seed": 0})
-        ckpt.append_jsonl(str(tmp_path / ckpt.METRICS), {"epoch": 1})
-        ckpt.truncate_jsonl(str(tmp_path / "rewritten.jsonl"), lambda r: True)
+        ckpt.save_checkpoint(str(tmp_path / rundir.CHECKPOINT), {"w": np.ones(3)}, {},
+                             {"epoch": 1})
+        files.write_json(str(tmp_path / rundir.CONFIG), {"seed": 0})
+        files.append_jsonl(str(tmp_path / rundir.METRICS), {"epoch": 1})
+        files.truncate_jsonl(str(tmp_path / "rewritten.jsonl"), lambda r: True)
         if umask == 0o002:  # and through a training run
             train(TrainConfig(**{**TINY, "epochs": 1}), str(tmp_path / "run"), progress=False,
                   log=_quiet)
@@ -194,10 +197,10 @@ def test_a_new_run_that_stops_in_its_first_epoch_leaves_no_directory(tmp_path, m
 def test_a_complete_metrics_line_that_is_not_a_record_is_refused(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"epoch": 1}\n[2]\n{"epoch": 3')     # the torn last line is ignored
-    with pytest.raises(ckpt.CheckpointError, match=r"line 2: a JSON list, not an object"):
-        ckpt.read_jsonl(path)
+    with pytest.raises(files.FileError, match=r"line 2: a JSON list, not an object"):
+        files.read_jsonl(path)
     path.write_text('{"epoch": 1}\n{"epoch": 2')
-    assert ckpt.read_jsonl(path) == [{"epoch": 1}]
+    assert files.read_jsonl(path) == [{"epoch": 1}]
 
 
 def test_resuming_a_finished_run_trains_nothing(tmp_path):

@@ -345,7 +345,7 @@ def test_cli_sample_from_a_cvae_and_a_vae(tmp_path, capsys):
 def test_cli_sample_draws_the_label_asked_for(tmp_path, monkeypatch):
     """The grid holds model.sample(n, rng(seed), labels=K): the label reaches the model."""
     import scratchvae.plots
-    from scratchvae.train import load_run
+    from scratchvae.rundir import load_run
 
     run = str(tmp_path / "cvae")
     assert main(["train", "--model", "mlp-cvae", "--out", run, *TINY_RUN]) == 0

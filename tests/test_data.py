@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from scratchvae import data
-from scratchvae.data import DataError, DataNotFoundError
+from scratchvae.data import DataError, DataNotFoundError, registry, sources
 
 REPO = Path(__file__).resolve().parents[1]
 #: $SCRATCHVAE_DATA as the test session found it (the autouse fixture clears it)
@@ -31,7 +31,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("SCRATCHVAE_OFFLINE", "1")
     monkeypatch.setenv("SCRATCHVAE_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("SCRATCHVAE_DATA", raising=False)
-    monkeypatch.setattr(data, "SYSTEM_DATA_DIR", tmp_path / "system")
+    monkeypatch.setattr(sources, "SYSTEM_DATA_DIR", tmp_path / "system")
     return tmp_path
 
 
@@ -57,7 +57,8 @@ TINY = _tiny_arrays()
 
 def _tiny_spec(mirrors=()):
     sums = {role: (hashlib.sha256(data.idx_encode(a)).hexdigest(), "") for role, a in TINY.items()}
-    return data.DatasetSpec(name="mnist", files=data._files(N_TRAIN, N_TEST, sums), mirrors=mirrors)
+    return data.DatasetSpec(name="mnist", files=registry._files(N_TRAIN, N_TEST, sums),
+                            mirrors=mirrors)
 
 
 @pytest.fixture
@@ -318,7 +319,7 @@ def test_failed_download_leaves_no_partial_file(tmp_path, tiny):
         data.download_dataset("mnist", dest=dest, mirrors=[mirror.as_uri()], progress=False)
     assert "t10k-labels-idx1-ubyte" in str(err.value) and "checksum mismatch" in str(err.value)
     names = sorted(p.name for p in dest.iterdir())
-    # the three good files are kept (each verified); no .part, no bad labels file
+    # the three good files are kept (each verified); no .tmp, no bad labels file
     assert names == ["t10k-images-idx3-ubyte.gz", "train-images-idx3-ubyte.gz",
                      "train-labels-idx1-ubyte.gz"]
 
@@ -360,7 +361,7 @@ def test_download_over_http_with_an_interrupted_mirror(tmp_path, tiny, http_mirr
                               progress=True)
     arrays = data.load_directory(d, "mnist")
     np.testing.assert_array_equal(arrays["train_images"], TINY["train_images"])
-    assert not any(p.name.endswith(".part") for p in dest.iterdir())
+    assert not any(p.name.endswith(".tmp") for p in dest.iterdir())
     assert len(list(dest.iterdir())) == 4
     with pytest.raises(DataNotFoundError, match="(?s)could not download train-images.*"
                                                 "incomplete download"):
@@ -381,7 +382,7 @@ def test_auto_downloads_into_the_cache(tmp_path, monkeypatch, http_mirror):
     for f in (data.cache_dir() / "mnist").iterdir():
         f.unlink()
     monkeypatch.setenv("SCRATCHVAE_OFFLINE", "1")
-    monkeypatch.setattr(data, "_fetch", None)  # would raise TypeError if called
+    monkeypatch.setattr(sources, "_fetch", None)  # would raise TypeError if called
     assert data.load_dataset("mnist", log=None).is_sample
 
 
@@ -675,23 +676,25 @@ def test_a_run_that_fell_back_to_the_sample_keeps_to_it(tmp_path, tiny, monkeypa
     turns up later (here the tiny set standing in for MNIST)."""
     import json
 
-    from scratchvae import checkpoints as ckpt
+    from scratchvae import files
     from scratchvae.cli import main
-    from scratchvae.train import TrainConfig, evaluate_run, train
+    from scratchvae.config import TrainConfig
+    from scratchvae.rundir import evaluate_run
+    from scratchvae.train import train
 
     run, logged = tmp_path / "run", []
     train(TrainConfig(**RUN), str(run), progress=False, log=logged.append)
     assert any("Using the bundled MNIST sample" in m for m in logged)
     assert json.loads((run / "config.json").read_text())["use_sample"] is True
     monkeypatch.setenv("SCRATCHVAE_DATA", str(tiny(tmp_path / "env")))
-    epoch1 = ckpt.read_jsonl(run / "metrics.jsonl")[0]
+    epoch1 = files.read_jsonl(run / "metrics.jsonl")[0]
     assert evaluate_run(str(run), log=_quiet)["test_nelbo"] == pytest.approx(
         epoch1["test_nelbo"], rel=1e-12)
     # the resume continues on the sample, exactly as one run of two epochs on it
     assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 0
     straight = train(TrainConfig(**{**RUN, "epochs": 2, "use_sample": True}),
                      str(tmp_path / "straight"), progress=False, log=_quiet)
-    assert [r["train_loss"] for r in ckpt.read_jsonl(run / "metrics.jsonl")] == \
+    assert [r["train_loss"] for r in files.read_jsonl(run / "metrics.jsonl")] == \
         [r["train_loss"] for r in straight]
 
 
@@ -700,7 +703,9 @@ def test_a_run_on_the_full_set_records_its_data_dir_and_never_falls_back(tmp_pat
     import json
     import shutil
 
-    from scratchvae.train import TrainConfig, evaluate_run, train
+    from scratchvae.config import TrainConfig
+    from scratchvae.rundir import evaluate_run
+    from scratchvae.train import train
 
     tiny(tmp_path / "data")
     monkeypatch.chdir(tmp_path)
@@ -726,7 +731,9 @@ def test_a_run_records_the_directory_its_data_came_from_however_it_was_found(
     directory, so the run evaluates without the variable."""
     import json
 
-    from scratchvae.train import TrainConfig, evaluate_run, train
+    from scratchvae.config import TrainConfig
+    from scratchvae.rundir import evaluate_run
+    from scratchvae.train import train
 
     tiny(tmp_path / "data")
     monkeypatch.setenv("SCRATCHVAE_DATA", str(tmp_path / "data"))

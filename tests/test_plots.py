@@ -11,9 +11,11 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless, whatever the environment says
 
-from scratchvae import plots, report  # noqa: E402
+from scratchvae import figures, latent_plots, plots, report, rundir, toy  # noqa: E402
 from scratchvae.cli import main  # noqa: E402
-from scratchvae.train import TrainConfig, load_run, train  # noqa: E402
+from scratchvae.config import TrainConfig  # noqa: E402
+from scratchvae.rundir import load_run  # noqa: E402
+from scratchvae.train import train  # noqa: E402
 
 TINY = dict(use_sample=True, train_limit=256, test_limit=64, epochs=1, batch_size=64,
             eval_batch_size=64)
@@ -85,7 +87,7 @@ def test_image_grid_layout_and_row_labels(tmp_path):
 
 
 def test_normal_lattice_is_the_inverse_cdf():
-    v = plots.normal_lattice(5)
+    v = latent_plots.normal_lattice(5)
     inv = NormalDist().inv_cdf
     np.testing.assert_allclose(v, [inv(p) for p in (0.05, 0.275, 0.5, 0.725, 0.95)], atol=1e-12)
     np.testing.assert_allclose(v, -v[::-1], atol=1e-12)
@@ -124,38 +126,38 @@ def test_prior_samples_and_cvae_grids(runs, tmp_path):
 
 def test_latent_space_2d(runs, tmp_path):
     config, vae, _ = load_run(runs["vae2"])
-    x, y = plots.load_test_images(config)
+    x, y = rundir.load_test_images(config)
     assert x.shape == (64, 1, 28, 28) and y.shape == (64,)
-    images, v = plots.manifold_images(vae, n=4)
+    images, v = latent_plots.manifold_images(vae, n=4)
     assert images.shape == (16, 1, 28, 28)
     # the top-left cell is z = (v[0], v[-1]): decode it directly
     z = np.array([[v[0], v[-1]]], dtype=np.float32)
     np.testing.assert_allclose(images[0], vae.mean_image(vae.decode(z))[0], rtol=1e-5, atol=1e-6)
-    assert_png(plots.plot_latent_space(vae, x, y, str(tmp_path / "l.png"), n_grid=6))
+    assert_png(latent_plots.plot_latent_space(vae, x, y, str(tmp_path / "l.png"), n_grid=6))
     _, vae10, _ = load_run(runs["vae10"])
     with pytest.raises(ValueError, match="Z = 2"):
-        plots.plot_latent_space(vae10, x, y, str(tmp_path / "m.png"))
+        latent_plots.plot_latent_space(vae10, x, y, str(tmp_path / "m.png"))
 
 
 def test_traversal_moves_one_dimension(runs, tmp_path):
     config, vae, _ = load_run(runs["vae10"])
-    x, _ = plots.load_test_images(config, 1)
-    out = plots.latent_traversal(vae, x, np.linspace(-3, 3, 5))
+    x, _ = rundir.load_test_images(config, 1)
+    out = latent_plots.latent_traversal(vae, x, np.linspace(-3, 3, 5))
     assert out.shape == (10, 5, 1, 28, 28)
     # setting z_d to its own posterior mean reproduces the reconstruction
     mu = vae.encode(x)[0][0]
     for d in (0, 7):
-        same = plots.latent_traversal(vae, x, [float(mu[d])], dims=[d])[0, 0]
+        same = latent_plots.latent_traversal(vae, x, [float(mu[d])], dims=[d])[0, 0]
         np.testing.assert_allclose(same, vae.reconstruct(x)[0], rtol=1e-4, atol=1e-5)
     _, beta, _ = load_run(runs["beta10"])
-    kl = plots.read_run(runs["beta10"])[1][-1]["test_kl_per_dim"]
-    assert_png(plots.plot_traversals([("VAE", vae, None), ("β-VAE", beta, kl)], x,
-                                     str(tmp_path / "t.png"), title="t"))
+    kl = rundir.read_run(runs["beta10"])[1][-1]["test_kl_per_dim"]
+    assert_png(latent_plots.plot_traversals([("VAE", vae, None), ("β-VAE", beta, kl)], x,
+                                            str(tmp_path / "t.png"), title="t"))
 
 
 def test_reconstructions_of_every_family(runs, tmp_path):
     config, vae, _ = load_run(runs["vae10"])
-    x, y = plots.load_test_images(config, 6)
+    x, y = rundir.load_test_images(config, 6)
     models = [(name, load_run(runs[name])[1]) for name in ("vae10", "beta10", "cvae", "vq")]
     for _, m in models:
         r = plots.reconstruct(m, x, y)
@@ -164,7 +166,7 @@ def test_reconstructions_of_every_family(runs, tmp_path):
 
 
 def test_ring_points_and_fit(tmp_path):
-    pts = plots.ring_points(2000, np.random.default_rng(0))
+    pts = toy.ring_points(2000, np.random.default_rng(0))
     radius = np.linalg.norm(pts, axis=1)
     assert pts.dtype == np.float32 and radius.min() >= 1.0 and radius.mean() < 1.2
     ring = _load_example("fig_ring")
@@ -258,7 +260,7 @@ def test_example_scripts_reuse_and_train(runs, tmp_path):
 
 
 def test_ensure_run_reuses_resumes_and_replaces(tmp_path):
-    from scratchvae.checkpoints import read_jsonl
+    from scratchvae.files import read_jsonl
 
     out = str(tmp_path / "run")
 
@@ -266,22 +268,22 @@ def test_ensure_run_reuses_resumes_and_replaces(tmp_path):
         return [r["epoch"] for r in read_jsonl(os.path.join(out, "metrics.jsonl"))]
 
     one = TrainConfig(model="mlp-vae", latent_dim=2, **TINY)
-    report.ensure_run(one, out, log=_quiet)
+    figures.ensure_run(one, out, log=_quiet)
     first = open(os.path.join(out, "checkpoint.npz"), "rb").read()
-    report.ensure_run(one, out, log=_quiet)                        # same config: reused
+    figures.ensure_run(one, out, log=_quiet)                       # same config: reused
     assert open(os.path.join(out, "checkpoint.npz"), "rb").read() == first
     two = TrainConfig(**dict(TINY, model="mlp-vae", latent_dim=2, epochs=2))
-    report.ensure_run(two, out, log=_quiet)                        # more epochs: resumed
+    figures.ensure_run(two, out, log=_quiet)                       # more epochs: resumed
     assert epochs() == [1, 2] and load_run(out)[2]["epoch"] == 2
     other = TrainConfig(model="mlp-vae", latent_dim=3, **TINY)
-    report.ensure_run(other, out, log=_quiet)                      # another config: replaced
+    figures.ensure_run(other, out, log=_quiet)                     # another config: replaced
     assert load_run(out)[0].latent_dim == 3 and epochs() == [1]
-    report.ensure_run(other, out, retrain=True, log=_quiet)        # --retrain: replaced
+    figures.ensure_run(other, out, retrain=True, log=_quiet)       # --retrain: replaced
     assert epochs() == [1] and load_run(out)[2]["epoch"] == 1
     # the directory train recorded its data in does not make the run another one
     recorded = json.loads(open(os.path.join(out, "config.json")).read())
     recorded["data_dir"] = str(tmp_path / "where-the-data-was-found")
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(recorded, f)
-    report.ensure_run(other, out, log=_quiet)                      # reused, not retrained
+    figures.ensure_run(other, out, log=_quiet)                     # reused, not retrained
     assert json.loads(open(os.path.join(out, "config.json")).read()) == recorded

@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 
 from scratchvae import checkpoints as ckpt
+from scratchvae import files
 from scratchvae.cli import main
-from scratchvae.train import TrainConfig, TrainingDiverged, evaluate_run, train
+from scratchvae.config import TrainConfig
+from scratchvae.rundir import evaluate_run
+from scratchvae.train import TrainingDiverged, train
 
 TINY = dict(epochs=2, batch_size=32, train_limit=256, test_limit=64, use_sample=True,
             eval_batch_size=64)
@@ -23,7 +26,7 @@ def _quiet(*args, **kwargs):
 def test_train_writes_metrics_checkpoint_and_config(tmp_path):
     history = train(TrainConfig(**TINY), str(tmp_path), progress=False, log=_quiet)
     assert [r["epoch"] for r in history] == [1, 2]
-    records = ckpt.read_jsonl(tmp_path / "metrics.jsonl")
+    records = files.read_jsonl(tmp_path / "metrics.jsonl")
     assert records == history
     for key in ("epoch", "train_loss", "test_nelbo", "test_recon", "test_kl",
                 "train_seconds", "seconds"):
@@ -49,7 +52,7 @@ def test_resume_continues_exactly(tmp_path):
     a, _, _ = ckpt.load_checkpoint(str(straight))
     b, _, _ = ckpt.load_checkpoint(str(split))
     assert all(np.array_equal(a[k], b[k]) for k in a)
-    ra, rb = ckpt.read_jsonl(straight / "metrics.jsonl"), ckpt.read_jsonl(split / "metrics.jsonl")
+    ra, rb = files.read_jsonl(straight / "metrics.jsonl"), files.read_jsonl(split / "metrics.jsonl")
     assert [r["train_loss"] for r in ra] == [r["train_loss"] for r in rb]
     assert [r["test_nelbo"] for r in ra] == [r["test_nelbo"] for r in rb]
 
@@ -65,7 +68,7 @@ def test_cli_trains_and_resumes_conv_vae(tmp_path, capsys):
     # Z = 4 instead of 10: 6 fewer latent units, each with 2 encoder outputs (128 weights
     # and a bias each) and 128 decoder weights
     assert f"conv-vae: {876_757 - 6 * (2 * 129 + 128):,} parameters" in capsys.readouterr().out
-    records = ckpt.read_jsonl(os.path.join(split, "metrics.jsonl"))
+    records = files.read_jsonl(os.path.join(split, "metrics.jsonl"))
     assert [r["epoch"] for r in records] == [1]
     r = records[0]
     for key in ("train_loss", "test_nelbo", "test_recon", "test_kl", "train_seconds", "seconds"):
@@ -89,8 +92,8 @@ def test_cli_trains_and_resumes_conv_vae(tmp_path, capsys):
     b, _, meta = ckpt.load_checkpoint(split)
     assert meta["epoch"] == 2 and sorted(a) == sorted(b)
     assert all(np.array_equal(a[k], b[k]) for k in a)
-    ra = ckpt.read_jsonl(os.path.join(straight, "metrics.jsonl"))
-    rb = ckpt.read_jsonl(os.path.join(split, "metrics.jsonl"))
+    ra = files.read_jsonl(os.path.join(straight, "metrics.jsonl"))
+    rb = files.read_jsonl(os.path.join(split, "metrics.jsonl"))
     assert [r["epoch"] for r in rb] == [1, 2]
     for key in ("train_loss", "test_nelbo", "test_recon", "test_kl"):
         assert [r[key] for r in ra] == [r[key] for r in rb], key
@@ -113,7 +116,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, step 3.*epoch 1"):
         train(TrainConfig(**TINY), str(tmp_path), resume=True, progress=False, log=_quiet)
     assert (tmp_path / "checkpoint.npz").read_bytes() == before
-    assert [r["epoch"] for r in ckpt.read_jsonl(tmp_path / "metrics.jsonl")] == [1]
+    assert [r["epoch"] for r in files.read_jsonl(tmp_path / "metrics.jsonl")] == [1]
 
 
 def test_crash_during_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
@@ -169,10 +172,10 @@ def test_corrupt_checkpoint_is_refused(tmp_path):
 
 def test_torn_metrics_line_is_ignored(tmp_path):
     path = tmp_path / "m.jsonl"
-    ckpt.append_jsonl(str(path), {"epoch": 1})
+    files.append_jsonl(str(path), {"epoch": 1})
     with open(path, "a") as f:
         f.write('{"epoch": 2, "tra')
-    assert ckpt.read_jsonl(str(path)) == [{"epoch": 1}]
+    assert files.read_jsonl(str(path)) == [{"epoch": 1}]
 
 
 def test_config_validation():
@@ -236,7 +239,7 @@ def test_cli_train_evaluate_json(tmp_path, capsys):
     assert "epoch   1" in printed and "test -ELBO" in printed
     assert main(["evaluate", "--checkpoint", out, "--json", "--iw-k", "200", "--no-progress"]) == 0
     result = json.loads(capsys.readouterr().out)
-    last = ckpt.read_jsonl(os.path.join(out, "metrics.jsonl"))[-1]
+    last = files.read_jsonl(os.path.join(out, "metrics.jsonl"))[-1]
     assert result["test_nelbo"] == pytest.approx(last["test_nelbo"], rel=1e-12)
     # the importance-weighted bound is tighter than the ELBO
     assert result["iw_k"] == 200 and result["iw_images"] == 64 and result["iw_nll_se"] > 0

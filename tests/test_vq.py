@@ -30,7 +30,9 @@ from scratchvae.cli import main
 from scratchvae.models import build_model
 from scratchvae.models.vq_vae import VectorQuantizer, vq_vae
 from scratchvae.ops import vq as ops
-from scratchvae.train import TrainConfig, evaluate_run, train
+from scratchvae.config import TrainConfig
+from scratchvae.rundir import evaluate_run
+from scratchvae.train import train
 from cudasim import run_under_cudasim
 
 # the module (the package attribute of the same name is the builder function)

@@ -1,10 +1,8 @@
 """Modules: parameters plus the op pairs of scratchvae.ops."""
 from .base import Module, Parameter
+from .conv import Conv2d, ConvTranspose2d
 from .dense import (Concat, Flatten, LeakyReLU, Linear, ReLU, Reshape, Sequential,
                     Sigmoid, Tanh)
 
 __all__ = ["Module", "Parameter", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh",
-           "Flatten", "Reshape", "Concat", "Sequential"]
-from .conv import Conv2d, ConvTranspose2d
-
-__all__ += ["Conv2d", "ConvTranspose2d"]
+           "Flatten", "Reshape", "Concat", "Sequential", "Conv2d", "ConvTranspose2d"]

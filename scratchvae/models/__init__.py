@@ -12,14 +12,18 @@ MODELS = {
     "conv-vae": conv_vae,
     "conv-cvae": conv_cvae,
     "mlp-cvae": mlp_cvae,
+    "vq-vae": vq_vae,
+    "classifier": cnn_classifier,
 }
 #: each model's default latent dimension
-DEFAULT_LATENT_DIM = {"mlp-vae": 20, "conv-vae": 10}
-DEFAULT_LATENT_DIM.update({"conv-cvae": 10, "mlp-cvae": 20})
-MODELS["vq-vae"] = vq_vae
-MODELS["classifier"] = cnn_classifier
-DEFAULT_LATENT_DIM["classifier"] = 0   # no latent space
-DEFAULT_LATENT_DIM["vq-vae"] = 16   # the code size D
+DEFAULT_LATENT_DIM = {
+    "mlp-vae": 20,
+    "conv-vae": 10,
+    "conv-cvae": 10,
+    "mlp-cvae": 20,
+    "classifier": 0,   # no latent space
+    "vq-vae": 16,      # the code size D
+}
 
 
 def build_model(name, **options):
@@ -29,7 +33,6 @@ def build_model(name, **options):
     return MODELS[name](**options)
 
 
-__all__ = ["VAE", "LIKELIHOODS", "MODELS", "DEFAULT_LATENT_DIM", "build_model", "mlp_vae", "conv_vae"]
-__all__ += ["CVAE", "conv_cvae", "mlp_cvae"]
-__all__ += ["VQVAE", "VectorQuantizer", "vq_vae"]
-__all__ += ["Classifier", "cnn_classifier"]
+__all__ = ["VAE", "LIKELIHOODS", "MODELS", "DEFAULT_LATENT_DIM", "build_model", "mlp_vae",
+           "conv_vae", "CVAE", "conv_cvae", "mlp_cvae", "VQVAE", "VectorQuantizer", "vq_vae",
+           "Classifier", "cnn_classifier"]

@@ -1,0 +1,169 @@
+"""The configuration of a training run: :class:`TrainConfig`, and what it builds.
+
+Each field is declared once, with what the command line needs to offer it
+(``python -m scratchvae train`` generates its options from these fields,
+see ``scratchvae/cli.py``): the help text, the choices, the flag where it is
+not ``--`` + the name with dashes, the metavar, and the kind of number it takes
+(``bound``: ``"positive"`` > 0, ``"nonneg"`` >= 0, ``"fraction"`` in (0, 1)).
+A field with ``cli=False`` has no option of its own. :meth:`TrainConfig.__post_init__`
+checks every field and the fields together, whoever builds the config.
+"""
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from .data import FULL_DATASETS, SAMPLES
+from .models import DEFAULT_LATENT_DIM, LIKELIHOODS, MODELS, build_model
+from .models.vq_vae import CODEBOOK_INITS, DEFAULTS as VQ
+from .optimizers import OPTIMIZERS
+from .schedules import LR_SCHEDULES, KLSchedule
+
+#: the argument group of the VQ-VAE's options on the command line
+VQ_GROUP = "VQ-VAE (--model vq-vae)"
+
+
+def option(default, help=None, *, bound=None, choices=None, flag=None, metavar=None,
+           group=None, negatable=False, cli=True):
+    """A dataclass field with its command-line option in the field's metadata."""
+    return dataclasses.field(default=default, metadata=dict(
+        help=help, bound=bound, choices=choices, flag=flag, metavar=metavar, group=group,
+        negatable=negatable, cli=cli))
+
+
+@dataclass
+class TrainConfig:
+    model: str = option("mlp-vae", choices=sorted(MODELS))
+    dataset: str = option("mnist", choices=list(FULL_DATASETS))
+    epochs: int = option(10, "number of epochs (default 10; with --resume, the new total)",
+                         bound="positive")
+    batch_size: int = option(128, bound="positive")
+    lr: float = option(1e-3, "learning rate (default 1e-3)", bound="positive")
+    lr_schedule: str = option("constant", "constant, or cosine: decayed to 0 over the run's steps",
+                              choices=list(LR_SCHEDULES))
+    optimizer: str = option("adam", choices=sorted(OPTIMIZERS))
+    momentum: float = option(0.9, "SGD momentum", bound="nonneg")
+    weight_decay: float = option(0.0, bound="nonneg")
+    clip_grad_norm: float = option(0.0, "clip gradients to this global L2 norm (0: off)",
+                                   bound="nonneg", metavar="MAX")
+    seed: int = option(0, bound="nonneg")
+    latent_dim: int = option(0, "latent dimension (default: the model's, 20 for mlp-vae)",
+                             bound="nonneg", metavar="Z")
+    likelihood: str = option("bernoulli", choices=list(LIKELIHOODS))
+    gaussian_variance: float = option(1.0, "variance of the fixed-variance Gaussian likelihood",
+                                      bound="positive", metavar="LAMBDA")
+    beta: float = option(1.0, "weight of the KL term", bound="nonneg")
+    kl_warmup_steps: int = option(
+        0, "linear KL warm-up: beta_t = beta min(1, step/N) (0: off)", bound="nonneg",
+        metavar="N")
+    capacity_max: float = option(
+        0.0, "capacity annealing (Burgess et al. 2018): loss = recon + G |KL - C_t|, C_t raised "
+             "linearly from 0 to C nats; needs --capacity-gamma", bound="nonneg", metavar="C")
+    capacity_steps: int = option(
+        0, "steps over which C_t rises to --capacity-max (0: C from the start)", bound="nonneg",
+        metavar="N")
+    capacity_gamma: float = option(
+        0.0, "weight G of |KL - C_t|; > 0 turns capacity annealing on (replaces beta)",
+        bound="nonneg", metavar="G")
+    # VQ-VAE (model vq-vae only; defaults: scratchvae.models.vq_vae.DEFAULTS)
+    vq_codes: int = option(VQ["num_codes"], f"codebook size (default {VQ['num_codes']})",
+                           bound="positive", metavar="K", group=VQ_GROUP)
+    vq_commitment: float = option(
+        VQ["commitment"], f"weight of the commitment term (default {VQ['commitment']})",
+        bound="nonneg", metavar="BETA", group=VQ_GROUP)
+    vq_init: str = option(
+        VQ["codebook_init"], "codebook initialisation: uniform in +-1/K, or N(0, 1) "
+                             f"(default {VQ['codebook_init']})",
+        choices=list(CODEBOOK_INITS), group=VQ_GROUP)
+    vq_ema: bool = option(
+        VQ["ema"], "exponential-moving-average codebook instead of the codebook loss "
+                   f"(default {'on' if VQ['ema'] else 'off'})", negatable=True, group=VQ_GROUP)
+    vq_decay: float = option(VQ["decay"], f"EMA decay, < 1 (default {VQ['decay']})",
+                             bound="fraction", metavar="D", group=VQ_GROUP)
+    vq_restart: int = option(
+        VQ["restart_after"], "re-initialise codes unused for this many training steps from "
+                             f"random encoder outputs (0: off; default {VQ['restart_after']})",
+        bound="nonneg", metavar="STEPS", group=VQ_GROUP)
+    n_samples: int = option(1, "z samples per image (default 1)", bound="positive",
+                            flag="--samples", metavar="L")
+    binarize: bool = option(
+        False, "dynamic binarisation: each pixel drawn as Bernoulli(intensity) per batch")
+    augment_shift: int = option(
+        0, "data augmentation: translate each training image by up to PX pixels (0: off; for "
+           "the classifier)", bound="nonneg", metavar="PX")
+    device: str = option("cpu", choices=["cpu", "gpu"])
+    eval_batch_size: int = option(1000, cli=False)
+    train_limit: int = option(0, "use only the first N training images (0: all)",
+                              bound="nonneg", metavar="N")
+    test_limit: int = option(0, "use only the first N test images (0: all)", bound="nonneg",
+                             metavar="N")
+    data_dir: str = option("", "directory holding <dataset>/*.gz (else $SCRATCHVAE_DATA, the "
+                               "cache, /usr/share/datasets)", metavar="DIR")
+    download: str = option("auto", cli=False)     # "auto" | "yes" | "no": --download, --offline
+    use_sample: bool = option(False, cli=False)   # the bundled sample: --sample
+
+    def __post_init__(self):
+        problems = []
+        for name in ("epochs", "batch_size", "eval_batch_size", "n_samples"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("train_limit", "test_limit", "latent_dim", "augment_shift", "clip_grad_norm",
+                     "weight_decay", "kl_warmup_steps", "capacity_max", "capacity_steps",
+                     "capacity_gamma"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.vq_codes < 1 or self.vq_commitment < 0 or self.vq_restart < 0:
+            problems.append(f"vq_codes must be >= 1, vq_commitment and vq_restart >= 0, got "
+                            f"{self.vq_codes}, {self.vq_commitment}, {self.vq_restart}")
+        if self.vq_init not in CODEBOOK_INITS or not 0 < self.vq_decay < 1:
+            problems.append(f"vq_init must be one of {CODEBOOK_INITS} and 0 < vq_decay < 1, "
+                            f"got {self.vq_init!r}, {self.vq_decay}")
+        if not self.lr > 0:
+            problems.append(f"lr must be > 0, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            problems.append(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
+        if not problems:
+            try:  # the KL schedule's own consistency rules (warm-up xor capacity, ...)
+                KLSchedule(self.beta, self.kl_warmup_steps, self.capacity_max,
+                           self.capacity_steps, self.capacity_gamma)
+            except ValueError as e:
+                problems.append(str(e))
+        if self.use_sample and self.dataset not in SAMPLES:
+            problems.append(f"use_sample: the package bundles a sample of "
+                            f"{', '.join(SAMPLES)} only, not of {self.dataset}")
+        if self.download not in ("auto", "yes", "no"):
+            problems.append(f"download must be auto, yes or no, got {self.download!r}")
+        if problems:
+            raise ValueError("invalid training configuration: " + "; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown configuration keys {unknown}")
+        return cls(**d)
+
+
+def make_model(config, rng, dtype=np.float32):
+    """The model ``config`` describes, initialised from the generator ``rng``."""
+    latent = config.latent_dim or DEFAULT_LATENT_DIM[config.model]
+    vq = {} if config.model != "vq-vae" else dict(
+        num_codes=config.vq_codes, commitment=config.vq_commitment, codebook_init=config.vq_init,
+        ema=config.vq_ema, decay=config.vq_decay, restart_after=config.vq_restart)
+    return build_model(config.model, latent_dim=latent, rng=rng, dtype=dtype,
+                       likelihood=config.likelihood, gaussian_variance=config.gaussian_variance,
+                       beta=config.beta, n_samples=config.n_samples,
+                       kl_warmup_steps=config.kl_warmup_steps, capacity_max=config.capacity_max,
+                       capacity_steps=config.capacity_steps, capacity_gamma=config.capacity_gamma,
+                       **vq)
+
+
+def make_optimizer(config, params):
+    """The optimiser ``config`` describes, over ``params``."""
+    if config.optimizer == "adam":
+        return OPTIMIZERS["adam"](params, lr=config.lr, weight_decay=config.weight_decay)
+    return OPTIMIZERS["sgd"](params, lr=config.lr, momentum=config.momentum,
+                             weight_decay=config.weight_decay)

@@ -1,0 +1,128 @@
+"""The commands of ``python -m scratchvae`` that read trained runs: evaluate,
+sample, plot, report (their options: scratchvae/cli.py).
+
+Each takes the parsed arguments and returns the exit code: 0 done, 2 a request
+the run cannot serve (printed as ``error: ...``); an unreadable run or data set
+is raised for :func:`scratchvae.cli.main` to report with exit code 1.
+"""
+import json
+import sys
+
+
+def evaluate(args):
+    from .report import conditional_accuracy, load_classifier
+    from .rundir import evaluate_run, load_run
+
+    model = classifier = None
+    if args.classifier:
+        try:
+            classifier = load_classifier(args.classifier, args.device)
+        except ValueError as e:
+            _reraise_failed_run(e)
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        config, model, _ = load_run(args.checkpoint, device=args.device)
+        if not hasattr(model, "n_classes"):
+            print(f"error: --classifier scores the samples of a conditional VAE; "
+                  f"{args.checkpoint} holds {config.model}", file=sys.stderr)
+            return 2
+    result = evaluate_run(args.checkpoint, device=args.device,
+                          log=(lambda *a: print(*a, file=sys.stderr)) if args.json else print,
+                          iw_k=args.iw_k, iw_images=args.iw_images,
+                          progress=not args.no_progress)
+    if classifier is not None:
+        acc, per_class = conditional_accuracy(model, classifier, args.cond_samples)
+        result["cond_accuracy"] = acc
+        result["cond_accuracy_per_class"] = [float(a) for a in per_class]
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        for key, value in result.items():
+            if isinstance(value, list):  # e.g. test_kl_per_dim
+                value = " ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in value)
+            print(f"{key:12s} {value:.4f}" if isinstance(value, float) else f"{key:12s} {value}")
+    return 0
+
+
+def sample(args):
+    import math
+
+    import numpy as np
+
+    from .backend import to_numpy
+    from .models import CVAE
+    from .plots import save_image_grid
+    from .rundir import load_run
+
+    config, model, _ = load_run(args.checkpoint, device=args.device)
+    rng = np.random.default_rng(args.seed)
+    if not hasattr(model, "latent_dim") or config.model == "vq-vae":
+        print(f"error: {config.model} has no prior to sample from; sample needs a VAE "
+              f"(mlp-vae, conv-vae, mlp-cvae, conv-cvae)", file=sys.stderr)
+        return 1
+    if isinstance(model, CVAE):
+        K = model.n_classes
+        if args.label is not None and args.label >= K:
+            print(f"error: --label must be in 0..{K - 1} for {config.model}, got {args.label}",
+                  file=sys.stderr)
+            return 2
+        if args.label is None:  # one row per class
+            per_class = math.ceil(args.n / K)
+            labels = np.repeat(np.arange(K), per_class)
+            images = model.sample(labels.size, rng, labels=labels)
+            ncol, row_labels = per_class, [str(k) for k in range(K)]
+        else:
+            images = model.sample(args.n, rng, labels=args.label)
+            ncol, row_labels = math.ceil(math.sqrt(args.n)), None
+    else:
+        if args.label is not None:
+            print(f"error: --label needs a conditional model (conv-cvae, mlp-cvae); "
+                  f"{args.checkpoint} holds {config.model}", file=sys.stderr)
+            return 2
+        images = model.sample(args.n, rng)
+        ncol, row_labels = math.ceil(math.sqrt(args.n)), None
+    save_image_grid(to_numpy(images), args.out, ncol=ncol, row_labels=row_labels)
+    print(f"{images.shape[0]} samples of {config.model} saved to {args.out}")
+    return 0
+
+
+def _reraise_failed_run(e):
+    """Re-raise an unreadable run or data set (exit 1, in :func:`main`); the other
+    ValueErrors of plot, report and evaluate --classifier are a request the run
+    cannot serve (e.g. a 2-D latent plot of a Z=10 run): exit 2."""
+    from .data import DataError
+    from .files import FileError
+    if isinstance(e, (FileError, DataError)):  # FileError: CheckpointError too
+        raise e
+
+
+def plot(args):
+    from .figures import plot_runs
+
+    out = args.out or f"{args.name}.png"
+    try:
+        plot_runs(args.name, args.run, out, seed=args.seed, label=args.label, n=args.n,
+                  index=args.index, images=args.images, title=args.title)
+    except ValueError as e:
+        _reraise_failed_run(e)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.name} saved to {out}")
+    return 0
+
+
+def report(args):
+    from .report import markdown_table, write_report
+
+    try:
+        rows = write_report(args.runs, args.out, iw_k=args.iw_k, iw_images=args.iw_images,
+                            classifier_dir=args.classifier, cond_per_class=args.cond_samples,
+                            figures=args.figures, seed=args.seed, device=args.device,
+                            log=lambda *a: print(*a, file=sys.stderr), progress=args.progress)
+    except ValueError as e:
+        _reraise_failed_run(e)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(markdown_table(rows))
+    print(f"report saved to {args.out}")
+    return 0

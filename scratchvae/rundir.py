@@ -1,0 +1,212 @@
+"""Run directories: the files of a trained run, and what is read back from them.
+
+A run directory holds three files, each written atomically
+(:mod:`scratchvae.files`):
+
+    config.json      the run's :class:`~scratchvae.config.TrainConfig`
+    metrics.jsonl    one JSON line of metrics per epoch
+    checkpoint.npz   parameters, optimiser state and random-generator states
+                     after the last epoch (:mod:`scratchvae.checkpoints`)
+
+``config.json`` records the data actually used (the bundled sample after a
+fall-back, ``data_dir`` as an absolute path: :func:`recorded_config`), so that
+evaluation, figures and a resume load the same data. A missing, damaged or
+foreign file raises :class:`~scratchvae.checkpoints.CheckpointError` (or
+:class:`~scratchvae.files.FileError`) naming it.
+
+Evaluation: independent NumPy generators for initialisation, shuffling, the
+training noise and the evaluation noise, all spawned from the run's one seed
+(:func:`seed_sequences`), so that repeated evaluations of a run agree.
+"""
+import dataclasses
+import os
+
+import numpy as np
+
+from . import checkpoints as ckpt
+from . import data as data_mod
+from . import files
+from .backend import get_array_module
+from .checkpoints import CHECKPOINT, CheckpointError
+from .config import TrainConfig, make_model
+from .metrics import iw_nll
+from .models import DEFAULT_LATENT_DIM
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+
+
+class DeviceUnavailable(RuntimeError):
+    """The device asked for cannot be used (``--device gpu`` without CuPy or a GPU)."""
+
+
+def array_module(device):
+    """``backend.get_array_module(device)``, with its error (no CuPy, no GPU) raised as
+    :class:`DeviceUnavailable`, which the command line reports as a failed run."""
+    try:
+        return get_array_module(device)
+    except RuntimeError as e:
+        raise DeviceUnavailable(str(e)) from None
+
+
+# --------------------------------------------------------------------------
+# the files of a run
+# --------------------------------------------------------------------------
+
+def run_files(run_dir):
+    """The files of a run (checkpoint, metrics) that ``run_dir`` holds."""
+    return [name for name in (CHECKPOINT, METRICS)
+            if os.path.exists(os.path.join(run_dir, name))]
+
+
+def files_to_replace(run_dir, overwrite):
+    """The run files in ``run_dir`` that a new run will replace. A directory that
+    holds a run raises :class:`CheckpointError` unless ``overwrite``."""
+    held = run_files(run_dir)
+    if held and not overwrite:
+        raise CheckpointError(
+            f"{run_dir} already holds a run ({', '.join(held)}); a new run would replace it. "
+            f"Continue it with --resume {run_dir}, train into another --out, or pass "
+            f"--overwrite (overwrite=True) to replace it")
+    return held
+
+
+def read_config(run_dir):
+    """The :class:`TrainConfig` saved in ``run_dir/config.json``; a missing, unreadable
+    or invalid file raises :class:`~scratchvae.files.FileError` naming it."""
+    path = os.path.join(run_dir, CONFIG)
+    saved = files.read_json(path)
+    try:
+        config = TrainConfig.from_dict(saved)
+    except (ValueError, TypeError) as e:  # TypeError: not a JSON object
+        raise CheckpointError(f"{path} is not a usable training configuration: {e}") from None
+    if config.model not in DEFAULT_LATENT_DIM:
+        raise CheckpointError(f"{path}: unknown model {config.model!r}; expected one of "
+                              f"{', '.join(sorted(DEFAULT_LATENT_DIM))}")
+    return config
+
+
+def write_config(run_dir, config):
+    """Save ``config`` as ``run_dir/config.json``."""
+    files.write_json(os.path.join(run_dir, CONFIG), dataclasses.asdict(config))
+
+
+def read_run(run_dir):
+    """(config dict, list of per-epoch records) of a run directory."""
+    return (files.read_json(os.path.join(run_dir, CONFIG)),
+            files.read_jsonl(os.path.join(run_dir, METRICS)))
+
+
+def restore_state(target, state, path, run_dir):
+    """``target.load_state_dict(state)`` (a model or an optimizer), its refusal of a
+    state that does not fit raised as a CheckpointError naming the checkpoint."""
+    try:
+        target.load_state_dict(state)
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the {type(target).__name__} that "
+            f"{os.path.join(run_dir, CONFIG)} describes: {e}") from None
+
+
+def load_run(run_dir, device="cpu"):
+    """Rebuild a trained model from ``run_dir`` (config.json + checkpoint.npz):
+    returns ``(config, model, meta)``."""
+    config = read_config(run_dir)
+    config.device = device
+    path = os.path.join(run_dir, CHECKPOINT)
+    model_state, _, meta = ckpt.load_checkpoint(path)
+    model = make_model(config, np.random.default_rng(0))
+    restore_state(model, model_state, path, run_dir)
+    model.to(array_module(device))
+    return config, model, meta
+
+
+# --------------------------------------------------------------------------
+# the data of a run
+# --------------------------------------------------------------------------
+
+def load_data(config, log=print, progress=True, allow_sample=False):
+    """The data set of ``config`` as float arrays in [0, 1], shape (N, 1, 28, 28).
+
+    ``allow_sample``: whether the bundled sample may stand in for a full set that
+    cannot be found. Only a new run allows it (and records ``use_sample=True``,
+    see :func:`recorded_config`); a saved run's config says which data it used.
+    """
+    download = {"auto": "auto", "yes": True, "no": False}[config.download]
+    if config.use_sample:
+        ds = data_mod.load_sample(config.dataset)
+    else:
+        try:
+            ds = data_mod.load_dataset(config.dataset, data_dir=config.data_dir or None,
+                                       download=download, allow_sample=allow_sample,
+                                       progress=progress, log=log)
+        except data_mod.DataNotFoundError as e:
+            if allow_sample or config.dataset not in data_mod.SAMPLES:
+                raise
+            raise data_mod.DataNotFoundError(
+                f"{e}\nThis run was trained on the full {config.dataset} set (use_sample is "
+                f"false in its config.json), so the bundled sample cannot stand in for it."
+            ) from None
+    xtr, ytr = ds.train_images, ds.train_labels
+    xte, yte = ds.test_images, ds.test_labels
+    if config.train_limit:
+        xtr, ytr = xtr[:config.train_limit], ytr[:config.train_limit]
+    if config.test_limit:
+        xte, yte = xte[:config.test_limit], yte[:config.test_limit]
+    xtr = data_mod.images_to_float(xtr)
+    xte = data_mod.images_to_float(xte)
+    if config.binarize:  # a fixed stochastic binarisation of the test set
+        xte = (np.random.default_rng(config.seed + 7).random(xte.shape) < xte).astype(xte.dtype)
+    return ds, (xtr, ytr), (xte, yte)
+
+
+def load_test_images(config, n=None):
+    """The first n test images (host float (n, 1, H, W)) and labels of a run's data."""
+    _, _, (xte, yte) = load_data(config, log=lambda *a, **k: None, progress=False)
+    return xte[:n], yte[:n]
+
+
+def recorded_config(config, ds):
+    """``config`` as a run saves it: ``use_sample`` says whether the data set ``ds``
+    actually loaded is the bundled sample (true after a fall-back) and ``data_dir``
+    is the absolute directory the full set was loaded from, however it was found
+    (--data-dir, $SCRATCHVAE_DATA, the cache, ...), so that evaluate and --resume
+    load the same data from anywhere, in any environment."""
+    return dataclasses.replace(
+        config, use_sample=ds.is_sample,
+        data_dir="" if ds.is_sample else os.path.abspath(ds.source))
+
+
+# --------------------------------------------------------------------------
+# evaluation
+# --------------------------------------------------------------------------
+
+def seed_sequences(seed):
+    """The independent seeds of a run: (initial weights, batch order, training
+    noise, evaluation noise), all spawned from ``seed``."""
+    init, shuffle, noise, evaluation = np.random.SeedSequence(seed).spawn(4)
+    return init, shuffle, noise, evaluation
+
+
+def evaluate(model, x, labels=None, batch_size=1000, seed=0):
+    """The model's test metrics (``model.test_metrics``), with evaluation noise
+    drawn from a generator seeded by ``seed`` so that repeated evaluations agree."""
+    rng = np.random.default_rng(seed_sequences(seed)[3])
+    return model.test_metrics(x, labels=labels, batch_size=batch_size, rng=rng)
+
+
+def evaluate_run(run_dir, device="cpu", log=print, progress=False, iw_k=0, iw_images=0):
+    """The test metrics of a saved run, computed exactly as during training;
+    for models with a Gaussian latent also the importance-weighted NLL with
+    ``iw_k`` samples per image (on the first ``iw_images`` images; 0: all)."""
+    config, model, meta = load_run(run_dir, device)
+    _, _, (xte, yte) = load_data(config, log=log, progress=progress)
+    result = {"epoch": meta["epoch"], "model": config.model, "dataset": config.dataset}
+    result.update(evaluate(model, xte, yte, config.eval_batch_size, config.seed))
+    if iw_k and hasattr(model, "log_importance_weights"):
+        n = iw_images or xte.shape[0]
+        rng = np.random.default_rng(seed_sequences(config.seed)[3])
+        result.update(iw_nll(model, xte[:n], None if yte is None else yte[:n], k=iw_k,
+                             rng=rng, progress=progress))
+        result["iw_images"] = int(min(n, xte.shape[0]))
+    return result
