@@ -209,10 +209,19 @@ def _given_options(args, parser):
     return given
 
 
-def _cmd_train(args):
+def config_from_args(args):
+    """The TrainConfig of parsed ``train`` options: every config field that has an
+    option takes its value (an --epochs not given: the config's default)."""
     import dataclasses
 
     from .config import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{name: value for name, value in vars(args).items()
+                          if name in fields and value is not None})
+
+
+def _cmd_train(args):
     from .rundir import read_config
     from .train import NothingToTrain, train
 
@@ -237,10 +246,8 @@ def _cmd_train(args):
     if vq_options and args.model != "vq-vae":
         raise UsageError(f"{', '.join(vq_options)}: options of the vq-vae model, but --model "
                          f"is {args.model}")
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}   # None: --epochs not given
-    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     try:  # TrainConfig checks the options together (e.g. the KL schedule's flags)
-        config = TrainConfig(**given)
+        config = config_from_args(args)
     except ValueError as e:
         raise UsageError(str(e)) from None
     train(config, args.out, overwrite=args.overwrite, progress=not args.no_progress)

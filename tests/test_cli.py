@@ -1,6 +1,7 @@
 """The command line's error contract (README, "Command line"): bad arguments exit 2
 with argparse's usage and message, a failed run prints ``error: ...`` and exits 1,
 never a traceback. Tiny runs of the bundled sample."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -9,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from scratchvae.cli import main
+from scratchvae.cli import build_parser, config_from_args, main
+from scratchvae.config import TrainConfig
 
 TINY_RUN = ["--sample", "--train-limit", "64", "--test-limit", "32", "--epochs", "1",
             "--batch-size", "32", "--no-progress"]
@@ -180,3 +182,27 @@ def test_a_closed_stdout_pipe_ends_quietly():
     err = process.stderr.read().decode()
     assert process.wait() == 1
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_train_options_are_generated_from_the_config_fields():
+    """One option per TrainConfig field that declares one, with the field's default,
+    and a config from parsed options that is the config those options describe."""
+    parser = build_parser().command_parsers["train"]
+    actions = {a.dest: a for a in parser._actions}
+    for f in dataclasses.fields(TrainConfig):
+        assert "cli" in f.metadata, f"{f.name}: declare it with config.option(...)"
+        if not f.metadata["cli"]:
+            continue
+        assert f.name in actions, f.name
+        flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+        assert flag in actions[f.name].option_strings, f.name
+        if f.name != "epochs":  # None: not given (see cli.config_from_args)
+            assert actions[f.name].default == f.default, f.name
+        assert actions[f.name].help == f.metadata["help"], f.name
+    assert config_from_args(parser.parse_args([])) == TrainConfig()
+    given = parser.parse_args(["--samples", "3", "--vq-ema", "--vq-decay", "0.5", "--epochs", "4",
+                               "--offline", "--data-dir", "d", "--model", "vq-vae"])
+    assert config_from_args(given) == TrainConfig(
+        n_samples=3, vq_ema=True, vq_decay=0.5, epochs=4, download="no", data_dir="d",
+        model="vq-vae")
+    assert config_from_args(parser.parse_args(["--sample"])).use_sample is True
