@@ -47,6 +47,7 @@ class NothingToTrain(ValueError):
 
 
 def format_epoch(record):
+    """The log line of an epoch's metrics record."""
     if "test_nelbo" not in record:  # a model without an ELBO (vq-vae): its test metrics
         shown = "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                           for k, v in record.items()

@@ -12,6 +12,7 @@ import numpy as np
 
 from .idx import IMAGES_MAGIC, LABELS_MAGIC, DataError, idx_decode, read_bytes
 
+#: the four files of a data set, by role
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 
 
@@ -127,7 +128,7 @@ def get_spec(name):
 
 
 # --------------------------------------------------------------------------
-# loading and verifying one file / one directory
+# verifying one file
 # --------------------------------------------------------------------------
 
 def load_verified(path, spec):

@@ -44,6 +44,10 @@ DOWNLOAD_TIMEOUT = 10.0
 PROBE_TIMEOUT = 3.0
 
 
+# --------------------------------------------------------------------------
+# a data set's files in one directory
+# --------------------------------------------------------------------------
+
 def _find_file(directory, filename):
     """``directory/filename.gz`` or ``directory/filename``, whichever exists first, or None."""
     for candidate in (directory / (filename + ".gz"), directory / filename):
