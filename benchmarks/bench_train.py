@@ -48,9 +48,8 @@ from benchmarks.common import mnist_arrays  # noqa: E402  (needs the path above)
 
 BATCH = 128
 #: the environment as this script found it, for every worker, whatever main imports
-#: (scratchvae, for the VQ defaults; until the ninth session that import set
-#: OMP_WAIT_POLICY=PASSIVE, which slowed PyTorch workers inheriting it); each worker
-#: imports PyTorch before anything of scratchvae (worker_main)
+#: (scratchvae, for the VQ defaults), so that nothing an import sets reaches a
+#: worker; each worker imports PyTorch before anything of scratchvae (worker_main)
 WORKER_ENV = dict(os.environ)
 
 

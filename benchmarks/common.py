@@ -44,9 +44,8 @@ def import_torch(threads):
     kernels have run, Numba's threads spin between launches and every BLAS
     library of the process is set to one thread (kernels/gemm.py). Importing
     PyTorch before anything of scratchvae is the simple rule that keeps such a
-    process clean. (Until the ninth session scratchvae also set
-    OMP_WAIT_POLICY=PASSIVE on import, which made a PyTorch imported after it
-    1.5-2x slower: the fifth session's bench_train.py did this, unnoticed.)
+    process clean (benchmarks/RESULTS.md, 2026-11-22: a PyTorch imported after
+    a scratchvae that set OMP_WAIT_POLICY=PASSIVE trained 1.5-2x slower).
     """
     import sys
     if "scratchvae" in sys.modules:

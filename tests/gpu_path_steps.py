@@ -102,7 +102,7 @@ NEEDED = {"mlp-vae": DENSE, "conv-vae": CONV, "conv-cvae": CONV, "vq-vae": CONV 
 ON_A_STREAM = ("conv-vae", "vq-vae")
 
 #: threads per block of the CUDA kernels here: the simulator runs one Python thread
-#: per CUDA thread, and the engine's 128 made this part several times slower
+#: per CUDA thread, and the engine's 128 make this part several times slower
 THREADS = 16
 
 F32 = dict(rtol=2e-5, atol=2e-6)   # float32: CUDA kernels (float64 inside) vs CPU kernels

@@ -1,11 +1,8 @@
 """Processes that time PyTorch import it before anything of scratchvae.
 
 A process that times PyTorch must not share the cores with scratchvae's thread
-pool or BLAS settings (benchmarks/common.import_torch); until the ninth session
-scratchvae also set OMP_WAIT_POLICY=PASSIVE when imported, and a PyTorch imported
-after it trained 1.5-2x slower (a benchmark fault of the fifth session,
-benchmarks/RESULTS.md). Each
-script below is run as ``__main__`` in a fresh interpreter with
+pool or BLAS settings (benchmarks/common.import_torch says why). Each script
+below is run as ``__main__`` in a fresh interpreter with
 ``benchmarks.common.import_torch`` replaced by a probe that reports whether
 scratchvae was already imported, then stops the script. No PyTorch needed.
 """
