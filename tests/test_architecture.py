@@ -1,16 +1,22 @@
-"""The layers of the house, checked from the source: each module of
-``scratchvae/`` and ``kernels/`` imports only modules of its own layer or of
-the layers below it (imports inside functions included), no engine file
-imports CuPy at module level, and nothing imports PyTorch.
+"""The layers of the house, checked from the source.
 
-Layers, bottom to top (the README's "What is inside"):
+Every module of ``scratchvae/`` and ``kernels/`` is placed by its exact name in
+one tier of PLACEMENT (a new module fails until it is placed), imports only
+modules of its own tier or of the tiers below it (imports inside functions
+included), and the import graph has no circle. No engine file imports CuPy at
+module level, and nothing imports PyTorch.
 
-0. backend and kernels (plus the dependency-free helpers gradcheck and schedules)
-1. ops: forward/backward pairs
-2. layers (modules holding parameters), losses, optimizers
-3. models
-4. training, metrics, plots, data, checkpoints, reports, the gradient-check suite
-5. the CLI
+Tiers, bottom to top (the README's "What is inside"):
+
+kernels      hot loops beside their NumPy references; import nothing of scratchvae
+backend      array module from the arrays, seeded generators, checks of arguments
+ops          functional forward/backward pairs
+modules      layers holding parameters, losses, optimisers, schedules
+models       the VAE chain and the architectures built on it
+gradcheck    finite differences and the op spec registry over everything below
+runs         files, data, checkpoints, configuration, run directories, training
+figures      plots, the report of trained runs, the example scripts' helpers
+cli          the commands of ``python -m scratchvae``
 """
 import ast
 import pathlib
@@ -20,27 +26,41 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ("scratchvae", "kernels")
 
-LAYERS = [
-    ("scratchvae", "scratchvae.backend", "scratchvae.gradcheck", "scratchvae.schedules",
-     "kernels"),
-    ("scratchvae.ops",),
-    ("scratchvae.layers", "scratchvae.losses", "scratchvae.optimizers"),
-    ("scratchvae.models",),
-    ("scratchvae.train", "scratchvae.metrics", "scratchvae.plots", "scratchvae.data",
-     "scratchvae.checkpoints", "scratchvae.report", "scratchvae.checks",
-     "scratchvae.checks_conv", "scratchvae.checks_vq"),
-    ("scratchvae.cli", "scratchvae.__main__"),
-]
+#: tier -> the exact names of its modules (packages by their own name)
+PLACEMENT = {
+    "kernels": ["kernels", "kernels._arrays", "kernels._dispatch", "kernels.adam", "kernels.bce",
+                "kernels.conv_gemm", "kernels.gemm", "kernels.im2col", "kernels.layout",
+                "kernels.relu", "kernels.sigmoid", "kernels.vq"],
+    "backend": ["scratchvae", "scratchvae.backend"],
+    "ops": ["scratchvae.ops", "scratchvae.ops.activations", "scratchvae.ops.conv",
+            "scratchvae.ops.linear", "scratchvae.ops.sampler", "scratchvae.ops.shape",
+            "scratchvae.ops.vq"],
+    "modules": ["scratchvae.layers", "scratchvae.layers.base", "scratchvae.layers.conv",
+                "scratchvae.layers.dense", "scratchvae.losses", "scratchvae.optimizers",
+                "scratchvae.schedules"],
+    "models": ["scratchvae.models", "scratchvae.models.classifier", "scratchvae.models.conv_vae",
+               "scratchvae.models.cvae", "scratchvae.models.mlp_vae", "scratchvae.models.vae",
+               "scratchvae.models.vq_vae"],
+    "gradcheck": ["scratchvae.gradcheck", "scratchvae.gradcheck.core",
+                  "scratchvae.gradcheck.problems", "scratchvae.gradcheck.spec",
+                  "scratchvae.gradcheck.registry", "scratchvae.gradcheck.elementwise",
+                  "scratchvae.gradcheck.dense", "scratchvae.gradcheck.losses",
+                  "scratchvae.gradcheck.conv", "scratchvae.gradcheck.vq",
+                  "scratchvae.gradcheck.models", "scratchvae.gradcheck.derivations"],
+    "runs": ["scratchvae.files", "scratchvae.data", "scratchvae.data.idx",
+             "scratchvae.data.registry", "scratchvae.data.sources", "scratchvae.data.batches",
+             "scratchvae.checkpoints", "scratchvae.config", "scratchvae.rundir",
+             "scratchvae.train", "scratchvae.metrics", "scratchvae.toy"],
+    "figures": ["scratchvae.plots", "scratchvae.latent_plots", "scratchvae.figures",
+                "scratchvae.report"],
+    "cli": ["scratchvae.run_commands", "scratchvae.cli", "scratchvae.__main__"],
+}
+TIERS = list(PLACEMENT)
 
 
-def layer_of(module):
-    """Index in LAYERS of the longest prefix naming ``module``; None if unplaced."""
-    best, best_len = None, -1
-    for index, prefixes in enumerate(LAYERS):
-        for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best_len:
-                best, best_len = index, len(prefix)
-    return best
+def tier_of(placement=PLACEMENT):
+    """{module: index of its tier}."""
+    return {m: TIERS.index(tier) for tier, modules in placement.items() for m in modules}
 
 
 def module_name(path, root=ROOT):
@@ -50,10 +70,10 @@ def module_name(path, root=ROOT):
     return ".".join(parts)
 
 
-def project_modules():
+def project_modules(root=ROOT):
     """{module name: source path} of every .py file of the two packages."""
-    return {module_name(p): p for package in PACKAGES
-            for p in sorted((ROOT / package).rglob("*.py"))}
+    return {module_name(p, root): p for package in PACKAGES
+            for p in sorted((root / package).rglob("*.py"))}
 
 
 def imported_modules(tree, module, is_package, known):
@@ -79,38 +99,112 @@ def imported_modules(tree, module, is_package, known):
     return {name for name in found if name.split(".")[0] in PACKAGES}
 
 
-def upward_imports(modules):
-    """(importer, imported) pairs where a module imports from a higher layer."""
+def import_graph(modules):
+    """{module: set of project modules it imports}."""
     known = set(modules)
-    bad = []
-    for module, path in modules.items():
-        tree = ast.parse(path.read_text(), filename=str(path))
-        for imported in imported_modules(tree, module, path.name == "__init__.py", known):
-            if layer_of(imported) > layer_of(module):
-                bad.append((module, imported))
-    return sorted(bad)
+    return {m: imported_modules(ast.parse(p.read_text(), filename=str(p)), m,
+                                p.name == "__init__.py", known) - {m}
+            for m, p in modules.items()}
 
 
-def test_every_module_has_a_layer():
-    unplaced = [m for m in project_modules() if layer_of(m) is None]
-    assert not unplaced, f"modules missing from LAYERS in {__file__}: {unplaced}"
+def unplaced(modules, placement=PLACEMENT):
+    """Modules of the tree without a tier, and placed names with no module."""
+    placed = tier_of(placement)
+    return sorted(set(modules) - set(placed)), sorted(set(placed) - set(modules))
 
 
-def test_no_module_imports_from_a_layer_above_it():
-    assert upward_imports(project_modules()) == []
+def upward_imports(graph, placement=PLACEMENT):
+    """(importer, imported) pairs where a module imports from a higher tier
+    (unplaced modules are left to :func:`unplaced`)."""
+    tiers = tier_of(placement)
+    return sorted((m, i) for m, imported in graph.items() for i in imported
+                  if m in tiers and i in tiers and tiers[i] > tiers[m])
 
 
-def test_an_upward_import_is_reported(tmp_path):
-    """The check can fail: an op importing a model is caught, a model importing an op is not."""
-    ops_file = tmp_path / "scratchvae" / "ops" / "bad.py"
-    model_file = tmp_path / "scratchvae" / "models" / "fine.py"
-    for path in (ops_file, model_file):
+def import_cycle(graph):
+    """One circle of imports as a list of modules ending where it starts, or None.
+
+    A package's ``__init__`` importing its own submodules is the package's
+    contents, not a circle, so edges from a package into its own subtree are
+    left out.
+    """
+    edges = {m: {i for i in imported if not i.startswith(m + ".")}
+             for m, imported in graph.items()}
+    state = {}
+
+    def visit(m, path):
+        state[m] = "open"
+        for i in sorted(edges.get(m, ())):
+            if state.get(i) == "open":
+                return path[path.index(i):] + [i]
+            if i not in state:
+                found = visit(i, path + [i])
+                if found:
+                    return found
+        state[m] = "done"
+        return None
+
+    for m in sorted(edges):
+        if m not in state:
+            found = visit(m, [m])
+            if found:
+                return found
+    return None
+
+
+def test_every_module_is_placed_in_exactly_one_tier():
+    names = [m for modules in PLACEMENT.values() for m in modules]
+    assert len(names) == len(set(names)), "a module is placed twice"
+    missing, stale = unplaced(project_modules())
+    assert not missing, f"modules without a tier in PLACEMENT of {__file__}: {missing}"
+    assert not stale, f"PLACEMENT names modules that do not exist: {stale}"
+
+
+def test_no_module_imports_from_a_tier_above_it():
+    assert upward_imports(import_graph(project_modules())) == []
+
+
+def test_the_import_graph_has_no_circle():
+    assert import_cycle(import_graph(project_modules())) is None
+
+
+def _tree(tmp_path, files):
+    for name, text in files.items():
+        path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
-    ops_file.write_text("def f():\n    from ..models import vae\n")
-    model_file.write_text("from ..ops.linear import linear_forward\n")
-    modules = {module_name(p, tmp_path): p for p in (ops_file, model_file)}
-    modules["scratchvae.models.vae"] = model_file     # so that the name is known
-    assert upward_imports(modules) == [("scratchvae.ops.bad", "scratchvae.models.vae")]
+        path.write_text(text)
+    return project_modules(tmp_path)
+
+
+def test_the_checks_bite(tmp_path):
+    """A new unplaced module, an upward import and a circle are each reported."""
+    modules = _tree(tmp_path, {
+        "kernels/__init__.py": "",
+        "scratchvae/__init__.py": "",
+        "scratchvae/ops/__init__.py": "",
+        "scratchvae/ops/bad.py": "def f():\n    from ..models import vae\n",
+        "scratchvae/models/__init__.py": "",
+        "scratchvae/models/vae.py": "from ..ops.bad import f\nfrom . import cvae\n",
+        "scratchvae/models/cvae.py": "from .vae import f\n",
+        "scratchvae/brand_new.py": "",
+    })
+    placement = {"kernels": ["kernels"], "backend": ["scratchvae"],
+                 "ops": ["scratchvae.ops", "scratchvae.ops.bad"],
+                 "models": ["scratchvae.models", "scratchvae.models.vae",
+                            "scratchvae.models.cvae", "scratchvae.models.gone"]}
+    assert unplaced(modules, placement) == (["scratchvae.brand_new"], ["scratchvae.models.gone"])
+    graph = import_graph(modules)
+    assert upward_imports(graph, placement) == [("scratchvae.ops.bad", "scratchvae.models.vae")]
+    assert import_cycle(graph) in (
+        ["scratchvae.models.cvae", "scratchvae.models.vae", "scratchvae.models.cvae"],
+        ["scratchvae.models.vae", "scratchvae.models.cvae", "scratchvae.models.vae"],
+        ["scratchvae.models.vae", "scratchvae.ops.bad", "scratchvae.models.vae"])
+
+
+def test_a_package_importing_its_own_modules_is_no_circle(tmp_path):
+    modules = _tree(tmp_path, {"kernels/__init__.py": "from .relu import f\n",
+                               "kernels/relu.py": "def f():\n    pass\n"})
+    assert import_cycle(import_graph(modules)) is None
 
 
 @pytest.mark.parametrize("forbidden", ["cupy", "torch"])
