@@ -51,9 +51,9 @@ import math
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import register_jitable
 
-from scratchvae.backend import check_float, check_same, get_xp
-
+from ._arrays import check_float, check_same, get_xp
 from ._dispatch import CUDA_THREADS, choose, cuda_grid, cuda_stream, scalar
 
 
@@ -70,25 +70,30 @@ def _adam_scalars(step, lr, beta1, beta2, eps, weight_decay, dtype):
     return tuple(scalar(s, dtype) for s in values)
 
 
+@register_jitable
+def _adam_element(p, g, m, v, w1, beta2, w2, step_size, bc2_sqrt, eps, weight_decay, tiny,
+                  zero):
+    """One element's Adam update: the new (p, m, v). Scalars in the array dtype
+    (``zero`` too: a literal 0 would turn the arithmetic into float64)."""
+    if weight_decay != 0:
+        g = g + weight_decay * p
+    m = m + w1 * (g - m)
+    v = v * beta2 + w2 * g * g
+    if abs(m) < tiny:                        # subnormal: stored as 0 (module docstring)
+        m = zero
+    if v < tiny:
+        v = zero
+    denom = math.sqrt(v) / bc2_sqrt + eps
+    return p - step_size * (m / denom), m, v
+
+
 @njit(parallel=True, fastmath=False, cache=True)
 def _adam_cpu(p, g, m, v, w1, beta2, w2, step_size, bc2_sqrt, eps, weight_decay, tiny,
               zero):
-    """Numba CPU kernel on 1-D views; scalars already in the array dtype (``zero``
-    too: a literal 0 would turn the arithmetic into float64)."""
+    """Numba CPU kernel on 1-D views: :func:`_adam_element` for every element."""
     for i in prange(p.size):
-        gi = g[i]
-        if weight_decay != 0:
-            gi = gi + weight_decay * p[i]
-        mi = m[i] + w1 * (gi - m[i])
-        vi = v[i] * beta2 + w2 * gi * gi
-        if abs(mi) < tiny:                   # subnormal: stored as 0 (module docstring)
-            mi = zero
-        if vi < tiny:
-            vi = zero
-        m[i] = mi
-        v[i] = vi
-        denom = np.sqrt(vi) / bc2_sqrt + eps
-        p[i] = p[i] - step_size * (mi / denom)
+        p[i], m[i], v[i] = _adam_element(p[i], g[i], m[i], v[i], w1, beta2, w2, step_size,
+                                         bc2_sqrt, eps, weight_decay, tiny, zero)
 
 
 def _flush_subnormal(a):
@@ -144,28 +149,40 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
 # SGD
 # --------------------------------------------------------------------------
 
+@register_jitable
+def _sgd_element(p, g, b, lr, momentum, w_damp, weight_decay, nesterov, first_step,
+                 use_momentum, tiny, zero):
+    """One element's SGD update: the new (p, b), b the momentum buffer's value
+    (its old value is ignored on the first step, and b is unused without
+    momentum). Scalars in the array dtype."""
+    d = g
+    if weight_decay != 0:
+        d = d + weight_decay * p
+    if use_momentum:
+        if first_step:
+            b = d
+        else:
+            b = b * momentum + w_damp * d
+        if abs(b) < tiny:                    # subnormal: stored as 0 (module docstring)
+            b = zero
+        if nesterov:
+            d = d + momentum * b
+        else:
+            d = b
+    return p - lr * d, b
+
+
 @njit(parallel=True, fastmath=False, cache=True)
 def _sgd_cpu(p, g, buf, lr, momentum, w_damp, weight_decay, nesterov, first_step,
              use_momentum, tiny, zero):
-    """Numba CPU kernel on 1-D views; ``buf`` is unused when not use_momentum;
-    scalars in the array dtype."""
+    """Numba CPU kernel on 1-D views: :func:`_sgd_element` for every element;
+    ``buf`` is empty and untouched when not use_momentum."""
     for i in prange(p.size):
-        d = g[i]
-        if weight_decay != 0:
-            d = d + weight_decay * p[i]
+        b = buf[i] if use_momentum else zero
+        p[i], b = _sgd_element(p[i], g[i], b, lr, momentum, w_damp, weight_decay, nesterov,
+                               first_step, use_momentum, tiny, zero)
         if use_momentum:
-            if first_step:
-                b = d
-            else:
-                b = buf[i] * momentum + w_damp * d
-            if abs(b) < tiny:                # subnormal: stored as 0 (module docstring)
-                b = zero
             buf[i] = b
-            if nesterov:
-                d = d + momentum * b
-            else:
-                d = b
-        p[i] = p[i] - lr * d
 
 
 def sgd_step_reference(param, grad, buf, lr, momentum=0.0, dampening=0.0,
@@ -238,40 +255,19 @@ def _cuda_kernels():
                     zero):
         # grid-stride loop: thread i handles i, i + gridsize, ...
         for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-            gi = g[i]
-            if weight_decay != 0:
-                gi = gi + weight_decay * p[i]
-            mi = m[i] + w1 * (gi - m[i])
-            vi = v[i] * beta2 + w2 * gi * gi
-            if abs(mi) < tiny:
-                mi = zero
-            if vi < tiny:
-                vi = zero
-            m[i] = mi
-            v[i] = vi
-            denom = math.sqrt(vi) / bc2_sqrt + eps
-            p[i] = p[i] - step_size * (mi / denom)
+            p[i], m[i], v[i] = _adam_element(p[i], g[i], m[i], v[i], w1, beta2, w2,
+                                             step_size, bc2_sqrt, eps, weight_decay, tiny,
+                                             zero)
 
     @cuda.jit
     def sgd_kernel(p, g, buf, lr, momentum, w_damp, weight_decay, nesterov, first_step,
                    use_momentum, tiny, zero):
         for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-            d = g[i]
-            if weight_decay != 0:
-                d = d + weight_decay * p[i]
+            b = buf[i] if use_momentum else zero
+            p[i], b = _sgd_element(p[i], g[i], b, lr, momentum, w_damp, weight_decay,
+                                   nesterov, first_step, use_momentum, tiny, zero)
             if use_momentum:
-                if first_step:
-                    b = d
-                else:
-                    b = buf[i] * momentum + w_damp * d
-                if abs(b) < tiny:
-                    b = zero
                 buf[i] = b
-                if nesterov:
-                    d = d + momentum * b
-                else:
-                    d = b
-            p[i] = p[i] - lr * d
 
     return adam_kernel, sgd_kernel
 

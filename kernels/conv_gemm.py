@@ -45,13 +45,13 @@ unfused (a GPU's memory bandwidth makes the column matrix cheap); and
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from scratchvae.backend import get_xp
-
 from . import im2col as columns           # its CUDA launchers, looked up at call time
+from ._arrays import get_xp
 from ._dispatch import choose, scalar
 from .gemm import _gemm_addresses, gemm_rows, matmul
 from .im2col import (_geometry, col2im_block, col2im_reference, col2im_table_block,
-                     cpu_tables, im2col_block, im2col_reference, im2col_table_block)
+                     conv_output_size, cpu_tables, im2col_block, im2col_reference,
+                     im2col_table_block)
 
 #: a chunk's column rows take about this many bytes (its images' columns are
 #: built, multiplied or gathered while they stay in the core's cache: 2 MB of
@@ -120,7 +120,7 @@ def _columns_cpu(gemm, x, kh, kw, sh, sw, ph, pw, use_table, offsets, chunk, thr
     The arrays of a product not asked for are not touched (empty ones will do).
     """
     N, H, W, C = x.shape
-    P = ((H + 2 * ph - kh) // sh + 1) * ((W + 2 * pw - kw) // sw + 1)
+    P = conv_output_size(H, kh, sh, ph) * conv_output_size(W, kw, sw, pw)
     width = kh * kw * C
     O, D = Wm.shape[0], R.shape[1]
     size = x.itemsize

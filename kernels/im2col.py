@@ -22,8 +22,8 @@ Why this layout (rows = output pixels (n, oh, ow), columns = (i, j, c)):
   values (128 floats for a 4-wide kernel over 32 channels) instead of
   gathering single pixels with a stride, which is what makes it cheap (the
   NCHW layout (C*KH*KW, N*OH*OW) copies runs of only OW values, strided
-  by SW; on the conv-VAE shapes its im2col measured about 3x and its
-  col2im about 4x slower);
+  by SW: on the conv-VAE shapes its im2col is about 3x and its col2im
+  about 4x slower);
 - ``cols @ Wm.T`` is one large GEMM (N*OH*OW rows) whose result, of shape
   (N*OH*OW, O), *is* the channels-last output: no transpose afterwards;
 - every gradient is again one GEMM on the same two operands
@@ -62,10 +62,9 @@ number of channels:
   every entry of the image's column block (-1 for padding); for col2im, for
   every image element, the list of column-block entries that add onto it,
   in increasing (i, j) order. The kernels then run one long loop over the
-  table per image. Measured on the conv VAE's first and last layers (C = 1,
-  28x28, kernel 4, stride 2): im2col 1.3 -> 0.6-0.8 ms, col2im 1.8 -> 0.9-1.0
-  ms, about 2.5 ms off a 50 ms training step (fourth session, before the
-  fusion). (For C = 4 and more the run kernels were as fast or faster.)
+  table per image. For these layers the tables make im2col and col2im
+  about twice as fast as the runs (benchmarks/RESULTS.md, the conv VAE's
+  first and last layers); from C = 4 on the runs are as fast or faster.
 
 col2im's blocks start each pixel from a given vector of C values instead of
 0 when asked (``init``): the fused transposed convolution adds its bias so.
@@ -74,14 +73,17 @@ import functools
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import register_jitable
 
-from scratchvae.backend import get_xp
-
+from ._arrays import get_xp
 from ._dispatch import CUDA_THREADS, choose, cuda_grid, cuda_stream, scalar
 
 
+@register_jitable
 def conv_output_size(size, kernel, stride, padding):
-    """Output length of a convolution along one axis: (size + 2p - k) // s + 1."""
+    """Output length of a convolution along one axis: (size + 2p - k) // s + 1.
+
+    One function for Python, the CPU kernels and the CUDA kernels."""
     return (size + 2 * padding - kernel) // stride + 1
 
 
@@ -180,8 +182,8 @@ def im2col_block(x, n0, n1, cols, kh, kw, sh, sw, ph, pw):
     the part outside is written as 0.
     """
     N, H, W, C = x.shape
-    OH = (H + 2 * ph - kh) // sh + 1
-    OW = (W + 2 * pw - kw) // sw + 1
+    OH = conv_output_size(H, kh, sh, ph)
+    OW = conv_output_size(W, kw, sw, pw)
     xf = x.reshape(N, H, W * C)              # image rows, flat
     run = kw * C                             # one kernel row of one window
     for n in range(n0, n1):
@@ -230,8 +232,8 @@ def col2im_block(cols, n0, n1, x, kh, kw, sh, sw, ph, pw, init):
     Each pixel is so a sum over its own (i, j) in increasing order.
     """
     N, H, W, C = x.shape
-    OH = (H + 2 * ph - kh) // sh + 1
-    OW = (W + 2 * pw - kw) // sw + 1
+    OH = conv_output_size(H, kh, sh, ph)
+    OW = conv_output_size(W, kw, sw, pw)
     xf = x.reshape(N * H, W * C)             # image rows, flat
     run = kw * C
     for n in range(n0, n1):
@@ -360,7 +362,7 @@ def col2im_table_block(cols, n0, n1, x, starts, entries, init):
 def _im2col_cpu(x, cols, kh, kw, sh, sw, ph, pw):
     """x (N, H, W, C) -> cols (N*OH*OW, KH*KW*C), both C-contiguous (runs of KW*C)."""
     N, H, W, C = x.shape
-    P = ((H + 2 * ph - kh) // sh + 1) * ((W + 2 * pw - kw) // sw + 1)
+    P = conv_output_size(H, kh, sh, ph) * conv_output_size(W, kw, sw, pw)
     for n in prange(N):
         im2col_block(x, n, n + 1, cols[n * P:(n + 1) * P], kh, kw, sh, sw, ph, pw)
 
@@ -369,7 +371,7 @@ def _im2col_cpu(x, cols, kh, kw, sh, sw, ph, pw):
 def _col2im_cpu(cols, x, kh, kw, sh, sw, ph, pw):
     """cols (N*OH*OW, KH*KW*C) -> x (N, H, W, C), both C-contiguous; a gather."""
     N, H, W, C = x.shape
-    P = ((H + 2 * ph - kh) // sh + 1) * ((W + 2 * pw - kw) // sw + 1)
+    P = conv_output_size(H, kh, sh, ph) * conv_output_size(W, kw, sw, pw)
     zeros = np.zeros(C, x.dtype)
     for n in prange(N):
         col2im_block(cols[n * P:(n + 1) * P], n, n + 1, x, kh, kw, sh, sw, ph, pw, zeros)
@@ -439,8 +441,8 @@ def _cuda_kernels():
     def im2col_kernel(x, cols, kh, kw, sh, sw, ph, pw):
         # one thread per entry of cols viewed as (N, OH, OW, KH, KW, C)
         N, H, W, C = x.shape
-        OH = (H + 2 * ph - kh) // sh + 1
-        OW = (W + 2 * pw - kw) // sw + 1
+        OH = conv_output_size(H, kh, sh, ph)
+        OW = conv_output_size(W, kw, sw, pw)
         for idx in range(cuda.grid(1), cols.size, cuda.gridsize(1)):
             c = idx % C
             t = idx // C
@@ -465,8 +467,8 @@ def _cuda_kernels():
     def col2im_kernel(cols, x, kh, kw, sh, sw, ph, pw, zero):
         # one thread per image element x[n, h, w, c]: gathers its contributions
         N, H, W, C = x.shape
-        OH = (H + 2 * ph - kh) // sh + 1
-        OW = (W + 2 * pw - kw) // sw + 1
+        OH = conv_output_size(H, kh, sh, ph)
+        OW = conv_output_size(W, kw, sw, pw)
         for idx in range(cuda.grid(1), x.size, cuda.gridsize(1)):
             c = idx % C
             t = idx // C

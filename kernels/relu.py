@@ -37,10 +37,22 @@ PyTorch's ``threshold_backward``). Kernels and references agree bit for bit.
 import functools
 
 from numba import njit, prange
+from numba.extending import register_jitable
 
-from scratchvae.backend import check_float, check_same, get_xp, memory_order
-
+from ._arrays import check_float, check_same, get_xp, memory_order
 from ._dispatch import CUDA_THREADS, choose, cuda_grid, cuda_stream
+
+
+@register_jitable
+def _relu(v):
+    """max(v, 0) of one number: NaN stays NaN; -0 and negatives give +0."""
+    return v if (v > 0 or v != v) else 0
+
+
+@register_jitable
+def _relu_grad(dy, y):
+    """dx of one element: dy where y > 0, else 0 (a selection, never a product)."""
+    return dy if y > 0 else 0
 
 
 def relu_forward_reference(x, out=None):
@@ -52,8 +64,7 @@ def relu_forward_reference(x, out=None):
 def _relu_forward_cpu(x, y):
     """x, y: 1-D C-contiguous of one dtype (possibly the same array)."""
     for i in prange(x.size):
-        v = x[i]
-        y[i] = v if (v > 0 or v != v) else 0     # NaN stays NaN; -0 and negatives give +0
+        y[i] = _relu(x[i])
 
 
 def relu_forward(x, out=None):
@@ -93,7 +104,7 @@ def relu_backward_reference(dy, y):
 def _relu_backward_cpu(dy, y, dx):
     """dy, y, dx: 1-D C-contiguous of one dtype."""
     for i in prange(dy.size):
-        dx[i] = dy[i] if y[i] > 0 else 0
+        dx[i] = _relu_grad(dy[i], y[i])
 
 
 def relu_backward(dy, y):
@@ -127,15 +138,14 @@ def _cuda_kernel():
         start = cuda.grid(1)
         step = cuda.gridsize(1)
         for i in range(start, x.size, step):
-            v = x[i]
-            y[i] = v if (v > 0 or v != v) else 0
+            y[i] = _relu(x[i])
 
     @cuda.jit
     def relu_backward_kernel(dy, y, dx):
         start = cuda.grid(1)
         step = cuda.gridsize(1)
         for i in range(start, dy.size, step):
-            dx[i] = dy[i] if y[i] > 0 else 0
+            dx[i] = _relu_grad(dy[i], y[i])
 
     return relu_forward_kernel, relu_backward_kernel
 
