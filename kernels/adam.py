@@ -34,17 +34,19 @@ gradient stays 0 (a dead ReLU unit's weights) shrinks by beta1 every step
 and, in float32, drops below the smallest normal number (1.2e-38) after about
 750 steps of beta1 = 0.9; from then on every operation on it takes a
 microcode assist on x86 CPUs, about a hundred cycles. In the conv VAE nearly
-half the first moments got there within four epochs, and Adam's step went from
-0.8 to 4 ms (a training step from 23 to 27 ms). So m, v and the momentum
+half the first moments get there within four epochs, which would make Adam's
+step five times slower (benchmarks/RESULTS.md). So m, v and the momentum
 buffer b are set to 0 when their magnitude is below ``finfo(dtype).tiny``.
 The parameters are the same: the update such a moment makes, at most
 lr * tiny / eps (1e-33 for lr = 1e-3, eps = 1e-8), is far below a float32
 parameter's rounding step. (PyTorch keeps the subnormals.)
 
 Each public function updates its arrays in place and returns ``None``. It
-dispatches (see :mod:`kernels._dispatch`) to a Numba CPU kernel (one pass over
+dispatches (:mod:`kernels._dispatch`) to a Numba CPU kernel (one pass over
 the flattened arrays, no temporaries), a Numba CUDA kernel for CuPy arrays, or
-the ``*_reference`` function written in plain ``xp``.
+the ``*_reference`` function written in plain ``xp``. The update of one
+element is written once, :func:`_adam_element` and :func:`_sgd_element`,
+and both the CPU and the CUDA kernel call it.
 """
 import functools
 import math

@@ -26,19 +26,15 @@ transposed convolution's backward needs two products of one column matrix,
 im2col(dy) Wm^T and X^T im2col(dy): :func:`conv_forward_and_weight_products`
 builds each chunk once for both.
 
-Measured on the 2-core machine (benchmarks/RESULTS.md): alone, on the conv
-VAE's Conv2d(32, 64) shapes with the caches flushed before each call, the
-forward product 2.35 -> 1.9 ms, the transposed one 2.14 -> 1.77 ms, the
-weight gradient (against a column matrix kept from the forward) 3.11 -> 2.06
-ms; inside training steps (fresh processes alternating), a conv-VAE step
-28.7 -> 23.4 ms and a VQ-VAE step 27.9 -> 21.9 ms. A Conv2d keeps x for its
-backward instead of its column matrix (4x smaller here).
+Fusing takes about a fifth off a conv-VAE or VQ-VAE training step against
+the unfused products (benchmarks/RESULTS.md). A Conv2d keeps x for its
+backward, not its column matrix (4x smaller here).
 
 A 1x1 convolution (kernel 1, stride 1, padding 0) has the image itself as
 its columns: its products are plain :func:`kernels.gemm.matmul` calls.
 
-Implementations (see :mod:`kernels._dispatch`): the fused Numba kernels for
-NumPy arrays; for CuPy arrays, kernels/im2col.py's CUDA kernels and cuBLAS,
+Dispatch (:mod:`kernels._dispatch`): the fused Numba kernels for NumPy
+arrays; for CuPy arrays, kernels/im2col.py's CUDA kernels and cuBLAS,
 unfused (a GPU's memory bandwidth makes the column matrix cheap); and
 ``*_reference``, the unfused composition of the xp references.
 """

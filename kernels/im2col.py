@@ -42,10 +42,12 @@ contributions to each pixel are added in increasing (i, j) order starting
 from 0, exactly the order of the reference's loop over kernel offsets, so
 kernels and reference agree bit for bit.
 
-Three implementations each (see :mod:`kernels._dispatch`): Numba CPU
+Three implementations each (:mod:`kernels._dispatch`): Numba CPU
 kernels, a Numba CUDA kernel (one thread per output element, grid-stride
 loop) for CuPy arrays, and a plain ``xp`` reference looping over the KH*KW
-kernel offsets. The CPU loops are written for a range of images (the
+kernel offsets. The CPU and the CUDA kernels walk the windows differently
+(whole runs per image row; one element per thread) and share the geometry,
+:func:`conv_output_size`, compiled into both. The CPU loops are written for a range of images (the
 ``*_block`` functions); the parallel kernels here give each task one image,
 and kernels/conv_gemm.py runs them a few images at a time inside each
 thread, fused with the matrix products, which is how the engine's

@@ -16,8 +16,7 @@ so the forward output is all the backward needs:
 
 Why a kernel. The NumPy expression ``dy * (y > 0)`` makes two passes (a
 boolean mask, then a multiply that casts it) and allocates the mask; the
-kernel reads dy and y once and writes dx once. In the conv VAE a ReLU sits
-after every convolution, on arrays of up to 128x32x14x14 values.
+kernel reads dy and y once and writes dx once.
 
 Layout. Elementwise work does not care about the order of the elements, only
 that dy, y and dx agree on it. The conv ops return channels-last arrays
@@ -28,11 +27,13 @@ decreasing stride, a C-contiguous view for a dense array), flattened, and dx
 is allocated with y's layout (``empty_like``). Arrays that are not dense, or
 whose layouts differ, go to the reference.
 
-Three implementations of each (see :mod:`kernels._dispatch`): a Numba CPU
+Three implementations of each (:mod:`kernels._dispatch`): a Numba CPU
 kernel (parallel over elements), a Numba CUDA kernel (grid-stride loop) and
-the plain ``xp`` reference. The backward's select, never multiply: dx = dy
-where y > 0, else 0, so a NaN or infinite dy where y <= 0 gives 0 (as
-PyTorch's ``threshold_backward``). Kernels and references agree bit for bit.
+the plain ``xp`` reference. Both kernels call one function per element,
+:func:`_relu` and :func:`_relu_grad`. The backward selects, never
+multiplies: dx = dy where y > 0, else 0, so a NaN or infinite dy where
+y <= 0 gives 0 (as PyTorch's ``threshold_backward``). Kernels and
+references agree bit for bit.
 """
 import functools
 
