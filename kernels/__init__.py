@@ -35,11 +35,10 @@ from .bce import (bce_with_logits, bce_with_logits_forward,
                   bce_with_logits_forward_reference, bce_with_logits_reference)
 from .gemm import matmul, matmul_reference
 from .relu import relu_backward, relu_backward_reference, relu_forward, relu_forward_reference
-from .sigmoid import sigmoid
 from .vq import nearest_code, nearest_code_reference
 
-# im2col / col2im are in kernels.im2col, not re-exported here: the function
-# im2col would shadow its own module's name
+# kernels.im2col (im2col, col2im) and kernels.sigmoid (sigmoid) are not
+# re-exported here: a function would shadow its own module's name
 
 __all__ = [
     "adam_step", "adam_step_reference", "sgd_step", "sgd_step_reference",
@@ -48,5 +47,4 @@ __all__ = [
     "matmul", "matmul_reference",
     "nearest_code", "nearest_code_reference",
     "relu_backward", "relu_backward_reference", "relu_forward", "relu_forward_reference",
-    "sigmoid",
 ]

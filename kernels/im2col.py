@@ -167,6 +167,16 @@ def _valid_range(k, stride, pad, size, out_size):
     return min(lo, out_size), min(hi, out_size)
 
 
+@register_jitable
+def kernel_offsets(p, stride, kernel):
+    """(start, stop) of the kernel offsets k = start, start + stride, ... < stop
+    through which an output position o = (p - k) / stride >= 0 reads the
+    padded input position p: start = p mod stride, stop = min(kernel, p + 1).
+    col2im's CPU and CUDA kernels both gather a pixel's contributions so
+    (the minimum is spelled out: Numba's CUDA target does not compile min)."""
+    return p % stride, (p + 1 if p + 1 < kernel else kernel)
+
+
 #: col2im adds a pixel's C channels as one vector when C is at least this;
 #: for fewer channels it runs one strided loop over the pixels per channel
 _FEW_CHANNELS = 16
@@ -245,7 +255,8 @@ def col2im_block(cols, n0, n1, x, kh, kw, sh, sw, ph, pw, init):
                 for c in range(C):
                     out[w * C + c] = init[c]
             hp = h + ph
-            for i in range(hp % sh, min(kh, hp + 1), sh):    # i <= hp keeps oh >= 0
+            i0, i1 = kernel_offsets(hp, sh, kh)
+            for i in range(i0, i1, sh):
                 oh = (hp - i) // sh
                 if oh >= OH:
                     continue
@@ -481,10 +492,12 @@ def _cuda_kernels():
             hp = h + ph
             wp = w + pw
             acc = zero
-            for i in range(hp % sh, min(kh, hp + 1), sh):
+            i0, i1 = kernel_offsets(hp, sh, kh)
+            j0, j1 = kernel_offsets(wp, sw, kw)
+            for i in range(i0, i1, sh):
                 oh = (hp - i) // sh
                 if oh < OH:
-                    for j in range(wp % sw, min(kw, wp + 1), sw):
+                    for j in range(j0, j1, sw):
                         ow = (wp - j) // sw
                         if ow < OW:
                             acc += cols[(n * OH + oh) * OW + ow, (i * kw + j) * C + c]

@@ -13,6 +13,7 @@ trailing dimensions.
 import math
 
 import kernels
+from kernels.sigmoid import sigmoid
 
 from .backend import check_float, check_same, check_shape, get_xp
 
@@ -96,7 +97,7 @@ def bernoulli_nll_backward(dnll, cache):
     else:
         l2, x2 = data
         d = _per_sample(dnll, l2.shape[0], "BernoulliNLL.backward")
-        grad = d * (kernels.sigmoid(l2) - x2)
+        grad = d * (sigmoid(l2) - x2)
     return grad.reshape(shape)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import kernels
+from kernels.sigmoid import sigmoid
 
 from .. import losses
 from ..backend import check_float, check_shape, get_xp, standard_normal, to_numpy
@@ -103,7 +103,7 @@ class VAE(Module):
     def mean_image(self, out):
         """The decoder output as an image: sigmoid(logits), or the Gaussian mean."""
         if self.likelihood == "bernoulli":
-            return kernels.sigmoid(out)
+            return sigmoid(out)
         return out
 
     def reconstruct(self, x):
