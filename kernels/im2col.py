@@ -1,5 +1,9 @@
 """im2col and col2im on channels-last images: the data movement behind convolutions.
 
+(A long file, on purpose: im2col and its adjoint col2im, in each of their
+implementations and CPU strategies, are kept side by side, each loop next to
+its adjoint and its reference.)
+
 Images here are channels-last, x of shape (N, H, W, C) (the memory order
 PyTorch calls ``channels_last``; the conv ops keep the usual NCHW *shapes*
 and pass ``x.transpose(0, 2, 3, 1)`` down, which is free for a
