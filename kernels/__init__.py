@@ -23,7 +23,8 @@ as a ``numba.extending.register_jitable`` function that both call.
 - kernels/layout.py: layout-changing copies of 4-D arrays.
 
 Tests check each kernel against its reference, the CUDA kernels under
-``NUMBA_ENABLE_CUDASIM=1``.
+``NUMBA_ENABLE_CUDASIM=1``, and compile every CUDA kernel to PTX where the
+CUDA compiler (NVVM) is installed (tests/test_kernels_dispatch.py).
 """
 # Numba's OpenMP threads run these kernels and, through kernels.gemm, the
 # matrix products between them (BLAS set to one thread, each Numba thread
