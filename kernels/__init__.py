@@ -1,33 +1,35 @@
-"""Hot loops of scratchvae, fused into single-pass kernels.
+"""Hot loops of scratchvae, fused into single-pass kernels, below the engine.
 
-Every kernel comes in three implementations with one public entry point:
+This package imports nothing from ``scratchvae``: its array helpers are its
+own (:mod:`kernels._arrays`), and ``scratchvae.backend`` re-exports them.
 
-- a Numba ``@njit(parallel=True, cache=True)`` CPU kernel, for NumPy arrays
-  that are C-contiguous and all float32 or all float64;
-- a ``numba.cuda`` kernel, for CuPy arrays (CuPy is never imported here;
-  the arrays are recognised by their type's module);
-- a ``*_reference`` function in plain ``xp`` (NumPy or CuPy): the obviously
-  right version, used for anything else (strided views, mixed dtypes) and
-  when ``SCRATCHVAE_KERNELS=reference`` is set (benchmarks compare the two).
+Each kernel is one public function with up to three implementations: a
+Numba CPU kernel, a Numba CUDA kernel for CuPy arrays (CuPy is never
+imported here), and a ``*_reference`` in plain ``xp``, the obviously right
+version. Which one runs is decided by one rule for all of them, ``matmul``
+and the conv products included, stated in :mod:`kernels._dispatch`. Where
+a kernel has a CPU and a CUDA body, the formula they share is written once,
+as a ``numba.extending.register_jitable`` function that both call.
 
-The exceptions use CuPy's own operations on the GPU: ``matmul``
-(kernels/gemm.py; its CPU kernel hands blocks of the product to BLAS, and on
-CuPy arrays it is cuBLAS, ``a @ b``), ``ascontiguous`` (kernels/layout.py;
-CuPy's copy), and the conv products of kernels/conv_gemm.py (on CuPy arrays
-the unfused composition of the CUDA im2col/col2im and cuBLAS).
+- kernels/adam.py: Adam and SGD steps, in place;
+- kernels/bce.py: binary cross-entropy with logits, and its gradient;
+- kernels/sigmoid.py: the stable logistic sigmoid, the one formula every
+  sigmoid of the project uses (an ``xp`` function and a scalar body);
+- kernels/relu.py: ReLU forward and backward;
+- kernels/vq.py: a vector quantiser's nearest-code search;
+- kernels/gemm.py: matrix products, BLAS per block on Numba's threads;
+- kernels/im2col.py, kernels/conv_gemm.py: im2col/col2im and the three
+  products of a convolution with them fused in;
+- kernels/layout.py: layout-changing copies of 4-D arrays.
 
-Tests check each kernel against its reference (and the CUDA kernels under
-``NUMBA_ENABLE_CUDASIM=1``). The dispatch rule lives in
-:mod:`kernels._dispatch`.
+Tests check each kernel against its reference, the CUDA kernels under
+``NUMBA_ENABLE_CUDASIM=1``, and compile every CUDA kernel to PTX where the
+CUDA compiler (NVVM) is installed (tests/test_kernels_dispatch.py).
 """
-# One thread pool: Numba's (OpenMP) runs these kernels and, through
-# kernels.gemm, the matrix products between them, each thread calling BLAS
-# on its own block with the BLAS library set to one thread. Its idle threads
-# spin briefly before they sleep (OpenMP's default), which makes the next
-# launch cheap; with the BLAS library's own threads beside them, spinning
-# starved those threads and steps took several times longer, so earlier
-# versions set OMP_WAIT_POLICY=PASSIVE, paying a wake-up at every launch.
-# See kernels/gemm.py and benchmarks/RESULTS.md.
+# Numba's OpenMP threads run these kernels and, through kernels.gemm, the
+# matrix products between them (BLAS set to one thread, each Numba thread
+# calling it on its own block); idle threads spin briefly before they sleep
+# (OpenMP's default), which keeps the next launch cheap. See kernels/gemm.py.
 
 from .adam import adam_step, adam_step_reference, sgd_step, sgd_step_reference
 from .bce import (bce_with_logits, bce_with_logits_forward,
@@ -36,8 +38,8 @@ from .gemm import matmul, matmul_reference
 from .relu import relu_backward, relu_backward_reference, relu_forward, relu_forward_reference
 from .vq import nearest_code, nearest_code_reference
 
-# im2col / col2im live in kernels.im2col (not re-exported here: the function
-# im2col would shadow its own module's name)
+# kernels.im2col (im2col, col2im) and kernels.sigmoid (sigmoid) are not
+# re-exported here: a function would shadow its own module's name
 
 __all__ = [
     "adam_step", "adam_step_reference", "sgd_step", "sgd_step_reference",

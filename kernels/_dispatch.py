@@ -1,24 +1,45 @@
-"""Choose which implementation of a kernel runs for a given set of arrays.
+"""The one rule that chooses which implementation of a kernel runs.
 
-Three implementations exist for every kernel:
+Every kernel has up to three implementations behind one public function:
+``"cpu"``, a Numba ``@njit(parallel=True, cache=True)`` function;
+``"cuda"``, a ``numba.cuda.jit`` kernel; ``"reference"``, the plain ``xp``
+version (NumPy or CuPy), obviously right, possibly allocating. For the
+array operands of a call (``None`` entries skipped), :func:`choose` returns
 
-``"cpu"``
-    A Numba ``@njit(parallel=True, cache=True)`` function. Used for NumPy
-    arrays that are all C-contiguous and all of one dtype, float32 or float64.
-``"cuda"``
-    A ``numba.cuda.jit`` kernel. Used for CuPy arrays (recognised from
-    ``type(a).__module__``; CuPy itself is never imported here) under the
-    same contiguity and dtype conditions.
-``"reference"``
-    The plain ``xp`` version (NumPy or CuPy): obviously right, may allocate.
-    Used for everything else (strided views, mixed dtypes, ...) and whenever
-    the environment variable ``SCRATCHVAE_KERNELS=reference`` is set, which
-    benchmarks use to compare the two paths. The variable is read on every
-    call, so it can be flipped at run time.
+1. ``"reference"`` when ``SCRATCHVAE_KERNELS=reference`` is set (read on
+   every call, so benchmarks can flip it to compare the two paths);
+2. ``"cpu"`` when they are all NumPy arrays, ``"cuda"`` when they are all
+   CuPy arrays (recognised from ``type(a).__module__``; CuPy is never
+   imported here), provided they share one dtype, float32 or float64, and
+   are C-contiguous, or of any strides for a kernel that reads strides
+   (``strided=True``);
+3. ``"reference"`` otherwise: strided views, mixed dtypes or devices, other
+   dtypes or array types, no operands; also CuPy arrays when ``numba.cuda``
+   is unusable (one warning).
 
 Accepted values of ``SCRATCHVAE_KERNELS``: unset, ``""`` or ``"auto"`` (the
 rule above) and ``"reference"``. Anything else is a ``ValueError``: a typo
 must not silently pick an implementation.
+
+Every public kernel function dispatches by this rule. What each kernel adds
+is stated here, and only here:
+
+- ``relu_forward``/``relu_backward`` (kernels/relu.py) apply the rule to
+  their operands viewed in memory order, so any dense layout (channels-last
+  included) counts as contiguous, provided dy and y share it.
+- ``matmul`` (kernels/gemm.py) reads strides (``strided=True``: an operand
+  with one unit stride goes to BLAS as it is, any other is copied once), and
+  runs as the reference, ``a @ b``, a product of fewer than
+  ``SMALL_PRODUCT`` multiply-adds (a parallel launch costs more than it
+  saves) or one too large for 32-bit BLAS integers. Its ``"cuda"`` is
+  cuBLAS, ``a @ b``.
+- ``ascontiguous`` (kernels/layout.py) reads strides and takes 4-D arrays
+  only; its ``"cuda"`` is CuPy's own copy.
+- the conv products (kernels/conv_gemm.py): a 1x1 convolution with stride
+  1 and no padding is a ``matmul`` (the image is its own column matrix) and
+  follows its rule; the others' ``"cpu"`` is im2col/col2im fused with BLAS,
+  and their ``"cuda"`` is kernels/im2col.py's CUDA kernels and cuBLAS,
+  unfused.
 """
 import functools
 import os
@@ -26,13 +47,10 @@ import warnings
 
 import numpy as np
 
+from ._arrays import is_cupy
+
 ENV_VAR = "SCRATCHVAE_KERNELS"
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def is_cupy(a):
-    """True for a CuPy array, decided without importing CuPy."""
-    return type(a).__module__.split(".")[0] == "cupy"
 
 
 def forced_reference():
@@ -45,10 +63,10 @@ def forced_reference():
     raise ValueError(f"{ENV_VAR}: expected 'auto' or 'reference', got {mode!r}")
 
 
-def choose(*arrays):
-    """Return ``"cpu"``, ``"cuda"`` or ``"reference"`` for these arrays.
-
-    ``None`` entries are skipped (e.g. an absent momentum buffer).
+def choose(*arrays, strided=False):
+    """Return ``"cpu"``, ``"cuda"`` or ``"reference"`` for these arrays (the
+    module docstring's rule); ``strided=True`` for a kernel that reads any
+    strides. ``None`` entries are skipped (e.g. an absent momentum buffer).
     """
     if forced_reference():
         return "reference"
@@ -58,7 +76,7 @@ def choose(*arrays):
     dtype = np.dtype(arrays[0].dtype)
     if dtype not in _FLOATS or any(np.dtype(a.dtype) != dtype for a in arrays):
         return "reference"
-    if not all(a.flags.c_contiguous for a in arrays):
+    if not strided and not all(a.flags.c_contiguous for a in arrays):
         return "reference"
     kinds = {is_cupy(a) for a in arrays}
     if kinds == {True}:

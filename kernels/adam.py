@@ -34,26 +34,28 @@ gradient stays 0 (a dead ReLU unit's weights) shrinks by beta1 every step
 and, in float32, drops below the smallest normal number (1.2e-38) after about
 750 steps of beta1 = 0.9; from then on every operation on it takes a
 microcode assist on x86 CPUs, about a hundred cycles. In the conv VAE nearly
-half the first moments got there within four epochs, and Adam's step went from
-0.8 to 4 ms (a training step from 23 to 27 ms). So m, v and the momentum
+half the first moments get there within four epochs, which would make Adam's
+step five times slower (benchmarks/RESULTS.md). So m, v and the momentum
 buffer b are set to 0 when their magnitude is below ``finfo(dtype).tiny``.
 The parameters are the same: the update such a moment makes, at most
 lr * tiny / eps (1e-33 for lr = 1e-3, eps = 1e-8), is far below a float32
 parameter's rounding step. (PyTorch keeps the subnormals.)
 
 Each public function updates its arrays in place and returns ``None``. It
-dispatches (see :mod:`kernels._dispatch`) to a Numba CPU kernel (one pass over
+dispatches (:mod:`kernels._dispatch`) to a Numba CPU kernel (one pass over
 the flattened arrays, no temporaries), a Numba CUDA kernel for CuPy arrays, or
-the ``*_reference`` function written in plain ``xp``.
+the ``*_reference`` function written in plain ``xp``. The update of one
+element is written once, :func:`_adam_element` and :func:`_sgd_element`,
+and both the CPU and the CUDA kernel call it.
 """
 import functools
 import math
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import register_jitable
 
-from scratchvae.backend import check_float, check_same, get_xp
-
+from ._arrays import check_float, check_same, get_xp
 from ._dispatch import CUDA_THREADS, choose, cuda_grid, cuda_stream, scalar
 
 
@@ -70,25 +72,30 @@ def _adam_scalars(step, lr, beta1, beta2, eps, weight_decay, dtype):
     return tuple(scalar(s, dtype) for s in values)
 
 
+@register_jitable
+def _adam_element(p, g, m, v, w1, beta2, w2, step_size, bc2_sqrt, eps, weight_decay, tiny,
+                  zero):
+    """One element's Adam update: the new (p, m, v). Scalars in the array dtype
+    (``zero`` too: a literal 0 would turn the arithmetic into float64)."""
+    if weight_decay != 0:
+        g = g + weight_decay * p
+    m = m + w1 * (g - m)
+    v = v * beta2 + w2 * g * g
+    if abs(m) < tiny:                        # subnormal: stored as 0 (module docstring)
+        m = zero
+    if v < tiny:
+        v = zero
+    denom = math.sqrt(v) / bc2_sqrt + eps
+    return p - step_size * (m / denom), m, v
+
+
 @njit(parallel=True, fastmath=False, cache=True)
 def _adam_cpu(p, g, m, v, w1, beta2, w2, step_size, bc2_sqrt, eps, weight_decay, tiny,
               zero):
-    """Numba CPU kernel on 1-D views; scalars already in the array dtype (``zero``
-    too: a literal 0 would turn the arithmetic into float64)."""
+    """Numba CPU kernel on 1-D views: :func:`_adam_element` for every element."""
     for i in prange(p.size):
-        gi = g[i]
-        if weight_decay != 0:
-            gi = gi + weight_decay * p[i]
-        mi = m[i] + w1 * (gi - m[i])
-        vi = v[i] * beta2 + w2 * gi * gi
-        if abs(mi) < tiny:                   # subnormal: stored as 0 (module docstring)
-            mi = zero
-        if vi < tiny:
-            vi = zero
-        m[i] = mi
-        v[i] = vi
-        denom = np.sqrt(vi) / bc2_sqrt + eps
-        p[i] = p[i] - step_size * (mi / denom)
+        p[i], m[i], v[i] = _adam_element(p[i], g[i], m[i], v[i], w1, beta2, w2, step_size,
+                                         bc2_sqrt, eps, weight_decay, tiny, zero)
 
 
 def _flush_subnormal(a):
@@ -144,28 +151,40 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
 # SGD
 # --------------------------------------------------------------------------
 
+@register_jitable
+def _sgd_element(p, g, b, lr, momentum, w_damp, weight_decay, nesterov, first_step,
+                 use_momentum, tiny, zero):
+    """One element's SGD update: the new (p, b), b the momentum buffer's value
+    (its old value is ignored on the first step, and b is unused without
+    momentum). Scalars in the array dtype."""
+    d = g
+    if weight_decay != 0:
+        d = d + weight_decay * p
+    if use_momentum:
+        if first_step:
+            b = d
+        else:
+            b = b * momentum + w_damp * d
+        if abs(b) < tiny:                    # subnormal: stored as 0 (module docstring)
+            b = zero
+        if nesterov:
+            d = d + momentum * b
+        else:
+            d = b
+    return p - lr * d, b
+
+
 @njit(parallel=True, fastmath=False, cache=True)
 def _sgd_cpu(p, g, buf, lr, momentum, w_damp, weight_decay, nesterov, first_step,
              use_momentum, tiny, zero):
-    """Numba CPU kernel on 1-D views; ``buf`` is unused when not use_momentum;
-    scalars in the array dtype."""
+    """Numba CPU kernel on 1-D views: :func:`_sgd_element` for every element;
+    ``buf`` is empty and untouched when not use_momentum."""
     for i in prange(p.size):
-        d = g[i]
-        if weight_decay != 0:
-            d = d + weight_decay * p[i]
+        b = buf[i] if use_momentum else zero
+        p[i], b = _sgd_element(p[i], g[i], b, lr, momentum, w_damp, weight_decay, nesterov,
+                               first_step, use_momentum, tiny, zero)
         if use_momentum:
-            if first_step:
-                b = d
-            else:
-                b = buf[i] * momentum + w_damp * d
-            if abs(b) < tiny:                # subnormal: stored as 0 (module docstring)
-                b = zero
             buf[i] = b
-            if nesterov:
-                d = d + momentum * b
-            else:
-                d = b
-        p[i] = p[i] - lr * d
 
 
 def sgd_step_reference(param, grad, buf, lr, momentum=0.0, dampening=0.0,
@@ -238,40 +257,19 @@ def _cuda_kernels():
                     zero):
         # grid-stride loop: thread i handles i, i + gridsize, ...
         for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-            gi = g[i]
-            if weight_decay != 0:
-                gi = gi + weight_decay * p[i]
-            mi = m[i] + w1 * (gi - m[i])
-            vi = v[i] * beta2 + w2 * gi * gi
-            if abs(mi) < tiny:
-                mi = zero
-            if vi < tiny:
-                vi = zero
-            m[i] = mi
-            v[i] = vi
-            denom = math.sqrt(vi) / bc2_sqrt + eps
-            p[i] = p[i] - step_size * (mi / denom)
+            p[i], m[i], v[i] = _adam_element(p[i], g[i], m[i], v[i], w1, beta2, w2,
+                                             step_size, bc2_sqrt, eps, weight_decay, tiny,
+                                             zero)
 
     @cuda.jit
     def sgd_kernel(p, g, buf, lr, momentum, w_damp, weight_decay, nesterov, first_step,
                    use_momentum, tiny, zero):
         for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-            d = g[i]
-            if weight_decay != 0:
-                d = d + weight_decay * p[i]
+            b = buf[i] if use_momentum else zero
+            p[i], b = _sgd_element(p[i], g[i], b, lr, momentum, w_damp, weight_decay,
+                                   nesterov, first_step, use_momentum, tiny, zero)
             if use_momentum:
-                if first_step:
-                    b = d
-                else:
-                    b = buf[i] * momentum + w_damp * d
-                if abs(b) < tiny:
-                    b = zero
                 buf[i] = b
-                if nesterov:
-                    d = d + momentum * b
-                else:
-                    d = b
-            p[i] = p[i] - lr * d
 
     return adam_kernel, sgd_kernel
 

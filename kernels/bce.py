@@ -34,11 +34,13 @@ Gradient: d softplus(l)/dl = e^l / (1 + e^l) = sigmoid(l), so
     d nll / dl = sigmoid(l) - x,      dlogits = scale * (sigmoid(l) - x).
 
 ``scale`` is the upstream gradient of each row loss (e.g. 1/N for a batch
-mean). sigmoid is evaluated stably from the same e = exp(-|l|):
-``1 / (1 + e)`` for l >= 0 and ``e / (1 + e)`` for l < 0; neither divides
-by something that overflows. The kernels make ONE pass over the data with
-one exp per element (the CPU kernel also needs only one log per 512
-elements, see :func:`_bce_cpu`).
+mean). sigmoid is evaluated stably from the same e = exp(-|l|)
+(kernels/sigmoid.py): ``1 / (1 + e)`` for l >= 0 and ``e / (1 + e)`` for
+l < 0. The kernels make ONE pass over the data with one exp per element
+(the CPU kernel also needs only one log per 512 elements, see
+:func:`_bce_cpu`). The formulas of one element, ``max(l, 0) - l x`` and
+``scale * (sigmoid(l) - x)``, are written once (:func:`_linear_terms`,
+:func:`_dlogit`) and compiled into both the CPU and the CUDA kernel.
 
 Precision (chosen): row sums are accumulated in float64 and then stored in
 the input dtype -- ``row_loss`` and ``dlogits`` have the dtype of the logits,
@@ -52,10 +54,11 @@ import math
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import register_jitable
 
-from scratchvae.backend import check_float, check_same, get_xp
-
+from ._arrays import check_float, check_same, get_xp
 from ._dispatch import CUDA_THREADS, choose, cuda_stream
+from .sigmoid import sigmoid, sigmoid_of_exp
 
 
 def _as_rows(a):
@@ -84,18 +87,30 @@ def bce_with_logits_forward_reference(logits, targets):
 
 def bce_with_logits_reference(logits, targets, scale=1.0):
     """``(row_loss, dlogits)`` in plain ``xp`` (allocates temporaries)."""
-    xp = get_xp(logits)
     l, x = _as_rows(logits), _as_rows(targets)
-    e = xp.exp(-xp.abs(l))
-    terms = xp.maximum(l, 0) - l * x + xp.log1p(e)
-    row_loss = terms.sum(axis=1, dtype=xp.float64).astype(l.dtype)
-    sig = xp.where(l >= 0, 1 / (1 + e), e / (1 + e))
-    dlogits = l.dtype.type(scale) * (sig - x)
+    row_loss = bce_with_logits_forward_reference(l, x)
+    dlogits = l.dtype.type(scale) * (sigmoid(l) - x)
     return row_loss, dlogits.reshape(logits.shape)
 
 
 # --------------------------------------------------------------------------
-# Numba CPU kernels: parallel over rows, one pass, row sums in float64
+# the formulas of one element, shared by the CPU and the CUDA kernels
+# --------------------------------------------------------------------------
+
+@register_jitable
+def _linear_terms(l, x):
+    """max(l, 0) - l x: nll(l, x) without its logarithm log1p(exp(-|l|))."""
+    return (l if l > 0.0 else 0.0) - l * x
+
+
+@register_jitable
+def _dlogit(l, e, x, scale):
+    """scale * (sigmoid(l) - x), given e = exp(-|l|)."""
+    return scale * (sigmoid_of_exp(l, e) - x)
+
+
+# --------------------------------------------------------------------------
+# Numba CPU kernel: parallel over rows, one pass, row sums in float64
 # --------------------------------------------------------------------------
 
 #: factors (1 + e) per log call; each is in (1, 2], so a block's product is
@@ -104,12 +119,13 @@ LOG_BLOCK = 512
 
 
 @njit(parallel=True, fastmath=False, cache=True)
-def _bce_cpu(l, x, scale, row_loss, dl):
-    """row_loss[n] and dl[n, :] for every row n (rows in parallel).
+def _bce_cpu(l, x, scale, row_loss, dl, want_grad):
+    """row_loss[n] for every row n (rows in parallel), and dl[n, :] when
+    ``want_grad`` (dl is not touched otherwise).
 
     ``sum_d log1p(e_d)`` is taken as ``sum_blocks log(prod_block (1 + e_d))``:
     one log per LOG_BLOCK elements instead of one per element (the libm
-    log/log1p call was the most expensive part of the loop). Rounding adds
+    log/log1p call is the most expensive part of the loop). Rounding adds
     about one float64 ulp per factor, an absolute error near 512 * 1.1e-16
     = 6e-14 per block: invisible in a float32 result. ``e`` comes from
     ``exp`` in the input dtype (float32 exp is twice as fast as float64);
@@ -125,37 +141,15 @@ def _bce_cpu(l, x, scale, row_loss, dl):
             e = np.float64(np.exp(-abs(li)))  # in (0, 1]: cannot overflow
             lf = np.float64(li)
             xf = np.float64(x[n, d])
-            acc += max(lf, 0.0) - lf * xf
+            acc += _linear_terms(lf, xf)
             prod *= 1.0 + e
             k += 1
             if k == LOG_BLOCK:
                 acc += np.log(prod)
                 prod = 1.0
                 k = 0
-            sig = (1.0 if lf >= 0 else e) / (1.0 + e)  # sigmoid(l), stable
-            dl[n, d] = scale * (sig - xf)
-        row_loss[n] = acc + np.log(prod)
-
-
-@njit(parallel=True, fastmath=False, cache=True)
-def _bce_forward_cpu(l, x, row_loss):
-    """row_loss[n] only; same arithmetic as :func:`_bce_cpu`."""
-    N, D = l.shape
-    for n in prange(N):
-        acc = 0.0
-        prod = 1.0
-        k = 0
-        for d in range(D):
-            li = l[n, d]
-            e = np.float64(np.exp(-abs(li)))
-            lf = np.float64(li)
-            acc += max(lf, 0.0) - lf * np.float64(x[n, d])
-            prod *= 1.0 + e
-            k += 1
-            if k == LOG_BLOCK:
-                acc += np.log(prod)
-                prod = 1.0
-                k = 0
+            if want_grad:
+                dl[n, d] = _dlogit(lf, e, xf, scale)
         row_loss[n] = acc + np.log(prod)
 
 
@@ -178,7 +172,7 @@ def bce_with_logits(logits, targets, scale=1.0):
     row_loss = xp.empty(l.shape[0], dtype=l.dtype)
     dl = xp.empty_like(l)
     if impl == "cpu":
-        _bce_cpu(l, x, float(scale), row_loss, dl)
+        _bce_cpu(l, x, float(scale), row_loss, dl, True)
     else:
         _bce_cuda(l, x, float(scale), row_loss, dl)
     return row_loss, dl.reshape(logits.shape)
@@ -194,7 +188,7 @@ def bce_with_logits_forward(logits, targets):
     l, x = _as_rows(logits), _as_rows(targets)
     row_loss = xp.empty(l.shape[0], dtype=l.dtype)
     if impl == "cpu":
-        _bce_forward_cpu(l, x, row_loss)
+        _bce_cpu(l, x, 0.0, row_loss, np.empty((0, 0), l.dtype), False)
     else:
         _bce_forward_cuda(l, x, row_loss)
     return row_loss
@@ -225,11 +219,9 @@ def _cuda_kernel():
             li = float(l[n, d])
             xi = float(x[n, d])
             e = math.exp(-abs(li))  # in (0, 1]: cannot overflow
-            relu = li if li > 0.0 else 0.0  # max(l, 0), spelled out for the CUDA target
-            acc += relu - li * xi + math.log1p(e)
+            acc += _linear_terms(li, xi) + math.log1p(e)
             if want_grad:
-                sig = 1.0 / (1.0 + e) if li >= 0 else e / (1.0 + e)
-                dl[n, d] = scale * (sig - xi)
+                dl[n, d] = _dlogit(li, e, xi, scale)
         # tree reduction of the TPB partial sums in shared memory
         partial = cuda.shared.array(TPB, float64)
         partial[tid] = acc

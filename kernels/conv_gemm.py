@@ -26,32 +26,28 @@ transposed convolution's backward needs two products of one column matrix,
 im2col(dy) Wm^T and X^T im2col(dy): :func:`conv_forward_and_weight_products`
 builds each chunk once for both.
 
-Measured on the 2-core machine (benchmarks/RESULTS.md): alone, on the conv
-VAE's Conv2d(32, 64) shapes with the caches flushed before each call, the
-forward product 2.35 -> 1.9 ms, the transposed one 2.14 -> 1.77 ms, the
-weight gradient (against a column matrix kept from the forward) 3.11 -> 2.06
-ms; inside training steps (fresh processes alternating), a conv-VAE step
-28.7 -> 23.4 ms and a VQ-VAE step 27.9 -> 21.9 ms. A Conv2d keeps x for its
-backward instead of its column matrix (4x smaller here).
+Fusing takes about a fifth off a conv-VAE or VQ-VAE training step against
+the unfused products (benchmarks/RESULTS.md). A Conv2d keeps x for its
+backward, not its column matrix (4x smaller here).
 
 A 1x1 convolution (kernel 1, stride 1, padding 0) has the image itself as
 its columns: its products are plain :func:`kernels.gemm.matmul` calls.
 
-Implementations (see :mod:`kernels._dispatch`): the fused Numba kernels for
-NumPy arrays; for CuPy arrays, kernels/im2col.py's CUDA kernels and cuBLAS,
+Dispatch (:mod:`kernels._dispatch`): the fused Numba kernels for NumPy
+arrays; for CuPy arrays, kernels/im2col.py's CUDA kernels and cuBLAS,
 unfused (a GPU's memory bandwidth makes the column matrix cheap); and
 ``*_reference``, the unfused composition of the xp references.
 """
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from scratchvae.backend import get_xp
-
 from . import im2col as columns           # its CUDA launchers, looked up at call time
+from ._arrays import get_xp
 from ._dispatch import choose, scalar
 from .gemm import _gemm_addresses, gemm_rows, matmul
 from .im2col import (_geometry, col2im_block, col2im_reference, col2im_table_block,
-                     cpu_tables, im2col_block, im2col_reference, im2col_table_block)
+                     conv_output_size, cpu_tables, im2col_block, im2col_reference,
+                     im2col_table_block)
 
 #: a chunk's column rows take about this many bytes (its images' columns are
 #: built, multiplied or gathered while they stay in the core's cache: 2 MB of
@@ -120,7 +116,7 @@ def _columns_cpu(gemm, x, kh, kw, sh, sw, ph, pw, use_table, offsets, chunk, thr
     The arrays of a product not asked for are not touched (empty ones will do).
     """
     N, H, W, C = x.shape
-    P = ((H + 2 * ph - kh) // sh + 1) * ((W + 2 * pw - kw) // sw + 1)
+    P = conv_output_size(H, kh, sh, ph) * conv_output_size(W, kw, sw, pw)
     width = kh * kw * C
     O, D = Wm.shape[0], R.shape[1]
     size = x.itemsize

@@ -3,17 +3,11 @@
 BLAS does the arithmetic, as everywhere in the engine; this kernel only
 decides which thread computes which part of C.
 
-Why. On the CPU two thread pools used to share the cores: Numba's OpenMP
-threads for the kernels of this package, and the BLAS library's own
-threads for the matrix products between them. Whichever pool was idle had
-either to sleep, and be woken (tens of microseconds, dozens of times a
-training step), or to spin, and take the cores from the other pool: with
-spinning OpenMP threads beside OpenBLAS's, a conv-VAE step took 4-7x
-longer. Running the products on Numba's pool too leaves one pool, whose
-idle threads can spin briefly (the OpenMP default) because nothing else
-wants the cores. Measured on the 2-core machine, fresh processes
-alternating (benchmarks/RESULTS.md): a training step of the conv VAE
-32.2 -> 29.2 ms, of the VQ-VAE 32.9 -> 27.0 ms, of the MLP VAE 3.6 -> 3.4 ms.
+The kernels of this package and the products between them run on one
+thread pool, Numba's (OpenMP). Why one pool: beside a BLAS library's own
+threads, an idle pool must either sleep (and be woken, dozens of times a
+training step) or spin (and take the other pool's cores); alone, its idle
+threads spin briefly and nothing else wants the cores (benchmarks/RESULTS.md).
 
 How. A product is cut into T blocks, T = Numba's thread count, and one
 parallel loop gives each thread one block, for which it calls BLAS
@@ -45,10 +39,9 @@ scratchvae's pool runs the threads, and a BLAS library's own threads would
 compete with it. NumPy's ``@`` elsewhere in the same process then runs on
 one thread too.
 
-Implementations (see :mod:`kernels._dispatch`): the Numba CPU kernel for
-NumPy float32/float64 operands; ``a @ b`` (cuBLAS) for CuPy arrays; and
-``matmul_reference``, plain ``a @ b``, for everything else, for products too
-small to be worth a parallel launch, and under ``SCRATCHVAE_KERNELS=reference``.
+Dispatch (:mod:`kernels._dispatch`, which states matmul's small-product
+exception): the Numba CPU kernel for NumPy float32/float64 operands of any
+layout; cuBLAS (``a @ b``) for CuPy arrays; ``matmul_reference`` otherwise.
 """
 import functools
 
@@ -58,14 +51,13 @@ from numba import get_num_threads, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._dispatch import forced_reference, is_cupy
+from ._dispatch import choose
 
 #: products with fewer multiply-adds than this (M*N*K) run as plain ``a @ b``:
 #: a parallel launch costs more than it saves (OpenBLAS itself keeps products
 #: under 4 * 65536 multiply-adds on one thread)
 SMALL_PRODUCT = 1 << 18
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 #: largest dimension or leading dimension the 32-bit integers of LP64 BLAS hold
 _INT32_MAX = 2 ** 31 - 1
 
@@ -261,9 +253,7 @@ def matmul(a, b):
     _check(a, b)
     M, K = a.shape
     N = b.shape[1]
-    if (forced_reference() or is_cupy(a) or is_cupy(b)
-            or not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray))
-            or a.dtype != b.dtype or np.dtype(a.dtype) not in _FLOATS
+    if (choose(a, b, strided=True) != "cpu"           # "cuda": cuBLAS, a @ b
             or M * N * K < SMALL_PRODUCT or max(M, N, K) > _INT32_MAX):
         return matmul_reference(a, b)
     a_flat, a_rows, lda = _storage(a)

@@ -1,5 +1,9 @@
 """im2col and col2im on channels-last images: the data movement behind convolutions.
 
+(A long file, on purpose: im2col and its adjoint col2im, in each of their
+implementations and CPU strategies, are kept side by side, each loop next to
+its adjoint and its reference.)
+
 Images here are channels-last, x of shape (N, H, W, C) (the memory order
 PyTorch calls ``channels_last``; the conv ops keep the usual NCHW *shapes*
 and pass ``x.transpose(0, 2, 3, 1)`` down, which is free for a
@@ -22,8 +26,8 @@ Why this layout (rows = output pixels (n, oh, ow), columns = (i, j, c)):
   values (128 floats for a 4-wide kernel over 32 channels) instead of
   gathering single pixels with a stride, which is what makes it cheap (the
   NCHW layout (C*KH*KW, N*OH*OW) copies runs of only OW values, strided
-  by SW; on the conv-VAE shapes its im2col measured about 3x and its
-  col2im about 4x slower);
+  by SW: on the conv-VAE shapes its im2col is about 3x and its col2im
+  about 4x slower);
 - ``cols @ Wm.T`` is one large GEMM (N*OH*OW rows) whose result, of shape
   (N*OH*OW, O), *is* the channels-last output: no transpose afterwards;
 - every gradient is again one GEMM on the same two operands
@@ -42,10 +46,12 @@ contributions to each pixel are added in increasing (i, j) order starting
 from 0, exactly the order of the reference's loop over kernel offsets, so
 kernels and reference agree bit for bit.
 
-Three implementations each (see :mod:`kernels._dispatch`): Numba CPU
+Three implementations each (:mod:`kernels._dispatch`): Numba CPU
 kernels, a Numba CUDA kernel (one thread per output element, grid-stride
 loop) for CuPy arrays, and a plain ``xp`` reference looping over the KH*KW
-kernel offsets. The CPU loops are written for a range of images (the
+kernel offsets. The CPU and the CUDA kernels walk the windows differently
+(whole runs per image row; one element per thread) and share the geometry,
+:func:`conv_output_size`, compiled into both. The CPU loops are written for a range of images (the
 ``*_block`` functions); the parallel kernels here give each task one image,
 and kernels/conv_gemm.py runs them a few images at a time inside each
 thread, fused with the matrix products, which is how the engine's
@@ -62,10 +68,9 @@ number of channels:
   every entry of the image's column block (-1 for padding); for col2im, for
   every image element, the list of column-block entries that add onto it,
   in increasing (i, j) order. The kernels then run one long loop over the
-  table per image. Measured on the conv VAE's first and last layers (C = 1,
-  28x28, kernel 4, stride 2): im2col 1.3 -> 0.6-0.8 ms, col2im 1.8 -> 0.9-1.0
-  ms, about 2.5 ms off a 50 ms training step (fourth session, before the
-  fusion). (For C = 4 and more the run kernels were as fast or faster.)
+  table per image. For these layers the tables make im2col and col2im
+  about twice as fast as the runs (benchmarks/RESULTS.md, the conv VAE's
+  first and last layers); from C = 4 on the runs are as fast or faster.
 
 col2im's blocks start each pixel from a given vector of C values instead of
 0 when asked (``init``): the fused transposed convolution adds its bias so.
@@ -74,14 +79,17 @@ import functools
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import register_jitable
 
-from scratchvae.backend import get_xp
-
+from ._arrays import get_xp
 from ._dispatch import CUDA_THREADS, choose, cuda_grid, cuda_stream, scalar
 
 
+@register_jitable
 def conv_output_size(size, kernel, stride, padding):
-    """Output length of a convolution along one axis: (size + 2p - k) // s + 1."""
+    """Output length of a convolution along one axis: (size + 2p - k) // s + 1.
+
+    One function for Python, the CPU kernels and the CUDA kernels."""
     return (size + 2 * padding - kernel) // stride + 1
 
 
@@ -163,6 +171,16 @@ def _valid_range(k, stride, pad, size, out_size):
     return min(lo, out_size), min(hi, out_size)
 
 
+@register_jitable
+def kernel_offsets(p, stride, kernel):
+    """(start, stop) of the kernel offsets k = start, start + stride, ... < stop
+    through which an output position o = (p - k) / stride >= 0 reads the
+    padded input position p: start = p mod stride, stop = min(kernel, p + 1).
+    col2im's CPU and CUDA kernels both gather a pixel's contributions so
+    (the minimum is spelled out: Numba's CUDA target does not compile min)."""
+    return p % stride, (p + 1 if p + 1 < kernel else kernel)
+
+
 #: col2im adds a pixel's C channels as one vector when C is at least this;
 #: for fewer channels it runs one strided loop over the pixels per channel
 _FEW_CHANNELS = 16
@@ -180,8 +198,8 @@ def im2col_block(x, n0, n1, cols, kh, kw, sh, sw, ph, pw):
     the part outside is written as 0.
     """
     N, H, W, C = x.shape
-    OH = (H + 2 * ph - kh) // sh + 1
-    OW = (W + 2 * pw - kw) // sw + 1
+    OH = conv_output_size(H, kh, sh, ph)
+    OW = conv_output_size(W, kw, sw, pw)
     xf = x.reshape(N, H, W * C)              # image rows, flat
     run = kw * C                             # one kernel row of one window
     for n in range(n0, n1):
@@ -230,8 +248,8 @@ def col2im_block(cols, n0, n1, x, kh, kw, sh, sw, ph, pw, init):
     Each pixel is so a sum over its own (i, j) in increasing order.
     """
     N, H, W, C = x.shape
-    OH = (H + 2 * ph - kh) // sh + 1
-    OW = (W + 2 * pw - kw) // sw + 1
+    OH = conv_output_size(H, kh, sh, ph)
+    OW = conv_output_size(W, kw, sw, pw)
     xf = x.reshape(N * H, W * C)             # image rows, flat
     run = kw * C
     for n in range(n0, n1):
@@ -241,7 +259,8 @@ def col2im_block(cols, n0, n1, x, kh, kw, sh, sw, ph, pw, init):
                 for c in range(C):
                     out[w * C + c] = init[c]
             hp = h + ph
-            for i in range(hp % sh, min(kh, hp + 1), sh):    # i <= hp keeps oh >= 0
+            i0, i1 = kernel_offsets(hp, sh, kh)
+            for i in range(i0, i1, sh):
                 oh = (hp - i) // sh
                 if oh >= OH:
                     continue
@@ -360,7 +379,7 @@ def col2im_table_block(cols, n0, n1, x, starts, entries, init):
 def _im2col_cpu(x, cols, kh, kw, sh, sw, ph, pw):
     """x (N, H, W, C) -> cols (N*OH*OW, KH*KW*C), both C-contiguous (runs of KW*C)."""
     N, H, W, C = x.shape
-    P = ((H + 2 * ph - kh) // sh + 1) * ((W + 2 * pw - kw) // sw + 1)
+    P = conv_output_size(H, kh, sh, ph) * conv_output_size(W, kw, sw, pw)
     for n in prange(N):
         im2col_block(x, n, n + 1, cols[n * P:(n + 1) * P], kh, kw, sh, sw, ph, pw)
 
@@ -369,7 +388,7 @@ def _im2col_cpu(x, cols, kh, kw, sh, sw, ph, pw):
 def _col2im_cpu(cols, x, kh, kw, sh, sw, ph, pw):
     """cols (N*OH*OW, KH*KW*C) -> x (N, H, W, C), both C-contiguous; a gather."""
     N, H, W, C = x.shape
-    P = ((H + 2 * ph - kh) // sh + 1) * ((W + 2 * pw - kw) // sw + 1)
+    P = conv_output_size(H, kh, sh, ph) * conv_output_size(W, kw, sw, pw)
     zeros = np.zeros(C, x.dtype)
     for n in prange(N):
         col2im_block(cols[n * P:(n + 1) * P], n, n + 1, x, kh, kw, sh, sw, ph, pw, zeros)
@@ -439,8 +458,8 @@ def _cuda_kernels():
     def im2col_kernel(x, cols, kh, kw, sh, sw, ph, pw):
         # one thread per entry of cols viewed as (N, OH, OW, KH, KW, C)
         N, H, W, C = x.shape
-        OH = (H + 2 * ph - kh) // sh + 1
-        OW = (W + 2 * pw - kw) // sw + 1
+        OH = conv_output_size(H, kh, sh, ph)
+        OW = conv_output_size(W, kw, sw, pw)
         for idx in range(cuda.grid(1), cols.size, cuda.gridsize(1)):
             c = idx % C
             t = idx // C
@@ -465,8 +484,8 @@ def _cuda_kernels():
     def col2im_kernel(cols, x, kh, kw, sh, sw, ph, pw, zero):
         # one thread per image element x[n, h, w, c]: gathers its contributions
         N, H, W, C = x.shape
-        OH = (H + 2 * ph - kh) // sh + 1
-        OW = (W + 2 * pw - kw) // sw + 1
+        OH = conv_output_size(H, kh, sh, ph)
+        OW = conv_output_size(W, kw, sw, pw)
         for idx in range(cuda.grid(1), x.size, cuda.gridsize(1)):
             c = idx % C
             t = idx // C
@@ -477,10 +496,12 @@ def _cuda_kernels():
             hp = h + ph
             wp = w + pw
             acc = zero
-            for i in range(hp % sh, min(kh, hp + 1), sh):
+            i0, i1 = kernel_offsets(hp, sh, kh)
+            j0, j1 = kernel_offsets(wp, sw, kw)
+            for i in range(i0, i1, sh):
                 oh = (hp - i) // sh
                 if oh < OH:
-                    for j in range(wp % sw, min(kw, wp + 1), sw):
+                    for j in range(j0, j1, sw):
                         ow = (wp - j) // sw
                         if ow < OW:
                             acc += cols[(n * OH + oh) * OW + ow, (i * kw + j) * C + c]

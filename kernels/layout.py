@@ -7,20 +7,17 @@ conv VAE step transposes a few (N, C, H, W) arrays between the two layouts
 convolution's input). ``np.ascontiguousarray`` makes such a copy on one
 thread; this kernel makes the same copy with one image per task.
 
-Implementations (see :mod:`kernels._dispatch`): a Numba CPU kernel for 4-D
-NumPy float32/float64 arrays of any strides (it writes the new C-contiguous
-array in order and reads the source through its strides); CuPy's own
-``ascontiguousarray`` for CuPy arrays; ``ascontiguous_reference``
-(``xp.ascontiguousarray``) for everything else and under
-``SCRATCHVAE_KERNELS=reference``. All three give the same values: a copy
-moves numbers without arithmetic.
+Dispatch (:mod:`kernels._dispatch`): a Numba CPU kernel for 4-D NumPy
+float32/float64 arrays of any strides (it writes the new C-contiguous array
+in order and reads the source through its strides); CuPy's own copy for
+CuPy arrays; ``ascontiguous_reference`` (``xp.ascontiguousarray``) otherwise.
+All three give the same values: a copy moves numbers without arithmetic.
 """
 import numpy as np
 from numba import njit, prange
 
-from scratchvae.backend import get_xp
-
-from ._dispatch import forced_reference
+from ._arrays import get_xp
+from ._dispatch import choose
 
 
 def ascontiguous_reference(a):
@@ -43,8 +40,7 @@ def ascontiguous(a):
     """``np.ascontiguousarray(a)``: ``a`` itself when C-contiguous, else a C-ordered copy."""
     if a.flags.c_contiguous:
         return a
-    if (forced_reference() or type(a) is not np.ndarray or a.ndim != 4
-            or np.dtype(a.dtype) not in (np.dtype(np.float32), np.dtype(np.float64))):
+    if a.ndim != 4 or choose(a, strided=True) != "cpu":    # "cuda": CuPy's copy
         return ascontiguous_reference(a)
     out = np.empty(a.shape, dtype=a.dtype)
     _copy_cpu(a, out)

@@ -16,8 +16,7 @@ so the forward output is all the backward needs:
 
 Why a kernel. The NumPy expression ``dy * (y > 0)`` makes two passes (a
 boolean mask, then a multiply that casts it) and allocates the mask; the
-kernel reads dy and y once and writes dx once. In the conv VAE a ReLU sits
-after every convolution, on arrays of up to 128x32x14x14 values.
+kernel reads dy and y once and writes dx once.
 
 Layout. Elementwise work does not care about the order of the elements, only
 that dy, y and dx agree on it. The conv ops return channels-last arrays
@@ -28,19 +27,33 @@ decreasing stride, a C-contiguous view for a dense array), flattened, and dx
 is allocated with y's layout (``empty_like``). Arrays that are not dense, or
 whose layouts differ, go to the reference.
 
-Three implementations of each (see :mod:`kernels._dispatch`): a Numba CPU
+Three implementations of each (:mod:`kernels._dispatch`): a Numba CPU
 kernel (parallel over elements), a Numba CUDA kernel (grid-stride loop) and
-the plain ``xp`` reference. The backward's select, never multiply: dx = dy
-where y > 0, else 0, so a NaN or infinite dy where y <= 0 gives 0 (as
-PyTorch's ``threshold_backward``). Kernels and references agree bit for bit.
+the plain ``xp`` reference. Both kernels call one function per element,
+:func:`_relu` and :func:`_relu_grad`. The backward selects, never
+multiplies: dx = dy where y > 0, else 0, so a NaN or infinite dy where
+y <= 0 gives 0 (as PyTorch's ``threshold_backward``). Kernels and
+references agree bit for bit.
 """
 import functools
 
 from numba import njit, prange
+from numba.extending import register_jitable
 
-from scratchvae.backend import check_float, check_same, get_xp, memory_order
-
+from ._arrays import check_float, check_same, get_xp, memory_order
 from ._dispatch import CUDA_THREADS, choose, cuda_grid, cuda_stream
+
+
+@register_jitable
+def _relu(v):
+    """max(v, 0) of one number: NaN stays NaN; -0 and negatives give +0."""
+    return v if (v > 0 or v != v) else 0
+
+
+@register_jitable
+def _relu_grad(dy, y):
+    """dx of one element: dy where y > 0, else 0 (a selection, never a product)."""
+    return dy if y > 0 else 0
 
 
 def relu_forward_reference(x, out=None):
@@ -52,8 +65,7 @@ def relu_forward_reference(x, out=None):
 def _relu_forward_cpu(x, y):
     """x, y: 1-D C-contiguous of one dtype (possibly the same array)."""
     for i in prange(x.size):
-        v = x[i]
-        y[i] = v if (v > 0 or v != v) else 0     # NaN stays NaN; -0 and negatives give +0
+        y[i] = _relu(x[i])
 
 
 def relu_forward(x, out=None):
@@ -93,7 +105,7 @@ def relu_backward_reference(dy, y):
 def _relu_backward_cpu(dy, y, dx):
     """dy, y, dx: 1-D C-contiguous of one dtype."""
     for i in prange(dy.size):
-        dx[i] = dy[i] if y[i] > 0 else 0
+        dx[i] = _relu_grad(dy[i], y[i])
 
 
 def relu_backward(dy, y):
@@ -127,15 +139,14 @@ def _cuda_kernel():
         start = cuda.grid(1)
         step = cuda.gridsize(1)
         for i in range(start, x.size, step):
-            v = x[i]
-            y[i] = v if (v > 0 or v != v) else 0
+            y[i] = _relu(x[i])
 
     @cuda.jit
     def relu_backward_kernel(dy, y, dx):
         start = cuda.grid(1)
         step = cuda.gridsize(1)
         for i in range(start, dy.size, step):
-            dx[i] = dy[i] if y[i] > 0 else 0
+            dx[i] = _relu_grad(dy[i], y[i])
 
     return relu_forward_kernel, relu_backward_kernel
 

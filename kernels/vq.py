@@ -22,7 +22,7 @@ float64 in a fixed order, the same in all three implementations:
     zz    = (((z_0 z_0) + z_1 z_1) + z_2 z_2) + ...        (d = 0, 1, ..., D-1)
     dot_k = (((z_0 e_k0) + z_1 e_k1) + z_2 e_k2) + ...
     ee_k  = (((e_k0 e_k0) + e_k1 e_k1) + ...)              (:func:`code_sq_norms`)
-    dist  = (zz - 2 dot_k) + ee_k
+    dist  = (zz - 2 dot_k) + ee_k                          (:func:`squared_distance`)
 
 Each step is one IEEE float64 operation (Numba does not reassociate or fuse
 them without ``fastmath``), so the CPU kernel, the CUDA simulator and the
@@ -43,9 +43,9 @@ import math
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import register_jitable
 
-from scratchvae.backend import check_float, check_shape, get_xp
-
+from ._arrays import check_float, check_shape, get_xp
 from ._dispatch import CUDA_THREADS, choose, cuda_grid, cuda_stream
 
 #: rows handled by one task of the CPU kernel (each task owns one (K,) buffer)
@@ -61,6 +61,13 @@ def _check(op, z, codebook):
                          f"{tuple(codebook.shape)}")
     check_shape(op, "vectors", z, (None, D))
     check_float(op, "vectors", z, codebook.dtype)
+
+
+@register_jitable
+def squared_distance(zz, dot, ee):
+    """||z - e||^2 = (||z||^2 - 2 z.e) + ||e||^2, from its three parts, in this
+    order; for numbers in the kernels, for arrays (broadcast) in the reference."""
+    return (zz - 2.0 * dot) + ee
 
 
 def code_sq_norms(codebook):
@@ -95,7 +102,7 @@ def nearest_code_reference(z, codebook):
     for d in range(D):                                  # the kernels' summation order
         zz += z64[:, d] * z64[:, d]
         dot += z64[:, d, None] * e64[None, :, d]
-    dist = (zz[:, None] - 2.0 * dot) + code_sq_norms(codebook)[None, :]
+    dist = squared_distance(zz[:, None], dot, code_sq_norms(codebook)[None, :])
     if M == 0:
         return xp.zeros(0, dtype=xp.int64), xp.zeros(0, dtype=xp.float64)
     indices = xp.argmin(dist, axis=1).astype(xp.int64)  # first minimum: lowest index
@@ -131,7 +138,7 @@ def _nearest_cpu(z, eT, ee, indices, sqdist):
             best = np.inf
             best_k = 0
             for k in range(K):
-                dist = (zz - 2.0 * dot[k]) + ee[k]
+                dist = squared_distance(zz, dot[k], ee[k])
                 if dist < best:                      # strict: ties keep the lower k
                     best = dist
                     best_k = k
@@ -197,8 +204,8 @@ def _cuda_kernel():
                 dot = 0.0
                 for d in range(D):
                     dot += float(z[m, d]) * eT[d, k]
-                dist = (zz - 2.0 * dot) + ee[k]
-                if dist < best:
+                dist = squared_distance(zz, dot, ee[k])
+                if dist < best:                      # strict: ties keep the lower k
                     best = dist
                     best_k = k
             indices[m] = best_k

@@ -8,40 +8,22 @@ Randomness is always explicit: a seeded ``Generator`` is created with
 :func:`new_rng` and passed to whatever needs random numbers. There is no
 global random state, so a CPU run is reproducible bit for bit.
 
-This module also holds the small validation helpers every op uses, so that a
-wrong shape or dtype is reported as ``ValueError`` naming the op, what it
-expected and what it received.
+A wrong shape, dtype or size is reported as ``ValueError`` naming the op,
+what it expected and what it received. The array helpers the kernels use
+too (``get_xp``, ``is_cupy``, ``memory_order``, ``check_shape``,
+``check_float``, ``check_same``) live in :mod:`kernels._arrays`, below this
+module, and are re-exported here; ``check_int`` and ``check_rng`` are the
+engine's own.
 """
 import numpy as np
+
+from kernels._arrays import (check_float, check_same, check_shape, get_xp, is_cupy,
+                             memory_order)
 
 #: dtype used for training
 DEFAULT_DTYPE = np.float32
 #: dtype used for finite-difference gradient checks
 CHECK_DTYPE = np.float64
-
-
-def _is_cupy(a):
-    return type(a).__module__.split(".")[0] == "cupy"
-
-
-def get_xp(*arrays):
-    """Return the array module (numpy or cupy) that ``arrays`` live in."""
-    for a in arrays:
-        if _is_cupy(a):
-            import cupy  # only reached when a CuPy array was handed in
-
-            return cupy
-    return np
-
-
-def memory_order(a):
-    """Axes of ``a`` from the largest stride to the smallest (a stable sort).
-
-    (0, 1, ..., n-1) for a C-contiguous array, (0, 2, 3, 1) for a
-    channels-last NCHW view; ``a.transpose(memory_order(a))`` is C-contiguous
-    whenever ``a`` is dense, whatever its layout.
-    """
-    return tuple(sorted(range(a.ndim), key=lambda k: -a.strides[k]))
 
 
 #: glibc mallopt parameters (malloc.h)
@@ -53,18 +35,19 @@ def retain_freed_memory(mmap_threshold=32 << 20, trim_threshold=1 << 30):
     to the operating system; call once before a training loop. Returns True
     when the settings were applied (Linux with glibc), else False.
 
-    Why: a training step allocates and frees the same large temporaries
-    (im2col columns of ~13 MB for the conv VAE) every step. By default glibc
-    serves blocks over its mmap threshold with fresh ``mmap`` pages and
-    gives freed heap memory back with ``trim``, so every step page-faults
-    those megabytes in again, zero-filled by the kernel. Raising the mmap
-    threshold (blocks up to ``mmap_threshold`` bytes come from the heap; 32
-    MiB is glibc's largest allowed value on 64-bit) and the trim threshold
-    (keep up to ``trim_threshold`` free bytes at the top of the heap) lets
-    the next step reuse the same memory. Measured on the conv VAE: about
-    10% off a training step; the resident set stays about the same, since
-    the same blocks are reused. NumPy and CuPy results are unchanged: this
-    only affects where memory comes from.
+    Why: a training step allocates and frees blocks of the same sizes every
+    step (each layer's activations and gradients, 3.2 MB for one of the conv
+    VAE's 128x32x14x14 float32 arrays). By default glibc serves blocks over
+    its mmap threshold with fresh ``mmap`` pages and gives freed heap memory
+    back with ``trim``, so every step page-faults those megabytes in again,
+    zero-filled by the kernel. Raising the mmap threshold (blocks up to
+    ``mmap_threshold`` bytes come from the heap; 32 MiB is glibc's largest
+    allowed value on 64-bit) and the trim threshold (keep up to
+    ``trim_threshold`` free bytes at the top of the heap) lets the next step
+    reuse the same memory, with about the same resident set. It takes about
+    a tenth off a conv-VAE training step (``benchmarks/profile_step.py``,
+    with and without; benchmarks/RESULTS.md). NumPy and CuPy results are
+    unchanged: this only affects where memory comes from.
     """
     import ctypes
     import ctypes.util
@@ -109,7 +92,7 @@ def get_array_module(device):
 
 def to_numpy(a):
     """Copy an array (NumPy or CuPy) to a NumPy array on the host."""
-    return a.get() if _is_cupy(a) else np.asarray(a)
+    return a.get() if is_cupy(a) else np.asarray(a)
 
 
 def to_device(a, xp):
@@ -140,35 +123,6 @@ def standard_normal(rng, shape, dtype):
 # validation helpers
 # --------------------------------------------------------------------------
 
-def _fmt_shape(shape):
-    inner = ", ".join("*" if s is None else str(s) for s in shape)
-    return f"({inner},)" if len(shape) == 1 else f"({inner})"
-
-
-def check_shape(op, name, x, shape):
-    """Raise ``ValueError`` unless ``x.shape`` matches ``shape``.
-
-    ``shape`` is a tuple whose entries are ints or ``None`` (any size).
-    """
-    got = getattr(x, "shape", None)
-    if got is None:
-        raise ValueError(f"{op}: expected {name} to be an array of shape "
-                         f"{_fmt_shape(shape)}, got {type(x).__name__}")
-    if len(got) != len(shape) or any(s is not None and s != g for s, g in zip(shape, got)):
-        raise ValueError(f"{op}: expected {name} of shape {_fmt_shape(shape)}, "
-                         f"got {tuple(got)}")
-
-
-def check_float(op, name, x, dtype=None):
-    """Raise ``ValueError`` unless ``x`` is float32/float64 (and ``dtype`` if given)."""
-    dt = np.dtype(x.dtype)
-    if dt not in (np.float32, np.float64):
-        raise ValueError(f"{op}: expected {name} of dtype float32 or float64, got {dt}")
-    if dtype is not None and dt != np.dtype(dtype):
-        raise ValueError(f"{op}: expected {name} of dtype {np.dtype(dtype)} "
-                         f"(the dtype of the op's parameters), got {dt}")
-
-
 def check_int(op, name, value, minimum):
     """``value`` as an int; ``ValueError`` unless it is an int (not a bool) >= ``minimum``.
 
@@ -192,13 +146,3 @@ def check_rng(op, rng):
         raise ValueError(f"{op}: expected rng, a seeded numpy.random.Generator (e.g. "
                          f"np.random.default_rng(0)) to initialise the parameters, "
                          f"got {type(rng).__name__}")
-
-
-def check_same(op, name_a, a, name_b, b):
-    """Raise ``ValueError`` unless two arrays share shape and dtype."""
-    if a.shape != b.shape:
-        raise ValueError(f"{op}: expected {name_b} of shape {tuple(a.shape)} "
-                         f"(the shape of {name_a}), got {tuple(b.shape)}")
-    if a.dtype != b.dtype:
-        raise ValueError(f"{op}: expected {name_b} of dtype {a.dtype} "
-                         f"(the dtype of {name_a}), got {b.dtype}")

@@ -13,6 +13,7 @@ trailing dimensions.
 import math
 
 import kernels
+from kernels.sigmoid import sigmoid
 
 from .backend import check_float, check_same, check_shape, get_xp
 
@@ -96,14 +97,8 @@ def bernoulli_nll_backward(dnll, cache):
     else:
         l2, x2 = data
         d = _per_sample(dnll, l2.shape[0], "BernoulliNLL.backward")
-        grad = d * (_sigmoid(l2) - x2)
+        grad = d * (sigmoid(l2) - x2)
     return grad.reshape(shape)
-
-
-def _sigmoid(x):
-    xp = get_xp(x)
-    e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
 # --------------------------------------------------------------------------

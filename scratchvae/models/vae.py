@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kernels.sigmoid import sigmoid
+
 from .. import losses
 from ..backend import check_float, check_shape, get_xp, standard_normal, to_numpy
 from ..layers import Module, Parameter
@@ -101,8 +103,7 @@ class VAE(Module):
     def mean_image(self, out):
         """The decoder output as an image: sigmoid(logits), or the Gaussian mean."""
         if self.likelihood == "bernoulli":
-            xp = get_xp(out)
-            return 1 / (1 + xp.exp(-out))
+            return sigmoid(out)
         return out
 
     def reconstruct(self, x):

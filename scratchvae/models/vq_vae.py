@@ -37,6 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kernels.sigmoid import sigmoid
+
 from .. import losses
 from ..backend import check_float, check_int, check_rng, check_shape, get_xp, to_device, to_numpy
 from ..layers import Conv2d, ConvTranspose2d, Module, Parameter, ReLU, Sequential
@@ -232,7 +234,7 @@ class VQVAE(Module):
     def reconstruct(self, x):
         """sigmoid(decoder(z_q(x))): the reconstructed images."""
         logits = self._forward(x)[4]
-        return 1 / (1 + get_xp(logits).exp(-logits))
+        return sigmoid(logits)
 
     def sample(self, n, rng):
         raise NotImplementedError("VQVAE.sample: a VQ-VAE has no prior to sample from "
@@ -321,7 +323,7 @@ class VQVAE(Module):
             xb = xp.asarray(x[start:start + batch_size])
             z_e, indices, _, _, logits = self._forward(xb)
             recon += float(losses.bernoulli_nll_forward(logits, xb)[0].sum())
-            mse += float(((1 / (1 + xp.exp(-logits)) - xb) ** 2).sum())
+            mse += float(((sigmoid(logits) - xb) ** 2).sum())
             sq += float(commitment_loss_forward(z_e, q.codebook.data, indices)[0].sum())
             counts += code_counts(indices, q.num_codes)
         self._cache = None

@@ -11,7 +11,7 @@ only a device array reveals show up in a test.
 What it mimics, because that is where engine bugs hide:
 
 - ``type(a).__module__ == "cupy"``: the engine recognises the arrays as CuPy
-  (``backend._is_cupy``, ``kernels._dispatch.is_cupy``).
+  (``kernels._arrays.is_cupy``, which ``scratchvae.backend`` re-exports).
 - ``ndarray`` is *not* a ``numpy.ndarray`` subclass: ``np.asarray(a)``,
   ``np.array(a)``, ``np.ascontiguousarray(a)``, ``np.savez(..., a)`` raise
   CuPy's ``TypeError`` ("Implicit conversion to a NumPy array is not
