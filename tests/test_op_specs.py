@@ -30,7 +30,7 @@ from cudasim import run_under_cudasim
 from kernels._dispatch import ENV_VAR
 from op_specs_harness import evaluate, prepared
 from scratchvae import losses, ops
-from scratchvae.gradcheck import REGISTRY, OpSpec, checks, relative_error
+from scratchvae.gradcheck import REGISTRY, OpSpec, checks, register, relative_error
 from scratchvae.gradcheck import derivations
 from scratchvae.gradcheck.problems import LAYOUTS, Problem
 from scratchvae.gradcheck.registry import FAMILIES, unregistered_backwards
@@ -256,6 +256,16 @@ def test_a_backward_without_an_entry_is_caught(monkeypatch):
          "def gelu_forward(x):\n    return x, x\n", planted.__dict__)
     planted.gelu_backward.__module__ = planted.__name__
     assert unregistered_backwards([planted]) == ["scratchvae.ops.planted.gelu_backward"]
+
+
+def test_register_refuses_a_second_entry_or_check_of_one_name():
+    relu = REGISTRY["relu"]
+    with pytest.raises(ValueError, match="an op spec named 'relu' exists already"):
+        register(relu)
+    twin = OpSpec("relu twin", relu.forward, relu.backward, checks=relu.checks)
+    with pytest.raises(ValueError, match="a check named 'ReLU' exists already"):
+        register(twin)
+    assert "relu twin" not in REGISTRY
 
 
 @pytest.mark.parametrize("spec", REGISTRY.values(), ids=list(REGISTRY))

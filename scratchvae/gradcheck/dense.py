@@ -31,11 +31,13 @@ def _concat_pair(rng):
                     "axis": 1}, ("a", "b"))
 
 
-def _concat_forward(a, b, axis):
+def concat_pair_forward(a, b, axis):
+    """concat_forward of the list [a, b]: the inputs by name, for the check."""
     return S.concat_forward([a, b], axis)
 
 
-def _concat_backward(dy, cache):
+def concat_pair_backward(dy, cache):
+    """concat_backward's list of gradients as a tuple (da, db)."""
     return tuple(S.concat_backward(dy, cache))
 
 
@@ -70,6 +72,6 @@ SPECS = (
     OpSpec(
         "concat", S.concat_forward, S.concat_backward,
         cases=(Case("Concat", _concat_pair),),
-        check_forward=_concat_forward, check_backward=_concat_backward,
+        check_forward=concat_pair_forward, check_backward=concat_pair_backward,
         wrapper=Concat, tests=("tests/test_ops.py",)),
 )

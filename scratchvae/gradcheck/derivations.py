@@ -68,6 +68,9 @@ def _entry(spec, shown):
     lines = [f"### {spec.name}", "", "| | |", "|---|---|",
              f"| Forward | {_link(spec.forward)} |",
              f"| Backward | {_link(spec.backward)} |"]
+    adapters = [f for f in (spec.check_forward, spec.check_backward) if f is not None]
+    if adapters:
+        lines.append(f"| Checked as | {_links(adapters)} |")
     if spec.wrapper is not None:
         lines.append(f"| Module or builder | {_link(spec.wrapper)} |")
     if spec.kernels:

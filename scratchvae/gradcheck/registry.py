@@ -2,9 +2,10 @@
 model, collected from the family modules listed in :data:`FAMILIES`, and the
 catalogue of gradient checks drawn from it.
 
-To add an op: write its entry in the family module of its kind (or a new
-module, added to FAMILIES), then regenerate docs/derivations.md with
-``python -m scratchvae.gradcheck.derivations > docs/derivations.md``.
+To add an op: write its entry in the SPECS of the family module of its kind
+(or of a new module, added to FAMILIES), record its name and its checks'
+names in tests/gradcheck_catalogue.txt, and regenerate docs/derivations.md
+with ``python -m scratchvae.gradcheck.derivations > docs/derivations.md``.
 """
 import inspect
 
