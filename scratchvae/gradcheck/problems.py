@@ -102,17 +102,8 @@ LAYOUTS = {"C-order": c_order, "channels-last": channels_last,
 
 
 def is_float_array(value):
+    """True for a NumPy or CuPy array of a floating dtype."""
     return hasattr(value, "dtype") and np.dtype(value.dtype).kind == "f"
-
-
-def laid_out(inputs, layout):
-    """The float arrays of ``inputs`` (a dict) in ``layout``; other entries as they are."""
-    return {k: layout(v) if is_float_array(v) and v.ndim else v for k, v in inputs.items()}
-
-
-def cast(inputs, dtype):
-    """The float arrays of ``inputs`` cast to ``dtype`` (layout kept); other entries as they are."""
-    return {k: v.astype(dtype) if is_float_array(v) else v for k, v in inputs.items()}
 
 
 # --------------------------------------------------------------------------
