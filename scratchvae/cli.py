@@ -256,7 +256,7 @@ def _cmd_train(args):
 
 
 def _cmd_gradcheck(args):
-    from .checks import run_checks
+    from .gradcheck import run_checks
 
     results = run_checks(seed=args.seed, only=args.only)
     if not results:

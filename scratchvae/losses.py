@@ -9,6 +9,9 @@ forward's inputs. The model combines the terms:
 
 Inputs of shape (N, ...) are treated as (N, D) with D the product of the
 trailing dimensions.
+
+Registry entries (gradient checks, generated tests, docs/derivations.md):
+scratchvae/gradcheck/losses.py.
 """
 import math
 

@@ -3,14 +3,12 @@ adjointness, initialisation, modules and argument validation."""
 import numpy as np
 import pytest
 
-import scratchvae.checks_conv as checks_conv
 import scratchvae.layers.conv as conv_layers
 from kernels import conv_gemm
 from kernels import im2col as K
 from kernels._dispatch import ENV_VAR
-from scratchvae import checks
-from scratchvae.checks_conv import CONV_CHECKS, conv_checks
-from scratchvae.gradcheck import check_op
+from scratchvae.gradcheck import REGISTRY, check_names, check_op, checks
+from scratchvae.gradcheck import conv as conv_family
 from scratchvae.layers.conv import Conv2d, ConvTranspose2d
 from scratchvae.models import build_model
 from scratchvae.ops.conv import (conv2d_backward, conv2d_forward, conv2d_init,
@@ -199,8 +197,12 @@ def test_conv_vae_shapes_float32_match_torch():
 # gradients
 # --------------------------------------------------------------------------
 
+#: the catalogue's convolution checks (scratchvae/gradcheck/conv.py), as (name, run) pairs
+CONV_CHECKS = [check for spec in conv_family.SPECS for check in spec.catalogue()]
+
+
 def test_conv_gradchecks_pass():
-    results = conv_checks(np.random.default_rng(0))
+    results = [run(np.random.default_rng(0)) for _, run in CONV_CHECKS]
     assert len(results) >= 10
     for r in results:
         assert r.passed, str(r)
@@ -221,15 +223,17 @@ def _kernels_run_by(monkeypatch, named_checks):
     CPU kernel call they made (strategy: how its im2col/col2im ran), the phase
     being the conv op function (forward or backward of which op) running."""
     phase, seen = [None], set()
-    for module in (checks_conv, conv_layers):
-        for fname, tag in PHASES.items():
-            def tagged(*args, _f=getattr(module, fname), _tag=tag, **kwargs):
+    for fname, tag in PHASES.items():
+        op, direction = fname.rsplit("_", 1)
+        # the layers' calls, and the registry entry's (the catalogue's op checks)
+        for owner, attr in ((conv_layers, fname), (REGISTRY[op], direction)):
+            def tagged(*args, _f=getattr(owner, attr), _tag=tag, **kwargs):
                 phase[0] = _tag
                 try:
                     return _f(*args, **kwargs)
                 finally:
                     phase[0] = None
-            monkeypatch.setattr(module, fname, tagged)
+            monkeypatch.setattr(owner, attr, tagged)
     for kname, where in CPU_KERNELS.items():
         def spy(*args, _f=getattr(conv_gemm, kname), _where=where):
             assert isinstance(args[_where], bool)
@@ -243,7 +247,7 @@ def _kernels_run_by(monkeypatch, named_checks):
 
 
 def test_conv_gradchecks_run_both_cpu_strategies(monkeypatch):
-    """The float64 checks of checks_conv.py send each op's forward and backward
+    """The float64 checks of scratchvae/gradcheck/conv.py send each op's forward and backward
     through the index-table kernels (images of <= TABLE_CHANNELS channels) and
     the run kernels (more channels): both are checked, not only the one the
     small test shapes happen to pick."""
@@ -251,14 +255,14 @@ def test_conv_gradchecks_run_both_cpu_strategies(monkeypatch):
     seen = _kernels_run_by(monkeypatch, CONV_CHECKS)
     assert seen == {(phase, strategy, np.dtype(np.float64))
                     for phase in PHASES.values() for strategy in ("runs", "table")}
-    assert set(dict(CONV_CHECKS)) <= set(checks.check_names())    # all in the catalogue
+    assert set(dict(CONV_CHECKS)) <= set(check_names())    # all in the catalogue
 
 
 def test_conv_vae_gradcheck_runs_the_run_kernels(monkeypatch):
     """The whole-model check with hidden layers of 4 and 5 channels reaches the
     run kernels in every conv phase (the (3, 4) instances only the tables)."""
     name = "conv-vae loss (Bernoulli, 4x4 images, channels (4, 5))"
-    seen = _kernels_run_by(monkeypatch, [(name, dict(checks.CHECKS)[name])])
+    seen = _kernels_run_by(monkeypatch, [(name, dict(checks())[name])])
     assert {(phase, np.dtype(np.float64)) for phase, strategy, dtype in seen
             if strategy == "runs"} == {(phase, np.dtype(np.float64)) for phase in PHASES.values()}
 

@@ -3,7 +3,7 @@ conditional VAEs, the image grid and the `sample` command."""
 import numpy as np
 import pytest
 
-from scratchvae import checks
+from scratchvae import gradcheck as checks
 from scratchvae.cli import main
 from scratchvae.gradcheck import check_model
 from scratchvae.models import CVAE, build_model, conv_cvae, mlp_cvae, mlp_vae

@@ -1,75 +1,18 @@
-"""Every op, loss and model passes its float64 gradient check, and the check
-catches deliberately wrong backward passes (a check that cannot fail is no check)."""
+"""The finite-difference check itself (scratchvae/gradcheck/core.py): its
+error measure, its arguments, and that it catches deliberately wrong
+backward passes (a check that cannot fail is no check). The registry's
+checks and generated tests are in tests/test_op_specs.py."""
 import numpy as np
 import pytest
 
-from scratchvae import checks, losses
+from scratchvae import losses
 from scratchvae.gradcheck import (check_model, check_module, check_op, gradcheck,
-                                  relative_error)
+                                  relative_error, run_checks)
 from scratchvae.layers import Linear
 from scratchvae.models import mlp_vae, vae as vae_module
 from scratchvae.ops import activations as A
 from scratchvae.ops.linear import linear_backward, linear_forward
 from scratchvae.ops.sampler import reparameterize_backward, reparameterize_forward
-
-
-@pytest.mark.parametrize("name", checks.check_names())
-def test_catalogue_check_passes(name):
-    result = checks.run_check(name, seed=0)
-    assert result.errors, "the check compared nothing"
-    assert result.passed, str(result) + f" errors={result.errors}"
-    assert result.max_error <= 1e-7
-
-
-#: every check of the catalogue, by its exact name: dropping or renaming one fails
-CATALOGUE = [
-    # layers, ops and losses (scratchvae/checks.py)
-    "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Flatten",
-    "ReLU (channels-last input)", "Flatten (channels-last input)", "Reshape", "Concat",
-    "Sequential(Linear, Tanh, Linear)", "Reparameterize (L=2)", "GaussianKL",
-    "BernoulliNLL (reference)", "BernoulliNLL (fused kernel)", "GaussianNLL (lambda=0.3)",
-    "GaussianNLLLearned (per-sample logvar)", "GaussianNLLLearned (shared logvar)",
-    "SoftmaxCrossEntropy",
-    # whole models: VAEs, beta-VAE and KL schedules, conditional VAEs, the classifier
-    "mlp-vae loss (Bernoulli)",
-    "mlp-vae loss (Bernoulli, L=3, beta=4)",
-    "mlp-vae loss (Gaussian, lambda=0.5)",
-    "mlp-vae loss (Gaussian, learned variance)",
-    "conv-vae loss (Bernoulli, 4x4 images)",
-    "conv-vae loss (Bernoulli, L=2, 2x4x8 images)",
-    "conv-vae loss (Bernoulli, 4x4 images, channels (4, 5))",
-    "mlp-vae loss (beta=4, KL warm-up, step 30 of 100)",
-    "mlp-vae loss (capacity: 10 |KL - C|, C = 20 > KL)",
-    "mlp-cvae loss (Bernoulli, L=2, 4 classes)",
-    "conv-cvae loss (Bernoulli, 4x4 images, 4 classes)",
-    "classifier loss (softmax cross-entropy)",
-    # convolutions (scratchvae/checks_conv.py)
-    "conv2d op N=2 C=3 7x6 O=4 k=(3, 2) s=(2, 1) p=(1, 0) bias=True",
-    "conv2d op N=3 C=2 8x7 O=3 k=4 s=2 p=1 bias=True",
-    "conv2d op N=1 C=2 5x6 O=2 k=3 s=3 p=2 bias=False",
-    "conv2d op N=2 C=3 4x5 O=2 k=1 s=1 p=0 bias=True",
-    "conv2d op N=2 C=5 6x5 O=4 k=(3, 2) s=2 p=1 bias=True",
-    "conv_transpose2d op N=2 C=3 4x3 O=2 k=(3, 2) s=(2, 3) p=(1, 0) op=(1, 2) bias=True",
-    "conv_transpose2d op N=2 C=3 3x4 O=2 k=4 s=2 p=1 op=0 bias=True",
-    "conv_transpose2d op N=1 C=2 3x3 O=3 k=3 s=3 p=2 op=1 bias=False",
-    "conv_transpose2d op N=2 C=3 4x5 O=2 k=1 s=1 p=0 op=0 bias=True",
-    "conv_transpose2d op N=2 C=4 3x3 O=5 k=(3, 2) s=2 p=1 op=1 bias=True",
-    "Conv2d(3, 4, (3, 2), stride=(2, 1), padding=1)",
-    "ConvTranspose2d(3, 2, 4, stride=2, padding=1, output_padding=1)",
-    # vector quantiser and VQ-VAE (scratchvae/checks_vq.py)
-    "VQ codebook loss (w.r.t. codebook)",
-    "VQ commitment loss (w.r.t. z_e)",
-    "vq-vae loss (straight-through surrogate, codebook loss)",
-    "vq-vae loss (straight-through surrogate, EMA codebook)",
-]
-
-
-def test_catalogue_covers_every_op_loss_and_model():
-    names = checks.check_names()
-    assert len(set(names)) == len(names), "two checks share a name"
-    assert len(set(CATALOGUE)) == len(CATALOGUE)
-    missing = [name for name in CATALOGUE if name not in names]
-    assert not missing, f"checks missing from the catalogue: {missing}"
 
 
 def test_relative_error_definition():
@@ -154,6 +97,29 @@ def test_op_check_requires_every_named_gradient():
                  ["x", "W", "b"], rng=rng)
 
 
+def test_op_check_lays_out_the_upstream_gradient():
+    """``layout`` hands backward G in that memory layout (the values unchanged),
+    so a backward that misreads a channels-last dy is caught."""
+    from scratchvae.gradcheck.problems import channels_last
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 4, 5))
+    seen = []
+
+    def tanh_backward(dy, y):
+        seen.append(dy.flags.c_contiguous)
+        return A.tanh_backward(dy, y)
+    assert check_op("tanh", A.tanh_forward, tanh_backward, {"x": x}, ["x"], rng=rng,
+                    layout=channels_last).passed
+    assert seen == [False]
+
+    def misreads_memory(dy, y):   # dy's memory taken as C-ordered
+        return A.tanh_backward(np.ravel(dy, order="K").reshape(dy.shape), y)
+    assert check_op("tanh", A.tanh_forward, misreads_memory, {"x": x}, ["x"],
+                    rng=np.random.default_rng(0)).passed
+    assert not check_op("tanh", A.tanh_forward, misreads_memory, {"x": x}, ["x"],
+                        rng=np.random.default_rng(0), layout=channels_last).passed
+
+
 def test_missing_term_in_kl_is_caught():
     rng = np.random.default_rng(0)
 
@@ -207,7 +173,6 @@ def test_channels_last_relu_check_runs_the_relu_kernel(monkeypatch):
     """The catalogue's "ReLU (channels-last input)" check hands backward a gradient in
     the output's layout, so the one-pass kernel (not the mixed-layout fallback) runs."""
     import kernels.relu as K
-    from scratchvae.checks import run_checks
     calls = []
     kernel = K._relu_backward_cpu
     monkeypatch.setattr(K, "_relu_backward_cpu", lambda *a: (calls.append(1), kernel(*a)))

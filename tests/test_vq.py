@@ -7,7 +7,7 @@
 - scratchvae/ops/vq.py: values, the straight-through backward, the EMA
   update against the formula worked by hand on a tiny case;
 - gradients: the codebook and commitment terms and the whole model against
-  float64 central differences (scratchvae/checks_vq.py explains the
+  float64 central differences (scratchvae/ops/vq.py derives the
   straight-through surrogate), and deliberately wrong backwards that must
   fail;
 - the model: parameter count, dead-code restarts, state with buffers,
@@ -23,9 +23,9 @@ import pytest
 
 import kernels.vq as kvq
 from kernels._dispatch import ENV_VAR, choose
-from scratchvae import checks_vq as vc
 from scratchvae import checkpoints as ckpt
-from scratchvae import checks
+from scratchvae.gradcheck import check_names, problems
+from scratchvae.gradcheck import vq as vq_checks
 from scratchvae.cli import main
 from scratchvae.models import build_model
 from scratchvae.models.vq_vae import VectorQuantizer, vq_vae
@@ -317,15 +317,18 @@ def test_ema_first_step_is_the_exact_mean():
 # gradient checks
 # --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,fn", vc.VQ_CHECKS, ids=[n for n, _ in vc.VQ_CHECKS])
+VQ_CHECKS = [check for spec in vq_checks.SPECS for check in spec.catalogue()]
+
+
+@pytest.mark.parametrize("name,fn", VQ_CHECKS, ids=[n for n, _ in VQ_CHECKS])
 def test_vq_gradchecks_pass(name, fn):
     result = fn(np.random.default_rng(0))
     assert result.errors and result.passed, str(result) + f" {result.errors}"
 
 
 def test_vq_checks_are_in_the_catalogue():
-    names = checks.check_names()
-    for name, _ in vc.VQ_CHECKS:
+    names = check_names()
+    for name, _ in VQ_CHECKS:
         assert name in names
 
 
@@ -333,9 +336,10 @@ def test_assignment_gap_and_rejected_draws():
     E = np.array([[0.0, 0], [1, 0]])
     z_e = np.array([[0.4, 0.0]]).reshape(1, 2, 1, 1)
     # distances 0.16 and 0.36: gap 0.2
-    assert vc.assignment_gap(z_e, E) == pytest.approx(0.2)
-    model, x = vc.draw_vq_model(np.random.default_rng(5))
-    assert vc.assignment_gap(model.encode(x), model.quantizer.codebook.data) > vc.MIN_GAP
+    assert problems.assignment_gap(z_e, E) == pytest.approx(0.2)
+    model, x = problems.draw_vq_model(np.random.default_rng(5))
+    gap = problems.assignment_gap(model.encode(x), model.quantizer.codebook.data)
+    assert gap > problems.MIN_GAP
 
 
 class _QueuedNormals:
@@ -353,25 +357,25 @@ def test_near_ties_are_redrawn():
     tied_z = np.zeros((2, 3, 2, 2))
     tied_E = np.full((5, 3), 10.0)
     tied_E[0], tied_E[1] = [1, 0, 0], [-1, 0, 0]
-    assert vc.assignment_gap(tied_z, tied_E) == 0
+    assert problems.assignment_gap(tied_z, tied_E) == 0
     rng = _QueuedNormals([tied_z, tied_E], np.random.default_rng(0))
-    z_e, E = vc._latent_problem(rng)
+    z_e, E = problems.latent_problem(rng)
     assert not rng.queued and E.shape == tied_E.shape
-    assert not np.array_equal(z_e, tied_z) and vc.assignment_gap(z_e, E) > vc.MIN_GAP
+    assert not np.array_equal(z_e, tied_z) and problems.assignment_gap(z_e, E) > problems.MIN_GAP
 
 
 def test_draws_fail_loudly_when_no_gap_is_wide_enough(monkeypatch):
-    monkeypatch.setattr(vc, "MIN_GAP", np.inf)
+    monkeypatch.setattr(problems, "MIN_GAP", np.inf)
     with pytest.raises(RuntimeError, match="near ties"):
-        vc._latent_problem(np.random.default_rng(0))
+        problems.latent_problem(np.random.default_rng(0))
     with pytest.raises(RuntimeError, match="ties"):
-        vc.draw_vq_model(np.random.default_rng(0))
+        problems.draw_vq_model(np.random.default_rng(0))
 
 
 def test_straight_through_gradient_and_unpatched_codebook_loss():
     """dL/dz_e = (decoder's gradient at z_q) + 2 beta/N (z_e - z_q), and the codebook
     gradient is that of ||sg(z_e) - z_q||^2 with z_q = e_k itself."""
-    model, x = vc.draw_vq_model(np.random.default_rng(6))
+    model, x = problems.draw_vq_model(np.random.default_rng(6))
     N, beta = x.shape[0], model.commitment
     seen = {}
     real_backward = model.encoder.backward
@@ -419,10 +423,10 @@ WRONG_BACKWARDS = {
 
 @pytest.mark.parametrize("case", sorted(WRONG_BACKWARDS))
 def test_wrong_model_backward_is_caught(case, monkeypatch):
-    model, x = vc.draw_vq_model(np.random.default_rng(7))   # passes: test_vq_gradchecks_pass
+    model, x = problems.draw_vq_model(np.random.default_rng(7))   # passes: test_vq_gradchecks_pass
     attr, wrong = WRONG_BACKWARDS[case]
     monkeypatch.setattr(vq_module, attr, wrong)
-    bad = vc.model_gradcheck(case, model, x, np.random.default_rng(0))
+    bad = vq_checks.model_gradcheck(case, model, x, np.random.default_rng(0))
     assert not bad.passed and bad.max_error > 1e-3, str(bad)
 
 
@@ -431,7 +435,7 @@ def test_wrong_op_backward_is_caught(monkeypatch):
     monkeypatch.setattr(ops, "codebook_loss_backward",
                         lambda dloss, cache: 0.5 * real(dloss, cache))  # d/de of ||z - e||^2 / 2
     from scratchvae.gradcheck import check_op
-    z_e, E = vc._latent_problem(np.random.default_rng(8))
+    z_e, E = problems.latent_problem(np.random.default_rng(8))
     bad = check_op("halved", lambda codebook: ops.codebook_loss_forward(
         z_e, codebook, ops.vq_assign(z_e, codebook)), ops.codebook_loss_backward,
         {"codebook": E}, ["codebook"], rng=np.random.default_rng(0))

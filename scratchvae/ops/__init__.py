@@ -8,4 +8,8 @@
 - conv.py         Conv2d and ConvTranspose2d (im2col / col2im)
 - vq.py           vector quantisation: nearest code, straight-through copy,
                   codebook and commitment losses, EMA codebook update
+
+Every pair has an entry in the op spec registry (scratchvae/gradcheck/),
+from which its gradient checks, its generated tests and docs/derivations.md
+come; a ``*_backward`` without one fails tests/test_op_specs.py.
 """

@@ -2,6 +2,9 @@
 by the derivative f'(x), written in terms of whatever the forward cached.
 
 Shapes: any; the output has the input's shape.
+
+Registry entries (gradient checks, generated tests, docs/derivations.md):
+scratchvae/gradcheck/elementwise.py.
 """
 import kernels
 from kernels.sigmoid import sigmoid

@@ -37,6 +37,9 @@ They are computed with im2col / col2im fused into the matrix product, a few
 images at a time, so no column matrix is ever built whole; 1x1
 convolutions (kernel 1, stride 1, padding 0) skip im2col/col2im: the
 columns are the image itself, reshaped.
+
+Registry entries (gradient checks over a grid of strides, paddings and
+kernels; generated tests; docs/derivations.md): scratchvae/gradcheck/conv.py.
 """
 import numpy as np
 

@@ -4,6 +4,9 @@ Shapes: x (N, in), W (out, in), b (out,), y (N, out).
 
 The products run on :func:`kernels.gemm.matmul` (BLAS, one block per
 thread of scratchvae's pool; ``a @ b`` for CuPy arrays).
+
+Registry entry (gradient checks, generated tests, docs/derivations.md):
+scratchvae/gradcheck/dense.py.
 """
 from kernels.gemm import matmul
 

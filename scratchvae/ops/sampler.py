@@ -8,6 +8,9 @@ eps that does not depend on them lets the gradient flow into the encoder.
 Shapes: mu, logvar (N, Z); eps (L, N, Z) for L samples per input;
 z (L*N, Z), sample l of input n at row l*N + n (so the decoder sees L
 ordinary batches stacked).
+
+Registry entry (gradient checks, generated tests, docs/derivations.md):
+scratchvae/gradcheck/losses.py.
 """
 from ..backend import check_float, check_same, check_shape, get_xp, standard_normal
 

@@ -11,6 +11,9 @@ elementwise backward below it (a ReLU, comparing with its channels-last
 output) and the convolution's backward see one layout and need no copy.
 (Reshape's gradient comes back C-ordered; in the models its input is the
 C-ordered output of a Linear layer.)
+
+Registry entries (gradient checks, generated tests, docs/derivations.md):
+scratchvae/gradcheck/dense.py.
 """
 import math
 

@@ -26,6 +26,29 @@ Memory: vectors are handled as rows (N*H*W, D) in (n, h, w) order, which for
 a channels-last z_e (what the conv ops return) is a free view; z_q and
 dz_e come back as NCHW-shaped views of channels-last arrays, like the conv
 ops' outputs.
+
+What the gradient checks differentiate (registry entries:
+scratchvae/gradcheck/vq.py; docs/derivations.md). The backward is not the
+derivative of the loss: the stop-gradients and the straight-through copy
+define the "gradient". The checks differentiate a surrogate whose true
+derivative is that gradient, with every sg() made explicit by a value
+frozen at the base point:
+
+    z_e  = enc(x; theta_enc)                 z_e0, E0: z_e and the codebook at the
+    z_st = E0[k] + (z_e - z_e0)              base point, held fixed while the
+    S    = 1/N sum_n [ BCE(dec(z_st), x)     parameters are perturbed; k: the
+           + ||z_e0 - E[k]||^2               assignments, held fixed
+           + beta ||z_e - E0[k]||^2 ]
+
+At the base point z_st = E0[k] = z_q and S equals the loss. dS/dtheta_enc
+goes through z_st with Jacobian I (straight-through) and through the
+commitment term; dS/dE comes from the codebook term only; the decoder sees
+z_q. With the EMA codebook the codebook term is absent and E is not
+trained. The ops alone are checked the same way: vq_quantize as
+z_q = E[k] + (z_e - z_e0) with respect to z_e, the two losses with k held
+fixed. Problems are drawn without near ties of the nearest and
+second-nearest codes, so the fixed k are the nearest codes throughout the
+finite-difference steps.
 """
 import numpy as np
 

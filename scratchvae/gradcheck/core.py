@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import get_xp, to_numpy
+from ..backend import get_xp, to_numpy
 
 TINY = 1e-30
 
@@ -164,16 +164,20 @@ def gradcheck(loss_fn, arrays, grads, *, name="", h=1e-6, tol=1e-7,
     return result
 
 
-def check_op(name, forward, backward, inputs, grad_names, *, rng, **kwargs):
+def check_op(name, forward, backward, inputs, grad_names, *, rng, layout=None, **kwargs):
     """Gradient check of a functional pair ``forward(**inputs) -> (out, cache)``,
     ``backward(dout, cache) -> tuple of grads``.
 
     The scalar is L = sum(out * G) for a fixed random G, so dL/dout = G.
     ``grad_names`` names the entries of ``inputs`` that backward's outputs
     belong to, in order (``None`` for an output that is not checked).
+    ``layout`` (a function of an array, returning the same values in another
+    memory layout) lays G out before backward sees it; default C order.
     """
     out, _ = forward(**inputs)
     G = rng.standard_normal(out.shape)
+    if layout is not None:
+        G = layout(G)
 
     def loss_fn():
         return float(np.sum(to_numpy(forward(**inputs)[0]) * G))

@@ -1,0 +1,95 @@
+"""Registry entries of the whole models: each model's scalar loss w.r.t. every
+parameter, on a narrow float64 instance of the same class (scratchvae/models/).
+
+A whole-model loss sums many pixels, so the round-off of a central
+difference (~1e-16 |L| / h) is larger than for a single op; the step
+h = MODEL_STEP = 1e-4 balances it against the O(h^2) truncation error.
+Problems are redrawn away from the ReLU kinks and, under capacity
+annealing, from the kink of |KL - C_t| (problems.draw_vae). The VQ-VAE's
+entry is in vq.py, beside the straight-through surrogate it differentiates.
+"""
+from ..models import cnn_classifier, conv_cvae, conv_vae, mlp_cvae, mlp_vae
+from ..models.classifier import Classifier
+from ..models.cvae import CVAE
+from ..models.vae import VAE
+from ..models import vae as vae_module
+from .core import check_model
+from .problems import MODEL_STEP, draw_classifier, draw_vae
+from .spec import Check, OpSpec
+
+TOL = 1e-7
+KINKS = "ReLU kinks; under capacity annealing, KL = C_t (draw_vae)"
+#: a model runs every kernel of its layers (the CUDA ones: tests/test_gpu_path.py)
+MODEL_KERNELS = ("reference", "cpu", "cuda")
+
+
+def vae_check(name, build, **options):
+    """A VAE's loss (``build``: its builder, ``options``: draw_vae's) w.r.t. every parameter."""
+    def run(rng):
+        model, x, kwargs = draw_vae(rng, build, **options)
+        return check_model(name, model, x, rng=rng, loss_kwargs=kwargs, tol=TOL, h=MODEL_STEP)
+    return Check(name, run)
+
+
+def classifier_check(name):
+    """The classifier's mean cross-entropy w.r.t. every parameter (a narrow instance)."""
+    def run(rng):
+        model, x, labels = draw_classifier(rng, cnn_classifier)
+        return check_model(name, model, x, rng=rng, loss_kwargs={"labels": labels}, tol=TOL,
+                           h=MODEL_STEP)
+    return Check(name, run)
+
+
+SPECS = (
+    OpSpec(
+        "mlp-vae", VAE.loss, VAE.backward,
+        checks=(
+            vae_check("mlp-vae loss (Bernoulli)", mlp_vae),
+            vae_check("mlp-vae loss (Bernoulli, L=3, beta=4)", mlp_vae, L=3, beta=4.0),
+            vae_check("mlp-vae loss (Gaussian, lambda=0.5)", mlp_vae, likelihood="gaussian",
+                      gaussian_variance=0.5),
+            vae_check("mlp-vae loss (Gaussian, learned variance)", mlp_vae,
+                      likelihood="gaussian-learned"),
+            # KL schedules (scratchvae/schedules.py)
+            vae_check("mlp-vae loss (beta=4, KL warm-up, step 30 of 100)", mlp_vae, beta=4.0,
+                      kl_warmup_steps=100, step=30),
+            vae_check("mlp-vae loss (capacity: 10 |KL - C|, C = 20 > KL)", mlp_vae,
+                      capacity_gamma=10.0, capacity_max=40.0, capacity_steps=100, step=50)),
+        kinks=KINKS, h=MODEL_STEP, implementations=MODEL_KERNELS, derivation=vae_module,
+        wrapper=mlp_vae,
+        tests=("tests/test_models.py", "tests/test_cvae_beta.py")),
+    OpSpec(
+        "conv-vae", VAE.loss, VAE.backward,
+        checks=(
+            vae_check("conv-vae loss (Bernoulli, 4x4 images)", conv_vae, shape=(1, 4, 4),
+                      channels=(3, 4)),
+            vae_check("conv-vae loss (Bernoulli, L=2, 2x4x8 images)", conv_vae, L=2,
+                      shape=(2, 4, 8), channels=(3, 4)),
+            # hidden layers of 4 and 5 channels: im2col/col2im take the run kernels
+            # (more than kernels.im2col.TABLE_CHANNELS = 3 channels), not the index tables
+            vae_check("conv-vae loss (Bernoulli, 4x4 images, channels (4, 5))", conv_vae,
+                      shape=(1, 4, 4), channels=(4, 5))),
+        kinks=KINKS, h=MODEL_STEP, implementations=MODEL_KERNELS, derivation=vae_module,
+        wrapper=conv_vae,
+        tests=("tests/test_conv.py", "tests/test_gpu_path.py")),
+    OpSpec(
+        "mlp-cvae", CVAE.loss, CVAE.backward,
+        checks=(vae_check("mlp-cvae loss (Bernoulli, L=2, 4 classes)", mlp_cvae, L=2,
+                          n_classes=4),),
+        kinks=KINKS, h=MODEL_STEP, implementations=MODEL_KERNELS, derivation=vae_module,
+        wrapper=mlp_cvae,
+        tests=("tests/test_cvae_beta.py",)),
+    OpSpec(
+        "conv-cvae", CVAE.loss, CVAE.backward,
+        checks=(vae_check("conv-cvae loss (Bernoulli, 4x4 images, 4 classes)", conv_cvae,
+                          shape=(1, 4, 4), channels=(3, 4), n_classes=4),),
+        kinks=KINKS, h=MODEL_STEP, implementations=MODEL_KERNELS, derivation=vae_module,
+        wrapper=conv_cvae,
+        tests=("tests/test_cvae_beta.py", "tests/test_gpu_path.py")),
+    OpSpec(
+        "classifier", Classifier.loss, Classifier.backward,
+        checks=(classifier_check("classifier loss (softmax cross-entropy)"),),
+        kinks="ReLU kinks (draw_classifier)", h=MODEL_STEP,
+        implementations=MODEL_KERNELS, wrapper=cnn_classifier,
+        tests=("tests/test_classifier.py",)),
+)
