@@ -11,7 +11,7 @@ from .checkpoints import load_checkpoint
 from .config import TrainConfig
 from .files import FileError, read_json
 from .latent_plots import plot_latent_space, plot_traversals
-from .plots import (_is_conditional, describe_config, latent_sweep_results, plot_cvae_label,
+from .plots import (describe_config, is_conditional, latent_sweep_results, plot_cvae_label,
                     plot_cvae_samples, plot_latent_dim, plot_prior_samples, plot_reconstructions,
                     plot_training_curves, run_caption)
 from .rundir import CHECKPOINT, CONFIG, load_run, load_test_images, read_run
@@ -49,7 +49,7 @@ def plot_runs(name, runs, out, seed=0, label=None, n=64, index=0, images=10, tit
         caption = f"samples from the prior: {run_caption(config, meta)}"
         return plot_prior_samples(model, out, n=n, seed=seed, title=title or caption)
     if name == "cvae":
-        if not _is_conditional(model):
+        if not is_conditional(model):
             raise ValueError(f"plot cvae: expected a conditional model, {runs[0]} holds "
                              f"{config.model}")
         caption = run_caption(config, meta)

@@ -8,7 +8,8 @@ Drawn like the figures of :mod:`scratchvae.plots`, with its helpers.
 """
 import numpy as np
 
-from .plots import _cell_centres, _figure, _host, _is_conditional, _save, _show_grid, image_grid
+from .plots import (agg_figure, cell_centres, host_array, image_grid, is_conditional, save_png,
+                    show_grid)
 
 
 # --------------------------------------------------------------------------
@@ -21,9 +22,9 @@ def latent_means(model, x, labels=None, batch_size=500):
     for start in range(0, x.shape[0], batch_size):
         xb = model.xp.asarray(x[start:start + batch_size])
         c = None
-        if _is_conditional(model):
+        if is_conditional(model):
             c = model.condition(labels[start:start + batch_size], xb.shape[0])
-        out.append(_host(model.encode(xb, c)[0]))
+        out.append(host_array(model.encode(xb, c)[0]))
     return np.concatenate(out)
 
 
@@ -45,7 +46,7 @@ def manifold_images(model, n=20, low=0.05, high=0.95):
     v = normal_lattice(n, low, high)
     z1, z2 = np.meshgrid(v, v[::-1])
     z = np.stack([z1.ravel(), z2.ravel()], axis=1).astype(model.dtype)
-    return _host(model.mean_image(model.decode(model.xp.asarray(z)))), v
+    return host_array(model.mean_image(model.decode(model.xp.asarray(z)))), v
 
 
 def plot_latent_space(model, x, labels, path, n_grid=20, title=None, max_points=5000):
@@ -67,7 +68,7 @@ def plot_latent_space(model, x, labels, path, n_grid=20, title=None, max_points=
     mu = latent_means(model, x, labels)
     images, v = manifold_images(model, n_grid)
     cmap = colormaps["tab10"]
-    fig = _figure(13, 6.2)
+    fig = agg_figure(13, 6.2)
     ax = fig.add_subplot(1, 2, 1)
     ax.scatter(mu[:, 0], mu[:, 1], c=[cmap(int(k) % 10) for k in labels], s=3, alpha=0.6,
                linewidths=0)
@@ -85,9 +86,9 @@ def plot_latent_space(model, x, labels, path, n_grid=20, title=None, max_points=
     ax.set_title(f"posterior means of {len(x)} test images")
     ax2 = fig.add_subplot(1, 2, 2)
     grid = image_grid(images, ncol=n_grid)
-    _show_grid(ax2, grid)
+    show_grid(ax2, grid)
     h = images.shape[-1]
-    centres = _cell_centres(n_grid, h)
+    centres = cell_centres(n_grid, h)
     every = max(1, n_grid // 5)
     picks = list(range(0, n_grid, every))
     if picks[-1] != n_grid - 1:
@@ -102,7 +103,7 @@ def plot_latent_space(model, x, labels, path, n_grid=20, title=None, max_points=
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 # --------------------------------------------------------------------------
@@ -118,14 +119,14 @@ def latent_traversal(model, x0, values, dims=None, label=None):
     xp = model.xp
     x0 = xp.asarray(x0)
     c = model.condition(None if label is None else np.array([label]), 1)
-    mu = _host(model.encode(x0, c)[0])[0]                     # (Z,)
+    mu = host_array(model.encode(x0, c)[0])[0]                     # (Z,)
     z = np.repeat(mu[None, None, :], len(dims), axis=0).repeat(len(values), axis=1)
     for i, d in enumerate(dims):
         z[i, :, d] = values
     z = z.reshape(-1, model.latent_dim).astype(model.dtype)
     if c is not None:
         c = xp.concatenate([c] * z.shape[0], axis=0)
-    out = _host(model.mean_image(model.decode(xp.asarray(z), c)))
+    out = host_array(model.mean_image(model.decode(xp.asarray(z), c)))
     return out.reshape((len(dims), len(values)) + out.shape[1:])
 
 
@@ -152,10 +153,10 @@ def plot_traversals(panels, x0, path, values=None, title=None):
     label_w, x0_w, top, bottom = 1.0, 0.7, 0.75, 0.55
     W = x0_w + len(grids) * (label_w + panel_w) + 0.1
     H = top + panel_h + bottom
-    fig = _figure(W, H)
+    fig = agg_figure(W, H)
     cell = scale * (h + 4)
     ax0 = fig.add_axes((0.05 / W, (bottom + panel_h - cell) / H, cell / W, cell / H))
-    _show_grid(ax0, image_grid(_host(x0)[:1], ncol=1))
+    show_grid(ax0, image_grid(host_array(x0)[:1], ncol=1))
     ax0.set_xticks([])
     ax0.set_yticks([])
     ax0.set_title("x₀", fontsize=9)
@@ -164,14 +165,14 @@ def plot_traversals(panels, x0, path, values=None, title=None):
         left = x0_w + p * (label_w + panel_w) + label_w
         ph = scale * (Z * (h + 2) + 2)
         ax = fig.add_axes((left / W, (bottom + panel_h - ph) / H, panel_w / W, ph / H))
-        _show_grid(ax, image_grid(imgs.reshape((Z * V,) + imgs.shape[2:]), ncol=V))
-        ax.set_xticks(_cell_centres(V, w))
+        show_grid(ax, image_grid(imgs.reshape((Z * V,) + imgs.shape[2:]), ncol=V))
+        ax.set_xticks(cell_centres(V, w))
         ax.set_xticklabels([f"{v:g}" for v in values], fontsize=7)
-        ax.set_yticks(_cell_centres(Z, h))
+        ax.set_yticks(cell_centres(Z, h))
         rows = [f"z{d}" if kl is None else f"z{d}  KL {kl[d]:.2f}" for d in range(Z)]
         ax.set_yticklabels(rows, fontsize=7)
         ax.set_xlabel("z_d (the others at μ(x₀))", fontsize=8)
         ax.set_title(name, fontsize=9)
     if title:
         fig.suptitle(title, y=1 - 0.2 / H, va="top")
-    return _save(fig, path)
+    return save_png(fig, path)

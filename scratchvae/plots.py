@@ -106,7 +106,7 @@ def _makedirs_for(path):
     os.makedirs(directory, exist_ok=True)
 
 
-def _figure(width, height):
+def agg_figure(width, height):
     """A matplotlib Figure (inches) on an Agg canvas: no pyplot, no display."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -116,31 +116,31 @@ def _figure(width, height):
     return fig
 
 
-def _save(fig, path):
+def save_png(fig, path):
     _makedirs_for(path)
     fig.savefig(path, format="png", dpi=100, facecolor="white", bbox_inches="tight")
     return path
 
 
-def _show_grid(ax, grid):
+def show_grid(ax, grid):
     ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     for spine in ax.spines.values():
         spine.set_visible(False)
     ax.tick_params(length=0)
 
 
-def _cell_centres(count, size, padding=2):
+def cell_centres(count, size, padding=2):
     """Pixel coordinates of the centres of ``count`` cells of an image_grid axis."""
     return [padding + k * (size + padding) + (size - 1) / 2 for k in range(count)]
 
 
-def _host(a):
+def host_array(a):
     from .backend import to_numpy
 
     return np.asarray(to_numpy(a))
 
 
-def _is_conditional(model):
+def is_conditional(model):
     return hasattr(model, "n_classes")
 
 
@@ -205,7 +205,7 @@ def plot_training_curves(runs, path, labels=None, title=None):
     cmap = colormaps["tab10"]
     ncol = min(3, len(groups))
     nrow = math.ceil(len(groups) / ncol)
-    fig = _figure(5.2 * ncol, 3.8 * nrow)
+    fig = agg_figure(5.2 * ncol, 3.8 * nrow)
     for p, (model, items) in enumerate(groups.items()):
         ax = fig.add_subplot(nrow, ncol, p + 1)
         max_epoch = 1
@@ -227,7 +227,7 @@ def plot_training_curves(runs, path, labels=None, title=None):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 # --------------------------------------------------------------------------
@@ -265,7 +265,7 @@ def plot_latent_dim(results, path, title=None):
     if not results:
         raise ValueError("plot_latent_dim: expected at least one result")
     zs = [r["latent_dim"] for r in results]
-    fig = _figure(10, 3.8)
+    fig = agg_figure(10, 3.8)
     ax = fig.add_subplot(1, 2, 1)
     nelbo = [r["test_nelbo"] for r in results]
     ax.plot(zs, nelbo, "-o", color="C0")
@@ -297,7 +297,7 @@ def plot_latent_dim(results, path, title=None):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 # --------------------------------------------------------------------------
@@ -307,10 +307,10 @@ def plot_latent_dim(results, path, title=None):
 def plot_prior_samples(model, path, n=64, seed=0, title=None):
     """Mean images of the decoder at z ~ N(0, I): a grid of n samples.
     A conditional model draws one row per class instead (see plot_cvae_samples)."""
-    if _is_conditional(model):
+    if is_conditional(model):
         return plot_cvae_samples(model, path, per_class=math.ceil(n / model.n_classes),
                                  seed=seed, title=title)
-    images = _host(model.sample(n, np.random.default_rng(seed)))
+    images = host_array(model.sample(n, np.random.default_rng(seed)))
     return save_image_grid(images, path, ncol=math.ceil(math.sqrt(n)), title=title)
 
 
@@ -322,7 +322,7 @@ def plot_cvae_samples(model, path, per_class=10, seed=0, title=None):
     """One row per class k: ``per_class`` decoded means at z ~ N(0, I) given k."""
     K = model.n_classes
     labels = np.repeat(np.arange(K), per_class)
-    images = _host(model.sample(labels.size, np.random.default_rng(seed), labels=labels))
+    images = host_array(model.sample(labels.size, np.random.default_rng(seed), labels=labels))
     return save_image_grid(images, path, ncol=per_class, row_labels=[str(k) for k in range(K)],
                            title=title)
 
@@ -332,7 +332,7 @@ def plot_cvae_label(model, label, path, n=64, seed=0, title=None):
     if not 0 <= int(label) < model.n_classes:
         raise ValueError(f"plot_cvae_label: expected a label in 0..{model.n_classes - 1}, "
                          f"got {label}")
-    images = _host(model.sample(n, np.random.default_rng(seed), labels=int(label)))
+    images = host_array(model.sample(n, np.random.default_rng(seed), labels=int(label)))
     return save_image_grid(images, path, ncol=math.ceil(math.sqrt(n)), title=title)
 
 
@@ -344,9 +344,9 @@ def reconstruct(model, x, labels=None):
     """Host reconstructions of host images x: the decoded posterior mean
     (VAE, beta-VAE), given the label too (CVAE), or through the codes (VQ-VAE)."""
     xb = model.xp.asarray(x)
-    if _is_conditional(model):
-        return _host(model.reconstruct(xb, np.asarray(labels)))
-    return _host(model.reconstruct(xb))
+    if is_conditional(model):
+        return host_array(model.reconstruct(xb, np.asarray(labels)))
+    return host_array(model.reconstruct(xb))
 
 
 def plot_reconstructions(models, x, labels, path, title=None):
@@ -369,7 +369,7 @@ def plot_ring(data, samples, means, z, path, title=None):
     """Left: the data (grey) and the model's samples f(z) + noise (orange).
     Right: the noise-free decoder means f(z), coloured by the angle of z, to
     show how the decoder wraps the Gaussian around the ring."""
-    fig = _figure(10.5, 5)
+    fig = agg_figure(10.5, 5)
     ax = fig.add_subplot(1, 2, 1)
     ax.scatter(data[:, 0], data[:, 1], s=4, color="0.6", alpha=0.6, linewidths=0,
                label=f"data x = g(z) ({len(data)})")
@@ -394,4 +394,4 @@ def plot_ring(data, samples, means, z, path, title=None):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -32,6 +32,10 @@ The defaults of the ``vq-vae`` model built by :func:`vq_vae` (N(0, 1) init,
 codebook loss, restarts after 1 unused step) and the measurements behind
 them: :data:`DEFAULTS` and the README. (The VectorQuantizer class on its
 own defaults to the uniform init and no restarts.)
+
+One file holds the quantiser module, the model and its builder (about 400
+lines): the model's backward reads the quantiser's cache, so the chain is
+followed in one place.
 """
 from dataclasses import dataclass
 
