@@ -7,17 +7,43 @@ directory is flushed too. A crash mid-write leaves the previous version intact,
 never a torn file. The new file gets the mode of any new file,
 0o666 & ~umask (``mkstemp`` alone would leave it 0o600).
 
+A process killed mid-write leaves the temporary file behind (``.NAME*.tmp``
+beside NAME): :func:`remove_temp_files` removes those of a file, which its
+writer does when it starts again, holding the directory's lock.
+
 JSON-lines files (one JSON object per line) grow by appending one line with a
 single ``write``; a crash can tear only the last line, which
 :func:`read_jsonl` ignores.
+
+Output paths: :func:`check_output_dir` and :func:`check_output_file` say
+before any work whether a directory or a file can be written where asked.
+A directory written by one process at a time is held with :func:`locked`,
+an exclusive ``flock`` on ``DIR/.lock`` that the kernel releases when the
+process ends, however it ends.
 """
+import contextlib
+import glob
 import json
 import os
 import tempfile
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock, directories are not locked
+    fcntl = None
+
 
 class FileError(ValueError):
     """A file that is missing, damaged or not what its reader expects."""
+
+
+class UnwritablePath(FileError):
+    """An output path that cannot be written: a read-only directory or file, a
+    path under a regular file, a file where a directory is asked for or the reverse."""
+
+
+class DirectoryInUse(FileError):
+    """A directory that another process holds locked (:func:`locked`)."""
 
 
 def _fsync_dir(directory):
@@ -63,6 +89,22 @@ def atomic_write(path, write, check=None):
             os.unlink(tmp)
         raise
     _fsync_dir(directory)
+
+
+def temp_files(path):
+    """The temporary files of :func:`atomic_write` calls on ``path`` that did not
+    end (their process was killed): ``.NAME*.tmp`` beside ``path``."""
+    directory, name = os.path.split(os.path.abspath(path))
+    return sorted(glob.glob(os.path.join(glob.escape(directory),
+                                         "." + glob.escape(name) + "*.tmp")))
+
+
+def remove_temp_files(path):
+    """Remove :func:`temp_files` of ``path``; only the writer of ``path``, holding its
+    directory's lock, may call it (another writer's temp file is live)."""
+    for tmp in temp_files(path):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def atomic_write_text(path, text):
@@ -127,3 +169,136 @@ def truncate_jsonl(path, keep):
     """Atomically rewrite a JSON-lines file keeping the records where keep(r)."""
     records = [r for r in read_jsonl(path) if keep(r)]
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+
+
+# --------------------------------------------------------------------------
+# output paths: checked before any work
+# --------------------------------------------------------------------------
+
+def _writable_dir(directory):
+    """Whether this process may create and rename files in ``directory``."""
+    return os.access(directory, os.W_OK | os.X_OK)
+
+
+def _nearest_existing(path):
+    """The deepest of ``path`` and its ancestors that exists (as any kind of file)."""
+    path = os.path.abspath(path)
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def _kind(path):
+    return "a file" if os.path.isfile(path) else "not a directory"
+
+
+def check_output_dir(path):
+    """Raise :class:`UnwritablePath` unless ``path`` is a directory this process
+    can write into, or one it can create (its nearest existing ancestor is a
+    writable directory)."""
+    existing = _nearest_existing(path)
+    if existing == os.path.abspath(path):
+        if not os.path.isdir(path):
+            raise UnwritablePath(f"cannot write into {path}: it is {_kind(path)}, not a "
+                                 f"directory")
+        if not _writable_dir(path):
+            raise UnwritablePath(f"cannot write into {path}: the directory is read-only "
+                                 f"(permission denied)")
+    elif not os.path.isdir(existing):
+        raise UnwritablePath(f"cannot create {path}: {existing} is {_kind(existing)}, not a "
+                             f"directory")
+    elif not _writable_dir(existing):
+        raise UnwritablePath(f"cannot create {path}: {existing} is read-only (permission "
+                             f"denied)")
+
+
+def check_output_file(path):
+    """Raise :class:`UnwritablePath` unless the file ``path`` can be written: created
+    (or replaced) in a directory that :func:`check_output_dir` accepts."""
+    if os.path.isdir(path):
+        raise UnwritablePath(f"cannot write {path}: it is a directory, not a file")
+    directory = os.path.dirname(os.path.abspath(path))
+    existing = _nearest_existing(directory)
+    if not os.path.isdir(existing):
+        raise UnwritablePath(f"cannot write {path}: {existing} is {_kind(existing)}, not a "
+                             f"directory")
+    if not _writable_dir(existing):
+        raise UnwritablePath(f"cannot write {path}: {existing} is read-only (permission "
+                             f"denied)")
+    if os.path.lexists(path) and not os.access(path, os.W_OK):
+        raise UnwritablePath(f"cannot write {path}: the file is read-only (permission denied)")
+
+
+def make_dirs(path):
+    """``os.makedirs(path, exist_ok=True)``; returns the directories it created,
+    outermost first (for :func:`remove_empty_dirs`)."""
+    created, parent = [], os.path.abspath(path)
+    while not os.path.lexists(parent):
+        created.insert(0, parent)
+        parent = os.path.dirname(parent)
+    os.makedirs(path, exist_ok=True)
+    return created
+
+
+def remove_empty_dirs(created):
+    """Remove the directories of ``created`` (from :func:`make_dirs`), innermost
+    first, as long as they are empty."""
+    for directory in reversed(created):
+        try:
+            os.rmdir(directory)
+        except OSError:   # not empty (or gone): its parents are not empty either
+            return
+
+
+# --------------------------------------------------------------------------
+# one writer per directory
+# --------------------------------------------------------------------------
+
+#: the lock file of a directory held by :func:`locked`
+LOCK = ".lock"
+
+
+def _holder(fd):
+    """The process id written in a lock file ("another process" while it is unwritten)."""
+    text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    return f"process {text}" if text.isdigit() else "another process"
+
+
+@contextlib.contextmanager
+def locked(directory):
+    """Hold ``directory`` for the ``with`` block: an exclusive ``flock`` on
+    ``directory/.lock`` (which holds this process's id), or at once
+    :class:`DirectoryInUse` naming the process that holds it.
+
+    The kernel releases the lock when the process ends, however it ends, so a
+    killed holder leaves no stale lock. The holder removes the file on release;
+    a process that locked the file just removed tries again on a new one.
+    """
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    path = os.path.join(directory, LOCK)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise DirectoryInUse(f"{directory} is in use by {holder}: wait until it ends, or "
+                                 f"write into another directory") from None
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(os.fstat(fd), current):
+            break
+        os.close(fd)   # its holder removed the file meanwhile: lock the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)
