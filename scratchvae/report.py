@@ -26,10 +26,10 @@ import numpy as np
 
 from .backend import to_numpy
 from .figures import report_figures
-from .files import atomic_write_text, read_jsonl
+from .files import atomic_write_text
 from .metrics import iw_nll
 from .plots import reconstruct
-from .rundir import METRICS, load_data, load_run
+from .rundir import load_data, load_run, read_metrics
 
 #: (key, header) of the table's columns, in order
 COLUMNS = [
@@ -99,7 +99,7 @@ def summarize_run(run_dir, iw_k=100, iw_images=1000, classifier=None, cond_per_c
     accuracy of a CVAE. ``iw_k`` = 0 skips the IW-NLL.
     """
     config, model, meta = load_run(run_dir, device=device)
-    records = read_jsonl(os.path.join(run_dir, METRICS))
+    records = read_metrics(run_dir, int(meta["epoch"]))   # the epochs of that checkpoint
     last = records[-1] if records else {}
     row = {"run": os.path.basename(os.path.normpath(run_dir)), "model": config.model,
            "parameters": model.num_parameters(), "epochs": int(meta["epoch"])}

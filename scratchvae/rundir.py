@@ -8,6 +8,12 @@ A run directory holds three files, each written atomically
     checkpoint.npz   parameters, optimiser state and random-generator states
                      after the last epoch (:mod:`scratchvae.checkpoints`)
 
+One process at a time writes a run directory: it holds the directory's lock
+(:func:`scratchvae.files.locked`, ``DIR/.lock``) while it runs. Readers take
+no lock; they see whole files, and of metrics.jsonl the lines up to the
+checkpoint's epoch (:func:`read_metrics`): a writer appends an epoch's line
+before its checkpoint, so a later line belongs to an epoch not saved (yet).
+
 ``config.json`` records the data actually used (the bundled sample after a
 fall-back, ``data_dir`` as an absolute path: :func:`recorded_config`), so that
 evaluation, figures and a resume load the same data. A missing, damaged or
@@ -59,16 +65,41 @@ def run_files(run_dir):
             if os.path.exists(os.path.join(run_dir, name))]
 
 
+def _start_again(run_dir):
+    """The one way out of a directory without a checkpoint, in both messages
+    that meet it (a new run into it, its --resume)."""
+    return (f"no epoch of it was saved, so nothing can be resumed: start it again with "
+            f"--out {run_dir} --overwrite (overwrite=True), or train into another --out")
+
+
 def files_to_replace(run_dir, overwrite):
     """The run files in ``run_dir`` that a new run will replace. A directory that
     holds a run raises :class:`CheckpointError` unless ``overwrite``."""
     held = run_files(run_dir)
     if held and not overwrite:
+        if CHECKPOINT not in held:   # killed before its first checkpoint
+            raise CheckpointError(f"{run_dir} already holds a run ({', '.join(held)}) but "
+                                  f"no checkpoint: {_start_again(run_dir)}")
         raise CheckpointError(
             f"{run_dir} already holds a run ({', '.join(held)}); a new run would replace it. "
             f"Continue it with --resume {run_dir}, train into another --out, or pass "
             f"--overwrite (overwrite=True) to replace it")
     return held
+
+
+def check_resumable(run_dir):
+    """Raise :class:`CheckpointError` unless ``run_dir`` holds a checkpoint to resume."""
+    held = run_files(run_dir)
+    if CHECKPOINT not in held:
+        raise CheckpointError(f"{run_dir} holds {' and '.join(held) + ' but ' if held else ''}"
+                              f"no checkpoint: {_start_again(run_dir)}")
+
+
+def remove_temp_files(run_dir):
+    """Remove what writers of ``run_dir``'s files killed mid-write left behind
+    (:func:`scratchvae.files.temp_files`); the caller holds the directory's lock."""
+    for name in (CHECKPOINT, CONFIG, METRICS):
+        files.remove_temp_files(os.path.join(run_dir, name))
 
 
 def read_config(run_dir):
@@ -91,10 +122,20 @@ def write_config(run_dir, config):
     files.write_json(os.path.join(run_dir, CONFIG), dataclasses.asdict(config))
 
 
+def read_metrics(run_dir, epoch=None):
+    """The records of ``run_dir/metrics.jsonl`` up to ``epoch`` (default: the
+    checkpoint's; none without a checkpoint): those of saved epochs."""
+    if epoch is None:
+        path = os.path.join(run_dir, CHECKPOINT)
+        epoch = int(ckpt.load_checkpoint(path)[2]["epoch"]) if os.path.exists(path) else 0
+    return [r for r in files.read_jsonl(os.path.join(run_dir, METRICS))
+            if r.get("epoch", 0) <= epoch]
+
+
 def read_run(run_dir):
-    """(config dict, list of per-epoch records) of a run directory."""
-    return (files.read_json(os.path.join(run_dir, CONFIG)),
-            files.read_jsonl(os.path.join(run_dir, METRICS)))
+    """(config dict, list of the per-epoch records of saved epochs) of a run directory."""
+    config = files.read_json(os.path.join(run_dir, CONFIG))
+    return config, read_metrics(run_dir)
 
 
 def restore_state(target, state, path, run_dir):

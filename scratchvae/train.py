@@ -14,6 +14,13 @@ on the CPU. A new run refuses a directory that already holds a run unless
 epoch is written. The run directory's files and their reading back are in
 :mod:`scratchvae.rundir`.
 
+Lifecycle: ``out_dir`` is checked before any work (it must be a directory this
+process can write, or create); the call holds its lock
+(:func:`scratchvae.files.locked`) from start to end, so a second writer fails
+at once; at its start it removes the temporary files a killed writer left;
+a call that stops before its first epoch is written removes the directories
+it created.
+
 Randomness: one seed; independent NumPy generators for initialisation,
 shuffling and the sampler noise (spawned from one ``SeedSequence``). Noise is
 drawn on the host and moved to the device, so a GPU run sees the same eps.
@@ -33,8 +40,9 @@ from . import files
 from .backend import retain_freed_memory, to_device
 from .config import make_model, make_optimizer
 from .optimizers import clip_grad_norm
-from .rundir import (CHECKPOINT, METRICS, array_module, evaluate, files_to_replace, load_data,
-                     recorded_config, restore_state, seed_sequences, write_config)
+from .rundir import (CHECKPOINT, METRICS, array_module, check_resumable, evaluate,
+                     files_to_replace, load_data, recorded_config, remove_temp_files,
+                     restore_state, seed_sequences, write_config)
 from .schedules import learning_rate
 
 
@@ -62,12 +70,11 @@ def format_epoch(record):
 
 def _diverged(what, epoch, out_dir, created):
     """The :class:`TrainingDiverged` to raise: what went wrong, what is kept. Before
-    the first epoch is written, a directory this call created (still empty) goes."""
+    the first epoch is written, a directory this call created (still empty) goes
+    (in :func:`train`)."""
     if epoch > 1:
         kept = f"The last good checkpoint (epoch {epoch - 1}) is kept in {out_dir}"
     elif created:
-        with contextlib.suppress(OSError):   # rmdir removes only an empty directory
-            os.rmdir(out_dir)
         kept = f"Nothing was written: {out_dir} is not created"
     else:
         kept = f"Nothing of this run was written: {out_dir} is as it was"
@@ -91,12 +98,28 @@ def train(config, out_dir, resume=False, overwrite=False, progress=True, log=pri
     checkpoint or metrics) raises :class:`~scratchvae.checkpoints.CheckpointError`
     unless ``overwrite``; the old run's files are then removed only when the new
     run's first epoch is written, so a new run that stops earlier leaves them intact.
+    An ``out_dir`` that cannot be written raises :class:`~scratchvae.files.UnwritablePath`
+    and one that another process holds :class:`~scratchvae.files.DirectoryInUse`,
+    both before any work.
     """
+    files.check_output_dir(out_dir)
+    created = files.make_dirs(out_dir)
+    try:
+        with files.locked(out_dir):
+            return _train(config, out_dir, resume, overwrite, progress, log, bool(created))
+    except BaseException:   # stopped before its first epoch: no empty directory stays
+        files.remove_empty_dirs(created)
+        raise
+
+
+def _train(config, out_dir, resume, overwrite, progress, log, created):
+    """:func:`train` in ``out_dir``, which exists and is held locked."""
+    if resume:
+        check_resumable(out_dir)
     held = [] if resume else files_to_replace(out_dir, overwrite)
+    remove_temp_files(out_dir)
     xp = array_module(config.device)
     retain_freed_memory()  # reuse the step's large temporaries (see backend)
-    created = not os.path.isdir(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
     metrics_path = os.path.join(out_dir, METRICS)
     ckpt_path = os.path.join(out_dir, CHECKPOINT)
 
