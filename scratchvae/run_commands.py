@@ -2,11 +2,14 @@
 sample, plot, report (their options: scratchvae/cli.py).
 
 Each takes the parsed arguments and returns the exit code: 0 done, 2 a request
-the run cannot serve (printed as ``error: ...``); an unreadable run or data set
-is raised for :func:`scratchvae.cli.main` to report with exit code 1.
+the run cannot serve (printed as ``error: ...``); an unreadable run or data set,
+and an ``--out`` that cannot be written (checked before any work), are raised
+for :func:`scratchvae.cli.main` to report with exit code 1.
 """
 import json
 import sys
+
+from .files import check_output_file
 
 
 def evaluate(args):
@@ -54,6 +57,7 @@ def sample(args):
     from .plots import save_image_grid
     from .rundir import load_run
 
+    check_output_file(args.out)
     config, model, _ = load_run(args.checkpoint, device=args.device)
     rng = np.random.default_rng(args.seed)
     if not hasattr(model, "latent_dim") or config.model == "vq-vae":
@@ -100,6 +104,7 @@ def plot(args):
     from .figures import plot_runs
 
     out = args.out or f"{args.name}.png"
+    check_output_file(out)
     try:
         plot_runs(args.name, args.run, out, seed=args.seed, label=args.label, n=args.n,
                   index=args.index, images=args.images, title=args.title)
@@ -114,6 +119,7 @@ def plot(args):
 def report(args):
     from .report import markdown_table, write_report
 
+    check_output_file(args.out)   # and its directory, where --figures draws
     try:
         rows = write_report(args.runs, args.out, iw_k=args.iw_k, iw_images=args.iw_images,
                             classifier_dir=args.classifier, cond_per_class=args.cond_samples,
