@@ -195,22 +195,21 @@ def _no_work(*args, **kwargs):
 
 @pytest.fixture
 def read_only(monkeypatch):
-    """make(path): ``path`` made read-only (mode 0o555, a file 0o444). Mode bits do
-    not bind root: as root, ``os.access`` answers as it does for any other user."""
-    made = []
+    """make(path): ``path`` made read-only (mode 0o555, a file 0o444). Where mode bits
+    do not bind this process (root), ``os.access`` answers as for any other user."""
+    made, real_access = [], os.access
+
+    def access(path, mode, **kwargs):
+        if mode & os.W_OK and not os.stat(path).st_mode & stat.S_IWUSR:
+            return False
+        return real_access(path, mode, **kwargs)
 
     def make(path):
         os.chmod(path, 0o555 if os.path.isdir(path) else 0o444)
         made.append(path)
+        if real_access(path, os.W_OK):   # root: simulate
+            monkeypatch.setattr(os, "access", access)
         return path
-    if os.geteuid() == 0:
-        real_access = os.access
-
-        def access(path, mode, **kwargs):
-            if mode & os.W_OK and not os.stat(path).st_mode & stat.S_IWUSR:
-                return False
-            return real_access(path, mode, **kwargs)
-        monkeypatch.setattr(os, "access", access)
     yield make
     for path in made:
         os.chmod(path, 0o755)
