@@ -68,7 +68,7 @@ def run_files(run_dir):
 def _start_again(run_dir):
     """The one way out of a directory without a checkpoint, in both messages
     that meet it (a new run into it, its --resume)."""
-    return (f"no epoch of it was saved, so nothing can be resumed: start it again with "
+    return (f"no epoch of it was saved, so nothing can be resumed; start it again with "
             f"--out {run_dir} --overwrite (overwrite=True), or train into another --out")
 
 
@@ -128,8 +128,13 @@ def read_metrics(run_dir, epoch=None):
     if epoch is None:
         path = os.path.join(run_dir, CHECKPOINT)
         epoch = int(ckpt.load_checkpoint(path)[2]["epoch"]) if os.path.exists(path) else 0
-    return [r for r in files.read_jsonl(os.path.join(run_dir, METRICS))
-            if r.get("epoch", 0) <= epoch]
+    path = os.path.join(run_dir, METRICS)
+    records = files.read_jsonl(path)
+    for number, record in enumerate(records, 1):
+        if type(record.get("epoch")) is not int:
+            raise files.FileError(f"{path}, record {number}: epoch {record.get('epoch')!r} is "
+                                  f"not an integer; the file is damaged")
+    return [r for r in records if r["epoch"] <= epoch]
 
 
 def read_run(run_dir):

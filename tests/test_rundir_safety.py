@@ -165,6 +165,16 @@ def test_a_killed_writer_leaves_no_stale_lock_and_its_litter_goes_at_the_resume(
     assert sorted(os.listdir(run)) == [".notes.txt1234.tmp", *RUN_FILES]
 
 
+def test_a_metrics_record_without_an_integer_epoch_is_named(tmp_path):
+    (tmp_path / rundir.METRICS).write_text('{"epoch": 1}\n{"epoch": "2"}\n')
+    with pytest.raises(files.FileError, match=r"metrics.jsonl, record 2: epoch '2' is not an "
+                                              r"integer; the file is damaged"):
+        rundir.read_metrics(str(tmp_path), epoch=3)
+    (tmp_path / rundir.METRICS).write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n')
+    assert rundir.read_metrics(str(tmp_path), epoch=2) == [{"epoch": 1}, {"epoch": 2}]
+    assert rundir.read_metrics(str(tmp_path)) == []        # no checkpoint: no saved epoch
+
+
 def test_the_lock_is_exclusive_within_a_process_too_and_goes_on_release(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
