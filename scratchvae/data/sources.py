@@ -233,8 +233,8 @@ def load_dataset(name="mnist", data_dir=None, download="auto", allow_sample=True
 
     ``data_dir``: the only directory looked in, which must hold all four files
     (else :class:`DataNotFoundError` naming those missing, whatever ``download``);
-    ``recorded_dir``: a directory looked in first, passed over if it no longer
-    holds the set (a saved run's record of where its data were found).
+    ``recorded_dir``: a directory looked in first, passed over if it does not
+    hold the set (a saved run's record of where its data were found).
     A file that is found but fails verification raises :class:`DataError`.
     ``log`` (``None`` to silence) receives plain-text progress messages.
     """
