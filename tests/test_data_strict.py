@@ -92,8 +92,8 @@ def test_train_and_data_commands_refuse_an_incomplete_data_dir(tmp_path, tiny, e
     assert not (run / "checkpoint.npz").exists()
 
 
-def test_scratchvae_data_must_be_a_directory_and_never_hold_a_set_in_part(tmp_path, tiny,
-                                                                          monkeypatch):  # noqa: F811
+def test_scratchvae_data_must_be_a_directory_and_never_hold_a_set_in_part(
+        tmp_path, tiny, monkeypatch):  # noqa: F811
     tiny(data.cache_dir() / "mnist")               # what a skipped variable would fall to
     monkeypatch.setenv("SCRATCHVAE_DATA", str(tmp_path / "typo"))
     with pytest.raises(DataNotFoundError, match=r"^mnist not found: \$SCRATCHVAE_DATA "

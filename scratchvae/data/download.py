@@ -324,7 +324,7 @@ def _download_file(fspec, name, dest, mirrors, progress, limits, log):
             errors.append(f"{url}: {e}")
             continue
         if existing is not None and existing != target:
-            existing.unlink(missing_ok=True)  # the raw, corrupt copy would shadow nothing but confuse
+            existing.unlink(missing_ok=True)  # the raw, corrupt copy: it would only confuse
         return
     for stale in stale_temporary_files(dest, target.name):
         stale.unlink(missing_ok=True)
