@@ -8,7 +8,9 @@ forward's inputs. The model combines the terms:
     loss = mean_n [ recon_n + beta * KL_n ]
 
 Inputs of shape (N, ...) are treated as (N, D) with D the product of the
-trailing dimensions.
+trailing dimensions. :func:`check_values` is the models' check of the images
+they receive (:data:`TARGET_RANGE`: a Bernoulli likelihood's targets lie in
+[0, 1]); the loss terms themselves check shapes and dtypes only.
 
 Registry entries (gradient checks, generated tests, docs/derivations.md):
 scratchvae/gradcheck/losses.py.
@@ -19,6 +21,36 @@ import kernels
 from kernels.sigmoid import sigmoid
 
 from .backend import check_float, check_same, check_shape, get_xp
+
+
+#: the values of an image each likelihood accepts: (low, high); every value finite
+TARGET_RANGE = {"bernoulli": (0.0, 1.0), "gaussian": (-math.inf, math.inf),
+                "gaussian-learned": (-math.inf, math.inf)}
+
+
+def check_values(op, name, x, low=-math.inf, high=math.inf):
+    """Raise ``ValueError`` naming ``op`` unless every value of ``x`` is finite and in
+    [low, high].
+
+    Two reductions, the minimum and the maximum: a NaN anywhere makes both NaN,
+    and a NaN fails every comparison, so ``low <= min`` and ``max <= high`` with
+    both finite hold exactly when every value is finite and in range.
+    """
+    if x.size == 0:
+        return
+    lo, hi = float(x.min()), float(x.max())
+    if low <= lo and hi <= high and math.isfinite(lo) and math.isfinite(hi):
+        return
+    xp = get_xp(x)
+    nans = int(xp.isnan(x).sum())
+    if nans:
+        got = f"NaN ({nans} of {x.size} values)"
+    elif not (math.isfinite(lo) and math.isfinite(hi)):
+        got = f"infinite values (from {lo} to {hi})"
+    else:
+        got = f"values from {lo:.6g} to {hi:.6g}"
+    where = f"in [{low:g}, {high:g}]" if math.isfinite(low) or math.isfinite(high) else ""
+    raise ValueError(f"{op}: expected finite {name}{' ' + where if where else ''}, got {got}")
 
 
 def _per_sample(dloss, n, op):

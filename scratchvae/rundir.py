@@ -177,13 +177,16 @@ def load_data(config, log=print, progress=True, allow_sample=False):
     ``allow_sample``: whether the bundled sample may stand in for a full set that
     cannot be found. Only a new run allows it (and records ``use_sample=True``,
     see :func:`recorded_config`); a saved run's config says which data it used.
+    A new run's ``data_dir`` is the user's --data-dir, the only place looked; a
+    saved run's is where its data were found, looked at first (they may have moved).
     """
     download = {"auto": "auto", "yes": True, "no": False}[config.download]
     if config.use_sample:
         ds = data_mod.load_sample(config.dataset)
     else:
         try:
-            ds = data_mod.load_dataset(config.dataset, data_dir=config.data_dir or None,
+            where = "data_dir" if allow_sample else "recorded_dir"   # a new run: --data-dir
+            ds = data_mod.load_dataset(config.dataset, **{where: config.data_dir or None},
                                        download=download, allow_sample=allow_sample,
                                        progress=progress, log=log)
         except data_mod.DataNotFoundError as e:

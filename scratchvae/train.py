@@ -165,7 +165,7 @@ def _train(config, out_dir, resume, overwrite, progress, log, created):
             optimizer.lr = learning_rate(config.lr_schedule, config.lr, global_step,
                                          config.epochs * steps_per_epoch)
             optimizer.zero_grad()
-            loss, _ = model.loss(xb, rng=noise_rng, labels=yb, step=global_step)
+            loss, _ = model.loss(xb, rng=noise_rng, labels=yb, step=global_step, check_inputs=False)
             global_step += 1
             value = float(loss)
             if not math.isfinite(value):

@@ -49,6 +49,7 @@ PLACEMENT = {
                   "scratchvae.gradcheck.models", "scratchvae.gradcheck.derivations"],
     "runs": ["scratchvae.files", "scratchvae.data", "scratchvae.data.idx",
              "scratchvae.data.registry", "scratchvae.data.sources", "scratchvae.data.batches",
+             "scratchvae.data.download",
              "scratchvae.checkpoints", "scratchvae.config", "scratchvae.rundir",
              "scratchvae.train", "scratchvae.metrics", "scratchvae.toy"],
     "figures": ["scratchvae.plots", "scratchvae.latent_plots", "scratchvae.figures",

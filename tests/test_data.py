@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from scratchvae import data
-from scratchvae.data import DataError, DataNotFoundError, registry, sources
+from scratchvae.data import DataError, DataNotFoundError, download, registry, sources
 
 REPO = Path(__file__).resolve().parents[1]
 #: $SCRATCHVAE_DATA as the test session found it (the autouse fixture clears it)
@@ -228,21 +228,24 @@ def test_flat_layout_and_raw_files(tmp_path, tiny):
     _same_as_tiny(ds)
 
 
-def test_incomplete_directory_is_skipped_and_reported(tmp_path, tiny):
-    d = tiny(tmp_path / "d" / "mnist")
+def test_incomplete_directory_is_skipped_and_reported(tmp_path, tiny, monkeypatch):
+    """An incomplete directory the user did not name (here the cache) is passed over
+    for the next place and reported; a named one: tests/test_data_strict.py."""
+    d = tiny(data.cache_dir() / "mnist")
     (d / "t10k-labels-idx1-ubyte.gz").unlink()
-    directory, places = data.locate_dataset("mnist", data_dir=tmp_path / "d")
+    directory, places = data.locate_dataset("mnist")
     assert directory is None
     assert any(str(d) in p and "missing t10k-labels-idx1-ubyte" in p for p in places)
 
 
 def test_not_found_lists_every_place_and_the_remedies(tmp_path, tiny, monkeypatch):
+    (tmp_path / "env").mkdir()
     monkeypatch.setenv("SCRATCHVAE_DATA", str(tmp_path / "env"))
     with pytest.raises(DataNotFoundError) as err:
-        data.load_dataset("mnist", data_dir=tmp_path / "explicit", download=False,
+        data.load_dataset("mnist", recorded_dir=tmp_path / "recorded", download=False,
                           allow_sample=False, log=None)
     msg = str(err.value)
-    for place in (tmp_path / "explicit" / "mnist", tmp_path / "explicit", tmp_path / "env",
+    for place in (tmp_path / "recorded" / "mnist", tmp_path / "recorded", tmp_path / "env",
                   data.cache_dir() / "mnist", tmp_path / "system" / "mnist"):
         assert str(place) in msg
     for remedy in ("--download", "--data-dir", "SCRATCHVAE_DATA", "download=False"):
@@ -382,7 +385,7 @@ def test_auto_downloads_into_the_cache(tmp_path, monkeypatch, http_mirror):
     for f in (data.cache_dir() / "mnist").iterdir():
         f.unlink()
     monkeypatch.setenv("SCRATCHVAE_OFFLINE", "1")
-    monkeypatch.setattr(sources, "_fetch", None)  # would raise TypeError if called
+    monkeypatch.setattr(download, "_fetch", None)  # would raise TypeError if called
     assert data.load_dataset("mnist", log=None).is_sample
 
 
@@ -415,7 +418,7 @@ def test_sample_loads_verified_with_right_shapes():
 
 def test_auto_falls_back_to_the_sample_with_a_message(tmp_path):
     logged = []
-    ds = data.load_dataset("mnist", data_dir=tmp_path / "nothing", log=logged.append)
+    ds = data.load_dataset("mnist", recorded_dir=tmp_path / "nothing", log=logged.append)
     assert ds.is_sample and ds.train_images.shape == (10000, 28, 28)
     assert len(logged) == 1
     msg = logged[0]
@@ -630,10 +633,17 @@ def test_truncated_raw_file_says_how_to_fix_it(tmp_path, tiny):
 def test_cli_data_not_found_is_an_error_on_stderr(tmp_path, capsys):
     from scratchvae.cli import main
 
-    assert main(["data", "--data-dir", str(tmp_path / "none")]) == 1
+    assert main(["data"]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith("error: mnist not found; looked in:")
+    for needle in (str(data.cache_dir() / "mnist"), "--download", "SCRATCHVAE_DATA"):
+        assert needle in captured.err, needle
+    # a --data-dir named explicitly: the same, about it alone (tests/test_data_strict.py)
+    assert main(["data", "--data-dir", str(tmp_path / "none")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("error: mnist not found: --data-dir")
     for needle in (str(tmp_path / "none"), "--download", "SCRATCHVAE_DATA"):
         assert needle in captured.err, needle
 

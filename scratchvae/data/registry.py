@@ -7,6 +7,7 @@ stable key): :func:`load_verified`.
 """
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -130,6 +131,14 @@ def get_spec(name):
 # --------------------------------------------------------------------------
 # verifying one file
 # --------------------------------------------------------------------------
+
+def find_file(directory, filename):
+    """``directory/filename.gz`` or ``directory/filename``, whichever exists first, or None."""
+    for candidate in (Path(directory) / (filename + ".gz"), Path(directory) / filename):
+        if candidate.is_file():
+            return candidate
+    return None
+
 
 def load_verified(path, spec):
     """Read the IDX file ``path`` and check it against ``spec`` (a :class:`FileSpec`).

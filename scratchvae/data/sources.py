@@ -1,67 +1,51 @@
-"""Where the data sets are found: the lookup order, the download, the bundled sample.
+"""Where the data sets are found: the lookup order, the bundled sample, :func:`load_dataset`.
 
-Where the files are looked for, in order (the first directory holding all four
-files wins; within a root both ``<root>/<name>/<file>`` and ``<root>/<file>``
-are accepted, each file gzipped (``.gz``) or not):
+A directory named explicitly, the ``data_dir`` argument (``--data-dir`` on
+the command line), is the only place looked: it must hold all four files, or
+:class:`DataNotFoundError` names those missing. Otherwise the files are looked
+for, in order (the first directory holding all four files wins; within a root
+both ``<root>/<name>/<file>`` and ``<root>/<file>`` are accepted, each file
+gzipped (``.gz``) or not):
 
-1. the ``data_dir`` argument (``--data-dir`` on the command line),
-2. ``$SCRATCHVAE_DATA``,
+1. ``recorded_dir``: where a saved run found its data (its config.json),
+2. ``$SCRATCHVAE_DATA``: it must be a directory, and a data set it holds in
+   part (some files, not all) is an error, never passed over,
 3. the user cache: ``$SCRATCHVAE_CACHE``, else ``$XDG_CACHE_HOME/scratchvae``,
    else ``~/.cache/scratchvae``,
 4. ``/usr/share/datasets/<name>`` (Debian's ``dataset-fashion-mnist`` package),
-5. a download from the registry's mirrors into the cache.
+5. a download from the registry's mirrors into the cache (:mod:`.download`).
 
 If all of this fails, :func:`load_dataset` falls back (for MNIST) to a small
 sample bundled with the package: the first 10,000 training and 2,000 test
 images of the official files. Every file is verified against the registry
 (:func:`~scratchvae.data.registry.load_verified`) before it is used.
 """
-import http.client
 import os
-import threading
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_write
-from .idx import DataError
-from .registry import FULL_DATASETS, REGISTRY, ROLES, SAMPLES, get_spec, load_verified
-
-
-class DataNotFoundError(FileNotFoundError):
-    """A data set could not be found locally nor downloaded."""
+from . import download as _download
+from .download import DataNotFoundError, absolute, cache_dir
+from .registry import FULL_DATASETS, REGISTRY, ROLES, SAMPLES, find_file, get_spec, load_verified
 
 
 #: where the bundled samples live
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample_data"
 #: system-wide data directory (Debian's dataset-* packages); a module constant so tests can move it
 SYSTEM_DATA_DIR = Path("/usr/share/datasets")
-#: seconds a network connection may stall before a mirror is given up
-DOWNLOAD_TIMEOUT = 10.0
-#: seconds to decide whether any mirror is reachable at all
-PROBE_TIMEOUT = 3.0
 
 
 # --------------------------------------------------------------------------
 # a data set's files in one directory
 # --------------------------------------------------------------------------
 
-def _find_file(directory, filename):
-    """``directory/filename.gz`` or ``directory/filename``, whichever exists first, or None."""
-    for candidate in (directory / (filename + ".gz"), directory / filename):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def dataset_files(directory, name):
     """role -> path of each file of ``name`` found in ``directory`` (possibly incomplete)."""
     spec = get_spec(name)
     found = {}
     for role, fspec in spec.files.items():
-        path = _find_file(Path(directory), fspec.filename)
+        path = find_file(directory, fspec.filename)
         if path is not None:
             found[role] = path
     return found
@@ -82,47 +66,47 @@ def load_directory(directory, name):
 # where to look
 # --------------------------------------------------------------------------
 
-def cache_dir():
-    """The user cache directory.
+#: the labels of the roots, as the places looked at name them
+DATA_DIR, ENV_DATA, RECORDED = "--data-dir", "$SCRATCHVAE_DATA", "recorded data_dir"
 
-    ``$SCRATCHVAE_CACHE``, else ``$XDG_CACHE_HOME/scratchvae``, else ``~/.cache/scratchvae``.
+
+def search_roots(data_dir=None, recorded_dir=None):
+    """The root directories searched, in order, as ``(label, path)`` pairs.
+
+    A ``data_dir`` named explicitly is the only root. Otherwise: ``recorded_dir``
+    (where a saved run found its data), ``$SCRATCHVAE_DATA``, the user cache and
+    the system directory.
     """
-    if os.environ.get("SCRATCHVAE_CACHE"):
-        return _absolute(os.environ["SCRATCHVAE_CACHE"])
-    if os.environ.get("XDG_CACHE_HOME"):
-        return _absolute(os.environ["XDG_CACHE_HOME"]) / "scratchvae"
-    return Path.home() / ".cache" / "scratchvae"
-
-
-def _absolute(path):
-    """``path`` with ``~`` expanded, made absolute and normalised (symlinks kept)."""
-    return Path(os.path.abspath(os.path.expanduser(path)))
-
-
-def search_roots(data_dir=None):
-    """The root directories searched, in order, as ``(label, path)`` pairs."""
-    roots = []
     if data_dir is not None:
-        roots.append(("data_dir / --data-dir", _absolute(data_dir)))
+        return [(DATA_DIR, absolute(data_dir))]
+    roots = []
+    if recorded_dir is not None:
+        roots.append((RECORDED, absolute(recorded_dir)))
     if os.environ.get("SCRATCHVAE_DATA"):
-        roots.append(("$SCRATCHVAE_DATA", _absolute(os.environ["SCRATCHVAE_DATA"])))
+        roots.append((ENV_DATA, absolute(os.environ["SCRATCHVAE_DATA"])))
     roots.append(("user cache", cache_dir()))
     roots.append(("system", Path(SYSTEM_DATA_DIR)))
     return roots
 
 
-def locate_dataset(name, data_dir=None):
+def locate_dataset(name, data_dir=None, recorded_dir=None):
     """Find a directory that holds all four files of ``name``.
 
     Returns ``(directory or None, places)`` where ``places`` lists every
     directory looked at, in order, as ``"<dir> (<where from>: <what was found>)"``.
     Only existence is checked here; :func:`load_directory` verifies contents.
+
+    A root the user named is never passed over: a ``data_dir`` that does not
+    hold all four files, a ``$SCRATCHVAE_DATA`` that is not a directory or holds
+    some of the files but not all, raises :class:`DataNotFoundError` naming
+    what is missing. (``$SCRATCHVAE_DATA`` may lack a data set entirely: it
+    names a directory of several, and the search goes on.)
     """
     spec = get_spec(name)
     places = []
-    for label, root in search_roots(data_dir):
-        for directory in (root / name, root):
-            files = dataset_files(directory, name)
+    for label, root in search_roots(data_dir, recorded_dir):
+        found = {directory: dataset_files(directory, name) for directory in (root / name, root)}
+        for directory, files in found.items():
             if len(files) == len(ROLES):
                 places.append(f"{directory} ({label}: all files found)")
                 return directory, places
@@ -132,132 +116,37 @@ def locate_dataset(name, data_dir=None):
             else:
                 note = "not here" if directory.is_dir() else "no such directory"
             places.append(f"{directory} ({label}: {note})")
+        if label == DATA_DIR or (label == ENV_DATA and (not root.is_dir()
+                                                        or any(found.values()))):
+            raise DataNotFoundError(_named_root_problem(name, label, root, found))
     return None, places
 
 
-# --------------------------------------------------------------------------
-# download
-# --------------------------------------------------------------------------
-
-def _probe(url, timeout):
-    """True if ``url``'s host (or the proxy for it) accepts a TCP connection within ``timeout``.
-
-    Runs in a daemon thread so that a hanging DNS lookup cannot stall the caller.
-    """
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        return True  # file:// and friends: let urlopen report
-    host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
-    proxy = urllib.request.getproxies().get(parts.scheme)
-    if proxy and not urllib.request.proxy_bypass(host):
-        p = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy)
-        host, port = p.hostname, p.port or 80
-    result = []
-
-    def attempt():
-        import socket
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            result.append(True)
-        except OSError:
-            pass
-
-    t = threading.Thread(target=attempt, daemon=True)
-    t.start()
-    t.join(timeout)
-    return bool(result)
-
-
-def reachable_mirrors(mirrors, timeout=PROBE_TIMEOUT):
-    """The mirrors whose host answers within ``timeout`` seconds (probed in parallel)."""
-    results = [None] * len(mirrors)
-
-    def check(i, m):
-        results[i] = _probe(m, timeout)
-
-    threads = [threading.Thread(target=check, args=(i, m), daemon=True)
-               for i, m in enumerate(mirrors)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout + 0.5)
-    return [m for m, ok in zip(mirrors, results) if ok]
-
-
-def _fetch(url, dest_path, fspec, progress, timeout):
-    """Download ``url`` to ``dest_path`` atomically; the file is verified against
-    ``fspec`` before it takes the final name, so no partial or unverified file
-    ever bears it."""
-    from tqdm import tqdm
-
-    def download(f):
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            total = r.headers.get("Content-Length")
-            with tqdm(total=int(total) if total else None, unit="B", unit_scale=True,
-                      unit_divisor=1024, desc=dest_path.name, disable=not progress,
-                      leave=False) as bar:
-                received = 0
-                while True:
-                    chunk = r.read(1 << 16)
-                    if not chunk:
-                        break
-                    f.write(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-        if total and received != int(total):
-            raise DataError(f"incomplete download: the connection ended after {received} "
-                            f"of {total} bytes")
-
-    atomic_write(dest_path, download, check=lambda tmp: load_verified(tmp, fspec))
-
-
-def download_dataset(name, dest=None, mirrors=None, progress=True, timeout=DOWNLOAD_TIMEOUT,
-                     log=None):
-    """Download the four files of ``name`` into ``dest`` (default: ``cache_dir()/name``).
-
-    Each file is fetched as ``<mirror><filename>.gz``, trying the mirrors in
-    order; a mirror that fails (network error, corrupt or wrong file) is
-    skipped for the next. A file is written to a temp file in ``dest``,
-    verified (decompressed sha256), and only then renamed into place, so no
-    partial or unverified file is ever left under the final name. Files already
-    in ``dest`` that verify are kept. Returns ``dest``; raises
-    :class:`DataNotFoundError` listing every attempt if a file cannot be had.
-    """
+def _named_root_problem(name, label, root, found):
+    """What is wrong with a root the user named (``found``: directory -> files of
+    ``name`` in it), and how to fix it."""
     spec = get_spec(name)
-    mirrors = tuple(spec.mirrors if mirrors is None else mirrors)
-    if not mirrors:
-        raise DataNotFoundError(f"data set {name!r} has no download mirrors")
-    dest = Path(cache_dir() / name if dest is None else dest).expanduser()
-    dest.mkdir(parents=True, exist_ok=True)
-    for role in ROLES:
-        fspec = spec.files[role]
-        existing = _find_file(dest, fspec.filename)
-        if existing is not None:
-            try:
-                load_verified(existing, fspec)
-                continue
-            except DataError as e:
-                if log:
-                    log(f"{e}; downloading it again")
-        target = dest / (fspec.filename + ".gz")
-        errors = []
-        for mirror in mirrors:
-            url = mirror.rstrip("/") + "/" + fspec.filename + ".gz"
-            if log:
-                log(f"downloading {url}")
-            try:
-                _fetch(url, target, fspec, progress, timeout)
-            except (OSError, DataError, http.client.HTTPException) as e:
-                # URLError, HTTPError and timeouts are OSErrors; IncompleteRead is an HTTPException
-                errors.append(f"{url}: {e}")
-                continue
-            if existing is not None and existing != target:
-                existing.unlink(missing_ok=True)  # the raw, corrupt copy would shadow nothing but confuse
-            break
-        else:
-            raise DataNotFoundError(f"could not download {fspec.filename} of {name!r}:\n  "
-                                    + "\n  ".join(errors))
-    return dest
+    if not root.exists():
+        what = f"{label} {root} does not exist"
+    elif not root.is_dir():
+        what = f"{label} {root} is not a directory"
+    elif not any(found.values()):
+        what = f"{label} {root} holds none of its files (neither in {root / name} nor in {root})"
+    else:
+        directory, files = max(found.items(), key=lambda item: len(item[1]))
+        missing = ", ".join(spec.files[r].filename + "[.gz]" for r in ROLES if r not in files)
+        what = (f"{label} {root} is incomplete: {directory} holds {len(files)} of its "
+                f"{len(ROLES)} files, missing {missing}")
+    expected = (f"The {name} files are " + ", ".join(f.filename + "[.gz]"
+                                                      for f in spec.files.values())
+                + f", as DIR/{name}/<file> or DIR/<file>.")
+    if label == DATA_DIR:
+        fix = ("A directory named by --data-dir (data_dir=) is the only place looked: correct "
+               "it, complete its files, or leave it out to search $SCRATCHVAE_DATA, the cache "
+               "and the system directory (and to --download into the cache).")
+    else:
+        fix = "Correct or unset $SCRATCHVAE_DATA, or complete its files."
+    return f"{name} not found: {what}.\n{expected}\n{fix}"
 
 
 # --------------------------------------------------------------------------
@@ -328,7 +217,7 @@ def _how_to(name):
 
 
 def load_dataset(name="mnist", data_dir=None, download="auto", allow_sample=True,
-                 progress=True, log=print):
+                 progress=True, log=print, recorded_dir=None):
     """Load a data set, from disk if possible, else by download, else (MNIST) the sample.
 
     ``download``:
@@ -342,6 +231,10 @@ def load_dataset(name="mnist", data_dir=None, download="auto", allow_sample=True
       raise :class:`DataNotFoundError` if that is impossible (no sample).
     - ``False``: never touch the network; fall back to the sample as in ``"auto"``.
 
+    ``data_dir``: the only directory looked in, which must hold all four files
+    (else :class:`DataNotFoundError` naming those missing, whatever ``download``);
+    ``recorded_dir``: a directory looked in first, passed over if it does not
+    hold the set (a saved run's record of where its data were found).
     A file that is found but fails verification raises :class:`DataError`.
     ``log`` (``None`` to silence) receives plain-text progress messages.
     """
@@ -357,7 +250,7 @@ def load_dataset(name="mnist", data_dir=None, download="auto", allow_sample=True
         download = bool(download)
     log = log or (lambda *a, **k: None)
 
-    directory, places = locate_dataset(name, data_dir)
+    directory, places = locate_dataset(name, data_dir, recorded_dir)
     if directory is not None:
         return _dataset_from(name, load_directory(directory, name), directory)
 
@@ -367,14 +260,15 @@ def load_dataset(name="mnist", data_dir=None, download="auto", allow_sample=True
         why = "downloading is disabled (download=False)"
     else:
         spec = REGISTRY[name]
-        mirrors = reachable_mirrors(spec.mirrors)
+        mirrors = _download.reachable_mirrors(spec.mirrors)
         if not mirrors:
             why = "no download mirror is reachable (offline?): " + ", ".join(spec.mirrors)
         else:
             dest = cache_dir() / name
             log(f"{name} not found locally; downloading into {dest}")
             try:
-                directory = download_dataset(name, dest, mirrors, progress=progress, log=None)
+                directory = _download.download_dataset(name, dest, mirrors, progress=progress,
+                                                       log=None)
             except (DataNotFoundError, OSError) as e:
                 why = f"the download failed: {e}"
             else:

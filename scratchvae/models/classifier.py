@@ -32,10 +32,14 @@ class Classifier(Module):
     def predict(self, x):
         return self.logits(x).argmax(axis=1)
 
-    def loss(self, x, rng=None, eps=None, labels=None, step=None, training=True):
-        """Mean cross-entropy of the batch; parts hold per-image CE and correctness."""
+    def loss(self, x, rng=None, eps=None, labels=None, step=None, training=True,
+             check_inputs=True):
+        """Mean cross-entropy of the batch; parts hold per-image CE and correctness.
+        ``check_inputs``: refuse images that are not finite (the training loop skips it)."""
         if labels is None:
             raise ValueError("Classifier.loss: expected labels (N,), got None")
+        if check_inputs:
+            losses.check_values("Classifier.loss", "images", x)
         out = self.logits(x)
         ce, ce_cache = losses.softmax_cross_entropy_forward(out, labels)
         n = x.shape[0]

@@ -117,6 +117,13 @@ class VAE(Module):
         return self.mean_image(self.decode(self.xp.asarray(z)))
 
     # -- likelihood ------------------------------------------------------------
+    def check_images(self, x):
+        """ValueError unless x holds values the likelihood accepts (finite; in [0, 1]
+        for the Bernoulli likelihood)."""
+        low, high = losses.TARGET_RANGE[self.likelihood]
+        losses.check_values(f"{type(self).__name__}.loss", f"images ({self.likelihood} "
+                            f"likelihood)", x, low, high)
+
     def _recon_forward(self, out, x, training):
         if self.likelihood == "bernoulli":
             return losses.bernoulli_nll_forward(out, x, fused_grad=training)
@@ -134,7 +141,8 @@ class VAE(Module):
         return dout
 
     # -- loss and its backward -------------------------------------------------
-    def loss(self, x, rng=None, eps=None, labels=None, step=None, beta=None, training=True):
+    def loss(self, x, rng=None, eps=None, labels=None, step=None, beta=None, training=True,
+             check_inputs=True):
         """Mean reconstruction loss plus the scheduled KL term of the batch x.
 
         Noise: pass a generator ``rng`` (eps drawn from it), or fixed ``eps`` of
@@ -144,8 +152,13 @@ class VAE(Module):
         VAE). Returns ``(loss, parts)``; parts holds the batch means 'recon',
         'kl', 'nelbo' (beta = 1) and the per-image arrays 'recon_per_image',
         'kl_per_image' (N,), 'mu_per_image' and 'logvar_per_image' (N, Z).
-        Caches what ``backward`` needs.
+        Caches what ``backward`` needs. ``check_inputs``: refuse images that hold
+        NaN, an infinity or, for the Bernoulli likelihood, values outside [0, 1]
+        (``losses.check_values``); the training loop, whose images come from
+        uint8 pixels, skips it.
         """
+        if check_inputs:
+            self.check_images(x)
         c = self.condition(labels, x.shape[0])
         mu, logvar = self.encode(x, c)
         n = x.shape[0]

@@ -245,7 +245,8 @@ class VQVAE(Module):
                                   "(it would need a separately trained prior over the codes)")
 
     # -- loss and its backward -----------------------------------------------------
-    def loss(self, x, rng=None, eps=None, labels=None, step=None, training=True, indices=None):
+    def loss(self, x, rng=None, eps=None, labels=None, step=None, training=True, indices=None,
+             check_inputs=True):
         """Mean VQ-VAE loss of the batch x; returns ``(loss, parts)``.
 
         ``rng`` is used only for dead-code restarts (training with
@@ -253,13 +254,17 @@ class VQVAE(Module):
         every model's signature and unused. With ``training=True`` the
         quantiser's upkeep (EMA step, restarts) runs *after* the forward,
         changing the codebook for the next step. ``indices`` (N, h, w)
-        imposes the code assignments (gradient checks).
+        imposes the code assignments (gradient checks). ``check_inputs``: refuse
+        images outside [0, 1] or not finite (the training loop skips it).
 
         parts: batch means 'recon' (BCE), 'vq' (the latent terms of the
         loss), 'quantization_error' (||z_e - z_q||^2), and the per-image
         arrays 'recon_per_image', 'vq_per_image',
         'quantization_error_per_image'; 'indices' (N, h, w).
         """
+        if check_inputs:
+            losses.check_values("VQVAE.loss", "images (bernoulli likelihood)", x,
+                                *losses.TARGET_RANGE["bernoulli"])
         q = self.quantizer
         if training and q.restart_after and rng is None:
             raise ValueError("VQVAE.loss: dead-code restarts need rng (a seeded generator)")
