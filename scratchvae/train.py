@@ -165,7 +165,8 @@ def _train(config, out_dir, resume, overwrite, progress, log, created):
             optimizer.lr = learning_rate(config.lr_schedule, config.lr, global_step,
                                          config.epochs * steps_per_epoch)
             optimizer.zero_grad()
-            loss, _ = model.loss(xb, rng=noise_rng, labels=yb, step=global_step, check_inputs=False)
+            loss, _ = model.loss(xb, rng=noise_rng, labels=yb, step=global_step,
+                                 check_inputs=False)   # batches of uint8 images: clean
             global_step += 1
             value = float(loss)
             if not math.isfinite(value):
