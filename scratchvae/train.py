@@ -84,6 +84,9 @@ def _non_finite(state, record):
     return names
 
 
+# NumPy's overflow warnings stay quiet: a non-finite loss, parameter or test metric
+# stops the run with its own message (errstate changes no number)
+@np.errstate(over="ignore", invalid="ignore", divide="ignore")
 def train(config, out_dir, resume=False, overwrite=False, progress=True, log=print):
     """Train ``config.model``; returns the list of per-epoch metric records.
 
