@@ -40,12 +40,14 @@ def option(default, help=None, *, bound=None, choices=None, flag=None, metavar=N
 class TrainConfig:
     model: str = option("mlp-vae", choices=sorted(MODELS))
     dataset: str = option("mnist", choices=list(FULL_DATASETS))
-    epochs: int = option(10, "number of epochs (default 10; with --resume, the new total)",
+    epochs: int = option(10, "number of epochs (default 10; with --resume, the new total, "
+                                 "except for a cosine schedule: see --lr-schedule)",
                          bound="positive")
     batch_size: int = option(128, bound="positive")
     lr: float = option(1e-3, "learning rate (default 1e-3)", bound="positive")
-    lr_schedule: str = option("constant", "constant, or cosine: decayed to 0 over the run's steps",
-                              choices=list(LR_SCHEDULES))
+    lr_schedule: str = option(
+        "constant", "constant, or cosine: decayed to 0 over the run's steps (a cosine run "
+                    "resumes only to its own --epochs)", choices=list(LR_SCHEDULES))
     optimizer: str = option("adam", choices=sorted(OPTIMIZERS))
     momentum: float = option(0.9, "SGD momentum", bound="nonneg")
     weight_decay: float = option(0.0, bound="nonneg")

@@ -79,8 +79,10 @@ def read_json(path):
             return json.load(f)
     except FileNotFoundError:
         raise FileError(f"expected a file {path}, but it does not exist") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise FileError(f"{path} is not valid JSON: {e}") from None
+    except IsADirectoryError:
+        raise FileError(f"expected a file {path}, but it is a directory") from None
 
 
 # --------------------------------------------------------------------------
