@@ -81,8 +81,8 @@ def read_json(path):
         raise FileError(f"expected a file {path}, but it does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise FileError(f"{path} is not valid JSON: {e}") from None
-    except IsADirectoryError:
-        raise FileError(f"expected a file {path}, but it is a directory") from None
+    except OSError as e:   # a directory, no permission to read, ...
+        raise FileError(f"expected a readable file {path}: {e.strerror}") from None
 
 
 # --------------------------------------------------------------------------

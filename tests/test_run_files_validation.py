@@ -125,6 +125,12 @@ def test_a_config_json_that_is_no_object(run, tmp_path, capsys, text, needle):
     _every_command_fails(run, tmp_path, capsys, needle, file="config.json")
 
 
+def test_a_config_json_that_is_a_directory(run, tmp_path, capsys):
+    (run / "config.json").unlink()
+    (run / "config.json").mkdir()
+    _every_command_fails(run, tmp_path, capsys, "expected a readable file", file="config.json")
+
+
 # --------------------------------------------------------------------------
 # crafted checkpoints
 # --------------------------------------------------------------------------
