@@ -51,6 +51,38 @@ def _png_path(text):
     return text
 
 
+class _Parser(argparse.ArgumentParser):
+    """A command's parser whose namespace also names the options the command line
+    gives, whatever their values (``args.given``, e.g. ``["--lr", "--epochs"]``): the
+    same arguments parsed again with every default suppressed hold only those."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, extras = super().parse_known_args(args, namespace)
+        parsed.given = self._given(sys.argv[1:] if args is None else list(args))
+        return parsed, extras
+
+    def _given(self, args):
+        saved = [(action, action.default) for action in self._actions], dict(self._defaults)
+        try:
+            for action in self._actions:
+                action.default = argparse.SUPPRESS
+            self._defaults.clear()
+            present = vars(super().parse_known_args(args, None)[0])
+        finally:
+            for action, default in saved[0]:
+                action.default = default
+            self._defaults.update(saved[1])
+        given = []
+        for action in self._actions:
+            if not action.option_strings or action.dest not in present:
+                continue
+            if action.nargs == 0 and action.const is not None and (
+                    present[action.dest] != action.const):
+                continue   # a flag of the same destination was given (--download, --offline)
+            given.append(action.option_strings[0])
+        return given
+
+
 class UsageError(Exception):
     """Options that argparse accepts one by one but that do not fit together.
 
@@ -64,7 +96,8 @@ def build_parser():
         prog="python -m scratchvae",
         description="scratchvae: variational autoencoders with hand-derived backward passes "
                     "on NumPy/CuPy.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=_Parser)
 
     # train ---------------------------------------------------------------------
     t = sub.add_parser(
@@ -73,7 +106,6 @@ def build_parser():
                     "negative ELBO, appends them to OUT/metrics.jsonl and writes "
                     "OUT/checkpoint.npz and OUT/config.json atomically.")
     _add_config_args(t)
-    t.set_defaults(epochs=None)   # None: not given (a new run: 10; --resume: the saved total)
     _add_data_args(t)
     t.add_argument("--out", default="runs/run", metavar="DIR", help="run directory (default runs/run)")
     existing = t.add_mutually_exclusive_group()
@@ -189,60 +221,41 @@ def _add_data_args(p):
 
 
 #: what ``train --resume DIR`` may be given besides DIR: the rest is DIR's config.json
-RESUME_OPTIONS = ("command", "resume", "epochs", "no_progress")
-
-
-def _given_options(args, parser):
-    """The option strings of the options whose destination holds a value other than
-    its default. Where flags share a destination (--download and --offline), the
-    one whose constant is the value."""
-    given = []
-    for action in parser._actions:
-        if not action.option_strings or action.dest not in vars(args):
-            continue
-        value = getattr(args, action.dest)
-        if value == parser.get_default(action.dest):
-            continue
-        if action.nargs == 0 and action.const is not None and value != action.const:
-            continue   # a flag of the same destination set it
-        given.append(action.option_strings[0])
-    return given
+RESUME_OPTIONS = ("--resume", "--epochs", "--no-progress")
 
 
 def config_from_args(args):
     """The TrainConfig of parsed ``train`` options: every config field that has an
-    option takes its value (an --epochs not given: the config's default)."""
+    option takes its value."""
     import dataclasses
 
     from .config import TrainConfig
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{name: value for name, value in vars(args).items()
-                          if name in fields and value is not None})
+    return TrainConfig(**{name: value for name, value in vars(args).items() if name in fields})
 
 
 def _cmd_train(args):
     from .rundir import read_config
-    from .train import NothingToTrain, train
+    from .train import NothingToTrain, ScheduleHorizonChanged, train
 
-    parser = args.command_parser
     if args.resume:  # the run's own config; --epochs may raise the number of epochs
-        ignored = [o for o in _given_options(args, parser)
-                   if o.lstrip("-").replace("-", "_") not in RESUME_OPTIONS]
-        if ignored:
+        refused = [o for o in args.given if o not in RESUME_OPTIONS]
+        if refused:   # given at any value, even the default: it would be ignored
             raise UsageError(f"--resume continues {args.resume} with the configuration saved "
-                             f"there; {', '.join(ignored)} cannot change it (only --epochs "
-                             f"and --no-progress go with --resume)")
+                             f"there; {', '.join(refused)} cannot change it (only --epochs "
+                             f"and --no-progress go with --resume), whatever its value, its "
+                             f"default too; to train with other options, start a new run")
         config = read_config(args.resume)
-        if args.epochs is not None:
+        if "--epochs" in args.given:
             config.epochs = args.epochs
         try:
             train(config, args.resume, resume=True, progress=not args.no_progress)
-        except NothingToTrain as e:
+        except (NothingToTrain, ScheduleHorizonChanged) as e:
             raise UsageError(str(e)) from None
         print(f"run saved in {args.resume}")
         return 0
-    vq_options = [o for o in _given_options(args, parser) if o.startswith("--vq-")]
+    vq_options = [o for o in args.given if o.startswith("--vq-")]
     if vq_options and args.model != "vq-vae":
         raise UsageError(f"{', '.join(vq_options)}: options of the vq-vae model, but --model "
                          f"is {args.model}")

@@ -6,9 +6,14 @@ see ``scratchvae/cli.py``): the help text, the choices, the flag where it is
 not ``--`` + the name with dashes, the metavar, and the kind of number it takes
 (``bound``: ``"positive"`` > 0, ``"nonneg"`` >= 0, ``"fraction"`` in (0, 1)).
 A field with ``cli=False`` has no option of its own. :meth:`TrainConfig.__post_init__`
-checks every field and the fields together, whoever builds the config.
+checks every field against this schema (its type: an ``int`` field takes an integer,
+never a bool or a float; a ``float`` field a finite number; its choices; its bound)
+and the fields together, whoever builds the config: the command line, the Python
+API, or :meth:`TrainConfig.from_dict` reading a run's ``config.json``.
 """
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,12 +40,14 @@ def option(default, help=None, *, bound=None, choices=None, flag=None, metavar=N
 class TrainConfig:
     model: str = option("mlp-vae", choices=sorted(MODELS))
     dataset: str = option("mnist", choices=list(FULL_DATASETS))
-    epochs: int = option(10, "number of epochs (default 10; with --resume, the new total)",
+    epochs: int = option(10, "number of epochs (default 10; with --resume, the new total, "
+                                 "except for a cosine schedule: see --lr-schedule)",
                          bound="positive")
     batch_size: int = option(128, bound="positive")
     lr: float = option(1e-3, "learning rate (default 1e-3)", bound="positive")
-    lr_schedule: str = option("constant", "constant, or cosine: decayed to 0 over the run's steps",
-                              choices=list(LR_SCHEDULES))
+    lr_schedule: str = option(
+        "constant", "constant, or cosine: decayed to 0 over the run's steps (a cosine run "
+                    "resumes only to its own --epochs)", choices=list(LR_SCHEDULES))
     optimizer: str = option("adam", choices=sorted(OPTIMIZERS))
     momentum: float = option(0.9, "SGD momentum", bound="nonneg")
     weight_decay: float = option(0.0, bound="nonneg")
@@ -92,38 +99,18 @@ class TrainConfig:
         0, "data augmentation: translate each training image by up to PX pixels (0: off; for "
            "the classifier)", bound="nonneg", metavar="PX")
     device: str = option("cpu", choices=["cpu", "gpu"])
-    eval_batch_size: int = option(1000, cli=False)
+    eval_batch_size: int = option(1000, bound="positive", cli=False)
     train_limit: int = option(0, "use only the first N training images (0: all)",
                               bound="nonneg", metavar="N")
     test_limit: int = option(0, "use only the first N test images (0: all)", bound="nonneg",
                              metavar="N")
     data_dir: str = option("", "directory holding <dataset>/*.gz (else $SCRATCHVAE_DATA, the "
                                "cache, /usr/share/datasets)", metavar="DIR")
-    download: str = option("auto", cli=False)     # "auto" | "yes" | "no": --download, --offline
+    download: str = option("auto", choices=["auto", "yes", "no"], cli=False)  # --download, --offline
     use_sample: bool = option(False, cli=False)   # the bundled sample: --sample
 
     def __post_init__(self):
-        problems = []
-        for name in ("epochs", "batch_size", "eval_batch_size", "n_samples"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("train_limit", "test_limit", "latent_dim", "augment_shift", "clip_grad_norm",
-                     "weight_decay", "kl_warmup_steps", "capacity_max", "capacity_steps",
-                     "capacity_gamma"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.vq_codes < 1 or self.vq_commitment < 0 or self.vq_restart < 0:
-            problems.append(f"vq_codes must be >= 1, vq_commitment and vq_restart >= 0, got "
-                            f"{self.vq_codes}, {self.vq_commitment}, {self.vq_restart}")
-        if self.vq_init not in CODEBOOK_INITS or not 0 < self.vq_decay < 1:
-            problems.append(f"vq_init must be one of {CODEBOOK_INITS} and 0 < vq_decay < 1, "
-                            f"got {self.vq_init!r}, {self.vq_decay}")
-        if not self.lr > 0:
-            problems.append(f"lr must be > 0, got {self.lr}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            problems.append(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if self.optimizer not in OPTIMIZERS:
-            problems.append(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
+        problems = [p for p in map(self._field_problem, dataclasses.fields(self)) if p]
         if not problems:
             try:  # the KL schedule's own consistency rules (warm-up xor capacity, ...)
                 KLSchedule(self.beta, self.kl_warmup_steps, self.capacity_max,
@@ -133,18 +120,52 @@ class TrainConfig:
         if self.use_sample and self.dataset not in SAMPLES:
             problems.append(f"use_sample: the package bundles a sample of "
                             f"{', '.join(SAMPLES)} only, not of {self.dataset}")
-        if self.download not in ("auto", "yes", "no"):
-            problems.append(f"download must be auto, yes or no, got {self.download!r}")
         if problems:
             raise ValueError("invalid training configuration: " + "; ".join(problems))
 
+    def _field_problem(self, f):
+        """What is wrong with the value of field ``f`` (type, choices, bound), or None."""
+        value = getattr(self, f.name)
+        kind, bound, choices = f.type, f.metadata["bound"], f.metadata["choices"]
+        if kind is bool:
+            fits = isinstance(value, bool)
+        elif kind is int:
+            fits = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        elif kind is float:
+            fits = (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                    and math.isfinite(value))
+        else:
+            fits = isinstance(value, str)
+        if not fits:
+            return f"{f.name} must be {TYPE_NAMES[kind]}, got {value!r}"
+        if choices is not None and value not in choices:
+            return f"{f.name} must be one of {', '.join(choices)}, got {value!r}"
+        if bound == "positive" and not value > 0:
+            return f"{f.name} must be {'>= 1' if kind is int else '> 0'}, got {value}"
+        if bound == "nonneg" and not value >= 0:
+            return f"{f.name} must be >= 0, got {value}"
+        if bound == "fraction" and not 0 < value < 1:
+            return f"{f.name} must be in (0, 1), got {value}"
+        return None
+
     @classmethod
     def from_dict(cls, d):
+        """The config a JSON object ``d`` (a run's config.json) describes: every key a
+        field, every value of the field's type, choices and bound; a missing key takes
+        the field's default."""
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a JSON object of configuration fields, got a "
+                             f"{type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown configuration keys {unknown}")
         return cls(**d)
+
+
+#: how a field's type is named in a message
+TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a finite number",
+              str: "a string"}
 
 
 def make_model(config, rng, dtype=np.float32):

@@ -121,8 +121,10 @@ def read_json(path):
             return json.load(f)
     except FileNotFoundError:
         raise FileError(f"expected a file {path}, but it does not exist") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise FileError(f"{path} is not valid JSON: {e}") from None
+    except OSError as e:   # a directory, no permission to read, ...
+        raise FileError(f"expected a readable file {path}: {e.strerror}") from None
 
 
 # --------------------------------------------------------------------------

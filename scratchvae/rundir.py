@@ -16,9 +16,13 @@ before its checkpoint, so a later line belongs to an epoch not saved (yet).
 
 ``config.json`` records the data actually used (the bundled sample after a
 fall-back, ``data_dir`` as an absolute path: :func:`recorded_config`), so that
-evaluation, figures and a resume load the same data. A missing, damaged or
-foreign file raises :class:`~scratchvae.checkpoints.CheckpointError` (or
-:class:`~scratchvae.files.FileError`) naming it.
+evaluation, figures and a resume load the same data. A missing, damaged,
+foreign or crafted file raises :class:`~scratchvae.checkpoints.CheckpointError`
+(or :class:`~scratchvae.files.FileError`) naming it and what is wrong: config.json
+is checked against :class:`~scratchvae.config.TrainConfig`'s schema, a checkpoint's
+members against the model (and optimiser) they are loaded into before any array
+is read (:func:`read_checkpoint`), so reading one takes at most the memory of that
+state.
 
 Evaluation: independent NumPy generators for initialisation, shuffling, the
 training noise and the evaluation noise, all spawned from the run's one seed
@@ -87,6 +91,10 @@ def files_to_replace(run_dir, overwrite):
     return held
 
 
+#: the largest config.json read (a run's is about 1 kB)
+CONFIG_LIMIT = 1 << 20
+
+
 def check_resumable(run_dir):
     """Raise :class:`CheckpointError` unless ``run_dir`` holds a checkpoint to resume."""
     held = run_files(run_dir)
@@ -104,17 +112,28 @@ def remove_temp_files(run_dir):
 
 def read_config(run_dir):
     """The :class:`TrainConfig` saved in ``run_dir/config.json``; a missing, unreadable
-    or invalid file raises :class:`~scratchvae.files.FileError` naming it."""
+    or invalid file (a key that is no field, a value of the wrong type, out of range or
+    not among the field's choices) raises :class:`~scratchvae.files.FileError` naming it."""
     path = os.path.join(run_dir, CONFIG)
+    if os.path.isfile(path) and os.path.getsize(path) > CONFIG_LIMIT:
+        raise CheckpointError(f"{path} holds {os.path.getsize(path):,} bytes; a run's "
+                              f"config.json is a small JSON object (at most "
+                              f"{CONFIG_LIMIT:,} bytes)")
     saved = files.read_json(path)
-    try:
-        config = TrainConfig.from_dict(saved)
-    except (ValueError, TypeError) as e:  # TypeError: not a JSON object
-        raise CheckpointError(f"{path} is not a usable training configuration: {e}") from None
-    if config.model not in DEFAULT_LATENT_DIM:
-        raise CheckpointError(f"{path}: unknown model {config.model!r}; expected one of "
+    model = saved.get("model") if isinstance(saved, dict) else None
+    if isinstance(model, str) and model not in DEFAULT_LATENT_DIM:
+        raise CheckpointError(f"{path}: unknown model {model!r}; expected one of "
                               f"{', '.join(sorted(DEFAULT_LATENT_DIM))}")
-    return config
+    return _config_from(saved, path)
+
+
+def _config_from(saved, path):
+    """``TrainConfig.from_dict(saved)``, its refusal raised as a CheckpointError naming
+    ``path``."""
+    try:
+        return TrainConfig.from_dict(saved)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path} is not a usable training configuration: {e}") from None
 
 
 def write_config(run_dir, config):
@@ -131,16 +150,16 @@ def read_metrics(run_dir, epoch=None):
     path = os.path.join(run_dir, METRICS)
     records = files.read_jsonl(path)
     for number, record in enumerate(records, 1):
-        if type(record.get("epoch")) is not int:
-            raise files.FileError(f"{path}, record {number}: epoch {record.get('epoch')!r} is "
-                                  f"not an integer; the file is damaged")
+        if type(record.get("epoch")) is not int or record["epoch"] < 1:
+            raise files.FileError(f"{path}, line {number}: epoch is {record.get('epoch')!r}, "
+                                  f"not an integer >= 1; the file is damaged")
     return [r for r in records if r["epoch"] <= epoch]
 
 
 def read_run(run_dir):
-    """(config dict, list of the per-epoch records of saved epochs) of a run directory."""
-    config = files.read_json(os.path.join(run_dir, CONFIG))
-    return config, read_metrics(run_dir)
+    """(config dict, list of the per-epoch records of saved epochs) of a run directory;
+    the config checked as :func:`read_config` checks it."""
+    return dataclasses.asdict(read_config(run_dir)), read_metrics(run_dir)
 
 
 def restore_state(target, state, path, run_dir):
@@ -148,10 +167,83 @@ def restore_state(target, state, path, run_dir):
     state that does not fit raised as a CheckpointError naming the checkpoint."""
     try:
         target.load_state_dict(state)
-    except (ValueError, KeyError, TypeError, IndexError) as e:
+    except (ValueError, KeyError, TypeError, IndexError, OverflowError) as e:
         raise CheckpointError(
             f"checkpoint {path} does not fit the {type(target).__name__} that "
             f"{os.path.join(run_dir, CONFIG)} describes: {e}") from None
+
+
+#: the random generators a checkpoint's meta holds, by key: (batch order, training noise)
+GENERATORS = ("shuffle_rng", "noise_rng")
+
+
+def state_members(model, optimizer=None):
+    """member name -> (shape, dtype) of a checkpoint of ``model`` (and ``optimizer``):
+    ``model/<name>`` per entry of the model's state, ``optim/<key>`` per optimiser
+    array, ``optim/<key>/<i>`` per entry of a per-parameter list (the shape and dtype
+    of parameter i where the list holds no array yet, e.g. SGD's momentum buffers)."""
+    members = {f"model/{k}": (v.shape, v.dtype) for k, v in model.state_dict().items()}
+    if optimizer is not None:
+        for key, value in optimizer.state_dict().items():
+            if isinstance(value, (list, tuple)):
+                for i, (a, p) in enumerate(zip(value, optimizer.params)):
+                    ref = p.data if a is None else a
+                    members[f"optim/{key}/{i}"] = (tuple(ref.shape), np.dtype(ref.dtype))
+            elif isinstance(value, np.ndarray):
+                members[f"optim/{key}"] = (value.shape, value.dtype)
+    return members
+
+
+def _check_meta(meta, path):
+    """The run's entries of a checkpoint's meta: ``epoch`` an integer >= 1, each of
+    :data:`GENERATORS` a state of NumPy's PCG64 generator, ``config`` a valid
+    configuration; else a CheckpointError naming the entry."""
+    epoch = meta.get("epoch")
+    if type(epoch) is not int or epoch < 1:
+        raise CheckpointError(f"checkpoint {path}: its epoch is {epoch!r}, not an integer >= 1")
+    for name in GENERATORS:
+        try:
+            np.random.PCG64().state = meta[name]
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
+            raise CheckpointError(f"checkpoint {path}: {name} is not the state of a NumPy "
+                                  f"PCG64 generator ({type(e).__name__}: {e})") from None
+    if "config" not in meta:
+        raise CheckpointError(f"checkpoint {path}: its meta has no 'config' entry")
+    _config_from(meta["config"], f"checkpoint {path}: its config")
+
+
+def read_checkpoint(run_dir, model, optimizer=None):
+    """``(model_state, optim_state, meta)`` of ``run_dir/checkpoint.npz``, read for
+    ``model`` (and ``optimizer``; without it, no optimiser array is read): the file's
+    members are checked from their headers against :func:`state_members` before any
+    array is read, the meta by :func:`_check_meta`, the model's arrays for NaN and
+    infinity."""
+    path = os.path.join(run_dir, CHECKPOINT)
+    try:
+        model_state, optim_state, meta = ckpt.load_checkpoint(
+            path, state_members(model, optimizer), optim=optimizer is not None)
+    except ckpt.StateMismatch as e:
+        raise CheckpointError(f"checkpoint {path} does not fit the {type(model).__name__} "
+                              f"that {os.path.join(run_dir, CONFIG)} describes: "
+                              f"{e.detail}") from None
+    _check_meta(meta, path)
+    bad = [name for name, a in model_state.items() if not np.isfinite(a).all()]
+    if bad:
+        raise CheckpointError(f"checkpoint {path}: {', '.join(bad[:3])} hold NaN or "
+                              f"infinite values")
+    return model_state, optim_state, meta
+
+
+def restore_run(run_dir, model, optimizer, generators):
+    """Load ``run_dir``'s checkpoint into ``model``, ``optimizer`` and the NumPy
+    generators ``generators`` (one per entry of :data:`GENERATORS`); returns its meta."""
+    path = os.path.join(run_dir, CHECKPOINT)
+    model_state, optim_state, meta = read_checkpoint(run_dir, model, optimizer)
+    restore_state(model, model_state, path, run_dir)
+    restore_state(optimizer, optim_state, path, run_dir)
+    for rng, name in zip(generators, GENERATORS):
+        rng.bit_generator.state = meta[name]
+    return meta
 
 
 def load_run(run_dir, device="cpu"):
@@ -160,8 +252,8 @@ def load_run(run_dir, device="cpu"):
     config = read_config(run_dir)
     config.device = device
     path = os.path.join(run_dir, CHECKPOINT)
-    model_state, _, meta = ckpt.load_checkpoint(path)
     model = make_model(config, np.random.default_rng(0))
+    model_state, _, meta = read_checkpoint(run_dir, model)
     restore_state(model, model_state, path, run_dir)
     model.to(array_module(device))
     return config, model, meta

@@ -42,7 +42,7 @@ from .config import make_model, make_optimizer
 from .optimizers import clip_grad_norm
 from .rundir import (CHECKPOINT, METRICS, array_module, check_resumable, evaluate,
                      files_to_replace, load_data, recorded_config, remove_temp_files,
-                     restore_state, seed_sequences, write_config)
+                     restore_run, seed_sequences, write_config)
 from .schedules import learning_rate
 
 
@@ -52,6 +52,12 @@ class TrainingDiverged(RuntimeError):
 
 class NothingToTrain(ValueError):
     """``resume`` of a run that has already trained ``config.epochs`` epochs."""
+
+
+class ScheduleHorizonChanged(ValueError):
+    """``resume`` of a cosine-schedule run to another number of epochs than its own:
+    the schedule's horizon is the run's epochs, so the steps still to come would get
+    another learning rate than the run began with."""
 
 
 def format_epoch(record):
@@ -91,6 +97,9 @@ def _non_finite(state, record):
     return names
 
 
+# NumPy's overflow warnings stay quiet: a non-finite loss, parameter or test metric
+# stops the run with its own message (errstate changes no number)
+@np.errstate(over="ignore", invalid="ignore", divide="ignore")
 def train(config, out_dir, resume=False, overwrite=False, progress=True, log=print):
     """Train ``config.model``; returns the list of per-epoch metric records.
 
@@ -130,16 +139,22 @@ def _train(config, out_dir, resume, overwrite, progress, log, created):
     noise_rng = np.random.default_rng(noise_ss)
     start_epoch = 0
     if resume:
-        model_state, optim_state, meta = ckpt.load_checkpoint(ckpt_path)
-        restore_state(model, model_state, ckpt_path, out_dir)
-        restore_state(optimizer, optim_state, ckpt_path, out_dir)
-        shuffle_rng.bit_generator.state = meta["shuffle_rng"]
-        noise_rng.bit_generator.state = meta["noise_rng"]
-        start_epoch = int(meta["epoch"])
+        meta = restore_run(out_dir, model, optimizer, (shuffle_rng, noise_rng))
+        start_epoch, horizon = meta["epoch"], meta["config"]["epochs"]
+        if config.lr_schedule == "cosine" and config.epochs != horizon:
+            raise ScheduleHorizonChanged(
+                f"the run in {out_dir} decays its learning rate to 0 along a cosine over its "
+                f"{horizon} epochs (--lr-schedule cosine); --epochs {config.epochs} would "
+                f"change that horizon and with it the learning rate of every step still to "
+                f"come, so the run would match neither {horizon} nor {config.epochs} epochs "
+                f"trained straight. Resume it without --epochs to finish its {horizon} "
+                f"epochs, or start a new run with --epochs {config.epochs}")
         if start_epoch >= config.epochs:
+            more = ("a cosine schedule ends with the run: start a new run with more --epochs"
+                    if config.lr_schedule == "cosine" else
+                    f"pass --epochs N with N > {start_epoch}")
             raise NothingToTrain(f"the run in {out_dir} has trained {start_epoch} of "
-                                 f"{config.epochs} epochs: nothing to continue; pass --epochs "
-                                 f"N with N > {start_epoch}")
+                                 f"{config.epochs} epochs: nothing to continue; {more}")
         files.truncate_jsonl(metrics_path, lambda r: r.get("epoch", 0) <= start_epoch)
         log(f"resuming {out_dir} after epoch {start_epoch}")
 

@@ -167,8 +167,8 @@ def test_a_killed_writer_leaves_no_stale_lock_and_its_litter_goes_at_the_resume(
 
 def test_a_metrics_record_without_an_integer_epoch_is_named(tmp_path):
     (tmp_path / rundir.METRICS).write_text('{"epoch": 1}\n{"epoch": "2"}\n')
-    with pytest.raises(files.FileError, match=r"metrics.jsonl, record 2: epoch '2' is not an "
-                                              r"integer; the file is damaged"):
+    with pytest.raises(files.FileError, match=r"metrics.jsonl, line 2: epoch is '2', not an "
+                                              r"integer >= 1; the file is damaged"):
         rundir.read_metrics(str(tmp_path), epoch=3)
     (tmp_path / rundir.METRICS).write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n')
     assert rundir.read_metrics(str(tmp_path), epoch=2) == [{"epoch": 1}, {"epoch": 2}]
