@@ -381,6 +381,11 @@ def main(argv=None):
             DeviceUnavailable) as e:   # FileError: CheckpointError too
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except MemoryError as e:   # e.g. a crafted config.json asking for a huge model
+        print(f"error: out of memory{': ' + str(e) if str(e) else ''}; the sizes this command "
+              f"asks for (model, batch, samples) exceed this machine's memory; the last "
+              f"checkpoint written is intact", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint written is intact", file=sys.stderr)
         return 130

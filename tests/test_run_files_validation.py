@@ -131,6 +131,14 @@ def test_a_config_json_that_is_a_directory(run, tmp_path, capsys):
     _every_command_fails(run, tmp_path, capsys, "expected a readable file", file="config.json")
 
 
+def test_a_config_json_asking_for_a_huge_model(run, capsys):
+    """Sizes within the schema but beyond memory end in an error, not a traceback."""
+    _edit_config(run, latent_dim=10**9)      # a 400 x 2e9 weight: terabytes
+    assert main(["evaluate", "--checkpoint", str(run), "--iw-k", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: out of memory") and "Traceback" not in err
+
+
 # --------------------------------------------------------------------------
 # crafted checkpoints
 # --------------------------------------------------------------------------
