@@ -22,6 +22,7 @@ import os
 
 import numpy as np
 
+from .files import FileError
 from .rundir import read_run
 
 def image_grid(images, ncol=None, padding=2, pad_value=1.0):
@@ -194,12 +195,12 @@ def plot_training_curves(runs, path, labels=None, title=None):
     if not runs:
         raise ValueError("plot_training_curves: expected at least one run directory")
     labels = [os.path.basename(os.path.normpath(r)) for r in runs] if labels is None else labels
-    groups = {}  # model -> [(label, config, records)]
+    groups = {}  # model -> [(label, config, records, run)]
     for run, label in zip(runs, labels):
         config, records = read_run(run)
         if not records:
             raise ValueError(f"plot_training_curves: {run} has no epoch in its metrics.jsonl")
-        groups.setdefault(config["model"], []).append((label, config, records))
+        groups.setdefault(config["model"], []).append((label, config, records, run))
     from matplotlib import colormaps
 
     cmap = colormaps["tab10"]
@@ -209,10 +210,15 @@ def plot_training_curves(runs, path, labels=None, title=None):
     for p, (model, items) in enumerate(groups.items()):
         ax = fig.add_subplot(nrow, ncol, p + 1)
         max_epoch = 1
-        for i, (label, config, records) in enumerate(items):
+        for i, (label, config, records, run) in enumerate(items):
             epochs = [r["epoch"] for r in records]
             max_epoch = max(max_epoch, epochs[-1])
             key, key_label = eval_loss_key(records[0])
+            for r in records:
+                if not all(isinstance(r.get(k), (int, float)) for k in ("train_loss", key)):
+                    raise FileError(f"{os.path.join(run, 'metrics.jsonl')}: the "
+                                    f"record of epoch {r['epoch']} lacks a number for "
+                                    f"train_loss or {key}; the file is damaged")
             colour = cmap(i % 10)
             ax.plot(epochs, [r["train_loss"] for r in records], "--o", color=colour, ms=3,
                     label=f"{label}: train loss")

@@ -139,6 +139,16 @@ def test_a_config_json_asking_for_a_huge_model(run, capsys):
     assert err.startswith("error: out of memory") and "Traceback" not in err
 
 
+def test_a_metrics_record_without_its_losses_is_named(run, tmp_path, capsys):
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    del records[-1]["train_loss"]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["plot", "curves", "--run", str(run), "--out", str(tmp_path / "c.png")]) == 1
+    err = capsys.readouterr().err
+    assert "metrics.jsonl: the record of epoch 1 lacks a number for train_loss" in err
+    assert "Traceback" not in err
+
+
 # --------------------------------------------------------------------------
 # crafted checkpoints
 # --------------------------------------------------------------------------
