@@ -21,11 +21,11 @@ import numpy as np
 from ..backend import check_float, check_shape, get_xp
 
 
-def check_indices(op, name, indices, count):
-    """``indices`` as an array of the table's module; ``ValueError`` naming ``op``
-    unless it holds integers in [0, count)."""
-    xp = get_xp(indices)
-    indices = xp.asarray(indices)
+def check_indices(op, name, indices, table):
+    """``indices`` as an array of ``table``'s array module; ``ValueError`` naming
+    ``op`` unless it holds integers in [0, K), K = the table's row count."""
+    count = table.shape[0]
+    indices = get_xp(table).asarray(indices)
     if indices.dtype.kind not in "iu":
         raise ValueError(f"{op}: expected integer {name} in [0, {count}), got dtype "
                          f"{indices.dtype}")
@@ -40,15 +40,21 @@ def scatter_add_rows(rows, indices, count):
 
     rows (M, D), indices (M,). On NumPy ``np.add.at`` adds the rows one after
     another in their order; other array modules (CuPy, whose scatter-add
-    uses atomics in no fixed order) use the product onehot(indices)^T rows,
-    one GEMM whose order of summation is fixed. Either way a run repeats bit
-    for bit.
+    uses atomics in no fixed order) use :func:`scatter_add_onehot`. Either
+    way a run repeats bit for bit.
     """
+    if get_xp(rows) is not np:
+        return scatter_add_onehot(rows, indices, count)
+    table = np.zeros((count, rows.shape[1]), dtype=rows.dtype)
+    np.add.at(table, indices, rows)
+    return table
+
+
+def scatter_add_onehot(rows, indices, count):
+    """The same sums as the product onehot(indices)^T rows: one GEMM, its
+    order of summation fixed. Costs count * M * D multiply-adds and a
+    (count, M) matrix, small beside a network for a code book of hundreds."""
     xp = get_xp(rows)
-    if xp is np:
-        table = np.zeros((count, rows.shape[1]), dtype=rows.dtype)
-        np.add.at(table, indices, rows)
-        return table
     onehot = (xp.arange(count)[:, None] == indices[None, :]).astype(rows.dtype)
     return onehot @ rows
 
@@ -66,7 +72,7 @@ def embedding_forward(indices, table):
     op = "Embedding"
     check_shape(op, "table", table, (None, None))
     check_float(op, "table", table)
-    indices = check_indices(op, "indices", indices, table.shape[0])
+    indices = check_indices(op, "indices", indices, table)
     return table[indices], (indices, table.shape)
 
 
@@ -103,7 +109,7 @@ def class_bias_forward(h, labels, table):
     check_float(op, "table", table)
     check_shape(op, "input", h, (None, table.shape[1], None, None))
     check_float(op, "input", h, table.dtype)
-    labels = check_indices(op, "labels", labels, table.shape[0])
+    labels = check_indices(op, "labels", labels, table)
     check_shape(op, "labels", labels, (h.shape[0],))
     return h + table[labels][:, :, None, None], (labels, table.shape, h.shape)
 
