@@ -59,7 +59,8 @@ class MaskedConv2d(Module):
     """y = conv2d(x; W * M) + b: a PixelCNN convolution of ``mask_type`` "A" or "B".
 
     W (out, in, KH, KW), b (out,) initialised as Conv2d's (the whole W is
-    drawn; the entries outside the mask M are never read and never change).
+    drawn; the entries outside the mask M are multiplied by 0 in the forward
+    and get a gradient of 0, so they never change).
     The mask M = ``pixelcnn_mask(mask_type, out, in, KH, KW)`` is a constant
     of the module, not a parameter. Stride 1; ``padding`` defaults to
     (KH // 2, KW // 2), which keeps the image size and puts the kernel's
