@@ -212,42 +212,68 @@ def gaussian_nll_learned_backward(dnll, cache):
 
 
 # --------------------------------------------------------------------------
-# Categorical likelihood: softmax cross-entropy (for the classifier)
+# Categorical likelihood: softmax cross-entropy (the classifier; a PixelCNN's
+# K-way distribution at every position of a code map)
 # --------------------------------------------------------------------------
 
-def softmax_cross_entropy_forward(logits, labels):
-    """CE_n = -log softmax(l_n)[y_n] = logsumexp(l_n) - l_n[y_n].
+def _class_rows(logits):
+    """(N, K, ...) logits -> (N*P, K) rows, one per sample and position (a view
+    for 2-D logits, where P = 1)."""
+    if logits.ndim == 2:
+        return logits
+    return get_xp(logits).moveaxis(logits, 1, -1).reshape(-1, logits.shape[1])
 
-    Shapes: logits (N, C), integer labels (N,) in [0, C) -> (N,). The
-    log-sum-exp subtracts the row maximum first, so no exp overflows.
-    Caches p = softmax(l) and the labels.
+
+def softmax_cross_entropy_forward(logits, labels):
+    """CE_n = sum_s -log softmax(l_{n,:,s})[y_{n,s}] = sum_s logsumexp(l_{n,:,s}) - l_{n,y_{n,s},s}.
+
+    Shapes: logits (N, K) with integer labels (N,) in [0, K) (a classifier),
+    or logits (N, K, ...) with labels (N, ...) (a K-way distribution at every
+    position s, e.g. (N, K, H, W) over a code map) -> (N,): the loss of each
+    sample summed over its positions, in nats (per code map, not per code).
+    The log-sum-exp subtracts each row's maximum first, so no exp overflows
+    (logits of 1e4 are exact). Caches p = softmax(l) as (N*P, K) rows (P
+    positions per sample, 1 for 2-D logits) and the labels.
     """
-    check_shape("SoftmaxCrossEntropy", "logits", logits, (None, None))
-    check_float("SoftmaxCrossEntropy", "logits", logits)
+    op = "SoftmaxCrossEntropy"
+    if getattr(logits, "ndim", 0) < 2:
+        check_shape(op, "logits", logits, (None, None))
+    check_float(op, "logits", logits)
     xp = get_xp(logits)
     labels = xp.asarray(labels)
-    n, c = logits.shape
-    check_shape("SoftmaxCrossEntropy", "labels", labels, (n,))
-    if labels.dtype.kind not in "iu" or (n and (int(labels.min()) < 0 or int(labels.max()) >= c)):
-        raise ValueError(f"SoftmaxCrossEntropy: expected integer labels in [0, {c}), got "
+    n, c = logits.shape[:2]
+    check_shape(op, "labels", labels, (n,) + tuple(logits.shape[2:]))
+    if labels.dtype.kind not in "iu" or (labels.size and (int(labels.min()) < 0
+                                                          or int(labels.max()) >= c)):
+        raise ValueError(f"{op}: expected integer labels in [0, {c}), got "
                          f"dtype {labels.dtype}" + (f", range [{int(labels.min())}, "
-                                                    f"{int(labels.max())}]" if n else ""))
-    shifted = logits - logits.max(axis=1, keepdims=True)
+                                                    f"{int(labels.max())}]"
+                                                    if labels.size else ""))
+    rows, flat = _class_rows(logits), labels.reshape(-1)
+    shifted = rows - rows.max(axis=1, keepdims=True)
     e = xp.exp(shifted)
     total = e.sum(axis=1)
-    ce = xp.log(total) - shifted[xp.arange(n), labels]
+    ce = xp.log(total) - shifted[xp.arange(flat.shape[0]), flat]
+    if logits.ndim > 2:
+        ce = ce.reshape(n, -1).sum(axis=1)
     return ce, (e / total[:, None], labels)
 
 
 def softmax_cross_entropy_backward(dce, cache):
-    """dCE_n/dl_nc = p_nc - 1[c = y_n].
+    """dCE_n/dl_{n,c,s} = p_{n,c,s} - 1[c = y_{n,s}].
 
-    From CE = log sum_c' exp(l_c') - l_y: the first term's derivative is
-    exp(l_c) / sum exp = p_c, the second's is 1 for c = y. Returns dlogits (N, C).
+    From CE = sum_s (log sum_c' exp(l_{c',s}) - l_{y_s,s}): the first term's
+    derivative is exp(l_{c,s}) / sum_c' exp(l_{c',s}) = p_{c,s}, the
+    second's is 1 for c = y_s; the sum over positions gives each position
+    its own term, scaled by the sample's dce_n. Returns dlogits of the
+    logits' shape (for more than 2 dimensions a channels-last view).
     """
     p, labels = cache
-    n = p.shape[0]
+    n = labels.shape[0]
     d = _per_sample(dce, n, "SoftmaxCrossEntropy.backward")
     g = p.copy()
-    g[get_xp(p).arange(n), labels] -= 1
-    return d * g
+    g[get_xp(p).arange(p.shape[0]), labels.reshape(-1)] -= 1
+    if labels.ndim == 1:
+        return d * g
+    g = (g.reshape(n, -1, p.shape[1]) * d[:, :, None]).reshape(labels.shape + (p.shape[1],))
+    return get_xp(g).moveaxis(g, -1, 1)

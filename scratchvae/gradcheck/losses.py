@@ -49,6 +49,13 @@ def _softmax_ce(rng):
     return Problem({"logits": logits, "labels": labels}, ("logits",))
 
 
+def _softmax_ce_map(rng):
+    """K = 4 classes at every position of a (3, 4, 2, 3) logit map, targets (3, 2, 3)."""
+    logits = 3 * rng.standard_normal((3, 4, 2, 3))
+    labels = rng.integers(0, 4, size=(3, 2, 3))
+    return Problem({"logits": logits, "labels": labels}, ("logits",))
+
+
 IMAGES = (2, 2, 3, 4)   # 4-D cases: a conv decoder's output, laid out channels-last by the tests
 
 SPECS = (
@@ -84,6 +91,8 @@ SPECS = (
     OpSpec(
         "softmax_cross_entropy", losses.softmax_cross_entropy_forward,
         losses.softmax_cross_entropy_backward,
-        cases=(Case("SoftmaxCrossEntropy", _softmax_ce),),
-        tests=("tests/test_ops.py", "tests/test_classifier.py")),
+        cases=(Case("SoftmaxCrossEntropy", _softmax_ce),
+               Case("SoftmaxCrossEntropy (K classes at every position)", _softmax_ce_map)),
+        tests=("tests/test_ops.py", "tests/test_classifier.py",
+               "tests/test_pixelcnn_ops.py")),
 )

@@ -12,9 +12,11 @@ import inspect
 import numpy as np
 
 from . import conv, dense, elementwise, losses, models, vq
+from . import pixelcnn
 
 #: the family modules, in catalogue order; each lists its entries in SPECS
 FAMILIES = (elementwise, dense, losses, conv, vq, models)
+FAMILIES += (pixelcnn,)
 
 #: name -> OpSpec, in catalogue order
 REGISTRY = {}

@@ -5,7 +5,10 @@
 - activations.py  ReLU, LeakyReLU, Sigmoid, Tanh
 - shape.py        Flatten, Reshape, Concat
 - sampler.py      reparameterised Gaussian sampler z = mu + exp(logvar/2) eps
-- conv.py         Conv2d and ConvTranspose2d (im2col / col2im)
+- conv.py         Conv2d and ConvTranspose2d (im2col / col2im), masked Conv2d
+                  (PixelCNN types A and B)
+- embedding.py    Embedding (a gather, backward a scatter-add) and the
+                  class-conditional bias
 - vq.py           vector quantisation: nearest code, straight-through copy,
                   codebook and commitment losses, EMA codebook update
 

@@ -38,8 +38,13 @@ images at a time, so no column matrix is ever built whole; 1x1
 convolutions (kernel 1, stride 1, padding 0) skip im2col/col2im: the
 columns are the image itself, reshaped.
 
+Masked convolution (PixelCNN, van den Oord et al. 2016) is Conv2d with the
+weight W * M for a fixed 0/1 mask M (:func:`pixelcnn_mask`); it reuses the
+Conv2d pair and adds no conv code path.
+
 Registry entries (gradient checks over a grid of strides, paddings and
-kernels; generated tests; docs/derivations.md): scratchvae/gradcheck/conv.py.
+kernels; generated tests; docs/derivations.md): scratchvae/gradcheck/conv.py,
+masked convolution in scratchvae/gradcheck/pixelcnn.py.
 """
 import numpy as np
 
@@ -49,7 +54,7 @@ from kernels.gemm import matmul
 from kernels.im2col import conv_output_size
 from kernels.layout import ascontiguous
 
-from ..backend import check_float, check_shape, get_xp
+from ..backend import check_float, check_int, check_shape, get_xp
 
 
 # --------------------------------------------------------------------------
@@ -214,6 +219,75 @@ def conv2d_init(rng, in_channels, out_channels, kernel_size, dtype, bias=True):
     W = rng.uniform(-bound, bound, size=(out_channels, in_channels, kh, kw)).astype(dtype)
     b = rng.uniform(-bound, bound, size=(out_channels,)).astype(dtype) if bias else None
     return W, b
+
+
+# --------------------------------------------------------------------------
+# Masked Conv2d (PixelCNN)
+# --------------------------------------------------------------------------
+
+#: the mask types: "A" hides the centre pixel (a first layer), "B" shows it
+MASK_TYPES = ("A", "B")
+
+
+def pixelcnn_mask(kind, out_channels, in_channels, kh, kw, dtype=np.float32):
+    """The 0/1 mask M (out, in, KH, KW) of a PixelCNN convolution.
+
+    With the centre (ci, cj) = (KH // 2, KW // 2), a kernel tap (i, j) is kept
+    when it lies in a row above the centre, or in the centre row left of the
+    centre; type "B" also keeps the centre itself, type "A" does not. With
+    stride 1 and padding (KH // 2, KW // 2) the output at pixel p then reads
+    only the inputs before p in raster order (A), or at and before p (B).
+    Single-stack masks: every input channel sees the same taps. The kernel
+    sizes must be odd, so that the centre is the output pixel.
+    """
+    if kind not in MASK_TYPES:
+        raise ValueError(f"pixelcnn_mask: expected kind 'A' or 'B', got {kind!r}")
+    out_channels = check_int("pixelcnn_mask", "out_channels", out_channels, 1)
+    in_channels = check_int("pixelcnn_mask", "in_channels", in_channels, 1)
+    for name, k in (("kh", kh), ("kw", kw)):
+        if check_int("pixelcnn_mask", name, k, 1) % 2 == 0:
+            raise ValueError(f"pixelcnn_mask: expected an odd {name} (the centre is the "
+                             f"output pixel), got {k}")
+    ci, cj = kh // 2, kw // 2
+    taps = np.zeros((kh, kw), dtype=dtype)
+    taps[:ci, :] = 1
+    taps[ci, :cj + (kind == "B")] = 1
+    return np.ascontiguousarray(np.broadcast_to(taps, (out_channels, in_channels, kh, kw)))
+
+
+def masked_conv2d_forward(x, W, mask, b=None, stride=1, padding=0):
+    """y = conv2d(x; W * M) + b, with M a fixed mask of W's shape and dtype.
+
+    The product W' = W * M is the effective weight; Conv2d computes the rest.
+    Returns ``(y, cache)``; the cache is Conv2d's (holding W' as a matrix)
+    and the mask.
+    """
+    op = "MaskedConv2d"
+    O, C, _, _ = _check_weight(op, W)
+    check_shape(op, "mask", mask, tuple(W.shape))
+    check_float(op, "mask", mask, W.dtype)
+    check_shape(op, "input", x, (None, C, None, None))
+    check_float(op, "input", x, W.dtype)
+    _check_bias(op, b, O, W.dtype)
+    y, cache = conv2d_forward(x, W * mask, b, stride, padding)
+    return y, (cache, mask)
+
+
+def masked_conv2d_backward(dy, cache, need_dx=True):
+    """Gradients of y = conv2d(x; W') + b with W' = W * M, given dy.
+
+    Conv2d's backward gives dL/dW', dx and db for the weight W'. The product
+    is elementwise, dW'_k / dW_k = M_k, so by the chain rule
+
+        dW = dL/dW' * M,
+
+    zero outside the mask: those weights get no gradient, and an optimiser
+    without weight decay never moves them. dx = conv_transpose2d(dy; W') and
+    db are Conv2d's. Returns ``(dx, dW, db)``.
+    """
+    conv_cache, mask = cache
+    dx, dW, db = conv2d_backward(dy, conv_cache, need_dx=need_dx)
+    return dx, dW * mask, db
 
 
 # --------------------------------------------------------------------------
