@@ -11,12 +11,10 @@ import inspect
 
 import numpy as np
 
-from . import conv, dense, elementwise, losses, models, vq
-from . import pixelcnn
+from . import conv, dense, elementwise, losses, models, pixelcnn, vq
 
 #: the family modules, in catalogue order; each lists its entries in SPECS
-FAMILIES = (elementwise, dense, losses, conv, vq, models)
-FAMILIES += (pixelcnn,)
+FAMILIES = (elementwise, dense, losses, conv, vq, models, pixelcnn)
 
 #: name -> OpSpec, in catalogue order
 REGISTRY = {}
