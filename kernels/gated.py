@@ -36,7 +36,6 @@ vectorised ones, and the two may round an element differently.
 import functools
 import math
 
-import numpy as np
 from numba import njit, prange
 from numba.extending import register_jitable
 
@@ -129,7 +128,8 @@ def _empty_in_order(xp, shape, dtype, order):
     """An array of ``shape`` whose memory holds its axes in ``order``, and
     that memory as a C-contiguous array."""
     memory = xp.empty(tuple(shape[k] for k in order), dtype=dtype)
-    return memory.transpose(np.argsort(order)), memory
+    inverse = tuple(sorted(range(len(order)), key=order.__getitem__))
+    return memory.transpose(inverse), memory
 
 
 def gated_forward(x):
