@@ -12,8 +12,11 @@ than a few eps times |dy|.
 """
 import textwrap
 
+import numba
 import numpy as np
 import pytest
+from numba import njit
+from numba.core.types import UniTuple
 
 import kernels
 import kernels.gated as kgated
@@ -165,6 +168,20 @@ def test_module_and_ops_use_the_kernels():
     np.testing.assert_array_equal(gate.forward(x), kernels.gated_forward(x))
     np.testing.assert_array_equal(gate.backward(dy), kernels.gated_backward(dy, x))
     assert repr(gate) == "Gate()"
+
+
+def test_float32_is_computed_in_float32():
+    """The formulas of one pair, compiled for float32 operands, return float32:
+    no step is promoted to float64 (as it would be with a float64 literal 1.0)."""
+    gate = njit(lambda a, b, one: kgated._gate(a, b, one))
+    grads = njit(lambda dy, a, b, one: kgated._gate_grads(dy, a, b, one))
+    f32 = np.float32
+    gate(f32(0.3), f32(-0.2), f32(1))
+    grads(f32(1), f32(0.3), f32(-0.2), f32(1))
+    assert gate.nopython_signatures[-1].return_type == numba.float32
+    assert grads.nopython_signatures[-1].return_type == UniTuple(numba.float32, 2)
+    gate(f32(0.3), f32(-0.2), 1.0)                         # the check can fail
+    assert gate.nopython_signatures[-1].return_type == numba.float64
 
 
 # the comparisons catch a wrong kernel ------------------------------------------
