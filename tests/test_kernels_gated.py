@@ -165,6 +165,8 @@ def test_bad_shapes_name_the_op():
 def test_module_and_ops_use_the_kernels():
     x, dy = _inputs((2, 6, 3, 4), np.float32, "channels-last")
     gate = Gate()
+    with pytest.raises(RuntimeError, match=r"^Gate\.backward: call forward first$"):
+        gate.backward(dy)
     np.testing.assert_array_equal(gate.forward(x), kernels.gated_forward(x))
     np.testing.assert_array_equal(gate.backward(dy), kernels.gated_backward(dy, x))
     assert repr(gate) == "Gate()"
