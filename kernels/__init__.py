@@ -16,6 +16,8 @@ as a ``numba.extending.register_jitable`` function that both call.
 - kernels/sigmoid.py: the stable logistic sigmoid, the one formula every
   sigmoid of the project uses (an ``xp`` function and a scalar body);
 - kernels/relu.py: ReLU forward and backward;
+- kernels/gated.py: the gated activation tanh(a) * sigmoid(b), forward and
+  backward;
 - kernels/vq.py: a vector quantiser's nearest-code search;
 - kernels/gemm.py: matrix products, BLAS per block on Numba's threads;
 - kernels/im2col.py, kernels/conv_gemm.py: im2col/col2im and the three
@@ -34,6 +36,8 @@ CUDA compiler (NVVM) is installed (tests/test_kernels_dispatch.py).
 from .adam import adam_step, adam_step_reference, sgd_step, sgd_step_reference
 from .bce import (bce_with_logits, bce_with_logits_forward,
                   bce_with_logits_forward_reference, bce_with_logits_reference)
+from .gated import (gated_backward, gated_backward_reference, gated_forward,
+                    gated_forward_reference)
 from .gemm import matmul, matmul_reference
 from .relu import relu_backward, relu_backward_reference, relu_forward, relu_forward_reference
 from .vq import nearest_code, nearest_code_reference
@@ -45,6 +49,7 @@ __all__ = [
     "adam_step", "adam_step_reference", "sgd_step", "sgd_step_reference",
     "bce_with_logits", "bce_with_logits_reference",
     "bce_with_logits_forward", "bce_with_logits_forward_reference",
+    "gated_forward", "gated_forward_reference", "gated_backward", "gated_backward_reference",
     "matmul", "matmul_reference",
     "nearest_code", "nearest_code_reference",
     "relu_backward", "relu_backward_reference", "relu_forward", "relu_forward_reference",

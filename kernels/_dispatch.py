@@ -27,6 +27,9 @@ is stated here, and only here:
 - ``relu_forward``/``relu_backward`` (kernels/relu.py) apply the rule to
   their operands viewed in memory order, so any dense layout (channels-last
   included) counts as contiguous, provided dy and y share it.
+- ``gated_forward``/``gated_backward`` (kernels/gated.py) apply the rule to
+  x (and dy) viewed in x's memory order, provided that order is C-order or
+  channels-last and dy shares it.
 - ``matmul`` (kernels/gemm.py) reads strides (``strided=True``: an operand
   with one unit stride goes to BLAS as it is, any other is copied once), and
   runs as the reference, ``a @ b``, a product of fewer than

@@ -15,10 +15,13 @@ Neither divides by anything that overflows.
   Sigmoid activation, the losses' gradient, the BCE reference and the
   models' mean images use it.
 - :func:`sigmoid_of_exp` works on one number, given e (the BCE kernels
-  compute e once for the loss and the gradient). It is a
-  ``numba.extending.register_jitable`` function: ``@njit`` compiles it into
-  the CPU kernels, ``numba.cuda`` into the CUDA kernels, and under the CUDA
-  simulator it runs as the Python function it is.
+  compute e once for the loss and the gradient), in float64;
+  :func:`sigmoid_of_exp_as` is the same formula in the type of its argument
+  ``one`` (the gated kernels pass 1 in the array's dtype, so that float32
+  stays float32). Both are ``numba.extending.register_jitable`` functions:
+  ``@njit`` compiles them into the CPU kernels, ``numba.cuda`` into the CUDA
+  kernels, and under the CUDA simulator they run as the Python functions
+  they are.
 
 This is a formula, not a kernel: there is nothing to dispatch.
 """
@@ -37,4 +40,10 @@ def sigmoid(x):
 @register_jitable
 def sigmoid_of_exp(x, e):
     """sigmoid(x) of one number, given e = exp(-|x|)."""
-    return (1.0 if x >= 0 else e) / (1.0 + e)
+    return sigmoid_of_exp_as(x, e, 1.0)
+
+
+@register_jitable
+def sigmoid_of_exp_as(x, e, one):
+    """sigmoid(x) of one number, given e = exp(-|x|), in the type of ``one`` (= 1)."""
+    return (one if x >= 0 else e) / (one + e)

@@ -30,6 +30,7 @@ PACKAGES = ("scratchvae", "kernels")
 PLACEMENT = {
     "kernels": ["kernels", "kernels._arrays", "kernels._dispatch", "kernels.adam", "kernels.bce",
                 "kernels.conv_gemm", "kernels.gemm", "kernels.im2col", "kernels.layout",
+                "kernels.gated",
                 "kernels.relu", "kernels.sigmoid", "kernels.vq"],
     "backend": ["scratchvae", "scratchvae.backend"],
     "ops": ["scratchvae.ops", "scratchvae.ops.activations", "scratchvae.ops.conv",

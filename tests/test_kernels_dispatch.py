@@ -30,6 +30,7 @@ import kernels
 import kernels.adam as kadam
 import kernels.bce as kbce
 import kernels.conv_gemm as kconv
+import kernels.gated as kgated
 import kernels.gemm as kgemm
 import kernels.im2col as kim2col
 import kernels.layout as klayout
@@ -161,6 +162,11 @@ def _case(name):
         "relu_backward": (lambda v: kernels.relu_backward(v(_f32(rng, 5, 8)),
                                                           v(_f32(rng, 5, 8))),
                           (krelu, "_relu_backward_cpu")),
+        "gated_forward": (lambda v: kernels.gated_forward(v(_f32(rng, 3, 4, 5, 6))),
+                          (kgated, "_gated_forward_cpu")),
+        "gated_backward": (lambda v: kernels.gated_backward(v(_f32(rng, 3, 2, 5, 6)),
+                                                            v(_f32(rng, 3, 4, 5, 6))),
+                           (kgated, "_gated_backward_cpu")),
         "nearest_code": (lambda v: kernels.nearest_code(v(_f32(rng, 9, 4)), v(_f32(rng, 3, 4))),
                          (kvq, "_nearest_cpu")),
         "matmul": (lambda v: kernels.matmul(v(_f32(rng, 80, 80)), v(_f32(rng, 80, 80))),
@@ -191,6 +197,7 @@ def _case(name):
 
 PUBLIC = ["adam_step", "sgd_step", "bce_with_logits", "bce_with_logits_forward",
           "relu_forward", "relu_backward", "nearest_code", "matmul", "ascontiguous",
+          "gated_forward", "gated_backward",
           "im2col", "col2im", "conv_forward_product", "conv_weight_product",
           "conv_forward_and_weight_products", "conv_transposed_product"]
 #: the kernels the rule lets read any strides (kernels._dispatch)
@@ -306,6 +313,7 @@ dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability
 import numpy as np
 from numba import cuda, types as T
 import kernels.adam as A, kernels.bce as B, kernels.im2col as I, kernels.relu as R, kernels.vq as V
+import kernels.gated as G
 
 f32, f64, i64, b1 = T.float32, T.float64, T.int64, T.boolean
 v1, m2, t4 = f32[::1], f32[:, ::1], f32[:, :, :, ::1]
@@ -317,7 +325,9 @@ jobs = {"adam": (adam, (v1,) * 4 + (f32,) * 9),
         "relu_forward": (relu_f, (v1, v1)), "relu_backward": (relu_b, (v1, v1, v1)),
         "nearest_code": (V._cuda_kernel(), (m2, f64[:, ::1], f64[::1], i64[::1], f64[::1])),
         "im2col": (im2col, (t4, m2) + (i64,) * 6),
-        "col2im": (col2im, (m2, t4) + (i64,) * 6 + (f32,))}
+        "col2im": (col2im, (m2, t4) + (i64,) * 6 + (f32,)),
+        "gated_forward": (G._cuda_kernels()[0], (f32[:, :, ::1], m2, f32)),
+        "gated_backward": (G._cuda_kernels()[1], (m2, f32[:, :, ::1], f32[:, :, ::1], f32))}
 for name, (kernel, signature) in jobs.items():
     cuda.compile_ptx(kernel.py_func, signature, cc=(8, 0))
     print("compiled", name)
@@ -341,5 +351,5 @@ def test_every_cuda_kernel_compiles_to_ptx():
         pytest.skip("libNVVM (the CUDA toolkit's compiler) is not installed")
     compiled = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("compiled")]
     assert compiled == ["adam", "sgd", "bce", "relu_forward", "relu_backward", "nearest_code",
-                        "im2col", "col2im"]
+                        "im2col", "col2im", "gated_forward", "gated_backward"]
     assert "allocating refused" in proc.stdout       # the check can fail

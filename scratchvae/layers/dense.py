@@ -88,6 +88,13 @@ class Tanh(_Activation):
     _forward, _backward = A.tanh_forward, A.tanh_backward
 
 
+class Gate(_Activation):
+    """y = tanh(x[:, :C]) * sigmoid(x[:, C:]) for x of shape (N, 2C, ...):
+    the gated activation of a gated PixelCNN (ops.activations.gated_forward)."""
+
+    _forward, _backward = A.gated_forward, A.gated_backward
+
+
 class LeakyReLU(Module):
     def __init__(self, negative_slope=0.01):
         self.negative_slope = negative_slope

@@ -1,7 +1,8 @@
 """Elementwise activations. Each backward multiplies the upstream gradient
 by the derivative f'(x), written in terms of whatever the forward cached.
 
-Shapes: any; the output has the input's shape.
+Shapes: any; the output has the input's shape, except for the gate, which
+maps (N, 2C, ...) to (N, C, ...).
 
 Registry entries (gradient checks, generated tests, docs/derivations.md):
 scratchvae/gradcheck/elementwise.py.
@@ -79,3 +80,32 @@ def tanh_backward(dy, y):
     """tanh'(x) = 1 - tanh(x)^2, so dx = dy * (1 - y^2)."""
     check_same("Tanh.backward", "output", y, "upstream gradient", dy)
     return dy * (1 - y * y)
+
+
+def gated_forward(x):
+    """y = tanh(a) * sigmoid(b), a = x[:, :C], b = x[:, C:], for x of shape
+    (N, 2C, ...); y has shape (N, C, ...).  Caches x.
+
+    Computed by the fused kernel ``kernels.gated_forward`` (one pass, y in
+    x's memory layout; reference: ``tanh(a) * sigmoid(b)`` in plain xp).
+    """
+    check_float("Gate", "input", x)
+    if x.ndim < 2 or x.shape[1] % 2:
+        raise ValueError(f"Gate: expected input of shape (N, 2C, ...), an even number of "
+                         f"channels, got {tuple(x.shape)}")
+    return kernels.gated_forward(x), x
+
+
+def gated_backward(dy, x):
+    """With t = tanh(a), s = sigmoid(b): tanh'(a) = 1 - t^2 and
+    sigmoid'(b) = s (1 - s), and y = t s, so by the product rule
+
+        dL/da = dy * s * (1 - t^2),     dL/db = dy * t * s * (1 - s),
+
+    and dx = [dL/da, dL/db] along the channels (x's shape and layout).
+    Computed by the fused kernel ``kernels.gated_backward``, which recomputes
+    t and s from the cached x in the same pass."""
+    check_float("Gate.backward", "upstream gradient", dy, x.dtype)
+    check_shape("Gate.backward", "upstream gradient", dy,
+                (x.shape[0], x.shape[1] // 2, *x.shape[2:]))
+    return kernels.gated_backward(dy, x)
