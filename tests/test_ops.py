@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from scratchvae import layers, losses
-from scratchvae.layers import (Concat, Conv2d, ConvTranspose2d, Flatten, LeakyReLU, Linear,
-                               Module, Reshape, ReLU, Sequential, Sigmoid, Tanh)
+from scratchvae.layers import (ClassBias, Concat, Conv2d, ConvTranspose2d, Embedding, Flatten,
+                               Gate, LeakyReLU, Linear, MaskedConv2d, Module, Reshape, ReLU,
+                               Sequential, Sigmoid, Tanh)
 from scratchvae.ops import activations as A
 from scratchvae.ops.linear import linear_forward
 from scratchvae.ops.sampler import draw_eps, reparameterize_forward
@@ -50,20 +51,27 @@ def _image(*shape):
     return np.ones(shape, np.float32)
 
 
-#: every layer that keeps a forward cache: (build it, an input for its forward)
+#: every layer that keeps a forward cache: (build it, the arguments of its forward)
 LAYERS_WITH_A_CACHE = {
-    Linear: (lambda: Linear(4, 3, rng=np.random.default_rng(0)), lambda: _image(2, 4)),
-    ReLU: (ReLU, lambda: _image(2, 4)),
-    LeakyReLU: (LeakyReLU, lambda: _image(2, 4)),
-    Sigmoid: (Sigmoid, lambda: _image(2, 4)),
-    Tanh: (Tanh, lambda: _image(2, 4)),
-    Flatten: (Flatten, lambda: _image(2, 3, 4)),
-    Reshape: (lambda: Reshape(3, 4), lambda: _image(2, 12)),
-    Concat: (Concat, lambda: [_image(2, 3), _image(2, 1)]),
+    Linear: (lambda: Linear(4, 3, rng=np.random.default_rng(0)), lambda: (_image(2, 4),)),
+    ReLU: (ReLU, lambda: (_image(2, 4),)),
+    LeakyReLU: (LeakyReLU, lambda: (_image(2, 4),)),
+    Sigmoid: (Sigmoid, lambda: (_image(2, 4),)),
+    Tanh: (Tanh, lambda: (_image(2, 4),)),
+    Gate: (Gate, lambda: (_image(2, 4),)),
+    Flatten: (Flatten, lambda: (_image(2, 3, 4),)),
+    Reshape: (lambda: Reshape(3, 4), lambda: (_image(2, 12),)),
+    Concat: (Concat, lambda: ([_image(2, 3), _image(2, 1)],)),
     Conv2d: (lambda: Conv2d(2, 3, 3, padding=1, rng=np.random.default_rng(0)),
-             lambda: _image(2, 2, 5, 4)),
+             lambda: (_image(2, 2, 5, 4),)),
     ConvTranspose2d: (lambda: ConvTranspose2d(2, 3, 3, stride=2, rng=np.random.default_rng(0)),
-                      lambda: _image(2, 2, 3, 4)),
+                      lambda: (_image(2, 2, 3, 4),)),
+    MaskedConv2d: (lambda: MaskedConv2d(2, 3, 3, "A", rng=np.random.default_rng(0)),
+                   lambda: (_image(2, 2, 5, 4),)),
+    Embedding: (lambda: Embedding(5, 3, rng=np.random.default_rng(0)),
+                lambda: (np.array([[0, 4], [2, 2]]),)),
+    ClassBias: (lambda: ClassBias(4, 3, rng=np.random.default_rng(0)),
+                lambda: (_image(2, 3, 2, 2), np.array([1, 3]))),
 }
 
 
@@ -77,11 +85,11 @@ def test_every_layer_with_a_cache_is_listed():
 def test_backward_before_forward_is_a_clear_error(cls):
     make, inputs = LAYERS_WITH_A_CACHE[cls]
     layer = make()
-    y = make().forward(inputs())                # an upstream gradient of the right shape
+    y = make().forward(*inputs())               # an upstream gradient of the right shape
     with pytest.raises(RuntimeError) as e:
         layer.backward(np.ones_like(y))
     assert str(e.value) == f"{cls.__name__}.backward: call forward first"
-    layer.forward(inputs())
+    layer.forward(*inputs())
     layer.backward(np.ones_like(y))             # after a forward it works
 
 
