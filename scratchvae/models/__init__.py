@@ -3,6 +3,7 @@ from .classifier import Classifier, cnn_classifier
 from .conv_vae import conv_vae
 from .cvae import CVAE, conv_cvae, mlp_cvae
 from .mlp_vae import mlp_vae
+from .pixelcnn import PixelCNN, pixelcnn
 from .vae import LIKELIHOODS, VAE
 from .vq_vae import VQVAE, VectorQuantizer, vq_vae
 
@@ -35,4 +36,4 @@ def build_model(name, **options):
 
 __all__ = ["VAE", "LIKELIHOODS", "MODELS", "DEFAULT_LATENT_DIM", "build_model", "mlp_vae",
            "conv_vae", "CVAE", "conv_cvae", "mlp_cvae", "VQVAE", "VectorQuantizer", "vq_vae",
-           "Classifier", "cnn_classifier"]
+           "Classifier", "cnn_classifier", "PixelCNN", "pixelcnn"]
