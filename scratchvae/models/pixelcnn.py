@@ -37,8 +37,8 @@ it exists only for the test that shows the current code leaking.
 
 Defaults (:func:`pixelcnn`): K = 128 codes, C = 64, L = 6 layers, k = 3
 (r = 1: 6 layers cover a 7x7 map). Parameters: 564,416. Multiply-adds per
-7x7 code map (forward): 27.1 M (:func:`multiply_adds` computes both from
-the shapes). loss() is the mean over the batch of the NLL of each code map
+7x7 code map (forward): 27.1 M (``num_parameters()`` and
+:func:`multiply_adds` compute them from the shapes). loss() is the mean over the batch of the NLL of each code map
 in nats (summed over its H*W positions).
 """
 import numpy as np
