@@ -53,8 +53,8 @@ FIRST_TYPES = ("A", "B")
 class CausalPad(Module):
     """y = x with its last ``shift`` rows (axis 2) or columns (axis 3) dropped
     and ``pad`` zero rows on top / columns on the left: the input of a
-    causal convolution of that axis (shift 1: the output at p no longer
-    reads p itself). backward: dx = dy's window of x, zeros at the dropped end."""
+    causal convolution of that axis (shift 1: the output at p reads only
+    positions strictly before p on that axis). backward: dx = dy's window of x, zeros at the dropped end."""
 
     def __init__(self, axis, pad, shift=0):
         self.axis, self.pad, self.shift = axis, pad, shift
