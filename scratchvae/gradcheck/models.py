@@ -7,13 +7,23 @@ h = MODEL_STEP = 1e-4 balances it against the O(h^2) truncation error.
 Problems are redrawn away from the ReLU kinks and, under capacity
 annealing, from the kink of |KL - C_t| (problems.draw_vae). The VQ-VAE's
 entry is in vq.py, beside the straight-through surrogate it differentiates.
+The PixelCNN prior's loss is checked on integer code maps, with and
+without classes.
 """
-from ..models import cnn_classifier, conv_cvae, conv_vae, mlp_cvae, mlp_vae
+from importlib import import_module
+
+import numpy as np
+
+from ..models import cnn_classifier, conv_cvae, conv_vae, mlp_cvae, mlp_vae, pixelcnn
 from ..models.classifier import Classifier
 from ..models.cvae import CVAE
+from ..models.pixelcnn import PixelCNN
 from ..models.vae import VAE
 from ..models import vae as vae_module
 from .core import check_model
+
+#: the module (its docstring derives the model); ``models.pixelcnn`` is the builder
+pixelcnn_module = import_module("..models.pixelcnn", __package__)
 from .problems import MODEL_STEP, draw_classifier, draw_vae
 from .spec import Check, OpSpec
 
@@ -36,6 +46,19 @@ def classifier_check(name):
     def run(rng):
         model, x, labels = draw_classifier(rng, cnn_classifier)
         return check_model(name, model, x, rng=rng, loss_kwargs={"labels": labels}, tol=TOL,
+                           h=MODEL_STEP)
+    return Check(name, run)
+
+
+def prior_check(name, n_classes):
+    """The prior's mean NLL w.r.t. every parameter: K = 5 codes, C = 4, 3 layers,
+    3 maps of 4x4 (its only kinks are the head's two ReLUs)."""
+    def run(rng):
+        model = pixelcnn(num_codes=5, channels=4, layers=3, kernel=3, n_classes=n_classes,
+                         rng=rng, dtype=np.float64)
+        codes = rng.integers(0, 5, size=(3, 4, 4))
+        kwargs = {"labels": np.array([1, 0, 1])} if n_classes else {}
+        return check_model(name, model, codes, rng=rng, loss_kwargs=kwargs, tol=TOL,
                            h=MODEL_STEP)
     return Check(name, run)
 
@@ -92,4 +115,10 @@ SPECS = (
         kinks="ReLU kinks (draw_classifier)", h=MODEL_STEP,
         implementations=MODEL_KERNELS, wrapper=cnn_classifier,
         tests=("tests/test_classifier.py",)),
+    OpSpec(
+        "pixelcnn", PixelCNN.loss, PixelCNN.backward,
+        checks=(prior_check("pixelcnn loss (K=5, C=4, 3 layers, 4x4 maps)", 0),
+                prior_check("pixelcnn loss (K=5, C=4, 3 layers, 4x4 maps, 2 classes)", 2)),
+        kinks="the head's ReLU kinks", h=MODEL_STEP, implementations=MODEL_KERNELS,
+        derivation=pixelcnn_module, wrapper=pixelcnn, tests=("tests/test_pixelcnn_model.py",)),
 )

@@ -1,6 +1,5 @@
 """Registry entries of the PixelCNN ops: masked convolution (scratchvae/ops/conv.py)
-and the embedding and class-conditional bias (scratchvae/ops/embedding.py);
-and of the gated PixelCNN prior (scratchvae/models/pixelcnn.py) as a whole.
+and the embedding and class-conditional bias (scratchvae/ops/embedding.py).
 
 The masked convolution is checked w.r.t. x, W and b with the mask held
 fixed: its weight gradient must be Conv2d's times the mask, 0 where the mask
@@ -13,13 +12,11 @@ import numpy as np
 
 from ..layers.conv import MaskedConv2d
 from ..layers.embedding import ClassBias, Embedding
-from ..models import pixelcnn as pixelcnn_module
-from ..models.pixelcnn import PixelCNN, pixelcnn
 from ..ops import conv as C
 from ..ops import embedding as E
 from .conv import KERNELS, REFERENCES
-from .core import check_model, check_module, gradcheck
-from .problems import MODEL_STEP, Problem
+from .core import check_module, gradcheck
+from .problems import Problem
 from .spec import Case, Check, OpSpec
 
 #: (mask type, N, C, H, W, O, kernel, bias); stride 1, padding kernel // 2
@@ -96,19 +93,6 @@ def _class_bias_module_check(name):
     return Check(name, run)
 
 
-def _prior_check(name, n_classes):
-    """The prior's mean NLL w.r.t. every parameter: K = 5 codes, C = 4, 3 layers,
-    3 maps of 4x4 (the only kinks are the head's two ReLUs)."""
-    def run(rng):
-        model = pixelcnn(num_codes=5, channels=4, layers=3, kernel=3, n_classes=n_classes,
-                         rng=rng, dtype=np.float64)
-        codes = rng.integers(0, 5, size=(3, 4, 4))
-        kwargs = {"labels": np.array([1, 0, 1])} if n_classes else {}
-        return check_model(name, model, codes, rng=rng, loss_kwargs=kwargs, tol=1e-7,
-                           h=MODEL_STEP)
-    return Check(name, run)
-
-
 SPECS = (
     OpSpec(
         "masked_conv2d", C.masked_conv2d_forward, C.masked_conv2d_backward,
@@ -129,10 +113,4 @@ SPECS = (
         cases=(Case("ClassBias (h (4, 3, 2, 3), 5 classes)", _class_bias),),
         checks=(_class_bias_module_check("ClassBias(4, 3) on h (3, 3, 2, 2)"),),
         derivation=E, wrapper=ClassBias, tests=("tests/test_pixelcnn_ops.py",)),
-    OpSpec(
-        "pixelcnn", PixelCNN.loss, PixelCNN.backward,
-        checks=(_prior_check("pixelcnn loss (K=5, C=4, 3 layers, 4x4 maps)", 0),
-                _prior_check("pixelcnn loss (K=5, C=4, 3 layers, 4x4 maps, 2 classes)", 2)),
-        kinks="the head's ReLU kinks", h=MODEL_STEP, implementations=("reference", "cpu"),
-        derivation=pixelcnn_module, wrapper=pixelcnn, tests=("tests/test_pixelcnn_model.py",)),
 )

@@ -211,8 +211,11 @@ class PixelCNN(Module):
         return self.forward_embedded(self.embed(codes), labels)
 
     # -- loss and its backward -----------------------------------------------------
-    def loss(self, codes, labels=None, **unused):
+    def loss(self, codes, labels=None, rng=None, eps=None, step=None, training=True):
         """Mean over the batch of -log p(z | y) in nats per code map; ``(loss, parts)``.
+
+        ``rng``, ``eps``, ``step`` and ``training`` are part of every model's
+        signature and unused (the prior draws no noise and has no schedule).
 
         -log p(z) = sum_p -log softmax(logits[:, p])[z_p] (softmax
         cross-entropy over K at every position). parts: 'nll' (the mean),
