@@ -29,9 +29,10 @@ The horizontal conv of layer l reads columns j-r .. j of h_l in row i;
 h_0 at column j is e at column j-1 (the type-A first layer: the current
 code is never read), so h_l+1 sees row i, columns j-(l+1)r-1 .. j-1, plus
 (through the link) the vertical field above. Both fields hold only
-positions before p, and for L >= ceil((W-1)/r) and L >= ceil((H-1)/r)
-together they cover every position before p: no blind spot (the
-vertical stack grows as a rectangle, not the single-stack triangle).
+positions before p. After L layers they cover every position before p
+of an H x W map once L r >= W - 1 (the vertical reach to the right, the
+last to close; L r >= H - 2 and L r >= W - 2 follow): no blind spot, as
+the vertical stack grows as a rectangle, not the single-stack triangle.
 ``first_type="B"`` reads the current code in the first horizontal layer:
 it exists only for the test that shows the current code leaking.
 
