@@ -194,6 +194,15 @@ def _kind(path):
     return "a file" if os.path.isfile(path) else "not a directory"
 
 
+def _check_ancestor(existing, what):
+    """Raise :class:`UnwritablePath` (``what: ...``) unless the existing path
+    ``existing``, under which something is to be created, is a writable directory."""
+    if not os.path.isdir(existing):
+        raise UnwritablePath(f"{what}: {existing} is {_kind(existing)}, not a directory")
+    if not _writable_dir(existing):
+        raise UnwritablePath(f"{what}: {existing} is read-only (permission denied)")
+
+
 def check_output_dir(path):
     """Raise :class:`UnwritablePath` unless ``path`` is a directory this process
     can write into, or one it can create (its nearest existing ancestor is a
@@ -206,12 +215,8 @@ def check_output_dir(path):
         if not _writable_dir(path):
             raise UnwritablePath(f"cannot write into {path}: the directory is read-only "
                                  f"(permission denied)")
-    elif not os.path.isdir(existing):
-        raise UnwritablePath(f"cannot create {path}: {existing} is {_kind(existing)}, not a "
-                             f"directory")
-    elif not _writable_dir(existing):
-        raise UnwritablePath(f"cannot create {path}: {existing} is read-only (permission "
-                             f"denied)")
+    else:
+        _check_ancestor(existing, f"cannot create {path}")
 
 
 def check_output_file(path):
@@ -219,14 +224,8 @@ def check_output_file(path):
     (or replaced) in a directory that :func:`check_output_dir` accepts."""
     if os.path.isdir(path):
         raise UnwritablePath(f"cannot write {path}: it is a directory, not a file")
-    directory = os.path.dirname(os.path.abspath(path))
-    existing = _nearest_existing(directory)
-    if not os.path.isdir(existing):
-        raise UnwritablePath(f"cannot write {path}: {existing} is {_kind(existing)}, not a "
-                             f"directory")
-    if not _writable_dir(existing):
-        raise UnwritablePath(f"cannot write {path}: {existing} is read-only (permission "
-                             f"denied)")
+    _check_ancestor(_nearest_existing(os.path.dirname(os.path.abspath(path))),
+                    f"cannot write {path}")
     if os.path.lexists(path) and not os.access(path, os.W_OK):
         raise UnwritablePath(f"cannot write {path}: the file is read-only (permission denied)")
 

@@ -10,7 +10,7 @@ entry is in vq.py, beside the straight-through surrogate it differentiates.
 The PixelCNN prior's loss is checked on integer code maps, with and
 without classes.
 """
-from importlib import import_module
+import sys
 
 import numpy as np
 
@@ -21,11 +21,11 @@ from ..models.pixelcnn import PixelCNN
 from ..models.vae import VAE
 from ..models import vae as vae_module
 from .core import check_model
-
-#: the module (its docstring derives the model); ``models.pixelcnn`` is the builder
-pixelcnn_module = import_module("..models.pixelcnn", __package__)
 from .problems import MODEL_STEP, draw_classifier, draw_vae
 from .spec import Check, OpSpec
+
+#: the module (its docstring derives the model); ``models.pixelcnn`` is the builder
+pixelcnn_module = sys.modules[PixelCNN.__module__]
 
 TOL = 1e-7
 KINKS = "ReLU kinks; under capacity annealing, KL = C_t (draw_vae)"
