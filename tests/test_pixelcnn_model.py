@@ -103,6 +103,25 @@ def test_whole_model_gradcheck(check):
     assert check.run(np.random.default_rng(0)).passed
 
 
+def test_the_whole_model_gradcheck_catches_a_wrong_backward(monkeypatch):
+    """The residual's identity path dropped from the backward: the check fails."""
+    import sys
+
+    module = sys.modules[PixelCNN.__module__]        # models.pixelcnn names the builder
+    right = module.GatedLayer.backward
+
+    def without_residual(self, dv_next, dh_next, dskip):
+        first, self.first = self.first, True       # as if the layer had no residual
+        try:
+            return right(self, dv_next, dh_next, dskip)
+        finally:
+            self.first = first
+
+    monkeypatch.setattr(module.GatedLayer, "backward", without_residual)
+    result = REGISTRY["pixelcnn"].checks[0].run(np.random.default_rng(0))
+    assert not result.passed and result.max_error > 1e-3
+
+
 def test_loss_parts_and_gradients_reach_every_parameter():
     model = pixelcnn(num_codes=6, channels=4, layers=2, n_classes=3,
                      rng=np.random.default_rng(1), dtype=np.float64)
