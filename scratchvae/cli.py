@@ -255,7 +255,7 @@ def _cmd_train(args):
             raise UsageError(str(e)) from None
         print(f"run saved in {args.resume}")
         return 0
-    vq_options = [o for o in args.given if o.startswith("--vq-")]
+    vq_options = [o for o in args.given if o.startswith("--vq-") and o != "--vq-run"]
     if vq_options and args.model != "vq-vae":
         raise UsageError(f"{', '.join(vq_options)}: options of the vq-vae model, but --model "
                          f"is {args.model}")

@@ -20,12 +20,16 @@ import numpy as np
 
 from .data import FULL_DATASETS, SAMPLES
 from .models import DEFAULT_LATENT_DIM, LIKELIHOODS, MODELS, build_model
+from .models.pixelcnn import DEFAULTS as PRIOR
 from .models.vq_vae import CODEBOOK_INITS, DEFAULTS as VQ
 from .optimizers import OPTIMIZERS
 from .schedules import LR_SCHEDULES, KLSchedule
 
-#: the argument group of the VQ-VAE's options on the command line
+#: the argument groups of the VQ-VAE's and the PixelCNN prior's options on the command line
 VQ_GROUP = "VQ-VAE (--model vq-vae)"
+PRIOR_GROUP = "PixelCNN prior over a VQ-VAE's codes (--model pixelcnn)"
+#: classes of a class-conditional prior (the digits / garments of both data sets)
+PRIOR_CLASSES = 10
 
 
 def option(default, help=None, *, bound=None, choices=None, flag=None, metavar=None,
@@ -91,6 +95,17 @@ class TrainConfig:
         VQ["restart_after"], "re-initialise codes unused for this many training steps from "
                              f"random encoder outputs (0: off; default {VQ['restart_after']})",
         bound="nonneg", metavar="STEPS", group=VQ_GROUP)
+    # PixelCNN prior (model pixelcnn only; defaults: scratchvae.models.pixelcnn.DEFAULTS)
+    vq_run: str = option("", "the trained VQ-VAE run whose code maps the prior learns (its "
+                             "data set, codebook size and codebook checksum are recorded)",
+                         metavar="DIR", group=PRIOR_GROUP)
+    conditional: bool = option(False, "class-conditional prior p(z | y)", group=PRIOR_GROUP)
+    prior_channels: int = option(PRIOR["channels"], f"channels C of both stacks (default "
+                                                    f"{PRIOR['channels']})", bound="positive",
+                                 metavar="C", group=PRIOR_GROUP)
+    prior_layers: int = option(PRIOR["layers"], f"gated layers (default {PRIOR['layers']})",
+                               bound="positive", metavar="L", group=PRIOR_GROUP)
+    vq_codebook: str = option("", cli=False)   # sha256 of the VQ run's codebook, recorded
     n_samples: int = option(1, "z samples per image (default 1)", bound="positive",
                             flag="--samples", metavar="L")
     binarize: bool = option(
@@ -117,6 +132,7 @@ class TrainConfig:
                            self.capacity_steps, self.capacity_gamma)
             except ValueError as e:
                 problems.append(str(e))
+        problems += self._prior_problems()
         if self.use_sample and self.dataset not in SAMPLES:
             problems.append(f"use_sample: the package bundles a sample of "
                             f"{', '.join(SAMPLES)} only, not of {self.dataset}")
@@ -148,6 +164,33 @@ class TrainConfig:
             return f"{f.name} must be in (0, 1), got {value}"
         return None
 
+    #: the options of the VAE family, which a prior over code maps does not take
+    VAE_FIELDS = ("latent_dim", "likelihood", "gaussian_variance", "beta", "kl_warmup_steps",
+                  "capacity_max", "capacity_steps", "capacity_gamma", "n_samples", "binarize",
+                  "augment_shift")
+
+    def _prior_problems(self):
+        """What does not fit a PixelCNN prior's run (or a prior's option in another run)."""
+        if self.model != "pixelcnn":
+            given = [f for f in ("vq_run", "conditional", "vq_codebook")
+                     if getattr(self, f)]
+            given += [f for f in ("prior_channels", "prior_layers")
+                      if getattr(self, f) != self._default(f)]
+            return [f"{', '.join(given)}: options of the pixelcnn model, but the model is "
+                    f"{self.model}"] if given else []
+        problems = [] if self.vq_run else [
+            "vq_run: a pixelcnn prior learns the codes of a trained VQ-VAE: give its run "
+            "directory (--vq-run DIR)"]
+        changed = [f for f in self.VAE_FIELDS if getattr(self, f) != self._default(f)]
+        if changed:
+            problems.append(f"{', '.join(changed)}: options of the VAE models, which a "
+                            f"pixelcnn prior does not take")
+        return problems
+
+    @classmethod
+    def _default(cls, name):
+        return cls.__dataclass_fields__[name].default
+
     @classmethod
     def from_dict(cls, d):
         """The config a JSON object ``d`` (a run's config.json) describes: every key a
@@ -169,7 +212,13 @@ TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a finite number"
 
 
 def make_model(config, rng, dtype=np.float32):
-    """The model ``config`` describes, initialised from the generator ``rng``."""
+    """The model ``config`` describes, initialised from the generator ``rng``
+    (a prior: over ``vq_codes`` codes, the recorded size of its VQ-VAE's codebook)."""
+    if config.model == "pixelcnn":
+        return build_model("pixelcnn", num_codes=config.vq_codes,
+                           channels=config.prior_channels, layers=config.prior_layers,
+                           n_classes=PRIOR_CLASSES if config.conditional else 0, rng=rng,
+                           dtype=dtype)
     latent = config.latent_dim or DEFAULT_LATENT_DIM[config.model]
     vq = {} if config.model != "vq-vae" else dict(
         num_codes=config.vq_codes, commitment=config.vq_commitment, codebook_init=config.vq_init,

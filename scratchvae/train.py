@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from . import checkpoints as ckpt
 from . import data as data_mod
 from . import files
+from . import prior as prior_runs
 from .backend import retain_freed_memory, to_device
 from .config import make_model, make_optimizer
 from .optimizers import clip_grad_norm
@@ -62,10 +63,11 @@ class ScheduleHorizonChanged(ValueError):
 
 def format_epoch(record):
     """The log line of an epoch's metrics record."""
-    if "test_nelbo" not in record:  # a model without an ELBO (vq-vae): its test metrics
+    if "test_nelbo" not in record:  # a model without an ELBO (vq-vae, a prior): its metrics
         shown = "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                           for k, v in record.items()
-                          if k.startswith("test_") or k in ("perplexity", "codes_used"))
+                          if k.startswith("test_") or k in ("perplexity", "codes_used",
+                                                            "train_bits_per_code"))
         return (f"epoch {record['epoch']:3d}  train loss {record['train_loss']:.3f}  {shown}  "
                 f"{record['train_seconds']:.1f}s train, {record['seconds']:.1f}s epoch")
     return (f"epoch {record['epoch']:3d}  train loss {record['train_loss']:.3f}  "
@@ -132,6 +134,9 @@ def _train(config, out_dir, resume, overwrite, progress, log, created):
     metrics_path = os.path.join(out_dir, METRICS)
     ckpt_path = os.path.join(out_dir, CHECKPOINT)
 
+    vq = None
+    if config.model == "pixelcnn":   # a prior: bound to its VQ-VAE run (prior.py)
+        config, vq = prior_runs.bind_vq_run(config, resume=resume, device=config.device)
     init_ss, shuffle_ss, noise_ss, _ = seed_sequences(config.seed)
     model = make_model(config, np.random.default_rng(init_ss)).to(xp)
     optimizer = make_optimizer(config, model.parameters())
@@ -158,9 +163,13 @@ def _train(config, out_dir, resume, overwrite, progress, log, created):
         files.truncate_jsonl(metrics_path, lambda r: r.get("epoch", 0) <= start_epoch)
         log(f"resuming {out_dir} after epoch {start_epoch}")
 
-    ds, (xtr, ytr), (xte, yte) = load_data(config, log=log, progress=progress,
-                                           allow_sample=not resume)
-    config = recorded_config(config, ds)
+    if vq is not None:   # the VQ-VAE's code maps of its own data
+        ds, (xtr, ytr), (xte, yte) = prior_runs.code_data(config, vq, log=log,
+                                                          progress=progress)
+    else:
+        ds, (xtr, ytr), (xte, yte) = load_data(config, log=log, progress=progress,
+                                               allow_sample=not resume)
+        config = recorded_config(config, ds)
     log(f"{config.model}: {model.num_parameters():,} parameters; data {ds.name} from "
         f"{ds.source} ({xtr.shape[0]} train / {xte.shape[0]} test images); device {config.device}")
 
@@ -199,6 +208,8 @@ def _train(config, out_dir, resume, overwrite, progress, log, created):
         bar.close()
         train_seconds = time.perf_counter() - t0
         record = {"epoch": epoch, "train_loss": total / count, "train_seconds": train_seconds}
+        if hasattr(model, "train_record"):   # the loss in other units (a prior's bits per code)
+            record.update(model.train_record(record["train_loss"]))
         record.update(evaluate(model, xte, yte, config.eval_batch_size, config.seed))
         record["seconds"] = time.perf_counter() - t0
         state = model.state_dict()

@@ -55,7 +55,7 @@ PLACEMENT = {
              "scratchvae.data.registry", "scratchvae.data.sources", "scratchvae.data.batches",
              "scratchvae.data.download",
              "scratchvae.checkpoints", "scratchvae.config", "scratchvae.rundir",
-             "scratchvae.train", "scratchvae.metrics", "scratchvae.toy"],
+             "scratchvae.prior", "scratchvae.train", "scratchvae.metrics", "scratchvae.toy"],
     "figures": ["scratchvae.plots", "scratchvae.latent_plots", "scratchvae.figures",
                 "scratchvae.report"],
     "cli": ["scratchvae.run_commands", "scratchvae.cli", "scratchvae.__main__"],

@@ -15,6 +15,7 @@ MODELS = {
     "mlp-cvae": mlp_cvae,
     "vq-vae": vq_vae,
     "classifier": cnn_classifier,
+    "pixelcnn": pixelcnn,
 }
 #: each model's default latent dimension
 DEFAULT_LATENT_DIM = {
@@ -24,6 +25,7 @@ DEFAULT_LATENT_DIM = {
     "mlp-cvae": 20,
     "classifier": 0,   # no latent space
     "vq-vae": 16,      # the code size D
+    "pixelcnn": 0,     # a prior over code maps: no latent space of its own
 }
 
 

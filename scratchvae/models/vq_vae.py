@@ -240,9 +240,24 @@ class VQVAE(Module):
         logits = self._forward(x)[4]
         return sigmoid(logits)
 
+    def decode_codes(self, indices):
+        """Code maps (N, h, w) -> images sigmoid(decoder(z_q)), z_q[n, :, i, j] the
+        code vector e_k of k = indices[n, i, j] (how a prior's samples are drawn)."""
+        E = self.quantizer.codebook.data
+        indices = get_xp(E).asarray(indices)
+        if indices.ndim != 3 or indices.dtype.kind not in "iu":
+            raise ValueError(f"VQVAE.decode_codes: expected integer code maps (N, h, w), got "
+                             f"{indices.dtype} {tuple(indices.shape)}")
+        if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= E.shape[0]):
+            raise ValueError(f"VQVAE.decode_codes: expected codes in [0, {E.shape[0]}), got "
+                             f"range [{int(indices.min())}, {int(indices.max())}]")
+        z_q = get_xp(E).ascontiguousarray(get_xp(E).moveaxis(E[indices], 3, 1))
+        return sigmoid(self.decoder.forward(z_q))
+
     def sample(self, n, rng):
-        raise NotImplementedError("VQVAE.sample: a VQ-VAE has no prior to sample from "
-                                  "(it would need a separately trained prior over the codes)")
+        raise NotImplementedError("VQVAE.sample: a VQ-VAE has no prior of its own; train a "
+                                  "PixelCNN prior over its codes (train --model pixelcnn "
+                                  "--vq-run DIR) and sample with it (sample --prior DIR)")
 
     # -- loss and its backward -----------------------------------------------------
     def loss(self, x, rng=None, eps=None, labels=None, step=None, training=True, indices=None,
