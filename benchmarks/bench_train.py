@@ -104,7 +104,7 @@ def worker_ours(model_name, steps, options):
         opt.step()
     return _time(step, data.iterate_batches(xtr, ytr, BATCH, rng=np.random.default_rng(1)),
                  (xtr[:BATCH].copy(), ytr[:BATCH].copy()), steps, model.num_parameters(),
-                 threads_in_use(), options["epoch_steps"])
+                 threads_in_use(), options.get("epoch_steps", 0))
 
 
 def worker_torch(model_name, steps, threads, options):
@@ -127,7 +127,7 @@ def worker_torch(model_name, steps, threads, options):
     n_params = sum(p.numel() for p in model.parameters())
     return _time(step, data.iterate_batches(xtr, ytr, BATCH, rng=np.random.default_rng(1)),
                  (xtr[:BATCH].copy(), ytr[:BATCH].copy()), steps, n_params,
-                 torch.get_num_threads(), options["epoch_steps"])
+                 torch.get_num_threads(), options.get("epoch_steps", 0))
 
 
 def _prior_data(options):
@@ -158,7 +158,7 @@ def worker_ours_prior(steps, options):
         opt.step()
     return _time(step, data.iterate_batches(codes, labels, BATCH, rng=np.random.default_rng(1)),
                  (codes[:BATCH].copy(), labels[:BATCH].copy()), steps, model.num_parameters(),
-                 threads_in_use(), options["epoch_steps"])
+                 threads_in_use(), options.get("epoch_steps", 0))
 
 
 def _fastest_adam(torch, params):
@@ -192,7 +192,7 @@ def worker_torch_prior(steps, threads, options):
     n_params = sum(p.numel() for p in model.parameters())
     result = _time(step, data.iterate_batches(codes, labels, BATCH, rng=np.random.default_rng(1)),
                    (codes[:BATCH].copy(), labels[:BATCH].copy()), steps, n_params,
-                   torch.get_num_threads(), options["epoch_steps"])
+                   torch.get_num_threads(), options.get("epoch_steps", 0))
     return dict(result, adam=adam)
 
 
@@ -331,7 +331,7 @@ def worker_main(argv):
     kind, model, n = argv[0], argv[1], int(argv[2])
     threads = int(argv[3]) if len(argv) > 3 else 1
     seed = int(argv[4]) if len(argv) > 4 else 0   # quality runs only
-    options = json.loads(argv[5]) if len(argv) > 5 else None
+    options = json.loads(argv[5]) if len(argv) > 5 else {}
     prior = model == "pixelcnn"
     result = {"ours": lambda: (worker_ours_prior(n, options) if prior
                                else worker_ours(model, n, options)),
