@@ -12,6 +12,7 @@ is reported. Prints a markdown table and saves it to benchmarks/results/.
     python benchmarks/bench_train.py --model conv-vae --epochs 10   # + test -ELBO after 10 epochs
     python benchmarks/bench_train.py --model vq-vae --epochs 10 --vq-init uniform --vq-restart 0
     python benchmarks/bench_train.py --model conv-vae --threads 1    # both engines on one thread
+    python benchmarks/bench_train.py --model pixelcnn --vq-run runs/vq-vae --conditional
 
 ``--threads N`` runs both engines on N threads (scratchvae: Numba's pool and
 OpenBLAS, through NUMBA_NUM_THREADS and OPENBLAS_NUM_THREADS in its workers'
@@ -25,9 +26,24 @@ the perplexity, and ``--vq-init`` / ``--vq-restart`` choose the codebook options
 both engines (default: scratchvae's defaults; the PyTorch twin implements the same
 initialisations and dead-code restarts, benchmarks/torch_models.py).
 
+For pixelcnn (the gated PixelCNN prior over 7x7 code maps), a step is the
+trainer's: ``loss(codes, labels)``, backward, Adam 1e-3 on a batch of 128 code
+maps (60,000 of them, with the MNIST training labels). ``--vq-run DIR`` takes the
+codes of the training set as encoded by that VQ-VAE run; without it the codes
+are uniform in [0, 128) from a seeded generator, as good for timing: no step
+depends on the values of the codes. ``--conditional`` times the
+class-conditional prior. PyTorch's prior steps with its fused Adam
+(``fused=True``, the same update in one kernel; the table says when the
+installed PyTorch lacks it and the ordinary Adam runs instead).
+
+``--epoch-steps N`` times the first N steps of the epoch and scales the time to
+the whole epoch (a prior's epoch is minutes; the table says so); 0 times it all.
+
 One worker on its own (prints a JSON line; KIND is ours, torch, ours-quality or
 torch-quality; N is timed steps, or epochs for the quality kinds; OPTIONS a JSON
-object of VQ options, {"vq_init": ..., "vq_restart": ...}):
+object: for the quality kinds the VQ options {"vq_init": ..., "vq_restart": ...};
+for ours and torch {"epoch_steps": ...}, and for pixelcnn also "data" (an .npz
+of codes and labels), "num_codes" and "n_classes"):
 
     python benchmarks/bench_train.py --worker KIND MODEL N [THREADS [SEED [OPTIONS]]]
 """
@@ -37,6 +53,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -54,10 +71,19 @@ WORKER_ENV = dict(os.environ)
 
 
 def _peak_rss_mb():
+    """This process's peak resident memory in MB: Linux's VmHWM, which starts
+    afresh at exec (ru_maxrss, the fallback, keeps the parent's peak)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def worker_ours(model_name, steps):
+def worker_ours(model_name, steps, options):
     from benchmarks.common import threads_in_use
     from scratchvae import data
     from scratchvae.backend import retain_freed_memory
@@ -78,10 +104,10 @@ def worker_ours(model_name, steps):
         opt.step()
     return _time(step, data.iterate_batches(xtr, ytr, BATCH, rng=np.random.default_rng(1)),
                  (xtr[:BATCH].copy(), ytr[:BATCH].copy()), steps, model.num_parameters(),
-                 threads_in_use())
+                 threads_in_use(), options.get("epoch_steps", 0))
 
 
-def worker_torch(model_name, steps, threads):
+def worker_torch(model_name, steps, threads, options):
     from benchmarks.common import import_torch
     torch = import_torch(threads)     # first: before anything of scratchvae
     from benchmarks.torch_models import MODELS
@@ -101,20 +127,89 @@ def worker_torch(model_name, steps, threads):
     n_params = sum(p.numel() for p in model.parameters())
     return _time(step, data.iterate_batches(xtr, ytr, BATCH, rng=np.random.default_rng(1)),
                  (xtr[:BATCH].copy(), ytr[:BATCH].copy()), steps, n_params,
-                 torch.get_num_threads())
+                 torch.get_num_threads(), options.get("epoch_steps", 0))
 
 
-def _time(step, batches, fixed_batch, steps, n_params, threads):
+def _prior_data(options):
+    """The code maps (N, 7, 7) int64 and labels (N,) int64 of a pixelcnn worker."""
+    with np.load(options["data"]) as f:
+        return f["codes"], f["labels"]
+
+
+def worker_ours_prior(steps, options):
+    from benchmarks.common import threads_in_use
+    from scratchvae import data
+    from scratchvae.backend import retain_freed_memory
+    from scratchvae.models.pixelcnn import pixelcnn
+    from scratchvae.optimizers import Adam
+
+    retain_freed_memory()  # as the trainer does
+    codes, labels = _prior_data(options)
+    n_classes = options["n_classes"]
+    model = pixelcnn(num_codes=options["num_codes"], n_classes=n_classes,
+                     rng=np.random.default_rng(0))
+    opt = Adam(model.parameters(), lr=1e-3)
+
+    def step(zb, yb):
+        opt.zero_grad()
+        loss, _ = model.loss(zb, yb if n_classes else None)
+        float(loss)
+        model.backward()
+        opt.step()
+    return _time(step, data.iterate_batches(codes, labels, BATCH, rng=np.random.default_rng(1)),
+                 (codes[:BATCH].copy(), labels[:BATCH].copy()), steps, model.num_parameters(),
+                 threads_in_use(), options.get("epoch_steps", 0))
+
+
+def _fastest_adam(torch, params):
+    """PyTorch's fused Adam (lr 1e-3), or its default Adam where fused is missing:
+    (optimizer, its name for the table)."""
+    try:
+        return torch.optim.Adam(params, lr=1e-3, fused=True), "fused"
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=1e-3), "default (fused unavailable)"
+
+
+def worker_torch_prior(steps, threads, options):
+    from benchmarks.common import import_torch
+    torch = import_torch(threads)     # first: before anything of scratchvae
+    from benchmarks.torch_models import PRIORS
+    from scratchvae import data
+
+    torch.manual_seed(0)
+    codes, labels = _prior_data(options)
+    n_classes = options["n_classes"]
+    model = PRIORS["pixelcnn"](num_codes=options["num_codes"], n_classes=n_classes)
+    opt, adam = _fastest_adam(torch, list(model.parameters()))
+
+    def step(zb, yb):
+        opt.zero_grad()
+        loss, _, _ = model.loss(torch.from_numpy(zb),
+                                torch.from_numpy(yb) if n_classes else None)
+        loss.item()
+        loss.backward()
+        opt.step()
+    n_params = sum(p.numel() for p in model.parameters())
+    result = _time(step, data.iterate_batches(codes, labels, BATCH, rng=np.random.default_rng(1)),
+                   (codes[:BATCH].copy(), labels[:BATCH].copy()), steps, n_params,
+                   torch.get_num_threads(), options.get("epoch_steps", 0))
+    return dict(result, adam=adam)
+
+
+def _time(step, batches, fixed_batch, steps, n_params, threads, epoch_steps=0):
+    """Median step time on a fixed batch, then the epoch's time: all of it, or
+    its first ``epoch_steps`` steps scaled by len(batches) / epoch_steps."""
     from benchmarks.common import sample_times
 
     times = sample_times(lambda: step(*fixed_batch), steps, warmup=10)
+    timed = min(epoch_steps or len(batches), len(batches))
     t0 = time.perf_counter()
-    for xb, yb in batches:
+    for _, (xb, yb) in zip(range(timed), batches):
         step(xb, yb)
-    epoch = time.perf_counter() - t0
+    epoch = (time.perf_counter() - t0) * len(batches) / timed
     return {"step_ms": float(np.median(times) * 1e3), "epoch_s": epoch,
-            "n_batches": len(batches), "params": int(n_params), "peak_rss_mb": _peak_rss_mb(),
-            "threads": int(threads)}
+            "n_batches": len(batches), "epoch_steps": timed, "params": int(n_params),
+            "peak_rss_mb": _peak_rss_mb(), "threads": int(threads)}
 
 
 def _twin_options(model_name, options):
@@ -200,6 +295,35 @@ def _quality_row(model_name, name, res):
     return [name, *metric, f"{mean_epoch:.2f}", f"{res['peak_rss_mb']:.0f}"]
 
 
+def write_prior_data(path, vq_run=None):
+    """Save the code maps of the 60,000 training images and their labels to
+    ``path`` (.npz, both int64) for the pixelcnn workers; returns the number of codes K.
+
+    With ``vq_run`` the codes are that VQ-VAE run's encoding of its training set;
+    without, uniform in [0, 128) from a generator seeded 0 (the step time does
+    not depend on the values), with the MNIST training labels.
+    """
+    if vq_run is None:
+        (_, labels), _ = mnist_arrays()
+        codes, num_codes = np.random.default_rng(0).integers(0, 128, (len(labels), 7, 7)), 128
+    else:
+        from scratchvae import data, files
+        from scratchvae.rundir import load_data, load_run
+        try:
+            config, vq, _ = load_run(vq_run)
+            if config.model != "vq-vae":
+                raise SystemExit(f"error: --vq-run {vq_run}: expected a vq-vae run, "
+                                 f"got a {config.model} run")
+            _, (x, labels), _ = load_data(config, log=lambda *a, **k: None, progress=False)
+        except (files.FileError, data.DataNotFoundError, OSError) as e:
+            raise SystemExit(f"error: --vq-run {vq_run}: {e}") from None
+        codes = np.concatenate([np.asarray(vq.codes(x[i:i + 1000]))
+                                for i in range(0, len(x), 1000)])
+        num_codes = vq.quantizer.num_codes
+    np.savez(path, codes=codes.astype(np.int64), labels=np.asarray(labels).astype(np.int64))
+    return int(num_codes)
+
+
 def worker_main(argv):
     """``--worker KIND MODEL N [THREADS [SEED [OPTIONS]]]``: one measurement, printed
     as a JSON line. Nothing of scratchvae is imported before the worker's own
@@ -207,9 +331,12 @@ def worker_main(argv):
     kind, model, n = argv[0], argv[1], int(argv[2])
     threads = int(argv[3]) if len(argv) > 3 else 1
     seed = int(argv[4]) if len(argv) > 4 else 0   # quality runs only
-    options = json.loads(argv[5]) if len(argv) > 5 else None
-    result = {"ours": lambda: worker_ours(model, n),
-              "torch": lambda: worker_torch(model, n, threads),
+    options = json.loads(argv[5]) if len(argv) > 5 else {}
+    prior = model == "pixelcnn"
+    result = {"ours": lambda: (worker_ours_prior(n, options) if prior
+                               else worker_ours(model, n, options)),
+              "torch": lambda: (worker_torch_prior(n, threads, options) if prior
+                                else worker_torch(model, n, threads, options)),
               "ours-quality": lambda: worker_ours_quality(model, n, seed, options),
               "torch-quality": lambda: worker_torch_quality(model, n, threads, seed,
                                                             options)}[kind]()
@@ -221,7 +348,8 @@ def main():
     from scratchvae.models.vq_vae import CODEBOOK_INITS, DEFAULTS as VQ
 
     parser = argparse.ArgumentParser(description="scratchvae vs PyTorch training speed")
-    parser.add_argument("--model", default="mlp-vae", choices=["mlp-vae", "conv-vae", "conv-cvae", "vq-vae"])
+    parser.add_argument("--model", default="mlp-vae",
+                        choices=["mlp-vae", "conv-vae", "conv-cvae", "vq-vae", "pixelcnn"])
     parser.add_argument("--steps", type=int, default=100, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=3, help="speed rounds (0: quality only)")
     parser.add_argument("--epochs", type=int, default=0,
@@ -234,8 +362,24 @@ def main():
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="run both engines on N threads (default: as many as "
                              "scratchvae uses, one per core)")
+    parser.add_argument("--epoch-steps", type=int, default=0, metavar="N",
+                        help="time the first N steps of the epoch and scale to the whole "
+                             "epoch (default 0: time the whole epoch)")
+    parser.add_argument("--vq-run", metavar="DIR",
+                        help="pixelcnn: the codes of the training set encoded by this VQ-VAE "
+                             "run (default: uniform random codes)")
+    parser.add_argument("--conditional", action="store_true",
+                        help="pixelcnn: the class-conditional prior (MNIST labels)")
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args()
+    prior = args.model == "pixelcnn"
+    if not prior and (args.vq_run or args.conditional):
+        parser.error("--vq-run and --conditional are options of --model pixelcnn")
+    if prior and args.epochs:
+        parser.error("--epochs: no quality runs for pixelcnn here; train it with "
+                     "`python -m scratchvae train --model pixelcnn --vq-run DIR`")
+    if args.epoch_steps < 0:
+        parser.error(f"--epoch-steps must be >= 0, got {args.epoch_steps}")
     if args.rounds < 0 or args.epochs < 0 or args.vq_restart < 0:
         parser.error("--rounds, --epochs and --vq-restart must be >= 0")
     if args.threads is not None and args.threads < 1:
@@ -257,17 +401,25 @@ def main():
         import torch
         names["torch"] = f"PyTorch {torch.__version__}"
     header, rows, notes = None, [], []
+    table = args.model + ("-conditional" if args.conditional else "")
     if args.rounds:
+        options = {"epoch_steps": args.epoch_steps}
         results = {k: [] for k in kinds}
-        for r in range(args.rounds):
-            for k in (kinds if r % 2 == 0 else kinds[::-1]):   # alternate who starts
-                res = _run_worker([k, args.model, args.steps, threads], args.threads)
-                if res["threads"] != threads:
-                    raise RuntimeError(f"the {k} worker ran on {res['threads']} threads, "
-                                       f"expected {threads}")
-                results[k].append(res)
-                print(f"round {r + 1} {k}: step {res['step_ms']:.2f} ms, "
-                      f"epoch {res['epoch_s']:.2f} s", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            if prior:
+                options["data"] = os.path.join(tmp, "codes.npz")
+                options["num_codes"] = write_prior_data(options["data"], args.vq_run)
+                options["n_classes"] = 10 if args.conditional else 0
+            for r in range(args.rounds):
+                for k in (kinds if r % 2 == 0 else kinds[::-1]):   # alternate who starts
+                    res = _run_worker([k, args.model, args.steps, threads, 0,
+                                       json.dumps(options)], args.threads)
+                    if res["threads"] != threads:
+                        raise RuntimeError(f"the {k} worker ran on {res['threads']} threads, "
+                                           f"expected {threads}")
+                    results[k].append(res)
+                    print(f"round {r + 1} {k}: step {res['step_ms']:.2f} ms, "
+                          f"epoch {res['epoch_s']:.2f} s", flush=True)
         best = {k: {"step_ms": min(r["step_ms"] for r in v),
                     "epoch_s": min(r["epoch_s"] for r in v),
                     "params": v[0]["params"], "peak_rss_mb": max(r["peak_rss_mb"] for r in v),
@@ -278,11 +430,23 @@ def main():
             o, t = best["ours"], best["torch"]
             rows.append(["ratio scratchvae / PyTorch", "", f"{o['step_ms'] / t['step_ms']:.2f}x",
                          f"{o['epoch_s'] / t['epoch_s']:.2f}x", ""])
+        n_batches = best["ours"]["n_batches"]
         header = ["implementation", "parameters", "median step (ms)",
-                  f"epoch, {best['ours']['n_batches']} steps (s)", "peak RSS (MB)"]
+                  f"epoch, {n_batches} steps (s)", "peak RSS (MB)"]
         notes = [f"{cpu_info()}; {threads} threads for both; batch {BATCH}; float32; MNIST "
                  f"train set; best of {args.rounds} rounds, each in a fresh process; the epoch "
                  f"is the training loop alone (shuffled batches, no evaluation)."]
+        timed = results["ours"][0]["epoch_steps"]
+        if timed < n_batches:
+            notes.append(f"Epoch times: the first {timed} steps of the epoch, timed and scaled "
+                         f"by {n_batches}/{timed}.")
+        if prior:
+            codes = (f"the codes of VQ-VAE run {args.vq_run}" if args.vq_run
+                     else "uniform random codes (seed 0)")
+            adam = f"; PyTorch's Adam: {results['torch'][0]['adam']}" if have_torch else ""
+            notes.append(f"pixelcnn{' (class-conditional)' if args.conditional else ''}: "
+                         f"7x7 maps of {codes}, {options['num_codes']} codes; step = "
+                         f"loss(codes, labels), backward, Adam 1e-3{adam}.")
     extra = None
     if args.epochs:
         vq = args.model == "vq-vae"
@@ -303,8 +467,8 @@ def main():
                  f"batch order and noise: independent draws, not paired runs)",
                  ["implementation", *metric, "mean epoch (s)", "peak RSS (MB)"], qrows)
     if args.rounds:
-        save_table(os.path.join(HERE, "results", f"train_{args.model}{suffix}.md"),
-                   f"{args.model}: training speed", header, rows, notes, extra=extra)
+        save_table(os.path.join(HERE, "results", f"train_{table}{suffix}.md"),
+                   f"{table}: training speed", header, rows, notes, extra=extra)
     else:                 # quality only: its own file, so the speed table is kept
         name = f"quality_{args.model}" + (f"_{args.vq_init}-r{args.vq_restart}" if
                                           args.model == "vq-vae" else "") + suffix + ".md"

@@ -41,11 +41,17 @@ def twin_parameters_in_our_order(twin):
 
 def twin_with_weights_of(ours, model_name):
     """The PyTorch twin of ``model_name`` holding a copy of ``ours``' weights
-    (same layouts: the parameters line up one to one, in order)."""
+    (same layouts: the parameters line up one to one, in order). A pixelcnn
+    twin takes the sizes of ``ours`` (codes, channels, layers, kernel, classes)."""
     import torch
-    from benchmarks.torch_models import MODELS as TWINS
+    from benchmarks.torch_models import MODELS, PRIORS
 
-    twin = TWINS[model_name]()
+    if model_name in PRIORS:
+        twin = PRIORS[model_name](num_codes=ours.num_codes, channels=ours.channels,
+                                  layers=ours.n_layers, kernel=ours.kernel,
+                                  n_classes=ours.n_classes)
+    else:
+        twin = MODELS[model_name]()
     with torch.no_grad():
         for p, q in zip(twin_parameters_in_our_order(twin), ours.parameters(), strict=True):
             if tuple(p.shape) != tuple(q.data.shape):

@@ -1,7 +1,12 @@
 """PyTorch twins of scratchvae's models (same layers, same loss), for benchmarks.
 
+``MODELS``: the image models (loss(x, labels)); ``PRIORS``: the PixelCNN prior
+over code maps (loss(codes, labels)).
+
 Imported only by benchmark scripts, and only when PyTorch is installed.
 """
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -150,5 +155,86 @@ class TorchVQVAE(nn.Module):
                 "perplexity": float(torch.exp(-(p * p.log()).sum()))}
 
 
+class TorchGatedLayer(nn.Module):
+    """One layer of both stacks of scratchvae's gated PixelCNN
+    (scratchvae/models/pixelcnn.py), its parameters in the same order.
+
+    The causal padding is ``F.pad`` with a negative pad at the far end: the
+    vertical input drops its last ``shift`` rows and gains r + shift zero rows
+    on top, the horizontal input likewise on columns (shift 1 in the first
+    layer of type A, 0 after it). The last layer's residual output feeds
+    nothing, so it is not computed (its parameters get no gradient; ours get 0).
+    """
+
+    def __init__(self, channels, kernel, first, n_classes, first_type="A"):
+        super().__init__()
+        C, r = channels, kernel // 2
+        self.C, self.r, self.first = C, r, first
+        self.v_shift, self.h_shift = (1, 1 if first_type == "A" else 0) if first else (0, 0)
+        self.v_conv = nn.Conv2d(C, 2 * C, (r + 1, kernel), padding=(0, r))
+        self.h_conv = nn.Conv2d(C, 2 * C, (1, r + 1))
+        self.link = nn.Conv2d(2 * C, 2 * C, 1)
+        self.res = nn.Conv2d(C, C, 1)
+        self.skip = nn.Conv2d(C, C, 1)
+        self.v_class = nn.Embedding(n_classes, 2 * C) if n_classes else None
+        self.h_class = nn.Embedding(n_classes, 2 * C) if n_classes else None
+
+    def gate(self, a):
+        return torch.tanh(a[:, :self.C]) * torch.sigmoid(a[:, self.C:])
+
+    def forward(self, v, h, labels, last):
+        """(v_l, h_l) -> (v_l+1 or None after the last layer, h_l+1 or None, skip_l)."""
+        a_v = self.v_conv(F.pad(v, (0, 0, self.r + self.v_shift, -self.v_shift)))
+        if self.v_class is not None:
+            a_v = a_v + self.v_class(labels)[:, :, None, None]
+        a_h = self.h_conv(F.pad(h, (self.r + self.h_shift, -self.h_shift))) + self.link(a_v)
+        if self.h_class is not None:
+            a_h = a_h + self.h_class(labels)[:, :, None, None]
+        g = self.gate(a_h)
+        h_next = None if last else (self.res(g) if self.first else self.res(g) + h)
+        return (None if last else self.gate(a_v)), h_next, self.skip(g)
+
+
+class TorchPixelCNN(nn.Module):
+    """scratchvae's gated PixelCNN prior: embedding, L gated layers, skip sum,
+    head ReLU -> 1x1 -> ReLU -> 1x1; optional class bias (nn.Embedding
+    (n_classes, 2C), as ClassBias's table) before each gate."""
+
+    def __init__(self, num_codes=128, channels=64, layers=6, kernel=3, n_classes=0,
+                 first_type="A"):
+        super().__init__()
+        self.n_classes = n_classes
+        self.embedding = nn.Embedding(num_codes, channels)
+        self.layers = nn.ModuleList(TorchGatedLayer(channels, kernel, i == 0, n_classes,
+                                                    first_type) for i in range(layers))
+        self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(channels, channels, 1),
+                                  nn.ReLU(inplace=True), nn.Conv2d(channels, num_codes, 1))
+
+    def logits(self, codes, labels=None):
+        """codes (N, H, W) int64 -> logits (N, K, H, W)."""
+        e = self.embedding(codes).permute(0, 3, 1, 2)
+        v, h, s = e, e, 0
+        for i, layer in enumerate(self.layers):
+            v, h, skip = layer(v, h, labels, last=i == len(self.layers) - 1)
+            s = s + skip
+        return self.head(s)
+
+    def loss(self, codes, labels=None):
+        """(loss, nll, bits_per_code): loss = nll = the mean over the batch of the
+        summed per-position cross-entropy in nats; labels are read only with classes."""
+        if self.n_classes and labels is None:
+            raise ValueError("TorchPixelCNN.loss: this prior is class-conditional: pass labels")
+        logits = self.logits(codes, labels if self.n_classes else None)
+        n, h, w = codes.shape
+        nll = F.cross_entropy(logits, codes, reduction="sum") / n
+        return nll, nll, nll / (h * w) / math.log(2)
+
+
+def pixelcnn(n_classes=0, **sizes):
+    """The twin of scratchvae.models.pixelcnn (same defaults)."""
+    return TorchPixelCNN(n_classes=n_classes, **sizes)
+
+
 MODELS = {"mlp-vae": mlp_vae, "conv-vae": conv_vae, "conv-cvae": TorchConvCVAE,
           "vq-vae": TorchVQVAE}
+PRIORS = {"pixelcnn": pixelcnn}

@@ -84,3 +84,58 @@ def test_vq_twin_restarts_dead_codes_with_encoder_outputs(init):
     if init == "uniform":
         fresh_twin = MODELS["vq-vae"](codebook_init="uniform")
         assert float(fresh_twin.codebook.detach().abs().max()) <= 1 / 128
+
+
+def _prior_and_codes(n_classes, channels, layers, seed=5):
+    """Our PixelCNN prior, random codes (5, 7, 7) in [0, 128) and labels (with classes)."""
+    from scratchvae.models.pixelcnn import pixelcnn
+
+    rng = np.random.default_rng(seed)
+    ours = pixelcnn(channels=channels, layers=layers, n_classes=n_classes, rng=rng)
+    codes = rng.integers(0, 128, size=(5, 7, 7))
+    labels = rng.integers(0, n_classes, size=5) if n_classes else None
+    return ours, codes, labels
+
+
+def _assert_prior_twin_agrees(ours, twin, codes, labels):
+    """The twin's loss, bits per code and every parameter gradient are ours."""
+    from benchmarks.paired_quality import twin_parameters_in_our_order
+
+    loss, parts = ours.loss(codes, labels)
+    ours.backward()
+    twin_loss, _, twin_bits = twin.loss(torch.from_numpy(codes),
+                                        None if labels is None else torch.from_numpy(labels))
+    twin_loss.backward()
+    np.testing.assert_allclose(float(loss), twin_loss.item(), rtol=1e-5)
+    np.testing.assert_allclose(float(parts["bits_per_code"]), twin_bits.item(), rtol=1e-5)
+    for p, q in zip(twin_parameters_in_our_order(twin), ours.parameters(), strict=True):
+        # the last layer's residual feeds nothing: no gradient in the twin, zero in ours
+        grad = torch.zeros_like(p) if p.grad is None else p.grad
+        np.testing.assert_allclose(np.asarray(q.grad), grad.numpy(), rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_classes", [0, 10])
+@pytest.mark.parametrize("channels, layers", [(8, 3), (64, 6)])   # small, and the default
+def test_pixelcnn_twin_from_our_weights_gives_our_loss_and_gradients(n_classes, channels,
+                                                                     layers):
+    from benchmarks.paired_quality import twin_with_weights_of
+
+    ours, codes, labels = _prior_and_codes(n_classes, channels, layers)
+    twin = twin_with_weights_of(ours, "pixelcnn")
+    assert sum(p.numel() for p in twin.parameters()) == ours.num_parameters()
+    _assert_prior_twin_agrees(ours, twin, codes, labels)
+
+
+@pytest.mark.parametrize("flaw", ["first layer reads the current code", "no link"])
+def test_pixelcnn_twin_agreement_catches_a_wrong_twin(flaw):
+    from benchmarks.paired_quality import twin_with_weights_of
+
+    ours, codes, labels = _prior_and_codes(10, 8, 3)
+    twin = twin_with_weights_of(ours, "pixelcnn")
+    if flaw == "no link":
+        for layer in twin.layers:
+            layer.link.forward = torch.zeros_like
+    else:
+        twin.layers[0].h_shift = 0
+    with pytest.raises(AssertionError):
+        _assert_prior_twin_agrees(ours, twin, codes, labels)

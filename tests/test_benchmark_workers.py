@@ -32,6 +32,7 @@ print("the script never asked for PyTorch")
 
 @pytest.mark.parametrize("script,args", [
     ("bench_train.py", ["--worker", "torch", "conv-vae", "1", "2"]),
+    ("bench_train.py", ["--worker", "torch", "pixelcnn", "1", "2", "0", '{"epoch_steps": 0}']),
     ("bench_train.py", ["--worker", "torch-quality", "vq-vae", "1", "2", "0",
                         '{"vq_init": "uniform", "vq_restart": 0}']),
     ("bench_conv_layers.py", ["--worker", "torch", "2", "1"]),
@@ -81,3 +82,18 @@ def test_bench_train_threads_reach_scratchvae_workers():
     out = subprocess.run([sys.executable, "-c", "import numba; print(numba.get_num_threads())"],
                          env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "1"
+
+
+@pytest.mark.parametrize("epoch_steps, stepped", [(0, list(range(10))), (4, [0, 1, 2, 3]),
+                                                  (20, list(range(10)))])
+def test_bench_train_times_the_first_epoch_steps_of_the_epoch(epoch_steps, stepped):
+    """``--epoch-steps N`` steps through the first N batches of the epoch only
+    (0, or more than the epoch holds: all of them) and says how many it timed."""
+    sys.path.insert(0, ROOT)
+    from benchmarks.bench_train import _time
+
+    seen = []
+    result = _time(lambda xb, yb: seen.append(xb), [(i, i) for i in range(10)], (-1, -1),
+                   steps=2, n_params=1, threads=1, epoch_steps=epoch_steps)
+    assert seen == [-1] * 12 + stepped                   # 10 warm-up and 2 timed steps first
+    assert result["epoch_steps"] == len(stepped) and result["n_batches"] == 10
