@@ -143,7 +143,9 @@ def build_parser():
                        description="Decode z ~ N(0, I) with a trained model and save the mean "
                                    "images as a PNG grid. A conditional model (conv-cvae, "
                                    "mlp-cvae) draws the class given by --label, or without it "
-                                   "one row per class.")
+                                   "one row per class. A VQ-VAE draws with a PixelCNN prior "
+                                   "over its codes (--prior DIR): ancestral sampling of the "
+                                   "code map, then the VQ-VAE's decoder.")
     s.add_argument("--checkpoint", required=True, metavar="DIR",
                    help="run directory written by train (config.json + checkpoint.npz)")
     s.add_argument("--label", type=_nonneg_int, default=None, metavar="K",
@@ -153,6 +155,13 @@ def build_parser():
                         "ceil(n / classes) per class); default 64")
     s.add_argument("--out", type=_png_path, default="samples.png", metavar="PNG",
                    help="output file")
+    s.add_argument("--prior", default=None, metavar="DIR",
+                   help="a PixelCNN prior's run over the codes of the VQ-VAE in --checkpoint: "
+                        "draw code maps from it and decode them (a class-conditional prior: "
+                        "--label K, or without it one row per class)")
+    s.add_argument("--temperature", type=_positive_float, default=1.0, metavar="T",
+                   help="with --prior: draw each code from softmax(logits / T); T < 1 "
+                        "sharpens (default 1)")
     s.add_argument("--seed", type=_nonneg_int, default=0)
     s.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
 

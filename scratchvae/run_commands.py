@@ -16,6 +16,8 @@ def evaluate(args):
     from .report import conditional_accuracy, load_classifier
     from .rundir import evaluate_run, load_run
 
+    if _is_prior_run(args.checkpoint):   # VQ-VAE + prior: NLL per code, -ELBO per image
+        return _evaluate_prior(args)
     model = classifier = None
     if args.classifier:
         try:
@@ -47,6 +49,31 @@ def evaluate(args):
     return 0
 
 
+def _is_prior_run(run_dir):
+    """Whether ``run_dir`` holds a PixelCNN prior's run (a damaged config.json is left
+    for the full reading to report)."""
+    from .files import FileError
+    from .rundir import read_config
+    try:
+        return read_config(run_dir).model == "pixelcnn"
+    except FileError:
+        return False
+
+
+def _evaluate_prior(args):
+    """evaluate --checkpoint PRIORDIR: scratchvae.prior.evaluate_prior."""
+    from .prior import evaluate_prior
+
+    result = evaluate_prior(args.checkpoint, device=args.device,
+                            log=(lambda *a: print(*a, file=sys.stderr)) if args.json else print)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        for key, value in result.items():
+            print(f"{key:18s} {value:.4f}" if isinstance(value, float) else f"{key:18s} {value}")
+    return 0
+
+
 def sample(args):
     import math
 
@@ -58,11 +85,23 @@ def sample(args):
     from .rundir import load_run
 
     check_output_file(args.out)
+    if args.prior:
+        return _sample_with_prior(args)
+    if "--temperature" in args.given:
+        print("error: --temperature goes with --prior (the temperature of a PixelCNN prior's "
+              "code distribution)", file=sys.stderr)
+        return 2
     config, model, _ = load_run(args.checkpoint, device=args.device)
     rng = np.random.default_rng(args.seed)
-    if not hasattr(model, "latent_dim") or config.model == "vq-vae":
+    if config.model == "vq-vae":
+        print(f"error: a VQ-VAE has no prior of its own: give a PixelCNN prior trained on "
+              f"its codes, --prior DIR (train one with train --model pixelcnn --vq-run "
+              f"{args.checkpoint})", file=sys.stderr)
+        return 1
+    if not hasattr(model, "latent_dim"):
         print(f"error: {config.model} has no prior to sample from; sample needs a VAE "
-              f"(mlp-vae, conv-vae, mlp-cvae, conv-cvae)", file=sys.stderr)
+              f"(mlp-vae, conv-vae, mlp-cvae, conv-cvae), or a VQ-VAE with --prior DIR",
+              file=sys.stderr)
         return 1
     if isinstance(model, CVAE):
         K = model.n_classes
@@ -87,6 +126,43 @@ def sample(args):
         ncol, row_labels = math.ceil(math.sqrt(args.n)), None
     save_image_grid(to_numpy(images), args.out, ncol=ncol, row_labels=row_labels)
     print(f"{images.shape[0]} samples of {config.model} saved to {args.out}")
+    return 0
+
+
+def _sample_with_prior(args):
+    """sample --checkpoint VQDIR --prior PRIORDIR: code maps from the prior, decoded."""
+    import math
+
+    import numpy as np
+
+    from .plots import save_image_grid
+    from .prior import load_prior_pair, sample_images
+
+    pair = load_prior_pair(args.prior, vq_dir=args.checkpoint, device=args.device)
+    K = pair.prior.n_classes
+    rng = np.random.default_rng(args.seed)
+    if args.label is not None and not K:
+        print(f"error: --label needs a class-conditional prior (train --conditional); "
+              f"{args.prior} is unconditional", file=sys.stderr)
+        return 1
+    if args.label is not None and args.label >= K:
+        print(f"error: --label must be in 0..{K - 1} for the prior in {args.prior}, got "
+              f"{args.label}", file=sys.stderr)
+        return 1
+    if K and args.label is None:       # one row per class
+        per_class = math.ceil(args.n / K)
+        labels = np.repeat(np.arange(K), per_class)
+        ncol, row_labels = per_class, [str(k) for k in range(K)]
+    else:
+        labels = args.label
+        ncol, row_labels = math.ceil(math.sqrt(args.n)), None
+    n = args.n if labels is None or np.ndim(labels) == 0 else len(labels)
+    images = sample_images(pair.vq, pair.prior, n, rng, labels=labels,
+                           temperature=args.temperature)
+    save_image_grid(images, args.out, ncol=ncol, row_labels=row_labels)
+    what = "" if args.label is None else f" of class {args.label}"
+    print(f"{n} samples{what} of the VQ-VAE {args.checkpoint} with the prior {args.prior} "
+          f"(temperature {args.temperature:g}) saved to {args.out}")
     return 0
 
 
