@@ -11,6 +11,7 @@ from .checkpoints import load_checkpoint
 from .config import TrainConfig
 from .files import FileError, read_json
 from .latent_plots import plot_latent_space, plot_traversals
+from .prior import bind_vq_run
 from .plots import (describe_config, is_conditional, latent_sweep_results, plot_cvae_label,
                     plot_cvae_samples, plot_latent_dim, plot_prior_samples, plot_reconstructions,
                     plot_training_curves, run_caption)
@@ -171,3 +172,16 @@ def script_run(args, name, **fields):
     """Train (or reuse) the run ``args.runs_dir/name`` of a figure script."""
     return ensure_run(script_config(args, **fields), os.path.join(args.runs_dir, name),
                       retrain=args.retrain, progress=args.progress)
+
+
+def script_prior_run(args, name, vq_run, conditional=False, epochs=None):
+    """Train (or reuse) the PixelCNN prior ``args.runs_dir/name`` over the codes of the
+    VQ-VAE run ``vq_run``; its config is compared as the run records it (bound to that
+    VQ-VAE's codebook), so a prior of another VQ-VAE is trained anew."""
+    config = script_config(args, model="pixelcnn", vq_run=vq_run, conditional=conditional)
+    if epochs is not None:
+        config.epochs = epochs
+    config, _ = bind_vq_run(config)
+    return ensure_run(config, os.path.join(args.runs_dir, name), retrain=args.retrain,
+                      progress=args.progress)
+

@@ -196,3 +196,24 @@ def test_a_prior_does_not_resume_over_a_changed_vq_vae(runs, tmp_path, capsys):
     assert main(["train", "--resume", str(prior), "--epochs", "2", "--no-progress"]) == 1
     assert "trained further" in capsys.readouterr().err
     assert [r["epoch"] for r in read_metrics(prior)] == [1]      # nothing written
+
+
+def test_the_prior_figure_script_trains_and_reuses(tmp_path):
+    import importlib.util
+
+    import matplotlib.image
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(
+        "fig_vq_prior", os.path.join(root, "examples", "fig_vq_prior.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    argv = ["--sample", "--train-limit", "64", "--test-limit", "32", "--epochs", "1",
+            "--prior-epochs", "1", "--runs-dir", str(tmp_path / "runs"),
+            "--out", str(tmp_path / "u.png"), "--out-label", str(tmp_path / "l.png")]
+    for path in script.main(argv):
+        assert matplotlib.image.imread(path)[..., :3].std() > 0.05    # a grid, not blank
+    prior = tmp_path / "runs" / "fig-pixelcnn-cond" / "checkpoint.npz"
+    stamp = prior.stat().st_mtime_ns
+    script.main(argv)                          # the same runs: reused, not retrained
+    assert prior.stat().st_mtime_ns == stamp
