@@ -206,11 +206,11 @@ def classifier_reference(classifier_dir, classifier, n=10000, seed=0, log=print)
     return dict(reference(classifier, xtr, xte, n, seed), dataset=config.dataset)
 
 
-def run_quality(config, model, classifier, reference, n=10000, seed=0):
-    """FD and IS of n samples of a trained run (a conditional model draws the
-    labels 0..K-1 in turn), beside the reference's ``fd_floor`` and ``is_ceiling``.
-    ValueError for a model that cannot sample or a run of another data set."""
-    sampler = run_sampler(config, model)
+def run_quality(config, sampler, classifier, reference, n=10000, seed=0):
+    """FD and IS of n samples of a trained run's ``sampler`` (:func:`run_sampler`;
+    a conditional one draws the labels 0..K-1 in turn), beside the reference's
+    ``fd_floor`` and ``is_ceiling``. ValueError for a run of another data set
+    than the reference's (``config.dataset``)."""
     if config.dataset != reference["dataset"]:
         raise ValueError(f"the classifier was trained on {reference['dataset']}, the run on "
                          f"{config.dataset}; FD and IS need a classifier of the run's data set")

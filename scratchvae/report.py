@@ -83,17 +83,18 @@ def load_classifier(run_dir, device="cpu"):
     return classifier
 
 
-def conditional_accuracy(model, classifier, per_class=100, seed=0, batch_size=500):
+def conditional_accuracy(sampler, classifier, per_class=100, seed=0, batch_size=500):
     """Share of class-conditional samples that ``classifier.predict`` labels as
-    the class they were drawn for: per_class samples z ~ N(0, I) of every
-    class k = 0..K-1. Returns (accuracy, per-class accuracies (K,))."""
+    the class they were drawn for: per_class samples of every class k = 0..K-1
+    from ``sampler(n, rng, labels)`` (scratchvae.quality.run_sampler; K its
+    ``n_classes``). Returns (accuracy, per-class accuracies (K,))."""
     rng = np.random.default_rng(seed)
-    K = model.n_classes
+    K = sampler.n_classes
     labels = np.repeat(np.arange(K), per_class)
     predicted = []
     for start in range(0, labels.size, batch_size):
         yb = labels[start:start + batch_size]
-        images = model.sample(yb.size, rng, labels=yb)
+        images = classifier.xp.asarray(sampler(yb.size, rng, yb))
         predicted.append(np.asarray(to_numpy(classifier.predict(images))))
     correct = np.concatenate(predicted) == labels
     return float(correct.mean()), correct.reshape(K, per_class).mean(axis=1)
@@ -136,23 +137,24 @@ def summarize_run(run_dir, iw_k=100, iw_images=1000, classifier=None, cond_per_c
         res = iw_nll(model, xte[:n], labels=yte[:n], k=iw_k, chunk=min(iw_k, 50),
                      batch_size=100, rng=np.random.default_rng(seed), progress=progress)
         row.update(iw_nll=res["iw_nll"], iw_nll_se=res["iw_nll_se"], iw_k=iw_k, iw_images=n)
-    if classifier is not None and reference is not None and _samples(config, model):
+    sampler = _sampler(config, model) if classifier is not None else None
+    if sampler is not None and reference is not None:
         log(f"{run_dir}: FD and IS of {quality_samples} samples")
-        row.update(run_quality(config, model, classifier, reference, quality_samples, seed=seed))
-    if classifier is not None and hasattr(model, "n_classes"):
-        acc, per_class = conditional_accuracy(model, classifier, cond_per_class, seed=seed)
+        row.update(run_quality(config, sampler, classifier, reference, quality_samples,
+                               seed=seed))
+    if sampler is not None and sampler.n_classes:
+        acc, per_class = conditional_accuracy(sampler, classifier, cond_per_class, seed=seed)
         row["cond_accuracy"] = acc
         row["cond_accuracy_per_class"] = [float(a) for a in per_class]
     return row
 
 
-def _samples(config, model):
-    """Whether the run's model draws samples (scratchvae.quality.run_sampler)."""
+def _sampler(config, model):
+    """The run's sampler (scratchvae.quality.run_sampler), None for a model that cannot sample."""
     try:
-        run_sampler(config, model)
+        return run_sampler(config, model)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 # --------------------------------------------------------------------------

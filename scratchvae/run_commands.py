@@ -18,17 +18,17 @@ def evaluate(args):
     from .rundir import evaluate_run, load_run
 
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
-    model = classifier = None
+    classifier = None
     quality = {}
     if args.classifier:   # scores of the model's samples, before the longer evaluation
         try:
             classifier = load_classifier(args.classifier, args.device)
             config, model, _ = load_run(args.checkpoint, device=args.device)
-            run_sampler(config, model)   # a model that cannot sample: refused before any work
+            sampler = run_sampler(config, model)   # a model that cannot sample: refused here
             if args.quality_samples:
                 reference = classifier_reference(args.classifier, classifier,
                                                  args.quality_samples, log=log)
-                quality = run_quality(config, model, classifier, reference,
+                quality = run_quality(config, sampler, classifier, reference,
                                       args.quality_samples)
         except ValueError as e:
             _reraise_failed_run(e)
@@ -38,8 +38,8 @@ def evaluate(args):
                           iw_k=args.iw_k, iw_images=args.iw_images,
                           progress=not args.no_progress)
     result.update(quality)
-    if classifier is not None and hasattr(model, "n_classes"):
-        acc, per_class = conditional_accuracy(model, classifier, args.cond_samples)
+    if classifier is not None and sampler.n_classes:
+        acc, per_class = conditional_accuracy(sampler, classifier, args.cond_samples)
         result["cond_accuracy"] = acc
         result["cond_accuracy_per_class"] = [float(a) for a in per_class]
     if args.json:

@@ -78,6 +78,16 @@ def test_frechet_distance_of_a_distribution_with_itself_is_zero_even_when_singul
         quality.frechet_distance(mu, cov, mu[:5], cov)
 
 
+def test_frechet_distance_retries_a_product_without_a_finite_root():
+    """S1 S2 nilpotent (what rounding can leave of singular covariances): sqrtm
+    gives inf; (S1 + eps I)(S2 + eps I) = (1 + eps) [[eps, 1], [0, eps]] has the
+    root of trace 2 sqrt(eps (1 + eps))."""
+    eps = 1e-6
+    nilpotent = np.array([[0.0, 1.0], [0.0, 0.0]])
+    got = quality.frechet_distance(np.zeros(2), nilpotent, np.zeros(2), np.eye(2), eps=eps)
+    assert got == pytest.approx(2 - 4 * math.sqrt(eps * (1 + eps)), rel=1e-9)
+
+
 def test_inception_score_at_its_bounds():
     K = 10
     confident = np.eye(K)[np.arange(50) % K]        # one-hot, every class as often
@@ -250,7 +260,7 @@ def test_a_classifier_of_another_data_set_is_refused(runs, classifier):
     config, model, _ = load_run(runs["vae"])
     ref = {"dataset": "fashion-mnist", "mu": np.zeros(128), "cov": np.eye(128)}
     with pytest.raises(ValueError, match="trained on fashion-mnist, the run on mnist"):
-        quality.run_quality(config, model, classifier, ref, n=10)
+        quality.run_quality(config, quality.model_sampler(model), classifier, ref, n=10)
     config.model = "vq-vae"
     with pytest.raises(ValueError, match="vq-vae has no prior to sample from"):
         quality.run_sampler(config, model)
