@@ -146,16 +146,15 @@ def sample_quality(sampler, classifier, reference, n=10000, labels=None, batch_s
     the share of samples whose most probable class under the classifier is theirs."""
     _check_count("sample_quality", n)
     rng = np.random.default_rng(seed)
-    shape = (None,) + tuple(classifier.image_shape)
     features, probs = [], []
     for start in range(0, n, batch_size):
         m = min(batch_size, n - start)
         images = np.asarray(sampler(m, rng, None if labels is None else labels[start:start + m]))
-        if images.shape != (m,) + shape[1:] or not np.isfinite(images).all():
-            raise ValueError(f"sample_quality: expected {m} finite images of shape {shape[1:]}, "
-                             f"got shape {images.shape}"
-                             + ("" if images.shape != (m,) + shape[1:] else " with values that "
-                                "are not finite"))
+        if images.shape != (m,) + tuple(classifier.image_shape):
+            raise ValueError(f"sample_quality: expected {m} images of shape "
+                             f"{tuple(classifier.image_shape)}, got shape {images.shape}")
+        if not np.isfinite(images).all():
+            raise ValueError("sample_quality: the samples hold values that are not finite")
         f, p = classifier_statistics(classifier, images, batch_size)
         features.append(f)
         probs.append(p)
