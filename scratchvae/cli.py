@@ -132,10 +132,18 @@ def build_parser():
                    help="estimate IW-NLL on the first N test images only (0: all; on a CPU "
                         "the full test set at K=1000 takes minutes)")
     e.add_argument("--classifier", default=None, metavar="DIR",
-                   help="a trained classifier run: report cond_accuracy, the share of a "
-                        "conditional VAE's samples that it labels as the class asked for")
+                   help="a trained classifier run: report the generative quality of a model "
+                        "that samples (VAE, CVAE): fd, the Fréchet distance on the "
+                        "classifier's features (not comparable with Inception FIDs), is, the "
+                        "classifier-based Inception score, beside fd_floor (test set against "
+                        "as many training images) and is_ceiling (the test set's IS); for a "
+                        "conditional VAE also cond_accuracy, the share of its samples that the "
+                        "classifier labels as the class asked for")
     e.add_argument("--cond-samples", type=_positive_int, default=100, metavar="N",
                    help="samples per class for cond_accuracy (default 100)")
+    e.add_argument("--quality-samples", type=_nonneg_int, default=10000, metavar="N",
+                   help="samples for fd and is (a conditional model's labels in turn), and "
+                        "training images for fd_floor (default 10000; 0: skip them)")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     # sample --------------------------------------------------------------------
@@ -344,10 +352,11 @@ def _add_figure_parsers(sub):
     p.add_argument("--seed", type=_nonneg_int, default=0)
 
     r = sub.add_parser("report", help="markdown table of trained runs",
-                       description="One markdown table of the given runs: parameters, seconds "
-                                   "per epoch, test -ELBO, importance-weighted NLL, "
-                                   "reconstruction error, VQ-VAE codebook use, and a CVAE's "
-                                   "conditional accuracy under a trained classifier.")
+                       description="One markdown table of the given runs: parameters, test "
+                                   "-ELBO, importance-weighted NLL, reconstruction error, "
+                                   "VQ-VAE codebook use, seconds per epoch, and under a trained "
+                                   "classifier the generative quality of the models that "
+                                   "sample (FD, IS) and a CVAE's conditional accuracy.")
     r.add_argument("--runs", required=True, nargs="+", metavar="DIR")
     r.add_argument("--out", default="report.md", metavar="MD")
     r.add_argument("--iw-k", type=_nonneg_int, default=100, metavar="K",
@@ -355,9 +364,14 @@ def _add_figure_parsers(sub):
     r.add_argument("--iw-images", type=_nonneg_int, default=1000, metavar="N",
                    help="IW-NLL on the first N test images (0: all; default 1000)")
     r.add_argument("--classifier", default=None, metavar="DIR",
-                   help="a trained classifier run: conditional accuracy of CVAE samples")
+                   help="a trained classifier run: FD (Fréchet distance on its features, not "
+                        "comparable with Inception FIDs) and IS of the models that sample, and "
+                        "the conditional accuracy of CVAE samples")
     r.add_argument("--cond-samples", type=_positive_int, default=100, metavar="N",
                    help="CVAE samples per class for the conditional accuracy (default 100)")
+    r.add_argument("--quality-samples", type=_nonneg_int, default=10000, metavar="N",
+                   help="samples per model for FD and IS, and training images for the FD "
+                        "floor (default 10000; 0: skip them)")
     r.add_argument("--figures", action="store_true",
                    help="also draw figures beside the report and link them")
     r.add_argument("--seed", type=_nonneg_int, default=0)

@@ -7,14 +7,16 @@ The drawing itself is in :mod:`scratchvae.plots` and :mod:`scratchvae.latent_plo
 import dataclasses
 import os
 
+import numpy as np
+
 from .checkpoints import load_checkpoint
 from .config import TrainConfig
 from .files import FileError, read_json
 from .latent_plots import plot_latent_space, plot_traversals
-from .prior import bind_vq_run
+from .prior import bind_vq_run, prior_sampler
 from .plots import (describe_config, is_conditional, latent_sweep_results, plot_cvae_label,
                     plot_cvae_samples, plot_latent_dim, plot_prior_samples, plot_reconstructions,
-                    plot_training_curves, run_caption)
+                    plot_training_curves, run_caption, save_image_grid)
 from .rundir import CHECKPOINT, CONFIG, load_run, load_test_images, read_run
 from .train import train
 
@@ -103,6 +105,13 @@ def report_figures(runs, rows, out, seed=0, device="cpu"):
         if config.model in ("vq-vae", "classifier"):
             continue
         names.append(f"samples_{row['run']}.png")
+        if config.model == "pixelcnn":   # code maps from the prior, decoded by its VQ-VAE
+            sampler = prior_sampler(config, model)
+            labels = np.arange(64) % sampler.n_classes if sampler.n_classes else None
+            save_image_grid(sampler(64, np.random.default_rng(seed), labels),
+                            os.path.join(directory, names[-1]), ncol=8,
+                            title=f"samples: VQ-VAE + prior, {run_caption(config, meta)}")
+            continue
         plot_prior_samples(model, os.path.join(directory, names[-1]), seed=seed,
                            title=f"samples: {run_caption(config, meta)}")
     return names

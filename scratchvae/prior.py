@@ -152,6 +152,21 @@ def sample_images(vq, prior, n, rng, labels=None, temperature=1.0, batch_size=50
     return np.concatenate(images)
 
 
+def prior_sampler(config, prior, temperature=1.0):
+    """``sampler(n, rng, labels)`` -> host images of a trained prior (its run's
+    ``config``) and the VQ-VAE it records, checked to be its own; ``n_classes``:
+    the prior's classes (0: unconditional). The sampler of FD and IS
+    (:mod:`scratchvae.quality`)."""
+    _, vq = load_vq_run(config.vq_run, config.device, "vq_run")
+    check_pair(config, config.vq_run, vq)
+
+    def sampler(n, rng, labels=None):
+        return sample_images(vq, prior, n, rng, labels=labels, temperature=temperature)
+
+    sampler.n_classes = prior.n_classes
+    return sampler
+
+
 def evaluate_prior(prior_dir, device="cpu", log=print, progress=False, batch_size=1000):
     """Test metrics of a prior's run with its VQ-VAE (module docstring):
 
@@ -179,4 +194,4 @@ def evaluate_prior(prior_dir, device="cpu", log=print, progress=False, batch_siz
 
 __all__ = ["PriorMismatch", "PriorPair", "codebook_checksum", "load_vq_run", "check_pair",
            "bind_vq_run", "encode", "code_data", "load_prior_pair", "sample_images",
-           "evaluate_prior"]
+           "prior_sampler", "evaluate_prior"]

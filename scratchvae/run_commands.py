@@ -13,30 +13,37 @@ from .files import check_output_file
 
 
 def evaluate(args):
+    from .prior import evaluate_prior
+    from .quality import classifier_reference, run_quality, run_sampler
     from .report import conditional_accuracy, load_classifier
     from .rundir import evaluate_run, load_run
 
-    if _is_prior_run(args.checkpoint):   # VQ-VAE + prior: NLL per code, -ELBO per image
-        return _evaluate_prior(args)
-    model = classifier = None
-    if args.classifier:
+    log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    classifier = None
+    quality = {}
+    if args.classifier:   # scores of the model's samples, before the longer evaluation
         try:
             classifier = load_classifier(args.classifier, args.device)
+            config, model, _ = load_run(args.checkpoint, device=args.device)
+            sampler = run_sampler(config, model)   # a model that cannot sample: refused here
+            if args.quality_samples:
+                reference = classifier_reference(args.classifier, classifier,
+                                                 args.quality_samples, log=log)
+                quality = run_quality(config, sampler, classifier, reference,
+                                      args.quality_samples)
         except ValueError as e:
             _reraise_failed_run(e)
             print(f"error: {e}", file=sys.stderr)
             return 2
-        config, model, _ = load_run(args.checkpoint, device=args.device)
-        if not hasattr(model, "n_classes"):
-            print(f"error: --classifier scores the samples of a conditional VAE; "
-                  f"{args.checkpoint} holds {config.model}", file=sys.stderr)
-            return 2
-    result = evaluate_run(args.checkpoint, device=args.device,
-                          log=(lambda *a: print(*a, file=sys.stderr)) if args.json else print,
-                          iw_k=args.iw_k, iw_images=args.iw_images,
-                          progress=not args.no_progress)
-    if classifier is not None:
-        acc, per_class = conditional_accuracy(model, classifier, args.cond_samples)
+    if _is_prior_run(args.checkpoint):   # VQ-VAE + prior: NLL per code, -ELBO per image
+        result = evaluate_prior(args.checkpoint, device=args.device, log=log)
+    else:
+        result = evaluate_run(args.checkpoint, device=args.device, log=log,
+                              iw_k=args.iw_k, iw_images=args.iw_images,
+                              progress=not args.no_progress)
+    result.update(quality)
+    if classifier is not None and sampler.n_classes:
+        acc, per_class = conditional_accuracy(sampler, classifier, args.cond_samples)
         result["cond_accuracy"] = acc
         result["cond_accuracy_per_class"] = [float(a) for a in per_class]
     if args.json:
@@ -58,20 +65,6 @@ def _is_prior_run(run_dir):
         return read_config(run_dir).model == "pixelcnn"
     except FileError:
         return False
-
-
-def _evaluate_prior(args):
-    """evaluate --checkpoint PRIORDIR: scratchvae.prior.evaluate_prior."""
-    from .prior import evaluate_prior
-
-    result = evaluate_prior(args.checkpoint, device=args.device,
-                            log=(lambda *a: print(*a, file=sys.stderr)) if args.json else print)
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
-    else:
-        for key, value in result.items():
-            print(f"{key:18s} {value:.4f}" if isinstance(value, float) else f"{key:18s} {value}")
-    return 0
 
 
 def sample(args):
@@ -199,6 +192,7 @@ def report(args):
     try:
         rows = write_report(args.runs, args.out, iw_k=args.iw_k, iw_images=args.iw_images,
                             classifier_dir=args.classifier, cond_per_class=args.cond_samples,
+                            quality_samples=args.quality_samples,
                             figures=args.figures, seed=args.seed, device=args.device,
                             log=lambda *a: print(*a, file=sys.stderr), progress=args.progress)
     except ValueError as e:

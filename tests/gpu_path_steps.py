@@ -416,13 +416,14 @@ def check_cli(root):
             [os.path.join(root, f"{m}-{device}") for m in ("conv-cvae", "vq-vae")],
             os.path.join(root, f"report-{device}.md"), iw_k=3, iw_images=2,
             classifier_dir=os.path.join(root, f"classifier-{device}"), cond_per_class=2,
+            quality_samples=200,
             figures=device == "gpu", device=device, log=lambda *a: None)
     def compared(row):
         return {k: v for k, v in row.items() if k not in ("run", "seconds_per_epoch")}
     for got, want in zip(rows["gpu"], rows["cpu"]):
         assert "mse" in got and ("iw_nll" in got or "codes_used" in got), got
         _assert_close("report", compared(got), compared(want))
-    assert "cond_accuracy" in rows["gpu"][0]
+    assert "cond_accuracy" in rows["gpu"][0] and "fd" in rows["gpu"][0]
     print("cli report: rows on gpu agree with cpu, figures drawn")
     del os.environ["SCRATCHVAE_KERNELS"]
 

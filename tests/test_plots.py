@@ -187,7 +187,7 @@ def test_report_table(runs, tmp_path):
     rows = report.write_report([runs["vae10"], runs["cvae"], runs["vq"], runs["classifier"]],
                                out, iw_k=8,
                                iw_images=16, classifier_dir=runs["classifier"],
-                               cond_per_class=5, figures=True, log=_quiet)
+                               cond_per_class=5, figures=True, log=_quiet, quality_samples=20)
     text = open(out, encoding="utf-8").read()
     lines = [ln for ln in text.splitlines() if ln.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
@@ -202,6 +202,7 @@ def test_report_table(runs, tmp_path):
     # a classifier run shows its own metric, not a row of dashes
     assert clf["model"] == "classifier" and clf["test acc."].endswith("%")
     assert all(row["test acc."] == "–" for row in (vae, cvae, vq))
+    assert vae["FD"] != "–" and cvae["IS"] != "–" and vq["FD"] == clf["IS"] == "–"
     # the IW bound is an estimate of -log p(x): at most the -ELBO plus noise
     assert rows[0]["iw_nll"] < rows[0]["test_nelbo"] + 5
     assert 0 <= rows[1]["cond_accuracy"] <= 1 and rows[2]["mse"] > 0
@@ -240,10 +241,15 @@ def test_cli_evaluate_with_classifier(runs, capsys):
     per_class = result["cond_accuracy_per_class"]
     assert len(per_class) == 10 and all(a in (0, 1 / 3, 2 / 3, 1) for a in per_class)
     assert result["cond_accuracy"] == pytest.approx(np.mean(per_class))
-    # a model without labels, or a --classifier run that is not a classifier: exit 2
+    # a model without labels: its samples' FD and IS, no cond_accuracy
     assert main(["evaluate", "--checkpoint", runs["vae2"], "--classifier", runs["classifier"],
+                 "--quality-samples", "20", "--iw-k", "0", "--json", "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert "cond_accuracy" not in result and np.isfinite(result["fd"])
+    # a model that cannot sample, or a --classifier run that is not a classifier: exit 2
+    assert main(["evaluate", "--checkpoint", runs["vq"], "--classifier", runs["classifier"],
                  "--iw-k", "0"]) == 2
-    assert "conditional VAE" in capsys.readouterr().err
+    assert "vq-vae has no prior to sample from" in capsys.readouterr().err
     assert main(["evaluate", "--checkpoint", runs["cvae"], "--classifier", runs["vae2"]]) == 2
     assert "not a classifier" in capsys.readouterr().err
 

@@ -70,11 +70,12 @@ def test_sampling_refuses_a_bad_temperature_and_labels():
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A tiny VQ-VAE run, a second one (another seed) and a conv VAE run."""
+    """A tiny VQ-VAE run, a second one (another seed), a conv VAE run, a classifier."""
     root = tmp_path_factory.mktemp("prior-runs")
     for name, extra in (("vq", ["--model", "vq-vae"]),
                         ("vq2", ["--model", "vq-vae", "--seed", "1"]),
-                        ("vae", ["--model", "conv-vae"])):
+                        ("vae", ["--model", "conv-vae"]),
+                        ("clf", ["--model", "classifier"])):
         assert main(["train", *extra, *TINY, "--out", str(root / name)]) == 0
     return root
 
@@ -114,6 +115,7 @@ def test_a_prior_resumes_to_the_same_bits(runs):
 
 def test_evaluate_gives_the_prior_nll_and_the_elbo(runs, capsys):
     prior = _prior(runs, "prior")
+    capsys.readouterr()                  # the training's log
     assert main(["evaluate", "--checkpoint", str(prior), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     vq_record = read_metrics(runs / "vq")[-1]
@@ -217,3 +219,25 @@ def test_the_prior_figure_script_trains_and_reuses(tmp_path):
     stamp = prior.stat().st_mtime_ns
     script.main(argv)                          # the same runs: reused, not retrained
     assert prior.stat().st_mtime_ns == stamp
+
+
+def test_quality_and_report_of_a_prior_run(runs, tmp_path, capsys):
+    """evaluate --classifier scores the pair's samples (FD, IS, a conditional prior's
+    accuracy); report writes its row ("vq-vae + pixelcnn") and its samples' figure."""
+    prior, cond = _prior(runs, "prior"), _prior(runs, "prior-cond", "--conditional")
+    capsys.readouterr()                  # the training's log
+    assert main(["evaluate", "--checkpoint", str(cond), "--classifier", str(runs / "clf"),
+                 "--quality-samples", "20", "--cond-samples", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert np.isfinite([result["fd"], result["is"], result["fd_floor"]]).all()
+    assert 0 <= result["cond_accuracy"] <= 1 and len(result["cond_accuracy_per_class"]) == 10
+    assert result["test_nelbo"] == pytest.approx(result["test_recon"] + result["test_nll"])
+    out = tmp_path / "report.md"
+    assert main(["report", "--runs", str(prior), str(runs / "vae"), "--classifier",
+                 str(runs / "clf"), "--quality-samples", "20", "--cond-samples", "2",
+                 "--iw-k", "0", "--figures", "--out", str(out)]) == 0
+    text = out.read_text()
+    (line,) = [row for row in text.splitlines() if row.startswith("| prior |")]
+    assert "vq-vae + pixelcnn" in line and f"{564416 + 79057:,}" not in line   # tiny prior
+    evaluated = json.loads(json.dumps(read_metrics(prior)[-1]))
+    assert evaluated["test_nll"] > 0 and (tmp_path / "samples_prior.png").exists()

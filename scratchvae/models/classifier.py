@@ -4,6 +4,10 @@ of images drawn by a conditional VAE.
     Conv(1,32,4,2,1) ReLU Conv(32,64,4,2,1) ReLU Flatten
     Linear(64*7*7, 128) ReLU Linear(128, 10) -> logits
 
+features(x) is the 128-wide ReLU output before the last Linear (the
+penultimate layer, scratchvae/quality.py's feature space); logits(x) =
+the last Linear applied to it.
+
 loss = mean_n CE(logits_n, y_n) (softmax cross-entropy).
 """
 import numpy as np
@@ -24,10 +28,16 @@ class Classifier(Module):
         self.param_dtype = net.dtype
         self._cache = None
 
-    def logits(self, x):
+    def features(self, x):
+        """The penultimate layer's activations (N, hidden): every layer but the last Linear."""
         check_shape("Classifier", "images", x, (None,) + self.image_shape)
         check_float("Classifier", "images", x, self.param_dtype)
-        return self.net.forward(x)
+        for layer in self.net.layers[:-1]:
+            x = layer.forward(x)
+        return x
+
+    def logits(self, x):
+        return self.net.layers[-1].forward(self.features(x))
 
     def predict(self, x):
         return self.logits(x).argmax(axis=1)
