@@ -196,8 +196,10 @@ def run_sampler(config, model):
         return model_sampler(model)
     if config.model == "pixelcnn":     # a prior: its code maps, decoded by its VQ-VAE
         return prior_sampler(config, model)
-    raise ValueError(f"{config.model} has no prior to sample from; FD and IS need a model "
-                     f"that samples ({', '.join(SAMPLING_MODELS)})")
+    hint = (": score its PixelCNN prior's run, which samples through it"
+            if config.model == "vq-vae" else "")
+    raise ValueError(f"{config.model} has no prior to sample from{hint}; FD and IS need a "
+                     f"model that samples ({', '.join(SAMPLING_MODELS)}, or a pixelcnn prior)")
 
 
 def classifier_reference(classifier_dir, classifier, n=10000, seed=0, log=print):

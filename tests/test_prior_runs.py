@@ -70,11 +70,12 @@ def test_sampling_refuses_a_bad_temperature_and_labels():
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A tiny VQ-VAE run, a second one (another seed), a conv VAE run, a classifier."""
+    """Tiny runs: a VQ-VAE, a second one (another seed), a conv VAE, a CVAE, a classifier."""
     root = tmp_path_factory.mktemp("prior-runs")
     for name, extra in (("vq", ["--model", "vq-vae"]),
                         ("vq2", ["--model", "vq-vae", "--seed", "1"]),
                         ("vae", ["--model", "conv-vae"]),
+                        ("cvae", ["--model", "conv-cvae"]),
                         ("clf", ["--model", "classifier"])):
         assert main(["train", *extra, *TINY, "--out", str(root / name)]) == 0
     return root
@@ -200,16 +201,21 @@ def test_a_prior_does_not_resume_over_a_changed_vq_vae(runs, tmp_path, capsys):
     assert [r["epoch"] for r in read_metrics(prior)] == [1]      # nothing written
 
 
-def test_the_prior_figure_script_trains_and_reuses(tmp_path):
+def _example(name):
     import importlib.util
-
-    import matplotlib.image
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     spec = importlib.util.spec_from_file_location(
-        "fig_vq_prior", os.path.join(root, "examples", "fig_vq_prior.py"))
+        name, os.path.join(root, "examples", name + ".py"))
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_the_prior_figure_script_trains_and_reuses(tmp_path):
+    import matplotlib.image
+
+    script = _example("fig_vq_prior")
     argv = ["--sample", "--train-limit", "64", "--test-limit", "32", "--epochs", "1",
             "--prior-epochs", "1", "--runs-dir", str(tmp_path / "runs"),
             "--out", str(tmp_path / "u.png"), "--out-label", str(tmp_path / "l.png")]
@@ -241,3 +247,16 @@ def test_quality_and_report_of_a_prior_run(runs, tmp_path, capsys):
     assert "vq-vae + pixelcnn" in line and f"{564416 + 79057:,}" not in line   # tiny prior
     evaluated = json.loads(json.dumps(read_metrics(prior)[-1]))
     assert evaluated["test_nll"] > 0 and (tmp_path / "samples_prior.png").exists()
+
+
+def test_the_side_by_side_figure_prints_each_fd(runs, tmp_path, capsys):
+    import matplotlib.image
+
+    prior = _prior(runs, "prior")
+    out = _example("fig_model_samples").main(
+        ["--vae", str(runs / "vae"), "--beta-vae", str(runs / "vae"), "--cvae",
+         str(runs / "cvae"), "--prior", str(prior), "--classifier", str(runs / "clf"),
+         "--fd-samples", "20", "--out", str(tmp_path / "m.png")])
+    assert matplotlib.image.imread(out)[..., :3].std() > 0.05
+    printed = capsys.readouterr().out
+    assert all(f"{name}: FD " in printed for name in ("VAE", "CVAE", "VQ-VAE + PixelCNN"))
