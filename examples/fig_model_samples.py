@@ -59,7 +59,8 @@ def main(argv=None):
                          seed=args.seed)["fd"]
         labels = np.arange(64) % sampler.n_classes if sampler.n_classes else None
         images = sampler(64, np.random.default_rng(args.seed), labels)
-        panels.append((f"{name}, {meta['epoch']} epochs", images, fd))
+        epochs = int(meta["epoch"])
+        panels.append((f"{name}, {epochs} epoch{'s' if epochs != 1 else ''}", images, fd))
         print(f"{name}: FD {fd:.2f} ({args.fd_samples} samples)")
 
     from matplotlib.figure import Figure
