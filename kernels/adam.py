@@ -89,11 +89,31 @@ def _adam_element(p, g, m, v, w1, beta2, w2, step_size, bc2_sqrt, eps, weight_de
     return p - step_size * (m / denom), m, v
 
 
+#: parameters of at most this many elements are updated by one thread: a
+#: parallel launch costs more than it saves (and, on a busy machine, waits
+#: for every thread of the pool)
+SMALL_UPDATE = 1 << 14
+
+
+def _adam_cpu(p, g, *scalars):
+    """The CPU kernel on 1-D views: :func:`_adam_element` for every element,
+    in parallel for more than ``SMALL_UPDATE`` elements. Either loop gives
+    the same bits (the elements are independent)."""
+    (_adam_parallel if p.size > SMALL_UPDATE else _adam_serial)(p, g, *scalars)
+
+
 @njit(parallel=True, fastmath=False, cache=True)
-def _adam_cpu(p, g, m, v, w1, beta2, w2, step_size, bc2_sqrt, eps, weight_decay, tiny,
-              zero):
-    """Numba CPU kernel on 1-D views: :func:`_adam_element` for every element."""
+def _adam_parallel(p, g, m, v, w1, beta2, w2, step_size, bc2_sqrt, eps, weight_decay, tiny,
+                   zero):
     for i in prange(p.size):
+        p[i], m[i], v[i] = _adam_element(p[i], g[i], m[i], v[i], w1, beta2, w2, step_size,
+                                         bc2_sqrt, eps, weight_decay, tiny, zero)
+
+
+@njit(fastmath=False, cache=True)
+def _adam_serial(p, g, m, v, w1, beta2, w2, step_size, bc2_sqrt, eps, weight_decay, tiny,
+                 zero):
+    for i in range(p.size):
         p[i], m[i], v[i] = _adam_element(p[i], g[i], m[i], v[i], w1, beta2, w2, step_size,
                                          bc2_sqrt, eps, weight_decay, tiny, zero)
 

@@ -66,6 +66,33 @@ def test_dispatch_rule(monkeypatch):
     assert is_cupy(FakeCupyArray()) and not is_cupy(a)
 
 
+def test_small_parameters_take_the_serial_loop_with_the_same_bits(monkeypatch):
+    """A parameter of SMALL_UPDATE elements runs the serial loop, one of more
+    the parallel loop; on the same elements both give the same bits."""
+    calls = []
+
+    def spy(name):
+        real = getattr(kadam, name)
+
+        def loop(*args):
+            calls.append(name)
+            real(*args)
+        monkeypatch.setattr(kadam, name, loop)
+    spy("_adam_serial")
+    spy("_adam_parallel")
+    rng = np.random.default_rng(0)
+    n = kadam.SMALL_UPDATE
+    large = adam_state(rng, (n + 1,), np.float32)
+    g = rng.standard_normal(n + 1).astype(np.float32)
+    small = [a[:n].copy() for a in large]
+    for step in (1, 2, 3):
+        kernels.adam_step(*large[:1], g, *large[1:], step, 1e-3, 0.9, 0.999, 1e-8)
+        kernels.adam_step(*small[:1], g[:n].copy(), *small[1:], step, 1e-3, 0.9, 0.999, 1e-8)
+    assert calls == ["_adam_parallel", "_adam_serial"] * 3
+    for a, b in zip(large, small):
+        assert np.array_equal(a[:n], b)
+
+
 def test_env_var_really_bypasses_the_kernels(monkeypatch):
     """Replace the CPU kernels by a bomb: only the forced reference survives."""
     def bomb(*args):
