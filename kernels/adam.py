@@ -99,10 +99,10 @@ def _adam_cpu(p, g, *scalars):
     """The Numba CPU kernel on 1-D views, on the pool's threads, or on the
     calling thread alone for at most ``SMALL_UPDATE`` elements (the same
     compiled loop, the same bits: the elements are independent)."""
-    if p.size > SMALL_UPDATE:
+    threads = get_num_threads()
+    if threads == 1 or p.size > SMALL_UPDATE:
         _adam_loop(p, g, *scalars)
         return
-    threads = get_num_threads()
     set_num_threads(1)
     try:
         _adam_loop(p, g, *scalars)
