@@ -32,8 +32,9 @@ and its scalar ``tanhf``/``expf`` loop ran 10x slower); a Numba CUDA kernel
 (grid-stride loop over the P*Q pairs, one function per pair, :func:`_gate`
 and :func:`_gate_grads`, in the array's dtype); and the plain ``xp``
 reference. The CPU kernel computes the reference's formulas in the
-reference's order, so on one machine the two agree to the bit; the CUDA
-kernel agrees to a unit or two in the last place.
+reference's order: the two differ only where NumPy's loops over strided and
+contiguous operands round differently (nowhere on the project's machine).
+The CUDA kernel agrees to a unit or two in the last place.
 """
 import functools
 import math
