@@ -8,6 +8,11 @@ allocations of each step, the layout each layer hands to the next.
 
     python benchmarks/profile_step.py [--model conv-vae|mlp-vae|vq-vae] [--steps 40] [--no-retain]
     python benchmarks/profile_step.py --torch     # the PyTorch twin under torch.profiler
+
+``--model pixelcnn`` profiles the gated PixelCNN prior instead (batch 128 of
+random 7x7 maps of 128 codes; ``--conditional`` adds labels): each part of
+a GatedLayer summed over the layers, the embedding, the head, the softmax
+cross-entropy and Adam; ``--torch`` its twin, fused Adam as bench_train.py.
 """
 import argparse
 import os
@@ -84,18 +89,168 @@ def profile_torch(model_name, steps, warmup, threads):
     return rows
 
 
+PIXELCNN_PARTS = ("v_pad", "v_conv", "h_pad", "h_conv", "link", "v_gate", "h_gate", "res",
+                  "skip", "v_class", "h_class")
+
+
+def _prior_batch(conditional):
+    """128 random code maps (128, 7, 7) of 128 codes and labels (or None)."""
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, 128, size=(128, 7, 7))
+    return codes, (rng.integers(0, 10, size=128) if conditional else None)
+
+
+def profile_torch_prior(steps, warmup, threads, conditional):
+    """profile_torch for the PixelCNN twin (fused Adam, as bench_train.py)."""
+    from benchmarks.common import import_torch
+    torch = import_torch(threads)
+    from torch.profiler import ProfilerActivity, profile
+
+    from benchmarks.torch_models import PRIORS
+
+    torch.manual_seed(0)
+    model = PRIORS["pixelcnn"](n_classes=10 if conditional else 0)
+    try:
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    codes, labels = _prior_batch(conditional)
+    z = torch.from_numpy(codes)
+    y = None if labels is None else torch.from_numpy(labels)
+
+    def step():
+        optimizer.zero_grad()
+        loss = model.loss(z, y)[0]
+        loss.item()
+        loss.backward()
+        optimizer.step()
+    for _ in range(warmup):
+        step()
+    walls = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        walls.append(time.perf_counter() - t0)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    rows = [["whole step (median, unprofiled)", f"{1e3 * float(np.median(walls)):.2f}", ""]]
+    rows += [[e.key, f"{e.self_cpu_time_total / 1e3 / steps:.2f}", f"{e.count // steps}"]
+             for e in events[:20]]
+    return rows
+
+
+def profile_prior(steps, warmup, conditional):
+    """Rows (part, pass, ms) of the PixelCNN prior's step: medians over the steps,
+    each GatedLayer part summed over the layers."""
+    from scratchvae import losses
+    from scratchvae.models.pixelcnn import pixelcnn
+    from scratchvae.optimizers import Adam
+
+    model = pixelcnn(n_classes=10 if conditional else 0, rng=np.random.default_rng(0))
+    optimizer = Adam(model.parameters(), lr=1e-3)
+    codes, labels = _prior_batch(conditional)
+    times = {}
+    for i, layer in enumerate(model.layers):
+        for part in PIXELCNN_PARTS:
+            module = getattr(layer, part)
+            if module is not None:
+                _timed(module, f"layer[{i}].{part}", times)
+    _timed(model.embedding, "embedding", times)
+    for i, module in enumerate(model.head):
+        _timed(module, f"head[{i}] {type(module).__name__}", times)
+    for name in ("softmax_cross_entropy_forward", "softmax_cross_entropy_backward"):
+        function = getattr(losses, name)
+
+        def timed(*args, _function=function, _name=name):
+            t0 = time.perf_counter()
+            out = _function(*args)
+            times.setdefault(("softmax CE", _name.rsplit("_", 1)[1]), []).append(
+                time.perf_counter() - t0)
+            return out
+        setattr(losses, name, timed)
+    parts = {"step": [], "loss (forward)": [], "backward": [], "optimizer": []}
+    for _ in range(warmup + steps):
+        t0 = time.perf_counter()
+        optimizer.zero_grad()
+        loss, _ = model.loss(codes, labels)
+        float(loss)
+        t1 = time.perf_counter()
+        model.backward()
+        t2 = time.perf_counter()
+        optimizer.step()
+        t3 = time.perf_counter()
+        for key, value in (("step", t3 - t0), ("loss (forward)", t1 - t0),
+                           ("backward", t2 - t1), ("optimizer", t3 - t2)):
+            parts[key].append(value)
+
+    def per_step_ms(values):
+        """The median over the steps of each step's total (values: calls in order)."""
+        per_step = np.asarray(values).reshape(warmup + steps, -1).sum(axis=1)
+        return 1e3 * float(np.median(per_step[warmup:]))
+    by_part = {}
+    for (name, direction), values in times.items():
+        part = name.split(".", 1)[1] if name.startswith("layer[") else name
+        by_part.setdefault((part, direction), []).append(np.asarray(values))
+    summed = {key: per_step_ms(np.stack(v, axis=1)) for key, v in by_part.items()}
+    in_parts = {d: sum(v for (_, dd), v in summed.items() if dd == d)
+                for d in ("forward", "backward")}
+    rows = [["whole step", "", f"{per_step_ms(parts['step']):.2f}"],
+            ["loss forward", "", f"{per_step_ms(parts['loss (forward)']):.2f}"],
+            ["  of which outside the parts (sums, checks)", "",
+             f"{per_step_ms(parts['loss (forward)']) - in_parts['forward']:.2f}"],
+            ["backward", "", f"{per_step_ms(parts['backward']):.2f}"],
+            ["  of which outside the parts (sums, zeros)", "",
+             f"{per_step_ms(parts['backward']) - in_parts['backward']:.2f}"],
+            ["optimizer (Adam)", "", f"{per_step_ms(parts['optimizer']):.2f}"]]
+    rows += [[part, direction, f"{ms:.2f}"] for (part, direction), ms in
+             sorted(summed.items(), key=lambda kv: (kv[0][1] == "backward", -kv[1]))]
+    return rows
+
+
 def main():
     from benchmarks.common import cpu_info, save_table
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="conv-vae", choices=["mlp-vae", "conv-vae", "vq-vae"])
+    parser.add_argument("--model", default="conv-vae", choices=["mlp-vae", "conv-vae", "vq-vae", "pixelcnn"])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--no-retain", action="store_true",
                         help="leave glibc's malloc at its defaults (no retain_freed_memory)")
     parser.add_argument("--torch", action="store_true",
                         help="profile the PyTorch twin instead (needs PyTorch)")
+    parser.add_argument("--conditional", action="store_true",
+                        help="pixelcnn: the class-conditional prior (10 classes)")
     args = parser.parse_args()
+    if args.conditional and args.model != "pixelcnn":
+        parser.error("--conditional is an option of --model pixelcnn")
+    if args.model == "pixelcnn":
+        name = "pixelcnn" + ("_conditional" if args.conditional else "")
+        if args.torch:
+            threads = os.cpu_count() or 1
+            rows = profile_torch_prior(args.steps, args.warmup, threads, args.conditional)
+            notes = [f"{cpu_info()}; {threads} threads; batch 128 random 7x7 maps of 128 "
+                     f"codes; float32; fused Adam; the whole step's median over {args.steps} "
+                     f"steps after {args.warmup}, then torch.profiler over {args.steps} more: "
+                     f"self CPU time of each op, per step."]
+            save_table(os.path.join(HERE, "results", f"profile_{name}_torch.md"),
+                       f"{name}, PyTorch twin: one training step by op",
+                       ["op", "ms per step (self)", "calls per step"], rows, notes)
+            return
+        from benchmarks.common import threads_in_use
+        from scratchvae.backend import retain_freed_memory
+        if not args.no_retain:
+            retain_freed_memory()
+        rows = profile_prior(args.steps, args.warmup, args.conditional)
+        notes = [f"{cpu_info()}; {threads_in_use()} threads; batch 128 random 7x7 maps of 128 "
+                 f"codes; float32; median over {args.steps} steps after "
+                 f"{args.warmup} of each part's time per step, summed over the layers; glibc malloc "
+                 f"{'at its defaults' if args.no_retain else 'with retain_freed_memory()'}."]
+        save_table(os.path.join(HERE, "results", f"profile_{name}.md"),
+                   f"{name}: one training step, part by part", ["part", "pass", "ms"],
+                   rows, notes)
+        return
 
     if args.torch:
         # nothing of scratchvae or Numba is imported in this process, so that

@@ -29,7 +29,10 @@ is stated here, and only here:
   included) counts as contiguous, provided dy and y share it.
 - ``gated_forward``/``gated_backward`` (kernels/gated.py) apply the rule to
   x (and dy) viewed in x's memory order, provided that order is C-order or
-  channels-last and dy shares it.
+  channels-last and dy shares it; their ``"cpu"`` is NumPy's vectorised
+  tanh and exp written in place, not a Numba function.
+- ``adam_step`` (kernels/adam.py) runs its ``"cpu"`` loop on one thread of
+  the pool for a parameter of at most ``SMALL_UPDATE`` elements (the same bits).
 - ``matmul`` (kernels/gemm.py) reads strides (``strided=True``: an operand
   with one unit stride goes to BLAS as it is, any other is copied once), and
   runs as the reference, ``a @ b``, a product of fewer than

@@ -52,7 +52,7 @@ import functools
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange, set_num_threads
 from numba.extending import register_jitable
 
 from ._arrays import check_float, check_same, get_xp
@@ -89,10 +89,31 @@ def _adam_element(p, g, m, v, w1, beta2, w2, step_size, bc2_sqrt, eps, weight_de
     return p - step_size * (m / denom), m, v
 
 
+#: parameters of at most this many elements are updated by one thread: a
+#: parallel launch costs more than it saves (and, on a busy machine, waits
+#: for a time slice of every thread of the pool)
+SMALL_UPDATE = 1 << 14
+
+
+def _adam_cpu(p, g, *scalars):
+    """The Numba CPU kernel on 1-D views, on the pool's threads, or on the
+    calling thread alone for at most ``SMALL_UPDATE`` elements (the same
+    compiled loop, the same bits: the elements are independent)."""
+    threads = get_num_threads()
+    if threads == 1 or p.size > SMALL_UPDATE:
+        _adam_loop(p, g, *scalars)
+        return
+    set_num_threads(1)
+    try:
+        _adam_loop(p, g, *scalars)
+    finally:
+        set_num_threads(threads)
+
+
 @njit(parallel=True, fastmath=False, cache=True)
-def _adam_cpu(p, g, m, v, w1, beta2, w2, step_size, bc2_sqrt, eps, weight_decay, tiny,
-              zero):
-    """Numba CPU kernel on 1-D views: :func:`_adam_element` for every element."""
+def _adam_loop(p, g, m, v, w1, beta2, w2, step_size, bc2_sqrt, eps, weight_decay, tiny,
+               zero):
+    """:func:`_adam_element` for every element."""
     for i in prange(p.size):
         p[i], m[i], v[i] = _adam_element(p[i], g[i], m[i], v[i], w1, beta2, w2, step_size,
                                          bc2_sqrt, eps, weight_decay, tiny, zero)

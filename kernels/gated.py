@@ -1,4 +1,4 @@
-"""The gated activation of a gated PixelCNN, forward and backward, each in one pass.
+"""The gated activation of a gated PixelCNN, forward and backward.
 
 Shapes: x of shape (N, 2C, ...) (an image batch (N, 2C, H, W), or (N, 2C));
 its first C channels are a, its last C channels are b, and
@@ -11,7 +11,7 @@ sigmoid' = s (1 - s), so for an upstream gradient dy of y's shape
     da = dy * s * (1 - t^2),     db = dy * t * s * (1 - s),
 
 and dx = [da, db] along the channels (x's shape). The backward reads x and
-recomputes t and s (one tanh and one exp per pair): the forward writes y
+recomputes t and s: the forward writes y
 only, and nothing of y's size is kept for the backward but x itself.
 
 Stability. sigmoid comes from the one stable formula of kernels/sigmoid.py
@@ -21,22 +21,25 @@ finite x (1e4, 1e30, ...) gives finite y and dx, without NaN.
 Layout. The halves a and b sit at the same place of two blocks of memory:
 a C-order x is an array of shape (N, 2, Q) with Q = C*H*W, a channels-last x
 (NCHW shape, NHWC memory, the conv ops' output) one of shape (N*H*W, 2, C).
-The kernels take that (P, 2, Q) view, y as (P, Q) in the same order, and
-loop over p (in parallel) and q. y and dx get x's layout. Other layouts, and
-a dy whose layout is not x's, go to the reference.
+The kernels take that (P, 2, Q) view, y as (P, Q) in the same order. y and
+dx get x's layout. Other layouts, and a dy whose layout is not x's, go to
+the reference.
 
-Three implementations of each (:mod:`kernels._dispatch`): a Numba CPU
-kernel, a Numba CUDA kernel (grid-stride loop over the P*Q pairs) and the
-plain ``xp`` reference. Both kernels call one function per pair,
-:func:`_gate` and :func:`_gate_grads`, computed in the array's dtype
-(float32 stays float32). They agree with the references to a unit or two in
-the last place: Numba calls the C library's tanh and exp, NumPy its own
-vectorised ones, and the two may round an element differently.
+Three implementations of each (:mod:`kernels._dispatch`): the CPU kernel,
+NumPy's vectorised tanh and exp over the (P, 2, Q) view, each step written
+in place into a (P, Q) buffer (Numba has no vectorised math library here,
+and its scalar ``tanhf``/``expf`` loop ran 10x slower); a Numba CUDA kernel
+(grid-stride loop over the P*Q pairs, one function per pair, :func:`_gate`
+and :func:`_gate_grads`, in the array's dtype); and the plain ``xp``
+reference. The CPU kernel computes the reference's formulas in the
+reference's order: the two differ only where NumPy's loops over strided and
+contiguous operands round differently (nowhere on the project's machine).
+The CUDA kernel agrees to a unit or two in the last place.
 """
 import functools
 import math
 
-from numba import njit, prange
+import numpy as np
 from numba.extending import register_jitable
 
 from ._arrays import check_float, check_shape, get_xp, memory_order
@@ -45,7 +48,7 @@ from .sigmoid import sigmoid, sigmoid_of_exp_as
 
 
 # --------------------------------------------------------------------------
-# the formulas of one pair (a, b), shared by the CPU and the CUDA kernels
+# the formulas of one pair (a, b), of the CUDA kernels
 # --------------------------------------------------------------------------
 
 @register_jitable
@@ -83,25 +86,36 @@ def gated_backward_reference(dy, x):
 
 
 # --------------------------------------------------------------------------
-# Numba CPU kernels: x as (P, 2, Q), y and dy as (P, Q), parallel over p
+# CPU kernels: x as (P, 2, Q), y and dy as (P, Q); NumPy's vectorised tanh
+# and exp, written in place into the output's memory
 # --------------------------------------------------------------------------
 
-@njit(parallel=True, cache=True)
+def _sigmoid_into(b, out, scratch, one):
+    """sigmoid(b) into ``out`` by the formula of kernels/sigmoid.py:
+    e = exp(-|b|), then (1 if b >= 0 else e) / (1 + e), the numerator taken as
+    exp(min(b, 0)) (1, or e itself); ``scratch`` holds 1 + e."""
+    e = np.exp(np.negative(np.abs(b, out=out), out=out), out=out)
+    np.add(one, e, out=scratch)
+    numerator = np.exp(np.minimum(b, 0, out=out), out=out)
+    return np.divide(numerator, scratch, out=out)
+
+
 def _gated_forward_cpu(x, y, one):
-    P, _, Q = x.shape
-    for p in prange(P):
-        for q in range(Q):
-            y[p, q] = _gate(x[p, 0, q], x[p, 1, q], one)
+    """y = tanh(a) s, s = sigmoid(b), a = x[:, 0], b = x[:, 1]; y holds 1 + e on the way."""
+    s = _sigmoid_into(x[:, 1], np.empty_like(y), y, one)
+    np.multiply(np.tanh(x[:, 0], out=y), s, out=y)
 
 
-@njit(parallel=True, cache=True)
 def _gated_backward_cpu(dy, x, dx, one):
-    P, _, Q = x.shape
-    for p in prange(P):
-        for q in range(Q):
-            da, db = _gate_grads(dy[p, q], x[p, 0, q], x[p, 1, q], one)
-            dx[p, 0, q] = da
-            dx[p, 1, q] = db
+    """dx[:, 0] = ds (1 - t^2), dx[:, 1] = (ds t) (1 - s), ds = dy s,
+    t = tanh(a), s = sigmoid(b); the factors in contiguous (P, Q) buffers, as
+    NumPy's vectorised loops run over whole contiguous arrays, not rows of Q."""
+    s = _sigmoid_into(x[:, 1], np.empty_like(dy), np.empty_like(dy), one)
+    ds = np.multiply(dy, s, out=np.empty_like(dy))
+    t = np.tanh(x[:, 0], out=np.empty_like(dy))
+    ds_t = np.multiply(ds, t, out=np.empty_like(dy))
+    np.multiply(ds_t, np.subtract(one, s, out=s), out=dx[:, 1])
+    np.multiply(ds, np.subtract(one, np.multiply(t, t, out=t), out=t), out=dx[:, 0])
 
 
 # --------------------------------------------------------------------------

@@ -9,6 +9,7 @@ before numba is imported).
 """
 import textwrap
 
+import numba
 import numpy as np
 import pytest
 
@@ -64,6 +65,32 @@ def test_dispatch_rule(monkeypatch):
     class FakeCupyArray:  # recognised by module name, cupy never imported
         __module__ = "cupy._core.core"
     assert is_cupy(FakeCupyArray()) and not is_cupy(a)
+
+
+def test_small_parameters_run_on_one_thread_with_the_same_bits(monkeypatch):
+    """A parameter of SMALL_UPDATE elements runs the loop on one thread, one of
+    more on all of the pool's; the thread count is restored; on the same
+    elements both give the same bits."""
+    threads = numba.get_num_threads()
+    seen = []
+    real = kadam._adam_loop
+
+    def loop(*args):
+        seen.append(numba.get_num_threads())
+        real(*args)
+    monkeypatch.setattr(kadam, "_adam_loop", loop)
+    rng = np.random.default_rng(0)
+    n = kadam.SMALL_UPDATE
+    large = adam_state(rng, (n + 1,), np.float32)
+    g = rng.standard_normal(n + 1).astype(np.float32)
+    small = [a[:n].copy() for a in large]
+    for step in (1, 2, 3):
+        kernels.adam_step(*large[:1], g, *large[1:], step, 1e-3, 0.9, 0.999, 1e-8)
+        kernels.adam_step(*small[:1], g[:n].copy(), *small[1:], step, 1e-3, 0.9, 0.999, 1e-8)
+        assert numba.get_num_threads() == threads
+    assert seen == [threads, 1] * 3
+    for a, b in zip(large, small):
+        assert np.array_equal(a[:n], b)
 
 
 def test_env_var_really_bypasses_the_kernels(monkeypatch):

@@ -3,8 +3,9 @@ shapes, both dtypes, C-order and channels-last, large inputs, the reference
 path, bad shapes; the CUDA kernels under NUMBA_ENABLE_CUDASIM=1.
 
 Kernel and reference agree to a few units of the dtype's rounding, not bit
-for bit: the kernels call the C library's tanh and exp, NumPy its own
-vectorised ones. The forward is compared relatively (8 units in the last
+for bit: the CUDA kernels call the device's scalar tanh and exp, the
+reference NumPy's (or CuPy's) vectorised ones, and the CPU kernel NumPy's
+over other strides. The forward is compared relatively (8 units in the last
 place). The backward is compared to 8 eps * |dy| in absolute value: its
 factors 1 - t^2 and 1 - s cancel where |a| or b is large, so one unit of
 difference in t or s is a large relative difference there, but never more

@@ -12,6 +12,8 @@ the conditional p(z_p | z_<p) in raster order (and the label y, if any):
       a_h  = Hconv_l(h_l) + Link_l(a_v) [+ ClassBias(y)]  1 x (k//2+1), sees the left
       g    = gate(a_h)
       h_l+1 = Res_l(g) + (h_l if l > 0 else 0)        residual after the first layer
+                                                       (not computed after the last:
+                                                       Res_L-1 gets the gradient 0)
       s   += Skip_l(g)
     logits = Conv1x1(ReLU(Conv1x1(ReLU(s))))          C -> C -> K
 
@@ -55,33 +57,45 @@ class CausalPad(Module):
     """y = x with its last ``shift`` rows (axis 2) or columns (axis 3) dropped
     and ``pad`` zero rows on top / columns on the left: the input of a
     causal convolution of that axis (shift 1: the output at p reads only
-    positions strictly before p on that axis). backward: dx = dy's window of x, zeros at the dropped end."""
+    positions strictly before p on that axis). backward: dx = dy's window of x, zeros at the dropped end.
+
+    y and dx are channels-last in memory (NCHW shape, NHWC memory), the
+    layout the convolutions read and write without a copy."""
 
     def __init__(self, axis, pad, shift=0):
         self.axis, self.pad, self.shift = axis, pad, shift
         self.cache = None
 
+    def _window(self, a, start, stop):
+        """a's rows (axis 2) or columns (axis 3) start .. stop - 1 (a view)."""
+        return a[:, :, start:stop] if self.axis == 2 else a[:, :, :, start:stop]
+
     def forward(self, x):
-        xp = get_xp(x)
         n = x.shape[self.axis]
-        kept = x[:, :, :n - self.shift] if self.axis == 2 else x[:, :, :, :n - self.shift]
-        widths = [(0, 0)] * 4
-        widths[self.axis] = (self.pad, 0)
+        shape = list(x.shape)
+        shape[self.axis] = n - self.shift + self.pad
+        y = _channels_last_empty(get_xp(x), shape, x.dtype)
+        self._window(y, 0, self.pad)[...] = 0
+        self._window(y, self.pad, None)[...] = self._window(x, 0, n - self.shift)
         self.cache = x.shape
-        return xp.pad(kept, widths)
+        return y
 
     def backward(self, dy):
         shape = self.forward_cache()
-        dx = get_xp(dy).zeros(shape, dtype=dy.dtype)
         n = shape[self.axis]
-        if self.axis == 2:
-            dx[:, :, :n - self.shift] = dy[:, :, self.pad:]
-        else:
-            dx[:, :, :, :n - self.shift] = dy[:, :, :, self.pad:]
+        dx = _channels_last_empty(get_xp(dy), shape, dy.dtype)
+        self._window(dx, 0, n - self.shift)[...] = self._window(dy, self.pad, None)
+        self._window(dx, n - self.shift, None)[...] = 0
         return dx
 
     def __repr__(self):
         return f"CausalPad(axis={self.axis}, pad={self.pad}, shift={self.shift})"
+
+
+def _channels_last_empty(xp, shape, dtype):
+    """An uninitialised array of NCHW ``shape`` held channels-last (a view of NHWC memory)."""
+    N, C, H, W = shape
+    return xp.empty((N, H, W, C), dtype=dtype).transpose(0, 3, 1, 2)
 
 
 class GatedLayer(Module):
@@ -106,9 +120,9 @@ class GatedLayer(Module):
         self.h_class = ClassBias(n_classes, 2 * C, **kw) if n_classes else None
 
     def forward(self, v, h, labels, last):
-        """(v_l, h_l) -> (v_l+1 or None after the last layer, h_l+1, skip_l)."""
+        """(v_l, h_l) -> (v_l+1, h_l+1, skip_l), v_l+1 and h_l+1 None after the last layer."""
         a_v, v_next = self.vertical(v, labels, last)
-        return (v_next,) + self.horizontal(h, a_v, labels)
+        return (v_next,) + self.horizontal(h, a_v, labels, last)
 
     def vertical(self, v, labels, last=False):
         """v_l -> (a_v, v_l+1 or None): the vertical stack's half of the layer."""
@@ -117,27 +131,40 @@ class GatedLayer(Module):
             a_v = self.v_class.forward(a_v, labels)
         return a_v, (None if last else self.v_gate.forward(a_v))
 
-    def horizontal(self, h, a_v, labels):
-        """(h_l, a_v) -> (h_l+1, skip_l): the horizontal stack's half, a_v entering
-        through the link before the gate."""
-        a_h = self.h_conv.forward(self.h_pad.forward(h)) + self.link.forward(a_v)
+    def horizontal(self, h, a_v, labels, last=False):
+        """(h_l, a_v) -> (h_l+1 or None after the last layer, skip_l): the
+        horizontal stack's half, a_v entering through the link before the gate.
+        The last layer's h_l+1 feeds nothing: its residual is not computed."""
+        a_h = self.h_conv.forward(self.h_pad.forward(h))
+        a_h += self.link.forward(a_v)
         if self.h_class is not None:
             a_h = self.h_class.forward(a_h, labels)
         g = self.h_gate.forward(a_h)
-        h_next = self.res.forward(g)
-        if not self.first:
-            h_next = h_next + h
+        h_next = None
+        if not last:
+            h_next = self.res.forward(g)
+            if not self.first:
+                h_next += h
         return h_next, self.skip.forward(g)
 
     def backward(self, dv_next, dh_next, dskip):
-        """(d v_l+1 or None, d h_l+1, d skip_l) -> (d v_l, d h_l)."""
-        dg = self.res.backward(dh_next) + self.skip.backward(dskip)
+        """(d v_l+1 or None, d h_l+1 or None, d skip_l) -> (d v_l, d h_l).
+
+        dh_next None (the last layer): the residual took no part in the loss,
+        its parameters get the gradient 0 (as a zero dh_next would give them)."""
+        dg = self.skip.backward(dskip)
+        if dh_next is None:
+            xp = get_xp(dskip)
+            for p in (self.res.weight, self.res.bias):
+                p.accumulate(xp.zeros_like(p.data))
+        else:
+            dg += self.res.backward(dh_next)
         da_h = self.h_gate.backward(dg)
         if self.h_class is not None:
             da_h = self.h_class.backward(da_h)
         dh = self.h_pad.backward(self.h_conv.backward(da_h))
-        if not self.first:
-            dh = dh + dh_next                       # the residual's identity path
+        if not self.first and dh_next is not None:
+            dh += dh_next                           # the residual's identity path
         da_v = self.link.backward(da_h)
         if dv_next is not None:
             da_v = da_v + self.v_gate.backward(dv_next)
@@ -209,10 +236,13 @@ class PixelCNN(Module):
 
     def forward_embedded(self, e, labels=None):
         """e (N, C, H, W) -> logits (N, K, H, W): both stacks and the head."""
-        v, h, s = e, e, 0
+        v, h, s = e, e, None
         for i, layer in enumerate(self.layers):
             v, h, skip = layer.forward(v, h, labels, last=i == self.n_layers - 1)
-            s = s + skip
+            if s is None:
+                s = skip
+            else:
+                s += skip
         for module in self.head:
             s = module.forward(s)
         return s
@@ -250,7 +280,7 @@ class PixelCNN(Module):
         ds = dlogits
         for module in reversed(self.head):
             ds = module.backward(ds)
-        dv, dh = None, get_xp(ds).zeros_like(ds)     # d h_L: the last h feeds nothing
+        dv, dh = None, None                        # the last v and h feed nothing
         for layer in reversed(self.layers):
             dv, dh = layer.backward(dv, dh, ds)
         return dv + dh                             # e feeds both stacks

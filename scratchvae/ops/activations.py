@@ -86,8 +86,9 @@ def gated_forward(x):
     """y = tanh(a) * sigmoid(b), a = x[:, :C], b = x[:, C:], for x of shape
     (N, 2C, ...); y has shape (N, C, ...).  Caches x.
 
-    Computed by the fused kernel ``kernels.gated_forward`` (one pass, y in
-    x's memory layout; reference: ``tanh(a) * sigmoid(b)`` in plain xp).
+    Computed by the kernel ``kernels.gated_forward`` (y in x's memory
+    layout; on the CPU NumPy's vectorised tanh and exp written in place, on
+    CUDA one fused pass; reference: ``tanh(a) * sigmoid(b)`` in plain xp).
     """
     check_float("Gate", "input", x)
     if x.ndim < 2 or x.shape[1] % 2:
@@ -103,8 +104,8 @@ def gated_backward(dy, x):
         dL/da = dy * s * (1 - t^2),     dL/db = dy * t * s * (1 - s),
 
     and dx = [dL/da, dL/db] along the channels (x's shape and layout).
-    Computed by the fused kernel ``kernels.gated_backward``, which recomputes
-    t and s from the cached x in the same pass."""
+    Computed by the kernel ``kernels.gated_backward``, which recomputes t
+    and s from the cached x (on CUDA in the same fused pass)."""
     check_float("Gate.backward", "upstream gradient", dy, x.dtype)
     check_shape("Gate.backward", "upstream gradient", dy,
                 (x.shape[0], x.shape[1] // 2, *x.shape[2:]))
