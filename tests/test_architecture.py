@@ -35,7 +35,7 @@ PLACEMENT = {
     "backend": ["scratchvae", "scratchvae.backend"],
     "ops": ["scratchvae.ops", "scratchvae.ops.activations", "scratchvae.ops.conv",
             "scratchvae.ops.linear", "scratchvae.ops.sampler", "scratchvae.ops.shape",
-            "scratchvae.ops.vq",
+            "scratchvae.ops.vq", "scratchvae.ops.iwae",
             "scratchvae.ops.embedding"],
     "modules": ["scratchvae.layers", "scratchvae.layers.base", "scratchvae.layers.conv",
                 "scratchvae.layers.dense", "scratchvae.losses", "scratchvae.optimizers",

@@ -4,7 +4,7 @@ non-differentiated inputs (targets, fixed noise eps, labels) held fixed."""
 import kernels
 
 from .. import losses
-from ..ops import sampler
+from ..ops import iwae, sampler
 from .problems import Problem
 from .spec import Case, OpSpec
 
@@ -56,6 +56,13 @@ def _softmax_ce_map(rng):
     return Problem({"logits": logits, "labels": labels}, ("logits",))
 
 
+def _iwae(k):
+    """k log-weights of 3 images around -100 nats (a Bernoulli image's scale), spread 3."""
+    def make(rng):
+        return Problem({"log_w": -100 + 3 * rng.standard_normal((k, 3))}, ("log_w",))
+    return make
+
+
 IMAGES = (2, 2, 3, 4)   # 4-D cases: a conv decoder's output, laid out channels-last by the tests
 
 SPECS = (
@@ -95,4 +102,8 @@ SPECS = (
                Case("SoftmaxCrossEntropy (K classes at every position)", _softmax_ce_map)),
         tests=("tests/test_ops.py", "tests/test_classifier.py",
                "tests/test_pixelcnn_ops.py")),
+    OpSpec(
+        "iwae_bound", iwae.iwae_forward, iwae.iwae_backward,
+        cases=(Case("IWAEBound (k=5)", _iwae(5)), Case("IWAEBound (k=1)", _iwae(1))),
+        derivation=iwae, tests=("tests/test_gradcheck.py",)),
 )

@@ -9,6 +9,7 @@
                   (PixelCNN types A and B)
 - embedding.py    Embedding (a gather, backward a scatter-add) and the
                   class-conditional bias
+- iwae.py         the importance-weighted bound log (1/k) sum_i w_i (Burda et al.)
 - vq.py           vector quantisation: nearest code, straight-through copy,
                   codebook and commitment losses, EMA codebook update
 
