@@ -42,7 +42,7 @@ PLACEMENT = {
                 "scratchvae.schedules",
                 "scratchvae.layers.embedding"],
     "models": ["scratchvae.models", "scratchvae.models.classifier", "scratchvae.models.conv_vae",
-               "scratchvae.models.cvae", "scratchvae.models.mlp_vae", "scratchvae.models.vae",
+               "scratchvae.models.cvae", "scratchvae.models.mlp_vae", "scratchvae.models.iwae", "scratchvae.models.vae",
                "scratchvae.models.vq_vae", "scratchvae.models.pixelcnn"],
     "gradcheck": ["scratchvae.gradcheck", "scratchvae.gradcheck.core",
                   "scratchvae.gradcheck.problems", "scratchvae.gradcheck.spec",

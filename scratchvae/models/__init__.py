@@ -2,6 +2,7 @@
 from .classifier import Classifier, cnn_classifier
 from .conv_vae import conv_vae
 from .cvae import CVAE, conv_cvae, mlp_cvae
+from .iwae import iwae_1l
 from .mlp_vae import mlp_vae
 from .pixelcnn import PixelCNN, pixelcnn
 from .vae import LIKELIHOODS, VAE
@@ -16,6 +17,7 @@ MODELS = {
     "vq-vae": vq_vae,
     "classifier": cnn_classifier,
     "pixelcnn": pixelcnn,
+    "iwae-1l": iwae_1l,
 }
 #: each model's default latent dimension
 DEFAULT_LATENT_DIM = {
@@ -26,6 +28,7 @@ DEFAULT_LATENT_DIM = {
     "classifier": 0,   # no latent space
     "vq-vae": 16,      # the code size D
     "pixelcnn": 0,     # a prior over code maps: no latent space of its own
+    "iwae-1l": 50,
 }
 
 
@@ -38,4 +41,4 @@ def build_model(name, **options):
 
 __all__ = ["VAE", "LIKELIHOODS", "MODELS", "DEFAULT_LATENT_DIM", "build_model", "mlp_vae",
            "conv_vae", "CVAE", "conv_cvae", "mlp_cvae", "VQVAE", "VectorQuantizer", "vq_vae",
-           "Classifier", "cnn_classifier", "PixelCNN", "pixelcnn"]
+           "Classifier", "cnn_classifier", "PixelCNN", "pixelcnn", "iwae_1l"]
