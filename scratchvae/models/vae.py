@@ -247,10 +247,10 @@ class VAE(Module):
         'kl_per_image' (N,), 'mu_per_image' and 'logvar_per_image' (N, Z); the
         objectives 'iwae', 'dreg', 'stl' return -mean_n L_k(x_n) and add 'bound',
         mean_n L_k(x_n) ('recon' and 'kl' keep their meaning: averaged over the
-        k samples, the KL in closed form). Caches what ``backward`` needs. ``check_inputs``: refuse images that hold
-        NaN, an infinity or, for the Bernoulli likelihood, values outside [0, 1]
-        (``losses.check_values``); the training loop, whose images come from
-        uint8 pixels, skips it.
+        k samples, the KL in closed form). Caches what ``backward`` needs.
+        ``check_inputs``: refuse images that hold NaN, an infinity or, for the
+        Bernoulli likelihood, values outside [0, 1] (``losses.check_values``);
+        the training loop, whose images come from uint8 pixels, skips it.
         """
         if check_inputs:
             self.check_images(x)
@@ -429,11 +429,13 @@ def check_objective(objective, n_samples=1, beta=1.0, kl_warmup_steps=0, capacit
         raise ValueError(f"objective stl (sticking the landing) takes k = 1 sample per image, "
                          f"got k = {n_samples}; for k > 1 use dreg")
     if objective != "elbo":
-        schedule = [name for name, on in (("beta", beta != 1), ("kl_warmup_steps",
-                    kl_warmup_steps > 0), ("capacity_gamma", capacity_gamma > 0)) if on]
-        if schedule:
-            raise ValueError(f"{', '.join(schedule)}: weigh the KL term of the elbo objective; "
-                             f"objective {objective} trains the bound L_k as it is")
+        given = [f"{name}={value}" for name, value, on in (
+            ("beta", beta, beta != 1), ("kl_warmup_steps", kl_warmup_steps, kl_warmup_steps > 0),
+            ("capacity_gamma", capacity_gamma, capacity_gamma > 0)) if on]
+        if given:
+            raise ValueError(f"{', '.join(given)}: a KL weight or schedule applies to the elbo "
+                             f"objective only; objective {objective} trains the bound L_k, "
+                             f"which has no separate KL term")
 
 
 def active_units(mu, threshold=1e-2):
