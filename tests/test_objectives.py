@@ -10,10 +10,12 @@
   model, within 4 standard errors per coordinate), and a wrong weight caught;
 - STL: IWAE's k = 1 gradient minus the score term, by an explicit formula;
 - the command line: its errors (exit 2) and a tiny IWAE run that resumes
-  bit for bit.
+  bit for bit; examples/fig_gradient_snr.py --quick.
 """
+import importlib.util
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -300,3 +302,19 @@ def test_cli_trains_iwae_and_resumes_exactly(tmp_path):
         assert [r[key] for r in ra] == [r[key] for r in rb], key
     assert all(np.isfinite(r["train_loss"]) and 0 < r["train_loss"] for r in rb)
     assert rb[1]["train_loss"] < rb[0]["train_loss"]
+
+
+def test_gradient_snr_example_runs_quick(tmp_path, capsys):
+    """examples/fig_gradient_snr.py --quick: a PNG and one SNR per k, estimator and part;
+    DReG's decoder gradient is IWAE's, so their decoder SNRs agree."""
+    path = Path(__file__).resolve().parents[1] / "examples" / "fig_gradient_snr.py"
+    spec = importlib.util.spec_from_file_location("fig_gradient_snr", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    out = example.main(["--quick", "--runs-dir", str(tmp_path), "--out", str(tmp_path / "s.png")])
+    assert Path(out).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = {tuple(line.split()[:2]): line for line in capsys.readouterr().out.splitlines()
+             if line.startswith(("iwae ", "dreg "))}
+    assert sorted(lines) == [(e, p) for e in ("dreg", "iwae") for p in ("decoder", "encoder")]
+    assert lines["iwae", "decoder"].split()[2:] == lines["dreg", "decoder"].split()[2:]
+    assert lines["iwae", "encoder"].count("k=") == 3
