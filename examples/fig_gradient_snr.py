@@ -10,12 +10,17 @@ times with fresh noise (the same noise for both estimators). For each parameter
 theta_j, SNR_j = |mean(g_j)| / std(g_j) over the draws; each curve is the mean
 of SNR_j over the encoder's (resp. the decoder's) parameters.
 
-IWAE's encoder SNR falls like 1/sqrt(k) (the signal, the gradient of the bound,
-shrinks faster than its noise), its decoder SNR rises like sqrt(k); DReG keeps
-the decoder's gradient and drops the score term from the encoder's, whose SNR
-then rises with k too. At k = 1 DReG is STL.
+Rainforth et al. show that as k grows, IWAE's encoder SNR falls like 1/sqrt(k)
+(the gradient of the bound shrinks faster than its noise) and the decoder's rises
+like sqrt(k). DReG keeps the decoder's gradient (the two decoder curves coincide)
+and drops the score term from the encoder's. On the default model (-ELBO about
+190 nats after 5 epochs; 24 of the 50 posterior means vary over the batch) the figure shows, from
+k = 1 to 100: IWAE's encoder SNR 0.44 -> 0.20, DReG's 0.73 -> 0.44 (higher at
+every k, falling more slowly, not rising), the decoder's 4.5 -> 11.6. With 100
+draws a parameter whose gradient has mean 0 still shows an SNR of about
+sqrt(2 / pi) / sqrt(100) = 0.08. At k = 1 DReG is STL.
 
-    python examples/fig_gradient_snr.py                  # about 2 minutes on 2 cores
+    python examples/fig_gradient_snr.py         # 3 minutes on 2 busy cores, 1 of them training
     python examples/fig_gradient_snr.py --quick --out /tmp/snr.png
 """
 import argparse
