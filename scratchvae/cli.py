@@ -223,7 +223,7 @@ def _add_config_args(p):
         else:
             options.update(metavar=meta["metavar"], choices=meta["choices"],
                            type=NUMBER_TYPES.get((f.type, meta["bound"])))
-        target.add_argument(flag, **options)
+        target.add_argument(flag, *meta["aliases"], **options)
 
 
 def _add_data_args(p):
@@ -253,6 +253,8 @@ def config_from_args(args):
 
 
 def _cmd_train(args):
+    from .config import NOT_GAUSSIAN_LATENT
+    from .models import MODELS
     from .rundir import read_config
     from .train import NothingToTrain, ScheduleHorizonChanged, train
 
@@ -276,6 +278,10 @@ def _cmd_train(args):
     if vq_options and args.model != "vq-vae":
         raise UsageError(f"{', '.join(vq_options)}: options of the vq-vae model, but --model "
                          f"is {args.model}")
+    if args.objective != "elbo" and args.model in NOT_GAUSSIAN_LATENT:
+        vaes = [m for m in sorted(MODELS) if m not in NOT_GAUSSIAN_LATENT]
+        raise UsageError(f"--objective {args.objective} needs a Gaussian-latent VAE "
+                         f"({', '.join(vaes)}); --model {args.model} has none")
     try:  # TrainConfig checks the options together (e.g. the KL schedule's flags)
         config = config_from_args(args)
     except ValueError as e:

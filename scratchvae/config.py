@@ -4,7 +4,8 @@ Each field is declared once, with what the command line needs to offer it
 (``python -m scratchvae train`` generates its options from these fields,
 see ``scratchvae/cli.py``): the help text, the choices, the flag where it is
 not ``--`` + the name with dashes, the metavar, and the kind of number it takes
-(``bound``: ``"positive"`` > 0, ``"nonneg"`` >= 0, ``"fraction"`` in (0, 1)).
+(``bound``: ``"positive"`` > 0, ``"nonneg"`` >= 0, ``"fraction"`` in (0, 1)),
+and further spellings of the flag (``aliases``).
 A field with ``cli=False`` has no option of its own. :meth:`TrainConfig.__post_init__`
 checks every field against this schema (its type: an ``int`` field takes an integer,
 never a bool or a float; a ``float`` field a finite number; its choices; its bound)
@@ -20,6 +21,7 @@ import numpy as np
 
 from .data import FULL_DATASETS, SAMPLES
 from .models import DEFAULT_LATENT_DIM, LIKELIHOODS, MODELS, build_model
+from .models.vae import OBJECTIVES, check_objective
 from .models.pixelcnn import DEFAULTS as PRIOR
 from .models.vq_vae import CODEBOOK_INITS, DEFAULTS as VQ
 from .optimizers import OPTIMIZERS
@@ -30,14 +32,16 @@ VQ_GROUP = "VQ-VAE (--model vq-vae)"
 PRIOR_GROUP = "PixelCNN prior over a VQ-VAE's codes (--model pixelcnn)"
 #: classes of a class-conditional prior (the digits / garments of both data sets)
 PRIOR_CLASSES = 10
+#: the models without a Gaussian latent q(z | x), which train no multi-sample bound
+NOT_GAUSSIAN_LATENT = ("vq-vae", "pixelcnn", "classifier")
 
 
 def option(default, help=None, *, bound=None, choices=None, flag=None, metavar=None,
-           group=None, negatable=False, cli=True):
+           group=None, negatable=False, cli=True, aliases=()):
     """A dataclass field with its command-line option in the field's metadata."""
     return dataclasses.field(default=default, metadata=dict(
         help=help, bound=bound, choices=choices, flag=flag, metavar=metavar, group=group,
-        negatable=negatable, cli=cli))
+        negatable=negatable, cli=cli, aliases=aliases))
 
 
 @dataclass
@@ -106,8 +110,14 @@ class TrainConfig:
     prior_layers: int = option(PRIOR["layers"], f"gated layers (default {PRIOR['layers']})",
                                bound="positive", metavar="L", group=PRIOR_GROUP)
     vq_codebook: str = option("", cli=False)   # sha256 of the VQ run's codebook, recorded
-    n_samples: int = option(1, "z samples per image (default 1)", bound="positive",
-                            flag="--samples", metavar="L")
+    objective: str = option(
+        "elbo", "training objective: elbo (the negative ELBO, averaged over the samples), "
+                "iwae (the importance-weighted bound L_k), dreg (L_k with the doubly "
+                "reparameterised encoder gradient), stl (sticking the landing, k = 1); "
+                "default elbo", choices=list(OBJECTIVES))
+    n_samples: int = option(1, "z samples per image: k of the bound L_k, or the L samples the "
+                               "ELBO averages (default 1)", bound="positive", flag="--k",
+                            metavar="K", aliases=("--n-samples", "--samples"))
     binarize: bool = option(
         False, "dynamic binarisation: each pixel drawn as Bernoulli(intensity) per batch")
     augment_shift: int = option(
@@ -132,7 +142,7 @@ class TrainConfig:
                            self.capacity_steps, self.capacity_gamma)
             except ValueError as e:
                 problems.append(str(e))
-        problems += self._prior_problems()
+        problems += self._prior_problems() + self._objective_problems(problems)
         if self.use_sample and self.dataset not in SAMPLES:
             problems.append(f"use_sample: the package bundles a sample of "
                             f"{', '.join(SAMPLES)} only, not of {self.dataset}")
@@ -187,6 +197,21 @@ class TrainConfig:
                             f"pixelcnn prior does not take")
         return problems
 
+    def _objective_problems(self, problems):
+        """What does not fit the objective (``problems``: those found so far)."""
+        if self.objective == "elbo" or problems:
+            return []
+        if self.model in NOT_GAUSSIAN_LATENT:
+            vaes = [m for m in sorted(MODELS) if m not in NOT_GAUSSIAN_LATENT]
+            return [f"objective {self.objective} needs a Gaussian-latent VAE "
+                    f"({', '.join(vaes)}), not model {self.model}"]
+        try:
+            check_objective(self.objective, self.n_samples, self.beta, self.kl_warmup_steps,
+                            self.capacity_gamma)
+        except ValueError as e:
+            return [str(e)]
+        return []
+
     @classmethod
     def _default(cls, name):
         return cls.__dataclass_fields__[name].default
@@ -225,7 +250,7 @@ def make_model(config, rng, dtype=np.float32):
         ema=config.vq_ema, decay=config.vq_decay, restart_after=config.vq_restart)
     return build_model(config.model, latent_dim=latent, rng=rng, dtype=dtype,
                        likelihood=config.likelihood, gaussian_variance=config.gaussian_variance,
-                       beta=config.beta, n_samples=config.n_samples,
+                       beta=config.beta, n_samples=config.n_samples, objective=config.objective,
                        kl_warmup_steps=config.kl_warmup_steps, capacity_max=config.capacity_max,
                        capacity_steps=config.capacity_steps, capacity_gamma=config.capacity_gamma,
                        **vq)

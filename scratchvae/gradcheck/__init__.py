@@ -6,8 +6,8 @@
                   models redrawn until no step crosses a kink or a near tie
 - spec.py         OpSpec: one op, loss or model with its problems,
                   tolerances, kernels, references, derivation and tests
-- elementwise.py, dense.py, losses.py, conv.py, vq.py, models.py
-                  the entries, one module per family
+- elementwise.py, dense.py, losses.py, conv.py, vq.py, models.py,
+  objectives.py   the entries, one module per family
 - registry.py     REGISTRY (the families collected) and the catalogue
                   behind ``python -m scratchvae gradcheck``
 - derivations.py  writes docs/derivations.md from the registry

@@ -11,10 +11,10 @@ import inspect
 
 import numpy as np
 
-from . import conv, dense, elementwise, losses, models, pixelcnn, vq
+from . import conv, dense, elementwise, losses, models, objectives, pixelcnn, vq
 
 #: the family modules, in catalogue order; each lists its entries in SPECS
-FAMILIES = (elementwise, dense, losses, conv, vq, models, pixelcnn)
+FAMILIES = (elementwise, dense, losses, conv, vq, models, objectives, pixelcnn)
 
 #: name -> OpSpec, in catalogue order
 REGISTRY = {}

@@ -386,7 +386,8 @@ class VQVAE(Module):
 
 
 #: neutral values of the VAE options the trainer passes to every model
-NEUTRAL_VAE_OPTIONS = {"likelihood": "bernoulli", "beta": 1.0, "n_samples": 1}
+NEUTRAL_VAE_OPTIONS = {"likelihood": "bernoulli", "beta": 1.0, "n_samples": 1,
+                       "objective": "elbo"}
 
 
 def _check_vae_options(options):
