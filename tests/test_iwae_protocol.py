@@ -129,3 +129,26 @@ def test_an_iwae_run_cut_anywhere_resumes_to_the_same_bits(tmp_path, capsys, mon
     for key in ("exp_avg", "exp_avg_sq"):
         assert all(np.array_equal(m, n) for m, n in zip(oa[key], ob[key], strict=True))
     assert np.array_equal(oa["steps"], ob["steps"]) and oa["steps"][0] == 10
+
+
+def test_the_k_5000_estimate_runs_in_chunks_with_a_bar_over_images(capsys):
+    """iw_nll with k = 5000 asks the model for at most ``chunk`` samples of a batch at
+    a time (memory bounded: never k x N decoder rows), and its bar counts images."""
+    from scratchvae.metrics import iw_nll
+    from scratchvae.models import build_model
+
+    model = build_model("iwae-1l", rng=np.random.default_rng(0))
+    x = (np.random.default_rng(1).random((5, 1, 28, 28)) < 0.3).astype(np.float32)
+    asked = []
+    real = model.log_importance_weights
+
+    def spy(xb, k, rng, labels=None):
+        asked.append((xb.shape[0], k))
+        return real(xb, k, rng, labels=labels)
+    model.log_importance_weights = spy
+    result = iw_nll(model, x, k=5000, chunk=100, batch_size=3, progress=True)
+    assert result["iw_k"] == 5000 and np.isfinite(result["iw_nll"])
+    assert asked == [(3, 100)] * 50 + [(2, 100)] * 50
+    err = capsys.readouterr().err
+    assert "IW-NLL (K=5000)" in err and "5/5" in err and "image" in err
+    assert "5000/5000 samples of images 4-5" in err
