@@ -138,10 +138,11 @@ class TrainConfig:
                            self.capacity_steps, self.capacity_gamma)
             except ValueError as e:
                 problems.append(str(e))
-        problems += self._prior_problems() + self._optimizer_problems()
+        problems += self._prior_problems()
         if self.use_sample and self.dataset not in SAMPLES:
             problems.append(f"use_sample: the package bundles a sample of "
                             f"{', '.join(SAMPLES)} only, not of {self.dataset}")
+        problems += self._optimizer_problems()
         if problems:
             raise ValueError("invalid training configuration: " + "; ".join(problems))
 
