@@ -32,9 +32,12 @@ maps (60,000 of them, with the MNIST training labels). ``--vq-run DIR`` takes th
 codes of the training set as encoded by that VQ-VAE run; without it the codes
 are uniform in [0, 128) from a seeded generator, as good for timing: no step
 depends on the values of the codes. ``--conditional`` times the
-class-conditional prior. PyTorch's prior steps with its fused Adam
-(``fused=True``, the same update in one kernel; the table says when the
-installed PyTorch lacks it and the ordinary Adam runs instead).
+class-conditional prior.
+
+Every PyTorch twin steps with its fused Adam (``fused=True``, the same update in
+one kernel, PyTorch's fastest on a CPU: benchmarks.common.fastest_adam); the
+table says when the installed PyTorch lacks it and the ordinary Adam runs instead.
+For iwae-1l at batch 20 with k samples, see benchmarks/bench_iwae.py.
 
 ``--epoch-steps N`` times the first N steps of the epoch and scales the time to
 the whole epoch (a prior's epoch is minutes; the table says so); 0 times it all.
@@ -61,7 +64,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
-from benchmarks.common import mnist_arrays  # noqa: E402  (needs the path above)
+from benchmarks.common import fastest_adam, mnist_arrays  # noqa: E402  (the path above)
 
 BATCH = 128
 #: the environment as this script found it, for every worker, whatever main imports
@@ -116,7 +119,7 @@ def worker_torch(model_name, steps, threads, options):
     torch.manual_seed(0)
     (xtr, ytr), _ = mnist_arrays()
     model = MODELS[model_name]()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt, adam = fastest_adam(torch, model.parameters())
 
     def step(xb, yb):
         opt.zero_grad()
@@ -125,9 +128,10 @@ def worker_torch(model_name, steps, threads, options):
         loss.backward()
         opt.step()
     n_params = sum(p.numel() for p in model.parameters())
-    return _time(step, data.iterate_batches(xtr, ytr, BATCH, rng=np.random.default_rng(1)),
-                 (xtr[:BATCH].copy(), ytr[:BATCH].copy()), steps, n_params,
-                 torch.get_num_threads(), options.get("epoch_steps", 0))
+    result = _time(step, data.iterate_batches(xtr, ytr, BATCH, rng=np.random.default_rng(1)),
+                   (xtr[:BATCH].copy(), ytr[:BATCH].copy()), steps, n_params,
+                   torch.get_num_threads(), options.get("epoch_steps", 0))
+    return dict(result, adam=adam)
 
 
 def _prior_data(options):
@@ -161,15 +165,6 @@ def worker_ours_prior(steps, options):
                  threads_in_use(), options.get("epoch_steps", 0))
 
 
-def _fastest_adam(torch, params):
-    """PyTorch's fused Adam (lr 1e-3), or its default Adam where fused is missing:
-    (optimizer, its name for the table)."""
-    try:
-        return torch.optim.Adam(params, lr=1e-3, fused=True), "fused"
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, lr=1e-3), "default (fused unavailable)"
-
-
 def worker_torch_prior(steps, threads, options):
     from benchmarks.common import import_torch
     torch = import_torch(threads)     # first: before anything of scratchvae
@@ -180,7 +175,7 @@ def worker_torch_prior(steps, threads, options):
     codes, labels = _prior_data(options)
     n_classes = options["n_classes"]
     model = PRIORS["pixelcnn"](num_codes=options["num_codes"], n_classes=n_classes)
-    opt, adam = _fastest_adam(torch, list(model.parameters()))
+    opt, adam = fastest_adam(torch, model.parameters())
 
     def step(zb, yb):
         opt.zero_grad()
@@ -228,7 +223,7 @@ def worker_torch_quality(model_name, epochs, threads, seed=0, options=None):
     torch.manual_seed(seed)
     (xtr, ytr), (xte, yte) = mnist_arrays()
     model = MODELS[model_name](**_twin_options(model_name, options))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt, _ = fastest_adam(torch, model.parameters())
     rng = np.random.default_rng(seed)
     history = []
     for epoch in range(1, epochs + 1):
@@ -440,13 +435,14 @@ def main():
         if timed < n_batches:
             notes.append(f"Epoch times: the first {timed} steps of the epoch, timed and scaled "
                          f"by {n_batches}/{timed}.")
+        if have_torch:
+            notes.append(f"PyTorch's Adam: {results['torch'][0]['adam']}.")
         if prior:
             codes = (f"the codes of VQ-VAE run {args.vq_run}" if args.vq_run
                      else "uniform random codes (seed 0)")
-            adam = f"; PyTorch's Adam: {results['torch'][0]['adam']}" if have_torch else ""
             notes.append(f"pixelcnn{' (class-conditional)' if args.conditional else ''}: "
                          f"7x7 maps of {codes}, {options['num_codes']} codes; step = "
-                         f"loss(codes, labels), backward, Adam 1e-3{adam}.")
+                         f"loss(codes, labels), backward, Adam 1e-3.")
     extra = None
     if args.epochs:
         vq = args.model == "vq-vae"

@@ -93,7 +93,8 @@ def worker(engine, model_name, seed, epochs):
     import torch
     torch.set_num_threads(1)
     twin = twin_with_weights_of(ours, model_name)
-    opt = torch.optim.Adam(twin.parameters(), lr=1e-3)
+    from benchmarks.common import fastest_adam
+    opt, _ = fastest_adam(torch, twin.parameters())
     for _ in range(epochs):
         for xb, yb in data.iterate_batches(xtr, ytr, BATCH, rng=shuffle_rng):
             opt.zero_grad()

@@ -57,7 +57,7 @@ def _leaf_layers(module, prefix):
 def profile_torch(model_name, steps, warmup, threads):
     """The PyTorch twin's step under torch.profiler: mean ms per step of each
     aten op (self time), the largest first."""
-    from benchmarks.common import import_torch
+    from benchmarks.common import fastest_adam, import_torch
     torch = import_torch(threads)
     from torch.profiler import ProfilerActivity, profile
 
@@ -65,7 +65,7 @@ def profile_torch(model_name, steps, warmup, threads):
 
     torch.manual_seed(0)
     model = MODELS[model_name]()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer, _ = fastest_adam(torch, model.parameters())
     x = torch.from_numpy((np.random.default_rng(1).random((128, 1, 28, 28)) > 0.5)
                          .astype(np.float32))
 
@@ -102,7 +102,7 @@ def _prior_batch(conditional):
 
 def profile_torch_prior(steps, warmup, threads, conditional):
     """profile_torch for the PixelCNN twin (fused Adam, as bench_train.py)."""
-    from benchmarks.common import import_torch
+    from benchmarks.common import fastest_adam, import_torch
     torch = import_torch(threads)
     from torch.profiler import ProfilerActivity, profile
 
@@ -110,10 +110,7 @@ def profile_torch_prior(steps, warmup, threads, conditional):
 
     torch.manual_seed(0)
     model = PRIORS["pixelcnn"](n_classes=10 if conditional else 0)
-    try:
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer, _ = fastest_adam(torch, model.parameters())
     codes, labels = _prior_batch(conditional)
     z = torch.from_numpy(codes)
     y = None if labels is None else torch.from_numpy(labels)

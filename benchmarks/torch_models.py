@@ -1,7 +1,8 @@
 """PyTorch twins of scratchvae's models (same layers, same loss), for benchmarks.
 
 ``MODELS``: the image models (loss(x, labels)); ``PRIORS``: the PixelCNN prior
-over code maps (loss(codes, labels)).
+over code maps (loss(codes, labels)). ``iwae-1l`` also takes scratchvae's
+``objective`` and ``n_samples`` (k): :class:`TorchIWAE`.
 
 Imported only by benchmark scripts, and only when PyTorch is installed.
 """
@@ -235,6 +236,74 @@ def pixelcnn(n_classes=0, **sizes):
     return TorchPixelCNN(n_classes=n_classes, **sizes)
 
 
+LOG_2PI = math.log(2 * math.pi)
+
+
+class TorchIWAE(TorchVAE):
+    """A Gaussian-latent VAE trained on k samples z_i = mu + sigma eps_i per image,
+    with scratchvae's objectives (scratchvae/models/vae.py):
+
+    elbo:  loss = 1/N sum_n [1/k sum_i BCE(x_n, z_in) + KL(q(z|x_n) || N(0, I))]
+           (the KL in closed form)
+    iwae:  loss = -1/N sum_n L_k(x_n),  L_k = logsumexp_i log w_i - log k,
+           log w_i = -BCE(x, z_i) + log N(z_i; 0, I) - log q(z_i | x)
+    dreg:  the same loss value; its gradient is Tucker et al.'s (2018): the
+           decoder's as IWAE's, sum_i w~_i d log w_i / d theta; the encoder's
+           sum_i w~_i^2 (d log w_i / d z_i) (d z_i / d phi), with log q's (mu, logvar)
+           held fixed (w~ = softmax_i log w_i, held fixed too). Autograd gives it
+           from sum_i w~_i log w_i with q's parameters detached and the gradient
+           that reaches z_i scaled once more by w~_i (a hook on z).
+    """
+
+    def __init__(self, encoder, decoder, latent_dim, objective="elbo", n_samples=1):
+        super().__init__(encoder, decoder, latent_dim)
+        if objective not in ("elbo", "iwae", "dreg"):
+            raise ValueError(f"TorchIWAE: objective must be elbo, iwae or dreg, got "
+                             f"{objective!r}")
+        self.objective, self.n_samples = objective, n_samples
+
+    def loss(self, x, labels=None, eps=None):
+        """(loss, recon, kl): recon and kl the k-sample ELBO's parts, whatever the
+        objective; eps (k, N, Z) given replaces torch's own N(0, 1) draw."""
+        h = self.encoder(x)
+        mu, logvar = h[:, :self.latent_dim], h[:, self.latent_dim:]
+        n = x.shape[0]
+        if eps is None:
+            eps = torch.randn(self.n_samples, *mu.shape, dtype=mu.dtype)
+        k = eps.shape[0]
+        z = mu + torch.exp(0.5 * logvar) * eps                        # (k, N, Z)
+        logits = self.decoder(z.reshape(k * n, -1))
+        bce = F.binary_cross_entropy_with_logits(
+            logits, x.expand(k, *x.shape).reshape(k * n, *x.shape[1:]),
+            reduction="none").reshape(k, n, -1).sum(2)                # (k, N)
+        recon = bce.mean(0).sum() / n
+        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / n
+        if self.objective == "elbo":
+            return recon + kl, recon, kl
+        if self.objective == "dreg":
+            mu, logvar = mu.detach(), logvar.detach()
+        log_q = -0.5 * ((z - mu).pow(2) * torch.exp(-logvar) + logvar + LOG_2PI).sum(2)
+        log_w = -bce - 0.5 * (z.pow(2) + LOG_2PI).sum(2) - log_q      # (k, N)
+        bound = torch.logsumexp(log_w, 0) - math.log(k)               # (N,)
+        loss = -bound.sum() / n
+        if self.objective == "iwae":
+            return loss, recon, kl
+        w = torch.softmax(log_w.detach(), 0)                          # w~ (k, N)
+        if z.requires_grad:
+            z.register_hook(lambda g: g * w[:, :, None])
+        surrogate = -(w * log_w).sum() / n
+        return loss.detach() + surrogate - surrogate.detach(), recon, kl
+
+
+def iwae_1l(objective="elbo", n_samples=1, latent_dim=50, hidden=200):
+    """The twin of scratchvae.models.iwae_1l: tanh MLPs 784-200-200-2Z and Z-200-200-784."""
+    enc = nn.Sequential(nn.Flatten(), nn.Linear(784, hidden), nn.Tanh(),
+                        nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 2 * latent_dim))
+    dec = nn.Sequential(nn.Linear(latent_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden),
+                        nn.Tanh(), nn.Linear(hidden, 784), nn.Unflatten(1, (1, 28, 28)))
+    return TorchIWAE(enc, dec, latent_dim, objective=objective, n_samples=n_samples)
+
+
 MODELS = {"mlp-vae": mlp_vae, "conv-vae": conv_vae, "conv-cvae": TorchConvCVAE,
-          "vq-vae": TorchVQVAE}
+          "vq-vae": TorchVQVAE, "iwae-1l": iwae_1l}
 PRIORS = {"pixelcnn": pixelcnn}

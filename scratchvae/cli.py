@@ -6,6 +6,7 @@ valid but do not fit together too: see :class:`UsageError`); a run that fails
 clear ``error: ...`` message on stderr and exits with code 1.
 """
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -267,7 +268,10 @@ def _cmd_train(args):
                              f"default too; to train with other options, start a new run")
         config = read_config(args.resume)
         if "--epochs" in args.given:
-            config.epochs = args.epochs
+            try:   # checked as a new run's (the iwae schedule's length)
+                config = dataclasses.replace(config, epochs=args.epochs)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
         try:
             train(config, args.resume, resume=True, progress=not args.no_progress)
         except (NothingToTrain, ScheduleHorizonChanged) as e:

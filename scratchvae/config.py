@@ -25,7 +25,7 @@ from .models.vae import OBJECTIVES, check_objective
 from .models.pixelcnn import DEFAULTS as PRIOR
 from .models.vq_vae import CODEBOOK_INITS, DEFAULTS as VQ
 from .optimizers import OPTIMIZERS
-from .schedules import LR_SCHEDULES, KLSchedule
+from .schedules import IWAE_EPOCHS, LR_SCHEDULES, KLSchedule
 
 #: the argument groups of the VQ-VAE's and the PixelCNN prior's options on the command line
 VQ_GROUP = "VQ-VAE (--model vq-vae)"
@@ -49,14 +49,20 @@ class TrainConfig:
     model: str = option("mlp-vae", choices=sorted(MODELS))
     dataset: str = option("mnist", choices=list(FULL_DATASETS))
     epochs: int = option(10, "number of epochs (default 10; with --resume, the new total, "
-                                 "except for a cosine schedule: see --lr-schedule)",
+                                 "except for a cosine schedule: see --lr-schedule; at most "
+                                 f"{IWAE_EPOCHS} with the iwae schedule)",
                          bound="positive")
     batch_size: int = option(128, bound="positive")
     lr: float = option(1e-3, "learning rate (default 1e-3)", bound="positive")
     lr_schedule: str = option(
-        "constant", "constant, or cosine: decayed to 0 over the run's steps (a cosine run "
-                    "resumes only to its own --epochs)", choices=list(LR_SCHEDULES))
+        "constant", "constant; cosine: decayed to 0 over the run's steps (a cosine run "
+                    "resumes only to its own --epochs); iwae: Burda et al.'s 3^i epochs at "
+                    "lr 10^(-i/7), i = 0..7 (3280 epochs; --epochs 40 runs i = 0..3 and a "
+                    "resume with more --epochs continues the schedule)",
+        choices=list(LR_SCHEDULES))
     optimizer: str = option("adam", choices=sorted(OPTIMIZERS))
+    adam_eps: float = option(1e-8, "Adam's epsilon (default 1e-8; Burda et al. use 1e-4)",
+                             bound="positive", metavar="EPS")
     momentum: float = option(0.9, "SGD momentum", bound="nonneg")
     weight_decay: float = option(0.0, bound="nonneg")
     clip_grad_norm: float = option(0.0, "clip gradients to this global L2 norm (0: off)",
@@ -146,6 +152,7 @@ class TrainConfig:
         if self.use_sample and self.dataset not in SAMPLES:
             problems.append(f"use_sample: the package bundles a sample of "
                             f"{', '.join(SAMPLES)} only, not of {self.dataset}")
+        problems += self._optimizer_problems()
         if problems:
             raise ValueError("invalid training configuration: " + "; ".join(problems))
 
@@ -173,6 +180,17 @@ class TrainConfig:
         if bound == "fraction" and not 0 < value < 1:
             return f"{f.name} must be in (0, 1), got {value}"
         return None
+
+    def _optimizer_problems(self):
+        """What does not fit the learning-rate schedule or the optimiser."""
+        problems = []
+        if self.lr_schedule == "iwae" and self.epochs > IWAE_EPOCHS:
+            problems.append(f"epochs: the iwae schedule has {IWAE_EPOCHS} epochs (3^i for i = "
+                            f"0..7), got {self.epochs}; give --epochs {IWAE_EPOCHS} or fewer")
+        if self.optimizer != "adam" and self.adam_eps != self._default("adam_eps"):
+            problems.append(f"adam_eps: an option of the adam optimizer, but the optimizer "
+                            f"is {self.optimizer}")
+        return problems
 
     #: the options of the VAE family, which a prior over code maps does not take
     VAE_FIELDS = ("latent_dim", "likelihood", "gaussian_variance", "beta", "kl_warmup_steps",
@@ -259,6 +277,7 @@ def make_model(config, rng, dtype=np.float32):
 def make_optimizer(config, params):
     """The optimiser ``config`` describes, over ``params``."""
     if config.optimizer == "adam":
-        return OPTIMIZERS["adam"](params, lr=config.lr, weight_decay=config.weight_decay)
+        return OPTIMIZERS["adam"](params, lr=config.lr, eps=config.adam_eps,
+                                  weight_decay=config.weight_decay)
     return OPTIMIZERS["sgd"](params, lr=config.lr, momentum=config.momentum,
                              weight_decay=config.weight_decay)

@@ -54,7 +54,10 @@ def iw_nll(model, x, labels=None, k=1000, chunk=100, batch_size=100, rng=None,
     """Importance-weighted NLL estimate on images ``x`` (host array).
 
     ``model.log_importance_weights(xb, k, rng, labels)`` returns the (k, n)
-    log-weights log p(x, z_k) - log q(z_k | x) of a batch. Returns a dict with
+    log-weights log p(x, z_k) - log q(z_k | x) of a batch, asked for at most
+    ``chunk`` samples at a time: at most ``chunk * batch_size`` decoder rows are
+    held at once, whatever k (k = 5000 for Burda et al.'s test NLL). With
+    ``progress`` a bar counts the images done. Returns a dict with
     ``iw_nll`` (mean over images), ``iw_nll_se`` (its standard error over the
     images) and ``iw_k``.
     """
@@ -62,9 +65,8 @@ def iw_nll(model, x, labels=None, k=1000, chunk=100, batch_size=100, rng=None,
         raise ValueError(f"iw_nll: expected k >= 1 and chunk >= 1, got k={k}, chunk={chunk}")
     rng = np.random.default_rng(0) if rng is None else rng
     per_image = []
-    n_batches = -(-x.shape[0] // batch_size)
-    bar = tqdm(total=n_batches * -(-k // chunk), desc=f"IW-NLL (K={k})", unit="chunk",
-               disable=not progress, leave=False)
+    bar = tqdm(total=x.shape[0], desc=f"IW-NLL (K={k})", unit="image",
+               disable=not progress, leave=False, dynamic_ncols=True)
     for start in range(0, x.shape[0], batch_size):
         xb = model.xp.asarray(x[start:start + batch_size])
         yb = None if labels is None else labels[start:start + batch_size]
@@ -74,7 +76,10 @@ def iw_nll(model, x, labels=None, k=1000, chunk=100, batch_size=100, rng=None,
             kk = min(chunk, k - done)
             acc.add(to_numpy(model.log_importance_weights(xb, kk, rng, labels=yb)).astype(np.float64))
             done += kk
-            bar.update(1)
+            bar.set_postfix_str(f"{done}/{k} samples of images {start + 1}-"
+                                f"{start + xb.shape[0]}", refresh=False)
+            bar.refresh()
+        bar.update(xb.shape[0])
         per_image.append(-acc.value())
     bar.close()
     per_image = np.concatenate(per_image)

@@ -1,5 +1,6 @@
 """Schedules for the KL term of a VAE (beta, linear warm-up, capacity
-annealing) and for the learning rate (constant or cosine).
+annealing) and for the learning rate (constant, cosine, or Burda et al.'s
+stages of 3^i epochs).
 
 A VAE's loss is a reconstruction term plus a KL term. With KL the batch mean
 (1/N) sum_n KL(q(z|x_n) || p(z)), the schedule turns KL into the term that is
@@ -104,20 +105,57 @@ class KLSchedule:
         return f"beta {self.beta:g}"
 
 
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "iwae")
+
+#: the stages of Burda et al.'s schedule, i = 0..7
+IWAE_STAGES = 8
 
 
-def learning_rate(schedule, base_lr, step, total_steps):
+def iwae_epochs(stages=IWAE_STAGES):
+    """The epochs of the first ``stages`` stages of the iwae schedule:
+    sum_{i < stages} 3^i = (3^stages - 1) / 2 (1, 4, 13, 40, 121, 364, 1093, 3280)."""
+    if not 1 <= stages <= IWAE_STAGES:
+        raise ValueError(f"iwae_epochs: expected 1 to {IWAE_STAGES} stages, got {stages}")
+    return (3 ** stages - 1) // 2
+
+
+#: the epochs of the whole iwae schedule (3,280 passes over the training set)
+IWAE_EPOCHS = iwae_epochs(IWAE_STAGES)
+
+
+def iwae_stage(epoch):
+    """The stage i of the 0-based epoch e in the iwae schedule: the i with
+    (3^i - 1) / 2 <= e < (3^(i+1) - 1) / 2."""
+    if not 0 <= epoch < IWAE_EPOCHS:
+        raise ValueError(f"iwae_stage: the iwae schedule has {IWAE_EPOCHS} epochs "
+                         f"(0 to {IWAE_EPOCHS - 1}), got epoch {epoch}")
+    i = 0
+    while epoch >= iwae_epochs(i + 1):
+        i += 1
+    return i
+
+
+def learning_rate(schedule, base_lr, step, total_steps, steps_per_epoch=None):
     """The learning rate at training step t (0-based) of T = total_steps.
 
     constant:  lr_t = lr
     cosine:    lr_t = lr (1 + cos(pi t / T)) / 2   (Loshchilov & Hutter 2017,
                without restarts): lr at t = 0, decaying smoothly to 0 at t = T.
+    iwae:      lr_t = lr 10^(-i/7) in the epochs of stage i (Burda et al. 2015,
+               "Importance Weighted Autoencoders", section 5): 3^i epochs each,
+               i = 0..7, 3,280 in all; the epoch is t // steps_per_epoch, so the
+               rate depends on the step alone and a run cut after any stage (or
+               any epoch) continues on the same schedule.
     """
     if schedule not in LR_SCHEDULES:
         raise ValueError(f"learning_rate: expected a schedule in {LR_SCHEDULES}, got {schedule!r}")
     if schedule == "constant":
         return base_lr
+    if schedule == "iwae":
+        if not (isinstance(steps_per_epoch, int) and steps_per_epoch >= 1 and step >= 0):
+            raise ValueError(f"learning_rate: the iwae schedule needs steps_per_epoch >= 1 and "
+                             f"step >= 0, got {steps_per_epoch!r} and {step}")
+        return base_lr * 10.0 ** (-iwae_stage(step // steps_per_epoch) / 7)
     if total_steps < 1 or not 0 <= step <= total_steps:
         raise ValueError(f"learning_rate: expected 0 <= step <= total_steps >= 1, got step "
                          f"{step} of {total_steps}")

@@ -187,7 +187,7 @@ def _train(config, out_dir, resume, overwrite, progress, log, created):
         for step, (xb, yb) in enumerate(bar):
             xb = to_device(xb, xp)
             optimizer.lr = learning_rate(config.lr_schedule, config.lr, global_step,
-                                         config.epochs * steps_per_epoch)
+                                         config.epochs * steps_per_epoch, steps_per_epoch)
             optimizer.zero_grad()
             loss, _ = model.loss(xb, rng=noise_rng, labels=yb, step=global_step,
                                  check_inputs=False)   # batches of uint8 images: clean

@@ -139,3 +139,84 @@ def test_pixelcnn_twin_agreement_catches_a_wrong_twin(flaw):
         twin.layers[0].h_shift = 0
     with pytest.raises(AssertionError):
         _assert_prior_twin_agrees(ours, twin, codes, labels)
+
+
+# --------------------------------------------------------------------------
+# iwae-1l: the twin with k samples and scratchvae's objectives
+# --------------------------------------------------------------------------
+
+def _iwae_pair(objective, k, seed=6, n=5):
+    """Our iwae-1l with ``objective`` over k samples, its twin holding our weights,
+    binarised images (n) and our eps (k, n, 50)."""
+    from benchmarks.paired_quality import twin_with_weights_of
+
+    rng = np.random.default_rng(seed)
+    options = {} if objective == "elbo" else {"objective": objective}
+    ours = build_model("iwae-1l", rng=rng, n_samples=k, **options)
+    twin = twin_with_weights_of(ours, "iwae-1l")
+    twin.objective, twin.n_samples = objective, k
+    x = (rng.random((n, 1, 28, 28)) < 0.3).astype(np.float32)
+    eps = rng.standard_normal((k, n, 50)).astype(np.float32)
+    return ours, twin, x, eps
+
+
+def _assert_iwae_twin_agrees(ours, twin, x, eps):
+    """The twin's loss is ours to rounding; each gradient ours within float32 rounding
+    of its largest entry (2e-4 of it: the k rows are summed in other orders)."""
+    from benchmarks.paired_quality import twin_parameters_in_our_order
+
+    loss, parts = ours.loss(x, eps=eps)
+    ours.backward()
+    twin_loss = twin.loss(torch.from_numpy(x), eps=torch.from_numpy(eps))[0]
+    twin_loss.backward()
+    np.testing.assert_allclose(float(loss), twin_loss.item(), rtol=2e-6)
+    if "bound" in parts:
+        np.testing.assert_allclose(-float(parts["bound"]), twin_loss.item(), rtol=2e-6)
+    for p, q in zip(twin_parameters_in_our_order(twin), ours.parameters(), strict=True):
+        scale = float(np.abs(np.asarray(q.grad)).max())
+        np.testing.assert_allclose(np.asarray(q.grad), p.grad.numpy(), rtol=1e-4,
+                                   atol=2e-4 * scale)
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_iwae_1l_twin_gives_our_elbo_and_its_gradients(k):
+    _assert_iwae_twin_agrees(*_iwae_pair("elbo", k))
+
+
+def test_the_iwae_1l_agreement_catches_a_twin_of_another_objective():
+    ours, twin, x, eps = _iwae_pair("elbo", 5)
+    twin.objective = "iwae"
+    with pytest.raises(AssertionError):
+        _assert_iwae_twin_agrees(ours, twin, x, eps)
+
+
+def _vae_takes_an_objective():
+    import inspect
+
+    from scratchvae.models.vae import VAE
+    return "objective" in inspect.signature(VAE.__init__).parameters
+
+
+@pytest.mark.skipif(not _vae_takes_an_objective(),
+                    reason="scratchvae's VAE has no objective option in this tree")
+@pytest.mark.parametrize("objective, k", [("iwae", 1), ("iwae", 5), ("iwae", 50),
+                                          ("dreg", 5)])
+def test_iwae_1l_twin_gives_our_bound_and_its_gradients(objective, k):
+    _assert_iwae_twin_agrees(*_iwae_pair(objective, k))
+
+
+def test_the_dreg_twin_moves_the_encoders_gradient_alone():
+    """DReG's twin: IWAE's loss value and decoder gradient; another encoder gradient."""
+    grads = {}
+    for objective in ("iwae", "dreg"):
+        _, twin, x, eps = _iwae_pair("elbo", 5)
+        twin.objective = objective
+        loss = twin.loss(torch.from_numpy(x), eps=torch.from_numpy(eps))[0]
+        loss.backward()
+        grads[objective] = (loss.item(), [p.grad.clone() for p in twin.encoder.parameters()],
+                            [p.grad.clone() for p in twin.decoder.parameters()])
+    (li, ei, di), (ld, ed, dd) = grads["iwae"], grads["dreg"]
+    assert li == pytest.approx(ld, rel=1e-6)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
+               for a, b in zip(di, dd))
+    assert not any(torch.allclose(a, b, rtol=1e-3) for a, b in zip(ei, ed))

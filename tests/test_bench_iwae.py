@@ -1,0 +1,43 @@
+"""benchmarks/bench_iwae.py: its PyTorch workers import PyTorch before scratchvae,
+and a smoke run (a few steps) times both engines for each k and thread count and
+writes its table. No measurement: the benchmark itself runs on a quiet machine."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tests.test_benchmark_workers import PROBE  # noqa: E402  (the path above)
+
+SCRIPT = os.path.join(ROOT, "benchmarks", "bench_iwae.py")
+
+
+@pytest.mark.parametrize("kind", ["torch", "torch-compile"])
+def test_its_pytorch_workers_import_pytorch_first(kind):
+    argv = [SCRIPT, "--worker", kind, "5", "1", "1", '{"objective": "iwae", "warmup": 1}']
+    code = PROBE.format(root=ROOT, argv=argv, script=SCRIPT)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "scratchvae imported before PyTorch: False", result.stdout
+
+
+def test_a_smoke_run_times_both_engines_for_each_k(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "table"
+    result = subprocess.run([sys.executable, SCRIPT, "--smoke", "--k", "1", "3", "--threads",
+                             "1", "--objective", "elbo", "--out", str(out)],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    md = (tmp_path / "table.md").read_text()
+    assert "| threads | k | scratchvae (ms) | PyTorch eager (ms) | scratchvae / PyTorch " \
+           "eager | target |" in md, md
+    assert "| 1 | 1 | " in md and "<= 0.6x |" in md and "| 1 | 3 | " in md
+    assert "PyTorch's Adam: fused." in md and "objective elbo, batch 20" in md
+    cells = json.loads((tmp_path / "table.json").read_text())
+    assert [(c["threads"], c["k"]) for c in cells] == [(1, 1), (1, 3)]
+    assert all(c[kind]["step_ms"] > 0 for c in cells for kind in ("ours", "torch"))
