@@ -8,15 +8,18 @@ Problems are redrawn away from the ReLU kinks and, under capacity
 annealing, from the kink of |KL - C_t| (problems.draw_vae). The VQ-VAE's
 entry is in vq.py, beside the straight-through surrogate it differentiates.
 The PixelCNN prior's loss is checked on integer code maps, with and
-without classes.
+without classes. The two-stochastic-layer iwae-2l (tanh only: no kinks) is
+checked under both its objectives with k = 3 fixed noise pairs.
 """
 import sys
 
 import numpy as np
 
-from ..models import cnn_classifier, conv_cvae, conv_vae, mlp_cvae, mlp_vae, pixelcnn
+from ..models import cnn_classifier, conv_cvae, conv_vae, iwae_2l, mlp_cvae, mlp_vae, pixelcnn
+from ..models import hvae as hvae_module
 from ..models.classifier import Classifier
 from ..models.cvae import CVAE
+from ..models.hvae import HierarchicalVAE
 from ..models.pixelcnn import PixelCNN
 from ..models.vae import VAE
 from ..models import vae as vae_module
@@ -46,6 +49,20 @@ def classifier_check(name):
     def run(rng):
         model, x, labels = draw_classifier(rng, cnn_classifier)
         return check_model(name, model, x, rng=rng, loss_kwargs={"labels": labels}, tol=TOL,
+                           h=MODEL_STEP)
+    return Check(name, run)
+
+
+def hvae_check(name, objective, k=3):
+    """iwae-2l's loss w.r.t. every parameter: widths 7 (x <-> z1), 4 (z1), 5 (z1 <-> z2),
+    3 (z2), 3 images of 3x4, ``k`` fixed noise pairs (eps1, eps2)."""
+    def run(rng):
+        model = iwae_2l(image_shape=(1, 3, 4), hidden_dim=7, z1_dim=4, hidden2_dim=5,
+                        latent_dim=3, rng=rng, dtype=np.float64, objective=objective,
+                        n_samples=k)
+        x = rng.random((3, 1, 3, 4))
+        eps = (rng.standard_normal((k, 3, 4)), rng.standard_normal((k, 3, 3)))
+        return check_model(name, model, x, rng=rng, loss_kwargs={"eps": eps}, tol=TOL,
                            h=MODEL_STEP)
     return Check(name, run)
 
@@ -109,6 +126,12 @@ SPECS = (
         kinks=KINKS, h=MODEL_STEP, implementations=MODEL_KERNELS, derivation=vae_module,
         wrapper=conv_cvae,
         tests=("tests/test_cvae_beta.py", "tests/test_gpu_path.py")),
+    OpSpec(
+        "iwae-2l", HierarchicalVAE.loss, HierarchicalVAE.backward,
+        checks=(hvae_check("iwae-2l loss (Monte-Carlo ELBO, k=3)", "elbo"),
+                hvae_check("iwae-2l loss (IWAE bound, k=3)", "iwae")),
+        kinks="none (tanh)", h=MODEL_STEP, implementations=MODEL_KERNELS,
+        derivation=hvae_module, wrapper=iwae_2l, tests=("tests/test_hvae.py",)),
     OpSpec(
         "classifier", Classifier.loss, Classifier.backward,
         checks=(classifier_check("classifier loss (softmax cross-entropy)"),),
