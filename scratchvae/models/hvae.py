@@ -30,10 +30,26 @@ Objectives (``objective``, k = ``n_samples``):
     "elbo": loss = -1/(N k) sum_{n,i} log w_in    (the Monte-Carlo ELBO: the KL of a
             two-layer posterior to its prior has no closed form)
     "iwae": loss = -1/N sum_n L_k(x_n),  L_k = logsumexp_i(log w_i) - log k  (ops/iwae.py)
+    "stl":  the "elbo" loss; q's gradient is the path derivative only (Roeder et al. 2017)
+    "dreg": the "iwae" loss; q's gradient is DReG's (Tucker et al. 2018)
 
 The backward (``HierarchicalVAE.backward``) is the chain of the forward read
 backwards; z1 feeds three networks (p(x | z1), p(z1 | z2) as its target, q(z2 | z1)),
 and its gradient is the sum over those paths.
+
+STL and DReG (``HierarchicalVAE._backward_held_q``). The generative networks
+theta (p(z1 | z2), p(x | z1)) get the ELBO's or the IWAE's gradient. The inference
+networks phi (q(z1 | x), q(z2 | z1)) get only the gradient through the samples
+z = (z1, z2), with phi held fixed inside log q:
+
+    grad_phi = -1/N sum_{n,i} c_in (d log w_in / d z_in)|_{phi fixed in q} (d z_in / d phi)
+
+with c = 1/k (STL) or c = w~^2, the squared normalised weights (DReG). Held fixed,
+log q(z2 | z1) still depends on z1 through mu2(z1) and logvar2(z1) at fixed weights;
+that path reaches z1 but no parameter. DReG's expectation is the IWAE gradient
+(the score terms it drops have mean zero after its reweighting); it is not the
+gradient of L_k, so it is checked as the gradient of its surrogate
+(scratchvae/gradcheck/models.py: ``hvae_surrogate``).
 """
 from dataclasses import dataclass
 
@@ -49,7 +65,7 @@ from ..ops.sampler import reparameterize_backward, reparameterize_forward
 from .iwae import tanh_mlp
 from .vae import active_units
 
-OBJECTIVES = ("elbo", "iwae")
+OBJECTIVES = ("elbo", "iwae", "stl", "dreg")
 LOG_2PI = float(np.log(2 * np.pi))
 #: the options of the VAE family this model takes at these values only
 FIXED_OPTIONS = {"likelihood": "bernoulli", "beta": 1.0, "kl_warmup_steps": 0,
@@ -61,7 +77,7 @@ def option_problems(objective="elbo", **options):
     of messages, empty when every option fits."""
     problems = []
     if objective not in OBJECTIVES:
-        problems.append(f"objective: iwae-2l trains with {' or '.join(OBJECTIVES)}, "
+        problems.append(f"objective: iwae-2l trains with {', '.join(OBJECTIVES)}, "
                         f"got {objective!r}")
     for name, fixed in FIXED_OPTIONS.items():
         if name in options and options[name] != fixed:
@@ -76,6 +92,7 @@ class _Cache:
     n: int
     k: int
     dlog_w: object   # d loss / d log w, (k, N)
+    w_norm: object   # DReG: the normalised weights w~ (k, N); else None
     recon: tuple     # BernoulliNLL of p(x | z1)
     prior1: tuple    # GaussianNLLLearned of p(z1 | z2)
     sampler1: tuple  # z1 = mu1 + sigma1 eps1
@@ -237,16 +254,18 @@ class HierarchicalVAE(Module):
         parts["recon"] = parts["recon_per_image"].mean()
         parts["kl"] = parts["kl_per_image"].mean()
         parts["nelbo"] = parts["recon"] + parts["kl"]
-        if self.objective == "iwae":
-            bound, iwae_cache = iwae_forward(log_w)
+        w_norm = None
+        if self.objective in ("iwae", "dreg"):
+            bound, w_norm = iwae_forward(log_w)
             loss = -bound.mean()
             parts["bound"] = bound.mean()
             # loss = -1/N sum_n L_k(x_n):  d log w = w~ (-1/N)
-            dlog_w = iwae_backward(xp.full(n, -1.0 / n, dtype=log_w.dtype), iwae_cache)
+            dlog_w = iwae_backward(xp.full(n, -1.0 / n, dtype=log_w.dtype), w_norm)
         else:
             loss = -log_w.mean()
             dlog_w = xp.full((k, n), -1.0 / (k * n), dtype=log_w.dtype)
-        self._cache = _Cache(n, k, dlog_w, *caches)
+        self._cache = _Cache(n, k, dlog_w, w_norm if self.objective == "dreg" else None,
+                             *caches)
         return loss, parts
 
     def backward(self):
@@ -258,6 +277,8 @@ class HierarchicalVAE(Module):
         if c is None:
             raise RuntimeError(f"{type(self).__name__}.backward: call loss() first")
         self._cache = None
+        if self.objective in ("stl", "dreg"):
+            return self._backward_held_q(c)
         xp = get_xp(c.dlog_w)
         k, n = c.k, c.n
         g = c.dlog_w.reshape(k * n)                      # d loss / d log w, sample i at row iN + n
@@ -283,6 +304,42 @@ class HierarchicalVAE(Module):
         # 6. encoder of q(z1 | x): gradients of its parameters
         self.encoder1.backward(xp.concatenate([dmu1, dlogvar1], axis=1))
 
+    def _backward_held_q(self, c):
+        """STL's and DReG's gradient (module docstring): theta's as in ``backward``
+        (weights g = d loss / d log w), phi's through the samples only, with weights
+        g s per sample: s = 1 (STL) or s = w~ (DReG, so g s = -w~^2 / N)."""
+        xp = get_xp(c.dlog_w)
+        k, n, Z1, Z2 = c.k, c.n, self.z1_dim, self.latent_dim
+        g = c.dlog_w.reshape(k * n)
+        s = (xp.ones_like(g) if c.w_norm is None else c.w_norm.reshape(k * n))[:, None]
+        gs = g[:, None] * s                              # phi's d loss / d log w, (kN, 1)
+        # 1. p(x | z1): the decoder's parameters under g; its input gradient under g s
+        #    (the networks act row by row: scaling a row's upstream scales its dz1)
+        dz1 = self.decoder.backward(losses.bernoulli_nll_backward(-g, c.recon)) * s
+        # 2. p(z1 | z2): prior1's parameters under g; z1 (as the target) and z2 under g s
+        dm1, dv1 = losses.gaussian_nll_learned_backward(-g, c.prior1)
+        dz1 = dz1 - dm1 * s
+        dz2 = self.prior1.backward(xp.concatenate([dm1, dv1], axis=1)) * s
+        # 3. p(z2) = N(0, I): d log p(z2) / d z2 = -z2
+        dz2 = dz2 - gs * c.z2
+        # 4. -log q(z2 | z1) = 1/2 sum_j ((z2 - mu2)^2 / sigma2^2 + logvar2 + log 2 pi) with
+        #    q's weights held: d/dz2 = eps2 / sigma2, d/dmu2 = -eps2 / sigma2,
+        #    d/dlogvar2 = (1 - eps2^2) / 2; (mu2, logvar2) pass it on to z1, not to the weights
+        eps2, sigma2 = c.sampler2
+        eps2 = eps2.reshape(k * n, Z2)
+        dz2 = dz2 + gs * eps2 / sigma2
+        dheld = xp.concatenate([-gs * eps2 / sigma2, gs * 0.5 * (1 - eps2 * eps2)], axis=1)
+        dz1 = dz1 + input_gradient(self.encoder2, dheld)
+        # 5. z2 = mu2 + sigma2 eps2: the path into q(z2 | z1)'s weights and into z1
+        dmu2, dlogvar2 = reparameterize_backward(dz2, c.sampler2)
+        dz1 = dz1 + self.encoder2.backward(xp.concatenate([dmu2, dlogvar2], axis=1))
+        # 6. -log q(z1 | x) with q's weights held: d/dz1 = (z1 - mu1) / sigma1^2 = eps1 / sigma1
+        eps1, sigma1 = c.sampler1
+        dz1 = dz1 + gs * (eps1 / sigma1[None]).reshape(k * n, Z1)
+        # 7. z1 = mu1 + sigma1 eps1 -> the encoder of q(z1 | x)
+        dmu1, dlogvar1 = reparameterize_backward(dz1, c.sampler1)
+        self.encoder1.backward(xp.concatenate([dmu1, dlogvar1], axis=1))
+
     # -- evaluation ----------------------------------------------------------------
     def test_metrics(self, x, labels=None, batch_size=1000, rng=None):
         """The Monte-Carlo negative ELBO and its parts averaged over the images of x
@@ -305,6 +362,20 @@ class HierarchicalVAE(Module):
         return {"test_nelbo": recon + kl, "test_recon": recon, "test_kl": kl,
                 "active_units": active_units(np.concatenate(means1))[0],
                 "active_units_z2": active_units(np.concatenate(means2))[0]}
+
+
+def input_gradient(net, dout):
+    """``net``'s d loss / d input at its last forward for the upstream ``dout``,
+    leaving its parameters' gradients as they were."""
+    params = net.parameters()
+    saved = [p.grad for p in params]
+    for p in params:
+        p.grad = None
+    try:
+        return net.backward(dout)
+    finally:
+        for p, grad in zip(params, saved):
+            p.grad = grad
 
 
 def iwae_2l(image_shape=(1, 28, 28), rng=None, dtype=np.float32, objective="elbo",
