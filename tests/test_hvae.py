@@ -217,6 +217,8 @@ def test_bad_noise_and_backward_before_loss_are_refused():
     model, x = small(k=2), images(3)
     with pytest.raises(ValueError, match="pass rng"):
         model.loss(x)
+    with pytest.raises(ValueError, match=r"expected eps = \(eps1, eps2\).*got ndarray"):
+        model.loss(x, eps=np.zeros((2, 3, 4)))
     with pytest.raises(ValueError, match="eps2"):
         model.loss(x, eps=(np.zeros((2, 3, 4)), np.zeros((1, 3, 3))))
     with pytest.raises(ValueError, match="beta 1 only"):

@@ -234,7 +234,7 @@ class HierarchicalVAE(Module):
         log q(z1|x) + log q(z2|z1) - log p(z1|z2) - log p(z2)), 'nelbo' = recon + kl
         (the Monte-Carlo negative ELBO), per-image arrays 'recon_per_image',
         'kl_per_image' (N,), 'mu_per_image', 'logvar_per_image' (N, Z1) of q(z1 | x),
-        and under "iwae" 'bound', the mean over images of L_k. ``check_inputs``:
+        and under "iwae" and "dreg" 'bound', the mean over images of L_k. ``check_inputs``:
         refuse images with NaN, infinities or values outside [0, 1].
         """
         if beta is not None and float(beta) != 1.0:
@@ -247,6 +247,10 @@ class HierarchicalVAE(Module):
                 raise ValueError(f"{type(self).__name__}.loss: pass rng (a seeded generator) "
                                  f"or eps = (eps1, eps2)")
             eps = self.draw_eps(rng, self.n_samples, x.shape[0])
+        if not (isinstance(eps, (tuple, list)) and len(eps) == 2):
+            raise ValueError(f"{type(self).__name__}.loss: expected eps = (eps1, eps2) of "
+                             f"shapes (k, N, {self.z1_dim}) and (k, N, {self.latent_dim}), "
+                             f"got {type(eps).__name__}")
         eps1, eps2 = eps
         log_w, parts, caches = self._log_weights(x, eps1, eps2, training)
         k, n = log_w.shape
