@@ -165,6 +165,11 @@ def test_iwae_with_one_sample_is_the_elbo():
     assert elbo[0] == iwae[0]                              # the loss, bit for bit
     assert float(iwae[1]["bound"]) == pytest.approx(-float(elbo[1]["nelbo"]), rel=1e-6)
     assert all(np.array_equal(a, b) for a, b in zip(elbo[2], iwae[2]))
+    # and DReG is STL: w~ = 1
+    stl = _loss_and_grads(small("stl", dtype=np.float32), x, eps)
+    dreg = _loss_and_grads(small("dreg", dtype=np.float32), x, eps)
+    assert stl[0] == dreg[0] == elbo[0]
+    assert all(np.array_equal(a, b) for a, b in zip(stl[2], dreg[2]))
 
 
 def test_the_bound_is_above_the_elbo_on_the_same_noise():
