@@ -20,9 +20,9 @@ import numpy as np
 
 from .data import FULL_DATASETS, SAMPLES
 from .models import DEFAULT_LATENT_DIM, LIKELIHOODS, MODELS, build_model
-from .models.hvae import option_problems as hvae_problems
 from .models.pixelcnn import DEFAULTS as PRIOR
 from .models.vq_vae import CODEBOOK_INITS, DEFAULTS as VQ
+from .models.hvae import option_problems as hvae_problems
 from .optimizers import OPTIMIZERS
 from .schedules import LR_SCHEDULES, KLSchedule
 
@@ -134,12 +134,12 @@ class TrainConfig:
             except ValueError as e:
                 problems.append(str(e))
         problems += self._prior_problems()
-        if self.model == "iwae-2l":   # a Bernoulli likelihood, no KL schedule
-            problems += hvae_problems(getattr(self, "objective", "elbo"),
-                                      **{f: getattr(self, f) for f in self.VAE_FIELDS})
         if self.use_sample and self.dataset not in SAMPLES:
             problems.append(f"use_sample: the package bundles a sample of "
                             f"{', '.join(SAMPLES)} only, not of {self.dataset}")
+        if self.model == "iwae-2l":   # a Bernoulli likelihood, no KL weight or schedule
+            problems += hvae_problems(getattr(self, "objective", "elbo"),
+                                      **{f: getattr(self, f) for f in self.VAE_FIELDS})
         if problems:
             raise ValueError("invalid training configuration: " + "; ".join(problems))
 
