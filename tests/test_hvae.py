@@ -17,6 +17,8 @@ from scratchvae.layers import Linear
 from scratchvae.metrics import iw_nll
 from scratchvae.models import DEFAULT_LATENT_DIM, MODELS, iwae_2l
 from scratchvae.models import hvae
+from scratchvae.quality import run_sampler
+from scratchvae.rundir import load_run
 
 CHECKS = ("iwae-2l loss (Monte-Carlo ELBO, k=3)", "iwae-2l loss (IWAE bound, k=3)",
           "iwae-2l STL surrogate (k=3)", "iwae-2l DReG surrogate (k=3)")
@@ -271,3 +273,6 @@ def test_cli_trains_evaluates_samples_and_resumes(tmp_path, capsys):
     out = str(tmp_path / "samples.png")
     assert main(["sample", "--checkpoint", split, "--n", "16", "--out", out]) == 0
     assert os.path.getsize(out) > 0
+    config, model, _ = load_run(split)
+    sampler = run_sampler(config, model)      # evaluate --classifier scores its samples
+    assert sampler(3, np.random.default_rng(0)).shape == (3, 1, 28, 28)
