@@ -24,6 +24,7 @@ from .models import DEFAULT_LATENT_DIM, LIKELIHOODS, MODELS, build_model
 from .models.vae import OBJECTIVES, check_objective
 from .models.pixelcnn import DEFAULTS as PRIOR
 from .models.vq_vae import CODEBOOK_INITS, DEFAULTS as VQ
+from .models.hvae import option_problems as hvae_problems
 from .optimizers import OPTIMIZERS
 from .schedules import IWAE_EPOCHS, LR_SCHEDULES, KLSchedule
 
@@ -153,6 +154,9 @@ class TrainConfig:
             problems.append(f"use_sample: the package bundles a sample of "
                             f"{', '.join(SAMPLES)} only, not of {self.dataset}")
         problems += self._optimizer_problems()
+        if self.model == "iwae-2l":   # a Bernoulli likelihood, no KL weight or schedule
+            problems += hvae_problems(self.objective,
+                                      **{f: getattr(self, f) for f in self.VAE_FIELDS})
         if problems:
             raise ValueError("invalid training configuration: " + "; ".join(problems))
 

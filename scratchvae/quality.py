@@ -36,7 +36,7 @@ from .prior import prior_sampler
 from .rundir import load_data, read_config
 
 #: the models whose runs can draw samples (a prior over a VQ-VAE's codes adds its own)
-SAMPLING_MODELS = ("mlp-vae", "conv-vae", "mlp-cvae", "conv-cvae")
+SAMPLING_MODELS = ("mlp-vae", "conv-vae", "mlp-cvae", "conv-cvae", "iwae-1l", "iwae-2l")
 
 
 # --------------------------------------------------------------------------

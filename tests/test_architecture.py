@@ -43,6 +43,7 @@ PLACEMENT = {
                 "scratchvae.layers.embedding"],
     "models": ["scratchvae.models", "scratchvae.models.classifier", "scratchvae.models.conv_vae",
                "scratchvae.models.cvae", "scratchvae.models.mlp_vae", "scratchvae.models.iwae", "scratchvae.models.vae",
+               "scratchvae.models.hvae",
                "scratchvae.models.vq_vae", "scratchvae.models.pixelcnn"],
     "gradcheck": ["scratchvae.gradcheck", "scratchvae.gradcheck.core",
                   "scratchvae.gradcheck.problems", "scratchvae.gradcheck.spec",

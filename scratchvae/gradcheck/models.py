@@ -8,19 +8,24 @@ Problems are redrawn away from the ReLU kinks and, under capacity
 annealing, from the kink of |KL - C_t| (problems.draw_vae). The VQ-VAE's
 entry is in vq.py, beside the straight-through surrogate it differentiates.
 The PixelCNN prior's loss is checked on integer code maps, with and
-without classes.
+without classes. The two-stochastic-layer iwae-2l (tanh only: no kinks) is
+checked under its ELBO and IWAE objectives with k = 3 fixed noise pairs, and
+under STL and DReG as the gradient of their surrogates (:func:`hvae_surrogate`).
 """
+import copy
 import sys
 
 import numpy as np
 
-from ..models import cnn_classifier, conv_cvae, conv_vae, mlp_cvae, mlp_vae, pixelcnn
+from ..models import cnn_classifier, conv_cvae, conv_vae, iwae_2l, mlp_cvae, mlp_vae, pixelcnn
+from ..models import hvae as hvae_module
 from ..models.classifier import Classifier
 from ..models.cvae import CVAE
+from ..models.hvae import HierarchicalVAE
 from ..models.pixelcnn import PixelCNN
 from ..models.vae import VAE
 from ..models import vae as vae_module
-from .core import check_model
+from .core import check_model, gradcheck
 from .problems import MODEL_STEP, draw_classifier, draw_vae
 from .spec import Check, OpSpec
 
@@ -47,6 +52,92 @@ def classifier_check(name):
         model, x, labels = draw_classifier(rng, cnn_classifier)
         return check_model(name, model, x, rng=rng, loss_kwargs={"labels": labels}, tol=TOL,
                            h=MODEL_STEP)
+    return Check(name, run)
+
+
+def _narrow_hvae(rng, objective, k):
+    """A narrow float64 iwae-2l, 3 images of 3x4 and ``k`` fixed noise pairs."""
+    model = iwae_2l(image_shape=(1, 3, 4), hidden_dim=7, z1_dim=4, hidden2_dim=5,
+                    latent_dim=3, rng=rng, dtype=np.float64, objective=objective, n_samples=k)
+    x = rng.random((3, 1, 3, 4))
+    eps = (rng.standard_normal((k, 3, 4)), rng.standard_normal((k, 3, 3)))
+    return model, x, eps
+
+
+def hvae_check(name, objective, k=3):
+    """iwae-2l's loss w.r.t. every parameter: widths 7 (x <-> z1), 4 (z1), 5 (z1 <-> z2),
+    3 (z2), 3 images of 3x4, ``k`` fixed noise pairs (eps1, eps2)."""
+    def run(rng):
+        model, x, eps = _narrow_hvae(rng, objective, k)
+        return check_model(name, model, x, rng=rng, loss_kwargs={"eps": eps}, tol=TOL,
+                           h=MODEL_STEP)
+    return Check(name, run)
+
+
+def _log_normal(z, mean, logvar):
+    return -0.5 * ((z - mean) ** 2 * np.exp(-logvar) + logvar + np.log(2 * np.pi)).sum(-1)
+
+
+def hvae_log_weights(sample, q, p, x, eps):
+    """iwae-2l's log w (k, N) with the samples z = (z1, z2) drawn through the
+    inference networks of model ``sample``, the density log q(z | x) of model
+    ``q``'s and log p(x, z) of model ``p``'s (plain float64 NumPy)."""
+    eps1, eps2 = eps
+    k, n, Z1 = eps1.shape
+    Z2 = eps2.shape[2]
+    h = sample.encoder1.forward(x)
+    z1 = (h[:, :Z1] + np.exp(h[:, Z1:] / 2) * eps1).reshape(k * n, Z1)
+    h = sample.encoder2.forward(z1)
+    z2 = h[:, :Z2] + np.exp(h[:, Z2:] / 2) * eps2.reshape(k * n, Z2)
+    hq1 = np.concatenate([q.encoder1.forward(x)] * k)
+    hq2 = q.encoder2.forward(z1)
+    hp1 = p.prior1.forward(z2)
+    logits = p.decoder.forward(z1).reshape(k * n, -1)
+    targets = np.concatenate([x.reshape(n, -1)] * k)
+    log_px = -(np.maximum(logits, 0) - logits * targets
+               + np.log1p(np.exp(-np.abs(logits)))).sum(1)
+    log_w = (log_px + _log_normal(z1, hp1[:, :Z1], hp1[:, Z1:]) + _log_normal(z2, 0.0, 0.0)
+             - _log_normal(z1, hq1[:, :Z1], hq1[:, Z1:])
+             - _log_normal(z2, hq2[:, :Z2], hq2[:, Z2:]))
+    return log_w.reshape(k, n)
+
+
+def hvae_surrogate(model, frozen, x, eps):
+    """The surrogate whose gradient at ``model`` = ``frozen`` (a copy held fixed) is
+    STL's or DReG's (scratchvae/models/hvae.py):
+
+        F = -1/N sum_{n,i} [ a_in log w(z(frozen); q frozen, p live)
+                           + b_in log w(z(live); q frozen, p frozen) ]
+
+    a = 1/k, b = 1/k (STL); a = w~, b = w~^2 of the frozen model (DReG). The first
+    term reaches only the generative networks, the second only the inference
+    networks, and through the samples only."""
+    log_w_p = hvae_log_weights(frozen, frozen, model, x, eps)
+    log_w_q = hvae_log_weights(model, frozen, frozen, x, eps)
+    k, n = log_w_p.shape
+    if model.objective == "stl":
+        a = b = np.full((k, n), 1.0 / k)
+    else:
+        log_w = hvae_log_weights(frozen, frozen, frozen, x, eps)
+        a = np.exp(log_w - log_w.max(axis=0))
+        a /= a.sum(axis=0)
+        b = a * a
+    return -float((a * log_w_p + b * log_w_q).sum()) / n
+
+
+def hvae_surrogate_check(name, objective, k=3):
+    """STL's or DReG's gradient (iwae-2l's backward) against central differences
+    of :func:`hvae_surrogate`, on the problem of :func:`hvae_check`."""
+    def run(rng):
+        model, x, eps = _narrow_hvae(rng, objective, k)
+        frozen = copy.deepcopy(model)
+        model.zero_grad()
+        model.loss(x, eps=eps)
+        model.backward()
+        arrays = {pname: prm.data for pname, prm in model.named_parameters()}
+        grads = {pname: prm.grad for pname, prm in model.named_parameters()}
+        return gradcheck(lambda: hvae_surrogate(model, frozen, x, eps), arrays, grads,
+                         name=name, h=MODEL_STEP, tol=TOL, rng=rng)
     return Check(name, run)
 
 
@@ -109,6 +200,14 @@ SPECS = (
         kinks=KINKS, h=MODEL_STEP, implementations=MODEL_KERNELS, derivation=vae_module,
         wrapper=conv_cvae,
         tests=("tests/test_cvae_beta.py", "tests/test_gpu_path.py")),
+    OpSpec(
+        "iwae-2l", HierarchicalVAE.loss, HierarchicalVAE.backward,
+        checks=(hvae_check("iwae-2l loss (Monte-Carlo ELBO, k=3)", "elbo"),
+                hvae_check("iwae-2l loss (IWAE bound, k=3)", "iwae"),
+                hvae_surrogate_check("iwae-2l STL surrogate (k=3)", "stl"),
+                hvae_surrogate_check("iwae-2l DReG surrogate (k=3)", "dreg")),
+        kinks="none (tanh)", h=MODEL_STEP, implementations=MODEL_KERNELS,
+        derivation=hvae_module, wrapper=iwae_2l, tests=("tests/test_hvae.py",)),
     OpSpec(
         "classifier", Classifier.loss, Classifier.backward,
         checks=(classifier_check("classifier loss (softmax cross-entropy)"),),

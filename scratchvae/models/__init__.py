@@ -2,6 +2,7 @@
 from .classifier import Classifier, cnn_classifier
 from .conv_vae import conv_vae
 from .cvae import CVAE, conv_cvae, mlp_cvae
+from .hvae import HierarchicalVAE, iwae_2l
 from .iwae import iwae_1l
 from .mlp_vae import mlp_vae
 from .pixelcnn import PixelCNN, pixelcnn
@@ -18,6 +19,7 @@ MODELS = {
     "classifier": cnn_classifier,
     "pixelcnn": pixelcnn,
     "iwae-1l": iwae_1l,
+    "iwae-2l": iwae_2l,
 }
 #: each model's default latent dimension
 DEFAULT_LATENT_DIM = {
@@ -29,6 +31,7 @@ DEFAULT_LATENT_DIM = {
     "vq-vae": 16,      # the code size D
     "pixelcnn": 0,     # a prior over code maps: no latent space of its own
     "iwae-1l": 50,
+    "iwae-2l": 50,     # the top layer z2 (z1: 100 units)
 }
 
 
@@ -41,4 +44,5 @@ def build_model(name, **options):
 
 __all__ = ["VAE", "LIKELIHOODS", "MODELS", "DEFAULT_LATENT_DIM", "build_model", "mlp_vae",
            "conv_vae", "CVAE", "conv_cvae", "mlp_cvae", "VQVAE", "VectorQuantizer", "vq_vae",
-           "Classifier", "cnn_classifier", "PixelCNN", "pixelcnn", "iwae_1l"]
+           "Classifier", "cnn_classifier", "PixelCNN", "pixelcnn", "iwae_1l",
+           "HierarchicalVAE", "iwae_2l"]
