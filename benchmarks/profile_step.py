@@ -25,6 +25,25 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
 
+def _time_steps(loss, model, optimizer, count):
+    """``count`` training steps (``loss()``, backward, optimiser step), each part's
+    seconds per step in lists: keys 'step', 'loss (forward)', 'backward', 'optimizer'."""
+    parts = {"step": [], "loss (forward)": [], "backward": [], "optimizer": []}
+    for _ in range(count):
+        t0 = time.perf_counter()
+        optimizer.zero_grad()
+        float(loss()[0])
+        t1 = time.perf_counter()
+        model.backward()
+        t2 = time.perf_counter()
+        optimizer.step()
+        t3 = time.perf_counter()
+        for key, value in (("step", t3 - t0), ("loss (forward)", t1 - t0),
+                           ("backward", t2 - t1), ("optimizer", t3 - t2)):
+            parts[key].append(value)
+    return parts
+
+
 def _timed(module, name, times):
     """Wrap module.forward / module.backward to record their wall times."""
     forward, backward = module.forward, module.backward
@@ -167,20 +186,7 @@ def profile_prior(steps, warmup, conditional):
                 time.perf_counter() - t0)
             return out
         setattr(losses, name, timed)
-    parts = {"step": [], "loss (forward)": [], "backward": [], "optimizer": []}
-    for _ in range(warmup + steps):
-        t0 = time.perf_counter()
-        optimizer.zero_grad()
-        loss, _ = model.loss(codes, labels)
-        float(loss)
-        t1 = time.perf_counter()
-        model.backward()
-        t2 = time.perf_counter()
-        optimizer.step()
-        t3 = time.perf_counter()
-        for key, value in (("step", t3 - t0), ("loss (forward)", t1 - t0),
-                           ("backward", t2 - t1), ("optimizer", t3 - t2)):
-            parts[key].append(value)
+    parts = _time_steps(lambda: model.loss(codes, labels), model, optimizer, warmup + steps)
 
     def per_step_ms(values):
         """The median over the steps of each step's total (values: calls in order)."""
@@ -278,20 +284,8 @@ def main():
     layers = _leaf_layers(model.encoder, "encoder") + _leaf_layers(model.decoder, "decoder")
     for name, layer in layers:
         _timed(layer, f"{name} {type(layer).__name__}", times)
-    parts = {"step": [], "loss (forward)": [], "backward": [], "optimizer": []}
-    for _ in range(args.warmup + args.steps):
-        t0 = time.perf_counter()
-        optimizer.zero_grad()
-        loss, _ = model.loss(x, rng=rng, check_inputs=False)   # as train() runs it
-        float(loss)
-        t1 = time.perf_counter()
-        model.backward()
-        t2 = time.perf_counter()
-        optimizer.step()
-        t3 = time.perf_counter()
-        for key, value in (("step", t3 - t0), ("loss (forward)", t1 - t0),
-                           ("backward", t2 - t1), ("optimizer", t3 - t2)):
-            parts[key].append(value)
+    parts = _time_steps(lambda: model.loss(x, rng=rng, check_inputs=False),  # as train() runs it
+                        model, optimizer, args.warmup + args.steps)
 
     def median_ms(values):
         return 1e3 * float(np.median(values[args.warmup:]))

@@ -234,12 +234,25 @@ def check_model(name, model, x, *, rng, loss_kwargs=None, **kwargs):
     def loss_fn():
         return float(model.loss(x, **loss_kwargs)[0])
 
+    arrays, grads = model_gradients("check_model", model, x, **loss_kwargs)
+    return gradcheck(loss_fn, arrays, grads, name=name, rng=rng, **kwargs)
+
+
+def model_gradients(name, model, x, skip=(), **loss_kwargs):
+    """One ``model.loss(x, **loss_kwargs)`` and ``model.backward()`` from zeroed
+    gradients: ``(arrays, grads)``, each parameter's data and gradient by name.
+
+    A parameter without a gradient is a ValueError naming it, except those in
+    ``skip``, which are left out (an EMA codebook, updated without one).
+    """
     model.zero_grad()
     model.loss(x, **loss_kwargs)
     model.backward()
     arrays, grads = {}, {}
     for pname, p in model.named_parameters():
+        if any(p is q for q in skip):
+            continue
         if p.grad is None:
-            raise ValueError(f"check_model: parameter {pname} received no gradient")
+            raise ValueError(f"{name}: parameter {pname} received no gradient")
         arrays[pname], grads[pname] = p.data, p.grad
-    return gradcheck(loss_fn, arrays, grads, name=name, rng=rng, **kwargs)
+    return arrays, grads

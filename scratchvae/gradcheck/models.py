@@ -25,7 +25,7 @@ from ..models.hvae import HierarchicalVAE
 from ..models.pixelcnn import PixelCNN
 from ..models.vae import VAE
 from ..models import vae as vae_module
-from .core import check_model, gradcheck
+from .core import check_model, gradcheck, model_gradients
 from .problems import MODEL_STEP, draw_classifier, draw_vae
 from .spec import Check, OpSpec
 
@@ -131,11 +131,7 @@ def hvae_surrogate_check(name, objective, k=3):
     def run(rng):
         model, x, eps = _narrow_hvae(rng, objective, k)
         frozen = copy.deepcopy(model)
-        model.zero_grad()
-        model.loss(x, eps=eps)
-        model.backward()
-        arrays = {pname: prm.data for pname, prm in model.named_parameters()}
-        grads = {pname: prm.grad for pname, prm in model.named_parameters()}
+        arrays, grads = model_gradients(name, model, x, eps=eps)
         return gradcheck(lambda: hvae_surrogate(model, frozen, x, eps), arrays, grads,
                          name=name, h=MODEL_STEP, tol=TOL, rng=rng)
     return Check(name, run)

@@ -24,7 +24,7 @@ from ..models import vae as vae_module
 from ..models.vae import VAE, log_weights
 from ..ops.iwae import iwae_forward
 from ..ops.sampler import reparameterize_forward
-from .core import gradcheck
+from .core import gradcheck, model_gradients
 from .models import MODEL_KERNELS, vae_check
 from .problems import MODEL_STEP, draw_vae
 from .spec import Check, OpSpec
@@ -68,14 +68,7 @@ def surrogate_gradcheck(name, model, x, eps, rng):
     """model.backward() of the last loss against central differences of S,
     w.r.t. every parameter."""
     frozen = frozen_point(model, x, eps)
-    model.zero_grad()
-    model.loss(x, eps=eps)
-    model.backward()
-    arrays, grads = {}, {}
-    for pname, p in model.named_parameters():
-        if p.grad is None:
-            raise ValueError(f"{name}: parameter {pname} received no gradient")
-        arrays[pname], grads[pname] = p.data, p.grad
+    arrays, grads = model_gradients(name, model, x, eps=eps)
     return gradcheck(lambda: bound_surrogate(model, frozen, x, eps), arrays, grads,
                      name=name, rng=rng, tol=TOL, h=MODEL_STEP)
 

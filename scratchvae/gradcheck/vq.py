@@ -12,7 +12,7 @@ from ..losses import bernoulli_nll_forward
 from ..models import vq_vae
 from ..models.vq_vae import VQVAE
 from ..ops import vq as V
-from .core import gradcheck
+from .core import gradcheck, model_gradients
 from .problems import MODEL_STEP, Problem, draw_vq_model, latent_problem
 from .spec import Case, Check, OpSpec
 
@@ -65,18 +65,12 @@ def model_gradcheck(name, model, x, rng, training=True):
     z_e0 = model.encode(x).copy()
     codebook0 = model.quantizer.codebook.data.copy()
     indices = model.codes(x)
-    model.zero_grad()
-    model.loss(x, training=training, indices=indices)
-    model.backward()
-    arrays, grads = {}, {}
-    for pname, p in model.named_parameters():
-        if model.quantizer.ema and p is model.quantizer.codebook:
-            if p.grad is not None:
-                raise ValueError(f"{name}: the EMA codebook received a gradient")
-            continue
-        if p.grad is None:
-            raise ValueError(f"{name}: parameter {pname} received no gradient")
-        arrays[pname], grads[pname] = p.data, p.grad
+    codebook = model.quantizer.codebook
+    ema = (codebook,) if model.quantizer.ema else ()
+    arrays, grads = model_gradients(name, model, x, skip=ema, training=training,
+                                    indices=indices)
+    if ema and codebook.grad is not None:
+        raise ValueError(f"{name}: the EMA codebook received a gradient")
     return gradcheck(lambda: straight_through_surrogate(model, x, indices, z_e0, codebook0),
                      arrays, grads, name=name, rng=rng, tol=TOL, h=MODEL_STEP)
 
