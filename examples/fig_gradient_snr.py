@@ -34,6 +34,7 @@ from scratchvae.rundir import load_run, load_test_images
 
 OUT = "docs/figures/gradient_snr.png"
 ESTIMATORS = ("iwae", "dreg")
+LABELS = {"iwae": "IWAE", "dreg": "DReG"}
 
 
 def gradient_draws(model, x, objective, k, draws, rng):
@@ -77,7 +78,7 @@ def plot_snr(table, ks, out, title):
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True)
     for ax, part in zip(axes, ("encoder", "decoder")):
         for estimator, style in zip(ESTIMATORS, ("o-", "s--")):
-            ax.plot(ks, table[estimator, part], style, label={"iwae": "IWAE", "dreg": "DReG"}[estimator])
+            ax.plot(ks, table[estimator, part], style, label=LABELS[estimator])
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("k (samples per image)")
