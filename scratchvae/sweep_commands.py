@@ -1,0 +1,207 @@
+"""``python -m scratchvae sweep``: configurations x seeds as Dask tasks (its options:
+scratchvae/cli.py; the runs and statistics: scratchvae/sweep.py).
+
+The tasks run on a ``LocalCluster`` of worker processes, one task at a time per
+worker, each with ``--threads-per-worker`` engine threads (workers x threads at
+most the machine's cores), or on the cluster whose scheduler ``--scheduler``
+names. Dask schedules them, reruns the task of a worker that dies and retries
+a task that raises (``--retries``). The summary goes to OUT/summary.md,
+OUT/summary.json and OUT/summary.png.
+"""
+import argparse
+import json
+import os
+import sys
+
+#: seconds to wait for a scheduler given by --scheduler
+CONNECT_TIMEOUT = 3
+#: the fields a --set may not vary (the sweep's own options give them)
+NOT_SWEPT = ("model", "seed")
+
+
+def seed_list(text):
+    """An argparse type: seeds as ``0-9``, ``1,3,5`` or ``0-4,10``; a non-empty,
+    increasing list of distinct integers >= 0."""
+    seeds = set()
+    try:
+        for part in text.split(","):
+            low, dash, high = part.strip().partition("-")
+            low, high = int(low), int(high) if dash else int(low)
+            if low < 0 or high < low:
+                raise ValueError
+            seeds.update(range(low, high + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected seeds as FIRST-LAST (FIRST <= LAST), N or a comma-separated list of "
+            f"them, integers >= 0, got {text!r}") from None
+    return sorted(seeds)
+
+
+def setting(text):
+    """An argparse type: ``NAME=V1,V2,...`` with NAME a training option (``latent-dim``
+    or ``latent_dim``) -> (field name, list of values parsed as the option parses them)."""
+    import dataclasses
+
+    from .config import TrainConfig
+
+    name, equals, values = text.partition("=")
+    field = name.strip().replace("-", "_")
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)
+              if f.metadata["cli"] and f.name not in NOT_SWEPT}
+    if not equals or field not in fields:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=V1,V2,... with NAME a training option ({', '.join(sorted(fields))}; "
+            f"dashes or underscores), got {text!r}")
+    f = fields[field]
+    parsed = []
+    for value in values.split(","):
+        value = value.strip()
+        try:
+            parsed.append(_field_value(f, value))
+        except (argparse.ArgumentTypeError, ValueError) as e:
+            raise argparse.ArgumentTypeError(f"--set {field}: {e}") from None
+    return field, parsed
+
+
+def _field_value(f, text):
+    """``text`` as a value of TrainConfig field ``f`` (its type, bound and choices)."""
+    from .cli import NUMBER_TYPES
+
+    if f.type is bool:
+        if text.lower() not in ("true", "false"):
+            raise ValueError(f"expected true or false, got {text!r}")
+        return text.lower() == "true"
+    if f.type in (int, float):
+        convert = NUMBER_TYPES.get((f.type, f.metadata["bound"]))
+        if convert is None:
+            try:
+                return f.type(text)
+            except ValueError:
+                raise ValueError(f"expected {'an integer' if f.type is int else 'a number'}, "
+                                 f"got {text!r}") from None
+        return convert(text)
+    choices = f.metadata["choices"]
+    if choices is not None and text not in choices:
+        raise ValueError(f"expected one of {', '.join(choices)}, got {text!r}")
+    return text
+
+
+def _grid(args, flag_of):
+    """field -> values of the --set options; UsageError for a field set twice, or
+    also given as its own option."""
+    from .cli import UsageError
+
+    grid = {}
+    for field, values in args.set or []:
+        if field in grid:
+            raise UsageError(f"--set {field} is given twice; give all its values in one "
+                             f"--set {field}=V1,V2,...")
+        if flag_of[field] in args.given:
+            raise UsageError(f"{flag_of[field]} and --set {field} both give {field}; keep one")
+        grid[field] = values
+    return grid
+
+
+def _connect(args):
+    """(client, cluster or None) of --scheduler, else of a new LocalCluster."""
+    from distributed import Client, LocalCluster
+
+    if args.scheduler:
+        return Client(args.scheduler, timeout=CONNECT_TIMEOUT), None
+    cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                           dashboard_address=None)
+    return Client(cluster), cluster
+
+
+def sweep(args):
+    import dataclasses
+
+    from tqdm.auto import tqdm
+
+    from .cli import UsageError, config_from_args
+    from .config import TrainConfig
+    from .files import check_output_dir
+    from .sweep import SweepError, plan, run_task, summarise, summary_figure, summary_markdown
+
+    if "--seed" in args.given:
+        raise UsageError("--seed: a sweep trains the seeds of --seeds")
+    if args.scheduler and "--workers" in args.given:
+        raise UsageError("--workers starts a local cluster's workers; the cluster of "
+                         "--scheduler has its own")
+    cores = os.cpu_count() or 1
+    threads = args.threads_per_worker
+    if not args.scheduler:
+        args.workers = args.workers or max(1, cores // threads)
+        if args.workers * threads > cores:
+            raise UsageError(f"--workers {args.workers} x --threads-per-worker {threads} = "
+                             f"{args.workers * threads} threads, more than this machine's "
+                             f"{cores} cores")
+    flag_of = {f.name: f.metadata["flag"] or "--" + f.name.replace("_", "-")
+               for f in dataclasses.fields(TrainConfig)}
+    grid = _grid(args, flag_of)
+    try:
+        runs = plan(config_from_args(args), grid, args.seeds, args.out)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    check_output_dir(args.out)
+    try:
+        from .sweep import check_out_dir
+        check_out_dir(runs, args.out)
+    except SweepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    try:
+        client, cluster = _connect(args)
+    except (OSError, TimeoutError) as e:
+        print(f"error: the scheduler {args.scheduler} does not answer within "
+              f"{CONNECT_TIMEOUT} s ({e}); start one with `dask scheduler` and give the "
+              f"address it prints", file=sys.stderr)
+        return 1
+    from distributed import as_completed
+
+    results, failed = {}, []
+    key = None
+    try:
+        futures = {client.submit(run_task, run.config, run.run_dir, threads, pure=False,
+                                 retries=args.retries): run for run in runs}
+        from .sweep import headline
+        key = headline(args.model)
+        bar = tqdm(total=len(runs), desc="sweep", unit="run", disable=args.no_progress,
+                   dynamic_ncols=True, file=sys.stderr)
+        for future in as_completed(futures):
+            run = futures[future]
+            try:
+                done = future.result()
+            except Exception as e:   # the task's own error, after its retries
+                failed.append(run.run_dir)
+                bar.write(f"error: {run.run_dir}: {type(e).__name__}: {e}", file=sys.stderr)
+            else:
+                results[run.run_dir] = done["record"]
+                value = done["record"].get(key)
+                shown = f"{key} {value:.4f}" if isinstance(value, float) else ""
+                bar.write(f"{run.name} seed {run.seed}: {done['status']}  {shown}",
+                          file=sys.stderr if args.json else sys.stdout)
+            bar.update()
+        bar.close()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    summary = summarise(runs, results, args.model, args.epochs)
+    from .files import write_json
+    write_json(os.path.join(args.out, "summary.json"), summary)
+    with open(os.path.join(args.out, "summary.md"), "w", encoding="utf-8") as f:
+        f.write(summary_markdown(summary))
+    if results:
+        summary_figure(summary, os.path.join(args.out, "summary.png"))
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        print(summary_markdown(summary))
+        print(f"summary saved to {os.path.join(args.out, 'summary.md')}, summary.json, "
+              f"summary.png")
+    if failed:
+        print(f"error: {len(failed)} of {len(runs)} runs failed: {', '.join(failed)}; run "
+              f"the command again to resume them", file=sys.stderr)
+        return 1
+    return 0
