@@ -253,7 +253,7 @@ def _add_sweep_parser(sub):
     _add_data_args(w)
     w.add_argument("--seeds", required=True, type=sweep_commands.seed_list, metavar="SEEDS",
                    help="seeds as FIRST-LAST, N, or a comma-separated list (0-9, 0,2,4)")
-    w.add_argument("--set", action="append", type=sweep_commands.setting,
+    w.add_argument("--set", action="append", type=sweep_commands.setting_type(NUMBER_TYPES),
                    metavar="NAME=V1,V2", help="values of one training option to sweep "
                    "(latent-dim=10,20); several --set make a grid")
     w.add_argument("--out", required=True, metavar="DIR", help="the sweep's directory")

@@ -66,7 +66,9 @@ class Run:
 
 def plan(base, grid, seeds, out_dir):
     """The runs of a sweep: every combination of ``grid`` (field -> list of values, in
-    order) for every seed, each a copy of ``base`` that TrainConfig checks."""
+    order) for every seed, each a copy of ``base`` that TrainConfig checks; their
+    directories are absolute, the same for every worker of a cluster that shares
+    the file system."""
     runs = []
     names = list(grid)
     for values in itertools.product(*(grid[n] for n in names)):
@@ -78,7 +80,7 @@ def plan(base, grid, seeds, out_dir):
             except ValueError as e:
                 raise ValueError(f"the configuration {name}: {e}") from None
             runs.append(Run(name, settings, seed, config,
-                            os.path.join(out_dir, name, f"seed={seed}")))
+                            os.path.join(os.path.abspath(out_dir), name, f"seed={seed}")))
     return runs
 
 

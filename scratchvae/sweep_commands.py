@@ -37,42 +37,41 @@ def seed_list(text):
     return sorted(seeds)
 
 
-def setting(text):
+def setting_type(number_types):
     """An argparse type: ``NAME=V1,V2,...`` with NAME a training option (``latent-dim``
-    or ``latent_dim``) -> (field name, list of values parsed as the option parses them)."""
-    import dataclasses
+    or ``latent_dim``) -> (field name, list of values), each value parsed as the
+    option parses it (``number_types``: the command line's (type, bound) -> parser)."""
+    def setting(text):
+        import dataclasses
 
-    from .config import TrainConfig
+        from .config import TrainConfig
 
-    name, equals, values = text.partition("=")
-    field = name.strip().replace("-", "_")
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)
-              if f.metadata["cli"] and f.name not in NOT_SWEPT}
-    if not equals or field not in fields:
-        raise argparse.ArgumentTypeError(
-            f"expected NAME=V1,V2,... with NAME a training option ({', '.join(sorted(fields))}; "
-            f"dashes or underscores), got {text!r}")
-    f = fields[field]
-    parsed = []
-    for value in values.split(","):
-        value = value.strip()
-        try:
-            parsed.append(_field_value(f, value))
-        except (argparse.ArgumentTypeError, ValueError) as e:
-            raise argparse.ArgumentTypeError(f"--set {field}: {e}") from None
-    return field, parsed
+        name, equals, values = text.partition("=")
+        field = name.strip().replace("-", "_")
+        fields = {f.name: f for f in dataclasses.fields(TrainConfig)
+                  if f.metadata["cli"] and f.name not in NOT_SWEPT}
+        if not equals or field not in fields:
+            raise argparse.ArgumentTypeError(
+                f"expected NAME=V1,V2,... with NAME a training option "
+                f"({', '.join(sorted(fields))}; dashes or underscores), got {text!r}")
+        parsed = []
+        for value in values.split(","):
+            try:
+                parsed.append(_field_value(fields[field], value.strip(), number_types))
+            except (argparse.ArgumentTypeError, ValueError) as e:
+                raise argparse.ArgumentTypeError(f"--set {field}: {e}") from None
+        return field, parsed
+    return setting
 
 
-def _field_value(f, text):
+def _field_value(f, text, number_types):
     """``text`` as a value of TrainConfig field ``f`` (its type, bound and choices)."""
-    from .cli import NUMBER_TYPES
-
     if f.type is bool:
         if text.lower() not in ("true", "false"):
             raise ValueError(f"expected true or false, got {text!r}")
         return text.lower() == "true"
     if f.type in (int, float):
-        convert = NUMBER_TYPES.get((f.type, f.metadata["bound"]))
+        convert = number_types.get((f.type, f.metadata["bound"]))
         if convert is None:
             try:
                 return f.type(text)
@@ -87,17 +86,16 @@ def _field_value(f, text):
 
 
 def _grid(args, flag_of):
-    """field -> values of the --set options; UsageError for a field set twice, or
-    also given as its own option."""
-    from .cli import UsageError
-
+    """field -> values of the --set options; a field set twice, or also given as its
+    own option, is argparse's error (exit 2)."""
     grid = {}
     for field, values in args.set or []:
         if field in grid:
-            raise UsageError(f"--set {field} is given twice; give all its values in one "
-                             f"--set {field}=V1,V2,...")
+            args.command_parser.error(f"--set {field} is given twice; give all its values "
+                                      f"in one --set {field}=V1,V2,...")
         if flag_of[field] in args.given:
-            raise UsageError(f"{flag_of[field]} and --set {field} both give {field}; keep one")
+            args.command_parser.error(f"{flag_of[field]} and --set {field} both give {field}; "
+                                      f"keep one")
         grid[field] = values
     return grid
 
@@ -113,61 +111,51 @@ def _connect(args):
     return Client(cluster), cluster
 
 
-def sweep(args):
+def _runs(args):
+    """The runs the options ask for; argparse's error (exit 2) for options that do
+    not fit together or a configuration TrainConfig refuses."""
     import dataclasses
 
-    from tqdm.auto import tqdm
-
-    from .cli import UsageError, config_from_args
     from .config import TrainConfig
-    from .files import check_output_dir
-    from .sweep import SweepError, plan, run_task, summarise, summary_figure, summary_markdown
+    from .sweep import plan
 
+    error = args.command_parser.error
     if "--seed" in args.given:
-        raise UsageError("--seed: a sweep trains the seeds of --seeds")
+        error("--seed: a sweep trains the seeds of --seeds")
     if args.scheduler and "--workers" in args.given:
-        raise UsageError("--workers starts a local cluster's workers; the cluster of "
-                         "--scheduler has its own")
-    cores = os.cpu_count() or 1
-    threads = args.threads_per_worker
+        error("--workers starts a local cluster's workers; the cluster of --scheduler has "
+              "its own")
+    cores, threads = os.cpu_count() or 1, args.threads_per_worker
     if not args.scheduler:
         args.workers = args.workers or max(1, cores // threads)
         if args.workers * threads > cores:
-            raise UsageError(f"--workers {args.workers} x --threads-per-worker {threads} = "
-                             f"{args.workers * threads} threads, more than this machine's "
-                             f"{cores} cores")
+            error(f"--workers {args.workers} x --threads-per-worker {threads} = "
+                  f"{args.workers * threads} threads, more than this machine's {cores} cores")
     flag_of = {f.name: f.metadata["flag"] or "--" + f.name.replace("_", "-")
                for f in dataclasses.fields(TrainConfig)}
     grid = _grid(args, flag_of)
-    try:
-        runs = plan(config_from_args(args), grid, args.seeds, args.out)
+    try:   # train's options, checked by TrainConfig for every configuration
+        base = TrainConfig(**{k: v for k, v in vars(args).items() if k in flag_of})
+        return plan(base, grid, args.seeds, args.out)
     except ValueError as e:
-        raise UsageError(str(e)) from None
-    check_output_dir(args.out)
-    try:
-        from .sweep import check_out_dir
-        check_out_dir(runs, args.out)
-    except SweepError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    try:
-        client, cluster = _connect(args)
-    except (OSError, TimeoutError) as e:
-        print(f"error: the scheduler {args.scheduler} does not answer within "
-              f"{CONNECT_TIMEOUT} s ({e}); start one with `dask scheduler` and give the "
-              f"address it prints", file=sys.stderr)
-        return 1
-    from distributed import as_completed
+        error(str(e))
 
+
+def _train_runs(client, runs, args):
+    """Submit every run as a task, show a bar over them and each finished run's
+    headline metric as it lands; returns (run directory -> final record, the
+    directories of the runs that failed)."""
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    from .sweep import headline, run_task
+
+    key = headline(args.model)
+    futures = {client.submit(run_task, run.config, run.run_dir, args.threads_per_worker,
+                             pure=False, retries=args.retries): run for run in runs}
     results, failed = {}, []
-    key = None
-    try:
-        futures = {client.submit(run_task, run.config, run.run_dir, threads, pure=False,
-                                 retries=args.retries): run for run in runs}
-        from .sweep import headline
-        key = headline(args.model)
-        bar = tqdm(total=len(runs), desc="sweep", unit="run", disable=args.no_progress,
-                   dynamic_ncols=True, file=sys.stderr)
+    with tqdm(total=len(runs), desc="sweep", unit="run", disable=args.no_progress,
+              dynamic_ncols=True, file=sys.stderr) as bar:
         for future in as_completed(futures):
             run = futures[future]
             try:
@@ -182,16 +170,36 @@ def sweep(args):
                 bar.write(f"{run.name} seed {run.seed}: {done['status']}  {shown}",
                           file=sys.stderr if args.json else sys.stdout)
             bar.update()
-        bar.close()
+    return results, failed
+
+
+def sweep(args):
+    from .files import atomic_write_text, check_output_dir, write_json
+    from .sweep import SweepError, check_out_dir, summarise, summary_figure, summary_markdown
+
+    runs = _runs(args)
+    check_output_dir(args.out)
+    try:
+        check_out_dir(runs, args.out)
+    except SweepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    try:
+        client, cluster = _connect(args)
+    except (OSError, TimeoutError) as e:
+        print(f"error: the scheduler {args.scheduler} does not answer within "
+              f"{CONNECT_TIMEOUT} s ({e}); start one with `dask scheduler` and give the "
+              f"address it prints", file=sys.stderr)
+        return 1
+    try:
+        results, failed = _train_runs(client, runs, args)
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
     summary = summarise(runs, results, args.model, args.epochs)
-    from .files import write_json
     write_json(os.path.join(args.out, "summary.json"), summary)
-    with open(os.path.join(args.out, "summary.md"), "w", encoding="utf-8") as f:
-        f.write(summary_markdown(summary))
+    atomic_write_text(os.path.join(args.out, "summary.md"), summary_markdown(summary))
     if results:
         summary_figure(summary, os.path.join(args.out, "summary.png"))
     if args.json:
