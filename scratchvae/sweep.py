@@ -228,26 +228,3 @@ def summary_markdown(summary):
             lines.append(f"| {p['a']} | {p['b']} | {p['n']} | {_number(p['mean'])} | "
                          f"{_number(p['sd'])} | {_interval(p)} |")
     return "\n".join(lines) + "\n"
-
-
-def summary_figure(summary, path):
-    """Each configuration's per-seed headline values as points over a box plot."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    key = summary["metric"]
-    configurations = [c for c in summary["configurations"] if key in c["metrics"]]
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(configurations), 4))
-    values = [c["metrics"][key]["values"] for c in configurations]
-    ax.boxplot(values, widths=0.5, showfliers=False)
-    jitter = np.random.default_rng(0)
-    for i, v in enumerate(values, 1):
-        ax.plot(i + jitter.uniform(-0.12, 0.12, len(v)), v, "o", color="C0", alpha=0.7)
-    ax.set_xticks(range(1, len(values) + 1), [c["name"] for c in configurations],
-                  rotation=20, ha="right")
-    ax.set_ylabel(key)
-    ax.set_title(f"{summary['model']}: {key} per seed")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

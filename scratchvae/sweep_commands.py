@@ -6,7 +6,7 @@ worker, each with ``--threads-per-worker`` engine threads (workers x threads at
 most the machine's cores), or on the cluster whose scheduler ``--scheduler``
 names. Dask schedules them, reruns the task of a worker that dies and retries
 a task that raises (``--retries``). The summary goes to OUT/summary.md,
-OUT/summary.json and OUT/summary.png.
+OUT/summary.json and OUT/summary.png (:func:`summary_figure`).
 """
 import argparse
 import json
@@ -173,9 +173,31 @@ def _train_runs(client, runs, args):
     return results, failed
 
 
+def summary_figure(summary, path):
+    """Each configuration's per-seed headline values as points over a box plot."""
+    import numpy as np
+
+    from .plots import agg_figure, save_png
+
+    key = summary["metric"]
+    configurations = [c for c in summary["configurations"] if key in c["metrics"]]
+    values = [c["metrics"][key]["values"] for c in configurations]
+    fig = agg_figure(1.6 + 1.4 * len(values), 4)
+    ax = fig.add_subplot()
+    ax.boxplot(values, widths=0.5, showfliers=False)
+    jitter = np.random.default_rng(0)   # spreads a configuration's points sideways
+    for i, v in enumerate(values, 1):
+        ax.plot(i + jitter.uniform(-0.12, 0.12, len(v)), v, "o", color="C0", alpha=0.7)
+    ax.set_xticks(range(1, len(values) + 1), [c["name"] for c in configurations],
+                  rotation=20, ha="right")
+    ax.set_ylabel(key)
+    ax.set_title(f"{summary['model']}: {key} per seed")
+    return save_png(fig, path)
+
+
 def sweep(args):
     from .files import atomic_write_text, check_output_dir, write_json
-    from .sweep import SweepError, check_out_dir, summarise, summary_figure, summary_markdown
+    from .sweep import SweepError, check_out_dir, summarise, summary_markdown
 
     runs = _runs(args)
     check_output_dir(args.out)
