@@ -247,10 +247,13 @@ def _add_sweep_parser(sub):
                     "each an ordinary run directory OUT/<configuration>/seed=<s> (a finished "
                     "run is skipped, an interrupted one resumed), as tasks on a Dask cluster; "
                     "then write OUT/summary.md, summary.json and summary.png: each test "
-                    "metric's mean, sample sd and 95%% Student-t interval over seeds, and the "
+                    "metric's mean, sample sd and 95% Student-t interval over seeds, and the "
                     "paired differences between configurations.")
     _add_config_args(w)
     _add_data_args(w)
+    for action in w._actions:   # --seeds gives the seeds (--seed is refused)
+        if action.dest == "seed":
+            action.help = argparse.SUPPRESS
     w.add_argument("--seeds", required=True, type=sweep_commands.seed_list, metavar="SEEDS",
                    help="seeds as FIRST-LAST, N, or a comma-separated list (0-9, 0,2,4)")
     w.add_argument("--set", action="append", type=sweep_commands.setting_type(NUMBER_TYPES),
