@@ -35,12 +35,14 @@ LEVEL = 0.95
 METHOD = ("Student t: mean ± t_{0.975, n-1} · s / √n, s the sample standard deviation "
           "(n - 1); paired differences the same over the per-seed differences")
 #: the fields a run's saved config.json may hold other values of than the sweep asks
-#: (epochs: a run may be continued; the data's recorded location and source)
-UNCOMPARED = ("epochs", "data_dir", "use_sample", "download")
+#: (epochs: a run may be continued; what a run records: the data's location and
+#: source; a prior records its VQ-VAE's codebook, absolute run directory and data set)
+UNCOMPARED = ("epochs", "data_dir", "use_sample", "download", "vq_codebook")
+RECORDED_BY_PRIOR = ("vq_codes", "vq_run", "dataset")
 
 
 class SweepError(ValueError):
-    """An output directory or a cluster the sweep cannot use."""
+    """An output directory holding runs the sweep cannot continue."""
 
 
 def headline(model):
@@ -102,7 +104,8 @@ def check_out_dir(runs, out_dir):
         if not os.path.exists(os.path.join(run.run_dir, "config.json")):
             continue
         saved = read_config(run.run_dir)
-        differ = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in UNCOMPARED
+        skip = UNCOMPARED + (RECORDED_BY_PRIOR if saved.model == "pixelcnn" else ())
+        differ = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in skip
                   and getattr(saved, f.name) != getattr(run.config, f.name)]
         if differ:
             shown = ", ".join(f"{f} {getattr(saved, f)!r} (asked {getattr(run.config, f)!r})"
