@@ -12,7 +12,7 @@ setup(
     package_data={"scratchvae": ["sample_data/*/*.gz", "sample_data/*/*.md",
                                  "sample_data/*.md"]},
     install_requires=["numpy>=1.24,<2.6", "numba>=0.60", "scipy>=1.9", "threadpoolctl>=3.1",
-                      "tqdm>=4.60"],
+                      "tqdm>=4.60", "dask>=2024.1", "distributed>=2024.1"],
     extras_require={
         "gpu": ["cupy-cuda12x>=13"],
         "plot": ["matplotlib>=3.6"],

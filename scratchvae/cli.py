@@ -1,4 +1,4 @@
-"""Command line: ``python -m scratchvae {train,evaluate,sample,gradcheck,data,plot,report}``.
+"""Command line: ``python -m scratchvae {train,sweep,evaluate,sample,gradcheck,data,plot,report}``.
 
 Bad arguments get argparse's message and exit code 2 (options that are each
 valid but do not fit together too: see :class:`UsageError`); a run that fails
@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from . import run_commands
+from . import run_commands, sweep_commands
 
 
 def _number(convert, allow_zero, what):
@@ -118,6 +118,7 @@ def build_parser():
                                "a directory); its files go only when the new run's first epoch "
                                "is written")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_sweep_parser(sub)
 
     # evaluate ------------------------------------------------------------------
     e = sub.add_parser("evaluate", help="test metrics of a trained run",
@@ -236,6 +237,39 @@ def _add_data_args(p):
                        help="never use the network")
     group.add_argument("--sample", action="store_true", dest="use_sample",
                        help="use the small MNIST sample bundled with the package")
+
+
+def _add_sweep_parser(sub):
+    """sweep: train's options for every run, the grid, the seeds and the cluster."""
+    w = sub.add_parser(
+        "sweep", help="train configurations x seeds on Dask and summarise them over seeds",
+        description="Train every combination of the --set values for every seed of --seeds, "
+                    "each an ordinary run directory OUT/<configuration>/seed=<s> (a finished "
+                    "run is skipped, an interrupted one resumed), as tasks on a Dask cluster; "
+                    "then write OUT/summary.md, summary.json and summary.png: each test "
+                    "metric's mean, sample sd and 95% Student-t interval over seeds, and the "
+                    "paired differences between configurations.")
+    _add_config_args(w)
+    _add_data_args(w)
+    for action in w._actions:   # --seeds gives the seeds (--seed is refused)
+        if action.dest == "seed":
+            action.help = argparse.SUPPRESS
+    w.add_argument("--seeds", required=True, type=sweep_commands.seed_list, metavar="SEEDS",
+                   help="seeds as FIRST-LAST, N, or a comma-separated list (0-9, 0,2,4)")
+    w.add_argument("--set", action="append", type=sweep_commands.setting_type(NUMBER_TYPES),
+                   metavar="NAME=V1,V2", help="values of one training option to sweep "
+                   "(latent-dim=10,20); several --set make a grid")
+    w.add_argument("--out", required=True, metavar="DIR", help="the sweep's directory")
+    w.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="a running Dask scheduler (tcp://host:8786); default: a local cluster")
+    w.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="local cluster: worker processes (default cores / threads per worker)")
+    w.add_argument("--threads-per-worker", type=_positive_int, default=1, metavar="T",
+                   help="engine (Numba) threads of each run (default 1)")
+    w.add_argument("--retries", type=_nonneg_int, default=3, metavar="N",
+                   help="times Dask reruns a run whose task raised (default 3)")
+    w.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    w.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 #: what ``train --resume DIR`` may be given besides DIR: the rest is DIR's config.json
@@ -390,7 +424,7 @@ def _add_figure_parsers(sub):
 
 
 #: command name -> the function that runs it
-COMMANDS = {"train": _cmd_train, "evaluate": run_commands.evaluate,
+COMMANDS = {"train": _cmd_train, "sweep": sweep_commands.sweep, "evaluate": run_commands.evaluate,
             "sample": run_commands.sample, "gradcheck": _cmd_gradcheck, "data": _cmd_data,
             "plot": run_commands.plot, "report": run_commands.report}
 

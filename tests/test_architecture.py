@@ -58,10 +58,10 @@ PLACEMENT = {
              "scratchvae.data.download",
              "scratchvae.checkpoints", "scratchvae.config", "scratchvae.rundir",
              "scratchvae.prior", "scratchvae.train", "scratchvae.metrics", "scratchvae.toy",
-             "scratchvae.quality"],
+             "scratchvae.quality", "scratchvae.sweep"],
     "figures": ["scratchvae.plots", "scratchvae.latent_plots", "scratchvae.figures",
                 "scratchvae.report"],
-    "cli": ["scratchvae.run_commands", "scratchvae.cli", "scratchvae.__main__"],
+    "cli": ["scratchvae.run_commands", "scratchvae.sweep_commands", "scratchvae.cli", "scratchvae.__main__"],
 }
 TIERS = list(PLACEMENT)
 

@@ -193,7 +193,7 @@ def test_config_validation():
 # command line
 # ---------------------------------------------------------------------------
 
-SUBCOMMANDS = ("train", "evaluate", "sample", "gradcheck", "data", "plot", "report")
+SUBCOMMANDS = ("train", "sweep", "evaluate", "sample", "gradcheck", "data", "plot", "report")
 
 
 def test_cli_help_lists_every_subcommand():
