@@ -1,0 +1,11 @@
+"""Test-suite settings shared by every test module.
+
+``gpu``: the tests of the GPU path (CUDA kernels against their references,
+whole training steps on the device). ``python -m pytest -m gpu tests`` runs
+them alone.
+"""
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "gpu: a test of the GPU path (run alone with `python -m pytest -m gpu tests`)")
