@@ -56,6 +56,12 @@ import numpy as np
 from ._arrays import is_cupy
 
 ENV_VAR = "SCRATCHVAE_KERNELS"
+
+# numba-cuda (0.30.4 and earlier) registers an overload of ``np.row_stack``,
+# an alias of ``np.vstack`` that NumPy 2.5 removed; without it every CUDA
+# kernel fails to compile ("module 'numpy' has no attribute 'row_stack'").
+if not hasattr(np, "row_stack"):
+    np.row_stack = np.vstack
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 

@@ -353,3 +353,12 @@ def test_every_cuda_kernel_compiles_to_ptx():
     assert compiled == ["adam", "sgd", "bce", "relu_forward", "relu_backward", "nearest_code",
                         "im2col", "col2im", "gated_forward", "gated_backward"]
     assert "allocating refused" in proc.stdout       # the check can fail
+
+
+def test_numpy_has_the_row_stack_alias_numba_cuda_registers():
+    """numba-cuda's typing registers np.row_stack, which NumPy 2.5 removed: the kernels
+    package restores the alias (to np.vstack) so that CUDA kernels compile."""
+    import kernels  # noqa: F401  (the alias is made on import)
+
+    a, b = np.arange(3.0), np.arange(3.0, 6.0)
+    np.testing.assert_array_equal(np.row_stack((a, b)), np.vstack((a, b)))
