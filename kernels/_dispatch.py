@@ -62,6 +62,11 @@ ENV_VAR = "SCRATCHVAE_KERNELS"
 # kernel fails to compile ("module 'numpy' has no attribute 'row_stack'").
 if not hasattr(np, "row_stack"):
     np.row_stack = np.vstack
+
+# The CUDA kernels are grid-stride loops whose grids are sized to the work
+# (cuda_grid); numba-cuda's low-occupancy warning at each small launch is noise.
+warnings.filterwarnings("ignore", message=r".*Grid size \d+ will likely result in GPU "
+                        r"under-utilization")
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 

@@ -362,3 +362,24 @@ def test_numpy_has_the_row_stack_alias_numba_cuda_registers():
 
     a, b = np.arange(3.0), np.arange(3.0, 6.0)
     np.testing.assert_array_equal(np.row_stack((a, b)), np.vstack((a, b)))
+
+
+def test_low_occupancy_warnings_of_the_grid_stride_kernels_are_silenced():
+    """numba-cuda warns at every launch of fewer than 128 blocks (in bold ANSI); the
+    kernels size their grids to the work, so importing them filters that warning and
+    no other. A fresh interpreter: pytest replaces the warning filters of each test."""
+    import subprocess
+    import sys
+
+    script = (
+        "import warnings, kernels\n"
+        "from numba.core.errors import NumbaPerformanceWarning as W\n"
+        "warnings.warn(W('Grid size 2 will likely result in GPU under-utilization due to low "
+        "occupancy.'))\n"
+        "warnings.warn(W('another performance warning'))\n")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "another performance warning" in proc.stderr
+    assert "Grid size" not in proc.stderr
