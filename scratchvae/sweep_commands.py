@@ -148,11 +148,9 @@ def _runs(args):
 def _check_twins(runs, error):
     """argparse's error (exit 2) for --twin without PyTorch, or a configuration whose
     twin the twins do not implement (scratchvae.twins.twin_problems)."""
-    from .twins import twin_problems
+    from .twins import has_torch, twin_problems
 
-    try:
-        import torch  # noqa: F401
-    except ImportError:
+    if not has_torch():
         error("--twin trains each run's PyTorch twin, but PyTorch is not installed: "
               "install torch, or leave out --twin")
     for run in runs:

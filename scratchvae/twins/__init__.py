@@ -5,14 +5,23 @@ A twin is the same model in PyTorch (:mod:`scratchvae.twins.models`), trained by
 on its batches, with its noise: only the arithmetic differs (our hand-derived
 backward and kernels against autograd and oneDNN/MKL), so the difference of the
 two runs' test metrics is the engine's. PyTorch is no dependency of the engine:
-this module imports it only inside :func:`fastest_adam`, and only ``sweep --twin``
-and the benchmarks import the twins.
+this module imports it only inside functions (:func:`has_torch`,
+:func:`fastest_adam`), and only ``sweep --twin`` and the benchmarks import the twins.
 """
 
 #: the models with a twin that trains as the run does
 TWIN_MODELS = ("mlp-vae", "conv-vae", "conv-cvae", "vq-vae")
 #: a run's twin lives in RUN/<TWIN_DIR>
 TWIN_DIR = "twin"
+
+
+def has_torch():
+    """Whether PyTorch imports in this process (the twins need it)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def twin_problems(config):
