@@ -188,8 +188,11 @@ def _train_runs(client, runs, args):
             try:
                 done = future.result()
             except Exception as e:   # the task's own error, after its retries
-                (failed if kind == "run" else failed_twins).append(run.run_dir)
-                bar.write(f"error: {what}: {type(e).__name__}: {e}", file=sys.stderr)
+                if kind == "twin" and run.run_dir in failed:   # its run's error, told above
+                    bar.write(f"{what}: not trained, its run failed", file=sys.stderr)
+                else:
+                    (failed if kind == "run" else failed_twins).append(run.run_dir)
+                    bar.write(f"error: {what}: {type(e).__name__}: {e}", file=sys.stderr)
             else:
                 (results if kind == "run" else twins)[run.run_dir] = done["record"]
                 value = done["record"].get(key)

@@ -1,7 +1,8 @@
 """``python -m scratchvae sweep --twin``: a real sweep whose PyTorch twins train from
 the runs' weights, batches and noise (their first losses are ours to float32
 rounding), the summary's scratchvae - PyTorch differences against the per-seed
-values, a re-run that skips finished twins, a twin that fails, and bad input
+values, a re-run that skips finished twins, a twin that fails, the twin of a run that
+fails, and bad input
 (skipped when PyTorch or Dask is not installed)."""
 import json
 import os
@@ -93,6 +94,16 @@ def test_twins_match_their_runs_the_summary_pairs_them_and_a_rerun_skips(tmp_pat
     assert [m["values"] for m in after["configurations"][0]["metrics"].values()] == (
         [m["values"] for m in c["metrics"].values()])
     assert after["configurations"][0]["twin"]["seeds"] == [0]
+
+    # a run that fails: its twin does not train, and is told apart from a failed twin
+    with open(os.path.join(runs[0], "checkpoint.npz"), "wb") as f:
+        f.write(b"not a checkpoint")
+    assert main([*args, "--retries", "0"]) == 1
+    err = capsys.readouterr().err
+    assert f"{runs[0]} (twin): not trained, its run failed" in err
+    assert f"1 of 2 runs failed: {runs[0]}" in err
+    assert f"the twins of 1 of 2 runs failed: {runs[1]};" in err
+    assert "PyTorch twins: none finished." in open(os.path.join(out, "summary.md")).read()
 
 
 def _exit_2(capsys, tmp_path, *args):
