@@ -138,3 +138,29 @@ def test_twin_without_pytorch_exits_2(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)   # import torch raises ImportError
     assert "--twin trains each run's PyTorch twin, but PyTorch is not installed" in (
         _exit_2(capsys, tmp_path))
+
+
+@pytest.mark.parametrize("model, options", [
+    ("vq-vae", {}),                       # dead-code restarts draw rows from the run's noise
+    ("conv-cvae", {"kl_warmup_steps": 3, "lr_schedule": "cosine", "clip_grad_norm": 50.0,
+                   "weight_decay": 1e-4, "binarize": True}),
+])
+def test_train_twin_follows_its_run(tmp_path, model, options):
+    """train_twin on its own: the twin's epoch losses and test metrics are the run's
+    to float32 rounding, its configuration's options included."""
+    from scratchvae.config import TrainConfig
+    from scratchvae.train import train
+    from scratchvae.twins.train import train_twin
+
+    config = TrainConfig(model=model, use_sample=True, train_limit=96, test_limit=64,
+                         batch_size=32, epochs=2, seed=4, **options)
+    run_dir = str(tmp_path / "run")
+    ours = train(config, run_dir, progress=False, log=lambda *a, **k: None)
+    done = train_twin(run_dir, log=lambda *a, **k: None)
+    theirs = files.read_jsonl(os.path.join(run_dir, "twin", "metrics.jsonl"))
+    assert done["status"] == "trained" and done["record"] == theirs[-1]
+    for a, b in zip(ours, theirs, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
+        for key in [k for k in a if k.startswith("test_") and isinstance(a[k], float)]:
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-4), key
+    assert train_twin(run_dir, log=lambda *a, **k: None)["status"] == "skipped"
