@@ -2,9 +2,9 @@
 
 For each seed, scratchvae and its PyTorch twin train the same model from the
 *same* initial weights (drawn by scratchvae, copied into the twin), on the same
-shuffled batches, with the same reparameterisation noise eps (one NumPy
-generator each, seeded alike), and are evaluated on the test set with the same
-noise. Only the arithmetic differs (our ops and kernels against autograd and
+shuffled batches, with the same reparameterisation noise eps (a VQ-VAE: the same
+rows for its dead-code restarts; one NumPy generator each, seeded alike), and are
+evaluated on the test set with the same noise. Only the arithmetic differs (our ops and kernels against autograd and
 oneDNN/MKL), so the two runs of a seed agree for the first hundreds of steps and
 then drift apart as float32 round-off grows. Over several seeds the paired
 differences show whether one engine trains systematically better. Prints a
