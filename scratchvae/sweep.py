@@ -157,7 +157,7 @@ def run_task(config, run_dir, threads=1):
 def twin_task(run, epochs, threads=1):
     """Train the PyTorch twin of a finished run (``run``: :func:`run_task`'s result)
     for ``epochs`` with ``threads`` PyTorch threads: skipped when its result holds
-    these epochs, trained (again) otherwise. Returns the run's directory, what was
+    the run's configuration and these epochs, trained (again) otherwise. Returns the run's directory, what was
     done and the twin's record of its last epoch."""
     from .twins.train import train_twin
 

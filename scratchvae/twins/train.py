@@ -14,8 +14,9 @@ the first hundreds of steps and then drift apart as float32 round-off grows.
 
 Files: RUN/twin/metrics.jsonl (one record per epoch, the whole file rewritten
 atomically each epoch) and RUN/twin/result.json (the final record, written last,
-atomically). A twin whose result.json holds the epochs asked for is skipped;
-any other is trained again from the start (a killed twin leaves no result).
+atomically). A twin whose result.json holds the configuration asked for (its
+epochs included) is skipped; any other is trained again from the start (a killed
+twin leaves no result).
 """
 import dataclasses
 import json
@@ -115,19 +116,20 @@ def train_twin(run_dir, epochs=None, threads=1, config=None, log=print):
         config = dataclasses.replace(config, epochs=epochs)
     check_twin(config)
     done = read_result(run_dir)
-    if done is not None and done.get("epochs") == config.epochs:
+    if done is not None and done.get("config") == dataclasses.asdict(config):
         return {"run_dir": run_dir, "status": "skipped", "record": done["record"]}
     directory = twin_dir(run_dir)
     files.make_dirs(directory)
     with files.locked(directory):
         for name in (METRICS, RESULT):
             files.remove_temp_files(os.path.join(directory, name))
-        if os.path.exists(os.path.join(directory, RESULT)):   # of other epochs: redone
+        if os.path.exists(os.path.join(directory, RESULT)):   # of another configuration
             os.unlink(os.path.join(directory, RESULT))
         torch.set_num_threads(threads)
         history, adam = _train(torch, twin_with_weights_of, config, directory, log)
         result = {"model": config.model, "seed": config.seed, "epochs": config.epochs,
-                  "torch": torch.__version__, "adam": adam, "record": history[-1]}
+                  "config": dataclasses.asdict(config), "torch": torch.__version__,
+                  "adam": adam, "record": history[-1]}
         files.write_json(os.path.join(directory, RESULT), result)
     return {"run_dir": run_dir, "status": "trained", "record": history[-1]}
 
