@@ -1,5 +1,5 @@
 """Training step of iwae-1l at Burda et al.'s batch 20 with k samples, against its
-PyTorch twin (benchmarks/torch_models.py, the same model and objective), in one
+PyTorch twin (scratchvae/twins/models.py, the same model and objective), in one
 run: for each thread count and each k, rounds of fresh worker processes that
 alternate between the engines, the best round's median step of each reported.
 Prints a markdown table and saves it (and its JSON) under benchmarks/results/.
@@ -11,7 +11,7 @@ Prints a markdown table and saves it (and its JSON) under benchmarks/results/.
 A step is the trainer's: loss on a batch of 20 binarised MNIST images (the bundled
 sample's first 20; the time does not depend on the pixels) with fresh noise, the
 backward, Adam (lr 1e-3, eps 1e-4; PyTorch's fused Adam, its fastest CPU
-configuration with the same math: benchmarks.common.fastest_adam). ``--compile``
+configuration with the same math: scratchvae.twins.fastest_adam). ``--compile``
 also times the twin's loss under ``torch.compile`` (a third engine; a failed
 compilation is reported in the table, not raised). The targets of issue 19: our
 step <= 0.6x PyTorch eager for k = 1 and 5, <= 1.0x for k = 50.
@@ -77,14 +77,15 @@ def worker_ours(k, steps, options):
 
 
 def worker_torch(k, steps, threads, options, compiled):
-    from benchmarks.common import fastest_adam, import_torch
+    from benchmarks.common import import_torch
     torch = import_torch(threads)     # first: before anything of scratchvae
     from benchmarks.common import sample_times
-    from benchmarks.torch_models import MODELS
+    from scratchvae.twins import fastest_adam
+    from scratchvae.twins.models import MODELS
 
     torch.manual_seed(0)
     model = MODELS["iwae-1l"](objective=options["objective"], n_samples=k)
-    opt, adam = fastest_adam(torch, model.parameters(), lr=LR, eps=ADAM_EPS)
+    opt, adam = fastest_adam(model.parameters(), lr=LR, eps=ADAM_EPS)
     x = torch.from_numpy(batch())
     loss_of = lambda xb: model.loss(xb)[0]   # noqa: E731
     if compiled:

@@ -24,7 +24,7 @@ efficiency of each engine's own code from how well its threads cooperate.
 For vq-vae, ``--epochs`` reports the test reconstruction BCE, the codes used and
 the perplexity, and ``--vq-init`` / ``--vq-restart`` choose the codebook options of
 both engines (default: scratchvae's defaults; the PyTorch twin implements the same
-initialisations and dead-code restarts, benchmarks/torch_models.py).
+initialisations and dead-code restarts, scratchvae/twins/models.py).
 
 For pixelcnn (the gated PixelCNN prior over 7x7 code maps), a step is the
 trainer's: ``loss(codes, labels)``, backward, Adam 1e-3 on a batch of 128 code
@@ -35,7 +35,7 @@ depends on the values of the codes. ``--conditional`` times the
 class-conditional prior.
 
 Every PyTorch twin steps with its fused Adam (``fused=True``, the same update in
-one kernel, PyTorch's fastest on a CPU: benchmarks.common.fastest_adam); the
+one kernel, PyTorch's fastest on a CPU: scratchvae.twins.fastest_adam); the
 table says when the installed PyTorch lacks it and the ordinary Adam runs instead.
 For iwae-1l at batch 20 with k samples, see benchmarks/bench_iwae.py.
 
@@ -64,7 +64,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
-from benchmarks.common import fastest_adam, mnist_arrays  # noqa: E402  (the path above)
+from benchmarks.common import mnist_arrays  # noqa: E402  (the path above)
 
 BATCH = 128
 #: the environment as this script found it, for every worker, whatever main imports
@@ -113,13 +113,14 @@ def worker_ours(model_name, steps, options):
 def worker_torch(model_name, steps, threads, options):
     from benchmarks.common import import_torch
     torch = import_torch(threads)     # first: before anything of scratchvae
-    from benchmarks.torch_models import MODELS
+    from scratchvae.twins import fastest_adam
+    from scratchvae.twins.models import MODELS
     from scratchvae import data
 
     torch.manual_seed(0)
     (xtr, ytr), _ = mnist_arrays()
     model = MODELS[model_name]()
-    opt, adam = fastest_adam(torch, model.parameters())
+    opt, adam = fastest_adam(model.parameters())
 
     def step(xb, yb):
         opt.zero_grad()
@@ -168,14 +169,15 @@ def worker_ours_prior(steps, options):
 def worker_torch_prior(steps, threads, options):
     from benchmarks.common import import_torch
     torch = import_torch(threads)     # first: before anything of scratchvae
-    from benchmarks.torch_models import PRIORS
+    from scratchvae.twins import fastest_adam
+    from scratchvae.twins.models import PRIORS
     from scratchvae import data
 
     torch.manual_seed(0)
     codes, labels = _prior_data(options)
     n_classes = options["n_classes"]
     model = PRIORS["pixelcnn"](num_codes=options["num_codes"], n_classes=n_classes)
-    opt, adam = fastest_adam(torch, model.parameters())
+    opt, adam = fastest_adam(model.parameters())
 
     def step(zb, yb):
         opt.zero_grad()
@@ -217,13 +219,14 @@ def _twin_options(model_name, options):
 def worker_torch_quality(model_name, epochs, threads, seed=0, options=None):
     from benchmarks.common import import_torch
     torch = import_torch(threads)     # first: before anything of scratchvae
-    from benchmarks.torch_models import MODELS
+    from scratchvae.twins import fastest_adam
+    from scratchvae.twins.models import MODELS
     from scratchvae import data
 
     torch.manual_seed(seed)
     (xtr, ytr), (xte, yte) = mnist_arrays()
     model = MODELS[model_name](**_twin_options(model_name, options))
-    opt, _ = fastest_adam(torch, model.parameters())
+    opt, _ = fastest_adam(model.parameters())
     rng = np.random.default_rng(seed)
     history = []
     for epoch in range(1, epochs + 1):

@@ -56,17 +56,6 @@ def import_torch(threads):
     return torch
 
 
-def fastest_adam(torch, params, lr=1e-3, eps=1e-8):
-    """PyTorch's fused Adam (one kernel per step for all parameters: the same update,
-    PyTorch's fastest on a CPU), or its default Adam where fused is missing:
-    (optimizer, its name for a table). Every PyTorch twin in benchmarks/ steps with it."""
-    params = list(params)
-    try:
-        return torch.optim.Adam(params, lr=lr, eps=eps, fused=True), "fused"
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, lr=lr, eps=eps), "default (fused unavailable)"
-
-
 def torch_or_none():
     try:
         import torch

@@ -76,15 +76,16 @@ def _leaf_layers(module, prefix):
 def profile_torch(model_name, steps, warmup, threads):
     """The PyTorch twin's step under torch.profiler: mean ms per step of each
     aten op (self time), the largest first."""
-    from benchmarks.common import fastest_adam, import_torch
+    from benchmarks.common import import_torch
     torch = import_torch(threads)
     from torch.profiler import ProfilerActivity, profile
 
-    from benchmarks.torch_models import MODELS
+    from scratchvae.twins import fastest_adam
+    from scratchvae.twins.models import MODELS
 
     torch.manual_seed(0)
     model = MODELS[model_name]()
-    optimizer, _ = fastest_adam(torch, model.parameters())
+    optimizer, _ = fastest_adam(model.parameters())
     x = torch.from_numpy((np.random.default_rng(1).random((128, 1, 28, 28)) > 0.5)
                          .astype(np.float32))
 
@@ -121,15 +122,16 @@ def _prior_batch(conditional):
 
 def profile_torch_prior(steps, warmup, threads, conditional):
     """profile_torch for the PixelCNN twin (fused Adam, as bench_train.py)."""
-    from benchmarks.common import fastest_adam, import_torch
+    from benchmarks.common import import_torch
     torch = import_torch(threads)
     from torch.profiler import ProfilerActivity, profile
 
-    from benchmarks.torch_models import PRIORS
+    from scratchvae.twins import fastest_adam
+    from scratchvae.twins.models import PRIORS
 
     torch.manual_seed(0)
     model = PRIORS["pixelcnn"](n_classes=10 if conditional else 0)
-    optimizer, _ = fastest_adam(torch, model.parameters())
+    optimizer, _ = fastest_adam(model.parameters())
     codes, labels = _prior_batch(conditional)
     z = torch.from_numpy(codes)
     y = None if labels is None else torch.from_numpy(labels)

@@ -268,6 +268,11 @@ def _add_sweep_parser(sub):
                    help="engine (Numba) threads of each run (default 1)")
     w.add_argument("--retries", type=_nonneg_int, default=3, metavar="N",
                    help="times Dask reruns a run whose task raised (default 3)")
+    w.add_argument("--twin", action="store_true",
+                   help="also train each run's PyTorch twin (mlp-vae, conv-vae, conv-cvae, "
+                        "vq-vae; needs torch) after it, from the same initial weights, batches "
+                        "and noise, into RUN/twin, and report scratchvae minus PyTorch per "
+                        "seed and its mean with its 95%% interval")
     w.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     w.add_argument("--no-progress", action="store_true", help="no progress bar")
 

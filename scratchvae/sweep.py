@@ -9,6 +9,12 @@ earlier checkpoint resumed, one without a checkpoint started (again). The run
 directory's lock and atomic writes (:mod:`scratchvae.files`) keep a run whole
 when a worker dies; the scheduler then runs its task again, which resumes.
 
+With ``--twin``, :func:`twin_task` trains each run's PyTorch twin after the run
+(:mod:`scratchvae.twins`, imported only then): the same model from the same
+initial weights, batches and noise, in RUN/twin; the summary then gives, per
+configuration, scratchvae minus PyTorch of the headline metric per seed and its
+mean with the same interval.
+
 Statistics over the n seeds of a configuration (:func:`t_interval`): the mean
 x̄, the sample standard deviation s (n - 1 in the denominator) and the 95%
 Student-t interval x̄ ± t_{0.975, n-1} s / √n. Two configurations that share
@@ -148,6 +154,17 @@ def run_task(config, run_dir, threads=1):
     return {"run_dir": run_dir, "status": status, "record": records[0]}
 
 
+def twin_task(run, epochs, threads=1):
+    """Train the PyTorch twin of a finished run (``run``: :func:`run_task`'s result)
+    for ``epochs`` with ``threads`` PyTorch threads: skipped when its result holds
+    the run's configuration and these epochs, trained (again) otherwise. Returns the run's directory, what was
+    done and the twin's record of its last epoch."""
+    from .twins.train import train_twin
+
+    quiet = lambda *args, **kwargs: None   # noqa: E731
+    return train_twin(run["run_dir"], epochs=epochs, threads=threads, log=quiet)
+
+
 # --------------------------------------------------------------------------
 # statistics
 # --------------------------------------------------------------------------
@@ -168,10 +185,33 @@ def t_interval(values, level=LEVEL):
             "high": mean + half}
 
 
-def summarise(runs, results, model, epochs):
+def twin_differences(runs, results, twins, key):
+    """Per configuration name, scratchvae minus its PyTorch twin in metric ``key``
+    over the seeds where both finished: the seeds, both values, the differences
+    d_s = ours_s - torch_s and their :func:`t_interval`. ``results`` and ``twins``:
+    run directory -> final record."""
+    pairs = {}
+    for run in runs:
+        ours, theirs = results.get(run.run_dir), twins.get(run.run_dir)
+        if ours is None or theirs is None or key not in ours or key not in theirs:
+            continue
+        p = pairs.setdefault(run.name, {"metric": key, "seeds": [], "scratchvae": [],
+                                        "pytorch": []})
+        p["seeds"].append(run.seed)
+        p["scratchvae"].append(float(ours[key]))
+        p["pytorch"].append(float(theirs[key]))
+    for p in pairs.values():
+        p["differences"] = [a - b for a, b in zip(p["scratchvae"], p["pytorch"])]
+        p.update(t_interval(p["differences"]))
+    return pairs
+
+
+def summarise(runs, results, model, epochs, twins=None):
     """The summary of a sweep: per configuration every scalar test metric over its
     seeds, and for each pair of configurations sharing seeds the paired difference
-    of the headline metric. ``results``: run directory -> its final record."""
+    of the headline metric. ``results``: run directory -> its final record;
+    ``twins`` (with --twin): run directory -> its twin's final record, which adds
+    each configuration's ``twin`` entry (:func:`twin_differences`)."""
     key = headline(model)
     configurations = {}
     for run in runs:
@@ -198,9 +238,12 @@ def summarise(runs, results, model, epochs):
         d = [va[s] - vb[s] for s in seeds]
         paired.append({"a": a["name"], "b": b["name"], "metric": key, "seeds": seeds,
                        "differences": d, **t_interval(d)})
+    if twins is not None:
+        for name, p in twin_differences(runs, results, twins, key).items():
+            configurations[name]["twin"] = p
     return {"model": model, "epochs": epochs, "metric": key, "level": LEVEL,
             "method": METHOD, "configurations": list(configurations.values()),
-            "paired": paired}
+            "paired": paired, "twin": twins is not None}
 
 
 def _number(value):
@@ -211,9 +254,37 @@ def _interval(s):
     return "–" if s["low"] is None else f"[{s['low']:.3f}, {s['high']:.3f}]"
 
 
+def _difference(value):
+    """A difference that may be tiny (twins agree to many digits): 3 significant digits."""
+    return "–" if value is None else f"{value:+.3g}"
+
+
+def _twin_markdown(summary):
+    """The lines of the twins' tables: per seed both values and their difference, per
+    configuration the mean difference and its interval."""
+    twins = [(c["name"], c["twin"]) for c in summary["configurations"] if "twin" in c]
+    if not twins:
+        return ["", "PyTorch twins: none finished."]
+    lines = ["", f"PyTorch twins (the same initial weights, batches and noise): "
+                 f"{summary['metric']}, scratchvae - PyTorch:", "",
+             "| configuration | seed | scratchvae | PyTorch | difference |",
+             "|---|---|---|---|---|"]
+    for name, t in twins:
+        for seed, a, b, d in zip(t["seeds"], t["scratchvae"], t["pytorch"], t["differences"]):
+            lines.append(f"| {name} | {seed} | {a:.4f} | {b:.4f} | {_difference(d)} |")
+    lines += ["", "| configuration | n | mean difference | sd | 95% interval |",
+              "|---|---|---|---|---|"]
+    for name, t in twins:
+        shown = "–" if t["low"] is None else (f"[{_difference(t['low'])}, "
+                                              f"{_difference(t['high'])}]")
+        sd = "–" if t["sd"] is None else f"{t['sd']:.3g}"
+        lines.append(f"| {name} | {t['n']} | {_difference(t['mean'])} | {sd} | {shown} |")
+    return lines
+
+
 def summary_markdown(summary):
     """The markdown of a sweep's summary: one table of every configuration's metrics,
-    one of the paired differences."""
+    one of the paired differences, and with twins those of scratchvae - PyTorch."""
     epochs = f"{summary['epochs']} epoch{'s' if summary['epochs'] != 1 else ''}"
     lines = [f"# Sweep: {summary['model']}, {epochs}", "",
              f"Intervals: {summary['level']:.0%}, {summary['method']}.", "",
@@ -230,4 +301,6 @@ def summary_markdown(summary):
         for p in summary["paired"]:
             lines.append(f"| {p['a']} | {p['b']} | {p['n']} | {_number(p['mean'])} | "
                          f"{_number(p['sd'])} | {_interval(p)} |")
+    if summary.get("twin"):
+        lines += _twin_markdown(summary)
     return "\n".join(lines) + "\n"

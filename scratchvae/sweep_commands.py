@@ -5,8 +5,9 @@ The tasks run on a ``LocalCluster`` of worker processes, one task at a time per
 worker, each with ``--threads-per-worker`` engine threads (workers x threads at
 most the machine's cores), or on the cluster whose scheduler ``--scheduler``
 names. Dask schedules them, reruns the task of a worker that dies and retries
-a task that raises (``--retries``). The summary goes to OUT/summary.md,
-OUT/summary.json and OUT/summary.png (:func:`summary_figure`).
+a task that raises (``--retries``). With ``--twin`` each run's PyTorch twin is
+one more task, which depends on its run (scratchvae.sweep.twin_task). The summary
+goes to OUT/summary.md, OUT/summary.json and OUT/summary.png (:func:`summary_figure`).
 """
 import argparse
 import json
@@ -136,45 +137,76 @@ def _runs(args):
     grid = _grid(args, flag_of)
     try:   # train's options, checked by TrainConfig for every configuration
         base = TrainConfig(**{k: v for k, v in vars(args).items() if k in flag_of})
-        return plan(base, grid, args.seeds, args.out)
+        runs = plan(base, grid, args.seeds, args.out)
     except ValueError as e:
         error(str(e))
+    if args.twin:
+        _check_twins(runs, error)
+    return runs
+
+
+def _check_twins(runs, error):
+    """argparse's error (exit 2) for --twin without PyTorch, or a configuration whose
+    twin the twins do not implement (scratchvae.twins.twin_problems)."""
+    from .twins import has_torch, twin_problems
+
+    if not has_torch():
+        error("--twin trains each run's PyTorch twin, but PyTorch is not installed: "
+              "install torch, or leave out --twin")
+    for run in runs:
+        problems = twin_problems(run.config)
+        if problems:
+            where = f" (the configuration {run.name})" if run.settings else ""
+            error(f"--twin{where}: {'; '.join(problems)}")
 
 
 def _train_runs(client, runs, args):
-    """Submit every run as a task, show a bar over them and each finished run's
-    headline metric as it lands; returns (run directory -> final record, the
-    directories of the runs that failed)."""
+    """Submit every run as a task (with --twin, its twin as a task that depends on
+    it), show a bar over them and each finished task's headline metric as it lands;
+    returns (run directory -> final record, run directory -> the twin's final record,
+    the directories of the runs that failed, those of the twins that failed)."""
     from distributed import as_completed
     from tqdm.auto import tqdm
 
-    from .sweep import headline, run_task
+    from .sweep import headline, run_task, twin_task
 
     key = headline(args.model)
-    futures = {client.submit(run_task, run.config, run.run_dir, args.threads_per_worker,
-                             pure=False, retries=args.retries): run for run in runs}
-    results, failed = {}, []
-    with tqdm(total=len(runs), desc="sweep", unit="run", disable=args.no_progress,
+    futures = {}
+    for run in runs:
+        task = client.submit(run_task, run.config, run.run_dir, args.threads_per_worker,
+                             pure=False, retries=args.retries)
+        futures[task] = ("run", run)
+        if args.twin:   # the run's result as its argument: Dask starts it after the run
+            futures[client.submit(twin_task, task, run.config.epochs, args.threads_per_worker,
+                                  pure=False, retries=args.retries)] = ("twin", run)
+    results, twins, failed, failed_twins = {}, {}, [], []
+    with tqdm(total=len(futures), desc="sweep", unit="task", disable=args.no_progress,
               dynamic_ncols=True, file=sys.stderr) as bar:
         for future in as_completed(futures):
-            run = futures[future]
+            kind, run = futures[future]
+            what = run.run_dir + (" (twin)" if kind == "twin" else "")
             try:
                 done = future.result()
             except Exception as e:   # the task's own error, after its retries
-                failed.append(run.run_dir)
-                bar.write(f"error: {run.run_dir}: {type(e).__name__}: {e}", file=sys.stderr)
+                if kind == "twin" and run.run_dir in failed:   # its run's error, told above
+                    bar.write(f"{what}: not trained, its run failed", file=sys.stderr)
+                else:
+                    (failed if kind == "run" else failed_twins).append(run.run_dir)
+                    bar.write(f"error: {what}: {type(e).__name__}: {e}", file=sys.stderr)
             else:
-                results[run.run_dir] = done["record"]
+                (results if kind == "run" else twins)[run.run_dir] = done["record"]
                 value = done["record"].get(key)
                 shown = f"{key} {value:.4f}" if isinstance(value, float) else ""
-                bar.write(f"{run.name} seed {run.seed}: {done['status']}  {shown}",
+                label = "twin " if kind == "twin" else ""
+                bar.write(f"{run.name} seed {run.seed}: {label}{done['status']}  {shown}",
                           file=sys.stderr if args.json else sys.stdout)
             bar.update()
-    return results, failed
+    return results, twins, failed, failed_twins
 
 
 def summary_figure(summary, path):
-    """Each configuration's per-seed headline values as points over a box plot."""
+    """Each configuration's per-seed headline values as points over a box plot; with
+    twins, the PyTorch twin's values as crosses beside them."""
     import numpy as np
 
     from .plots import agg_figure, save_png
@@ -187,7 +219,14 @@ def summary_figure(summary, path):
     ax.boxplot(values, widths=0.5, showfliers=False)
     jitter = np.random.default_rng(0)   # spreads a configuration's points sideways
     for i, v in enumerate(values, 1):
-        ax.plot(i + jitter.uniform(-0.12, 0.12, len(v)), v, "o", color="C0", alpha=0.7)
+        ax.plot(i + jitter.uniform(-0.12, 0.12, len(v)), v, "o", color="C0", alpha=0.7,
+                label="scratchvae" if i == 1 else None)
+    twins = [(i, c["twin"]["pytorch"]) for i, c in enumerate(configurations, 1) if "twin" in c]
+    for n, (i, v) in enumerate(twins):
+        ax.plot(i + 0.35 + jitter.uniform(-0.06, 0.06, len(v)), v, "x", color="C1",
+                label="PyTorch twin" if n == 0 else None)
+    if twins:
+        ax.legend(loc="best", fontsize="small")
     ax.set_xticks(range(1, len(values) + 1), [c["name"] for c in configurations],
                   rotation=20, ha="right")
     ax.set_ylabel(key)
@@ -214,12 +253,13 @@ def sweep(args):
               f"address it prints", file=sys.stderr)
         return 1
     try:
-        results, failed = _train_runs(client, runs, args)
+        results, twins, failed, failed_twins = _train_runs(client, runs, args)
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
-    summary = summarise(runs, results, args.model, args.epochs)
+    summary = summarise(runs, results, args.model, args.epochs,
+                        twins if args.twin else None)
     write_json(os.path.join(args.out, "summary.json"), summary)
     atomic_write_text(os.path.join(args.out, "summary.md"), summary_markdown(summary))
     if results:
@@ -233,5 +273,9 @@ def sweep(args):
     if failed:
         print(f"error: {len(failed)} of {len(runs)} runs failed: {', '.join(failed)}; run "
               f"the command again to resume them", file=sys.stderr)
-        return 1
-    return 0
+    failed_twins = [d for d in failed_twins if d not in failed]   # not only for want of a run
+    if failed_twins:
+        print(f"error: the twins of {len(failed_twins)} of {len(runs)} runs failed: "
+              f"{', '.join(failed_twins)}; run the command again to train them again",
+              file=sys.stderr)
+    return 1 if failed or failed_twins else 0

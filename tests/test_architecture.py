@@ -4,7 +4,8 @@ Every module of ``scratchvae/`` and ``kernels/`` is placed by its exact name in
 one tier of PLACEMENT (a new module fails until it is placed), imports only
 modules of its own tier or of the tiers below it (imports inside functions
 included), and the import graph has no circle. No engine file imports CuPy at
-module level, and nothing imports PyTorch.
+module level; only the PyTorch twins (``scratchvae/twins``) import PyTorch, and
+only the sweep's twin path imports them, inside its functions.
 
 Tiers, bottom to top (the README's "What is inside"):
 
@@ -58,7 +59,8 @@ PLACEMENT = {
              "scratchvae.data.download",
              "scratchvae.checkpoints", "scratchvae.config", "scratchvae.rundir",
              "scratchvae.prior", "scratchvae.train", "scratchvae.metrics", "scratchvae.toy",
-             "scratchvae.quality", "scratchvae.sweep"],
+             "scratchvae.quality", "scratchvae.sweep",
+             "scratchvae.twins", "scratchvae.twins.models", "scratchvae.twins.train"],
     "figures": ["scratchvae.plots", "scratchvae.latent_plots", "scratchvae.figures",
                 "scratchvae.report"],
     "cli": ["scratchvae.run_commands", "scratchvae.sweep_commands", "scratchvae.cli", "scratchvae.__main__"],
@@ -215,11 +217,23 @@ def test_a_package_importing_its_own_modules_is_no_circle(tmp_path):
     assert import_cycle(import_graph(modules)) is None
 
 
+#: the package that alone imports PyTorch, and the modules that alone import it (lazily)
+TWINS = "scratchvae.twins"
+TWIN_IMPORTERS = ("scratchvae.sweep", "scratchvae.sweep_commands")
+
+
+def _is_twins(name):
+    return name == TWINS or name.startswith(TWINS + ".")
+
+
 @pytest.mark.parametrize("forbidden", ["cupy", "torch"])
 def test_no_top_level_import_of_optional_frameworks(forbidden):
-    """CuPy only inside functions (taken from the arrays); PyTorch nowhere in the engine."""
+    """CuPy only inside functions (taken from the arrays); PyTorch nowhere in the engine
+    (the twins, scratchvae/twins, are no part of it)."""
     offenders = []
     for module, path in project_modules().items():
+        if forbidden == "torch" and _is_twins(module):
+            continue
         tree = ast.parse(path.read_text())
         nodes = ast.walk(tree) if forbidden == "torch" else tree.body
         for node in nodes:
@@ -228,3 +242,34 @@ def test_no_top_level_import_of_optional_frameworks(forbidden):
             if any(n.split(".")[0] == forbidden for n in names):
                 offenders.append(module)
     assert offenders == []
+
+
+def _top_level_imports(tree, module, is_package, known):
+    """The project modules imported by the statements of the module's own body (not
+    inside functions or classes)."""
+    body = ast.Module(body=[n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))],
+                      type_ignores=[])
+    return imported_modules(body, module, is_package, known)
+
+
+def test_only_the_sweeps_twin_path_imports_the_twins_and_only_lazily():
+    """PyTorch stays out of every process that does not ask for a twin: outside
+    scratchvae/twins, only the sweep's modules import the twins, inside functions;
+    the twins' package itself imports PyTorch only inside functions (its checks run
+    without it), and no module of the twins is imported at the top of another."""
+    modules = project_modules()
+    graph, known = import_graph(modules), set(modules)
+    importers = sorted(m for m, imported in graph.items()
+                       if not _is_twins(m) and any(_is_twins(i) for i in imported))
+    assert set(importers) <= set(TWIN_IMPORTERS), importers
+    for m in importers:
+        path = modules[m]
+        top = _top_level_imports(ast.parse(path.read_text()), m, path.name == "__init__.py",
+                                 known)
+        assert not any(_is_twins(i) for i in top), f"{m} imports the twins at module level"
+    package = ast.parse(modules[TWINS].read_text())
+    top_torch = [n.lineno for n in package.body
+                 if isinstance(n, ast.Import) and any(a.name.split(".")[0] == "torch"
+                                                      for a in n.names)
+                 or isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "torch"]
+    assert top_torch == [], f"scratchvae/twins/__init__.py imports torch at lines {top_torch}"

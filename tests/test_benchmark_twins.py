@@ -1,11 +1,11 @@
-"""The PyTorch twins used by the benchmarks are the same models as scratchvae's
+"""The PyTorch twins (scratchvae/twins/models.py) are the same models as scratchvae's
 (skipped when PyTorch is not installed)."""
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from benchmarks.torch_models import MODELS  # noqa: E402
+from scratchvae.twins.models import MODELS  # noqa: E402
 from scratchvae.models import DEFAULT_LATENT_DIM, build_model  # noqa: E402
 
 
@@ -30,7 +30,7 @@ def test_twin_loss_runs_on_a_batch(name):
 def test_twin_from_our_weights_and_noise_gives_our_loss_and_gradients(name):
     """What benchmarks/paired_quality.py relies on: with our weights copied in
     and our eps passed, the twin computes our loss and our gradients."""
-    from benchmarks.paired_quality import twin_parameters_in_our_order, twin_with_weights_of
+    from scratchvae.twins.models import twin_parameters_in_our_order, twin_with_weights_of
 
     rng = np.random.default_rng(3)
     ours = build_model(name, latent_dim=DEFAULT_LATENT_DIM[name], rng=rng)
@@ -49,7 +49,7 @@ def test_twin_from_our_weights_and_noise_gives_our_loss_and_gradients(name):
 
 
 def test_vq_twin_from_our_weights_gives_our_loss_and_gradients():
-    from benchmarks.paired_quality import twin_parameters_in_our_order, twin_with_weights_of
+    from scratchvae.twins.models import twin_parameters_in_our_order, twin_with_weights_of
 
     rng = np.random.default_rng(4)
     ours = build_model("vq-vae", latent_dim=DEFAULT_LATENT_DIM["vq-vae"], rng=rng)
@@ -99,7 +99,7 @@ def _prior_and_codes(n_classes, channels, layers, seed=5):
 
 def _assert_prior_twin_agrees(ours, twin, codes, labels):
     """The twin's loss, bits per code and every parameter gradient are ours."""
-    from benchmarks.paired_quality import twin_parameters_in_our_order
+    from scratchvae.twins.models import twin_parameters_in_our_order
 
     loss, parts = ours.loss(codes, labels)
     ours.backward()
@@ -118,7 +118,7 @@ def _assert_prior_twin_agrees(ours, twin, codes, labels):
 @pytest.mark.parametrize("channels, layers", [(8, 3), (64, 6)])   # small, and the default
 def test_pixelcnn_twin_from_our_weights_gives_our_loss_and_gradients(n_classes, channels,
                                                                      layers):
-    from benchmarks.paired_quality import twin_with_weights_of
+    from scratchvae.twins.models import twin_with_weights_of
 
     ours, codes, labels = _prior_and_codes(n_classes, channels, layers)
     twin = twin_with_weights_of(ours, "pixelcnn")
@@ -128,7 +128,7 @@ def test_pixelcnn_twin_from_our_weights_gives_our_loss_and_gradients(n_classes, 
 
 @pytest.mark.parametrize("flaw", ["first layer reads the current code", "no link"])
 def test_pixelcnn_twin_agreement_catches_a_wrong_twin(flaw):
-    from benchmarks.paired_quality import twin_with_weights_of
+    from scratchvae.twins.models import twin_with_weights_of
 
     ours, codes, labels = _prior_and_codes(10, 8, 3)
     twin = twin_with_weights_of(ours, "pixelcnn")
@@ -148,7 +148,7 @@ def test_pixelcnn_twin_agreement_catches_a_wrong_twin(flaw):
 def _iwae_pair(objective, k, seed=6, n=5):
     """Our iwae-1l with ``objective`` over k samples, its twin holding our weights,
     binarised images (n) and our eps (k, n, 50)."""
-    from benchmarks.paired_quality import twin_with_weights_of
+    from scratchvae.twins.models import twin_with_weights_of
 
     rng = np.random.default_rng(seed)
     options = {} if objective == "elbo" else {"objective": objective}
@@ -163,7 +163,7 @@ def _iwae_pair(objective, k, seed=6, n=5):
 def _assert_iwae_twin_agrees(ours, twin, x, eps):
     """The twin's loss is ours to rounding; each gradient ours within float32 rounding
     of its largest entry (2e-4 of it: the k rows are summed in other orders)."""
-    from benchmarks.paired_quality import twin_parameters_in_our_order
+    from scratchvae.twins.models import twin_parameters_in_our_order
 
     loss, parts = ours.loss(x, eps=eps)
     ours.backward()

@@ -1,13 +1,15 @@
-"""PyTorch twins of scratchvae's models (same layers, same loss), for benchmarks.
+"""PyTorch twins of scratchvae's models (same layers, same loss, the parameters
+in the same shapes), for ``sweep --twin`` and the benchmarks.
 
 ``MODELS``: the image models (loss(x, labels)); ``PRIORS``: the PixelCNN prior
 over code maps (loss(codes, labels)). ``iwae-1l`` also takes scratchvae's
 ``objective`` and ``n_samples`` (k): :class:`TorchIWAE`.
-
-Imported only by benchmark scripts, and only when PyTorch is installed.
+:func:`twin_with_weights_of` builds a twin holding a copy of a scratchvae model's
+weights. Imported only when PyTorch is installed.
 """
 import math
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -118,7 +120,10 @@ class TorchVQVAE(nn.Module):
         z_q = self.codebook[idx].view(z_e.shape[0], z_e.shape[2], z_e.shape[3], -1)
         return z_e, flat, idx, z_q.permute(0, 3, 1, 2)
 
-    def loss(self, x, labels=None):
+    def loss(self, x, labels=None, rng=None):
+        """(loss, recon, codebook term); in training, dead codes restart after the
+        forward, their rows drawn from the NumPy generator ``rng`` as scratchvae draws
+        them (torch's own generator without it)."""
         z_e, flat, idx, z_q = self._quantize(x)
         n = x.shape[0]
         codebook = (z_e.detach() - z_q).pow(2).sum() / n
@@ -126,33 +131,45 @@ class TorchVQVAE(nn.Module):
         logits = self.decoder(z_e + (z_q - z_e).detach())       # straight-through
         recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / n
         if self.training and self.restart_after:
-            self._restart_dead_codes(flat.detach(), idx)
+            self._restart_dead_codes(flat.detach(), idx, rng)
         return recon + codebook + self.commitment * commit, recon, codebook
 
     @torch.no_grad()
-    def _restart_dead_codes(self, rows, idx):
+    def _restart_dead_codes(self, rows, idx, rng=None):
         used = torch.bincount(idx, minlength=self.codebook.shape[0]) > 0
         self.unused_steps = torch.where(used, 0, self.unused_steps + 1)
         dead = torch.nonzero(self.unused_steps >= self.restart_after)[:, 0][:rows.shape[0]]
         if len(dead):
-            picks = torch.randperm(rows.shape[0])[:len(dead)]
+            if rng is None:
+                picks = torch.randperm(rows.shape[0])[:len(dead)]
+            else:   # scratchvae's draw: distinct rows from its training generator
+                picks = torch.from_numpy(rng.choice(rows.shape[0], size=len(dead),
+                                                    replace=False))
             self.codebook.data[dead] = rows[picks]
             self.unused_steps[dead] = 0
 
     @torch.no_grad()
     def test_metrics(self, x, batch_size=1000):
-        """test_recon (BCE per image), codes_used and perplexity over x (a NumPy array)."""
+        """scratchvae's VQ-VAE test metrics over x (a NumPy array): test_recon (BCE per
+        image), test_mse (per pixel), test_quantization_error (||z_e - z_q||^2 per
+        image), test_vq_loss ((1 + commitment) times it), test_loss, codes_used and
+        perplexity."""
         counts = torch.zeros(self.codebook.shape[0], dtype=torch.long)
-        recon = 0.0
+        recon = mse = sq = 0.0
         for i in range(0, len(x), batch_size):
             xb = torch.from_numpy(x[i:i + batch_size])
-            _, _, idx, z_q = self._quantize(xb)
+            z_e, _, idx, z_q = self._quantize(xb)
             logits = self.decoder(z_q)
             recon += float(F.binary_cross_entropy_with_logits(logits, xb, reduction="sum"))
+            mse += float((torch.sigmoid(logits) - xb).pow(2).sum())
+            sq += float((z_e - z_q).pow(2).sum())
             counts += torch.bincount(idx, minlength=len(counts))
         p = counts.double() / counts.sum()
         p = p[p > 0]
-        return {"test_recon": recon / len(x), "codes_used": int((counts > 0).sum()),
+        n, weight = len(x), 1 + self.commitment
+        return {"test_recon": recon / n, "test_mse": mse / x[:1].size / n,
+                "test_vq_loss": weight * sq / n, "test_quantization_error": sq / n,
+                "test_loss": (recon + weight * sq) / n, "codes_used": int((counts > 0).sum()),
                 "perplexity": float(torch.exp(-(p * p.log()).sum()))}
 
 
@@ -307,3 +324,36 @@ def iwae_1l(objective="elbo", n_samples=1, latent_dim=50, hidden=200):
 MODELS = {"mlp-vae": mlp_vae, "conv-vae": conv_vae, "conv-cvae": TorchConvCVAE,
           "vq-vae": TorchVQVAE, "iwae-1l": iwae_1l}
 PRIORS = {"pixelcnn": pixelcnn}
+
+
+def twin_parameters_in_our_order(twin):
+    """The twin's parameters in the order of our model's ``parameters()``."""
+    if hasattr(twin, "features"):   # conv-cvae: ours holds the conv features first
+        return [p for m in (twin.features, twin.encoder, twin.decoder) for p in m.parameters()]
+    if hasattr(twin, "codebook"):   # vq-vae: nn.Module lists its own parameter first
+        return [*twin.encoder.parameters(), twin.codebook, *twin.decoder.parameters()]
+    return list(twin.parameters())
+
+
+def twin_with_weights_of(ours, model_name, **options):
+    """The PyTorch twin of ``model_name`` (built with ``options``, e.g. its latent
+    size) holding a copy of ``ours``' weights: the parameters line up one to one, in
+    order, in the same layouts; a ValueError names the first pair that does not. A
+    pixelcnn twin takes the sizes of ``ours`` (codes, channels, layers, kernel, classes)."""
+    if model_name in PRIORS:
+        twin = PRIORS[model_name](num_codes=ours.num_codes, channels=ours.channels,
+                                  layers=ours.n_layers, kernel=ours.kernel,
+                                  n_classes=ours.n_classes)
+    else:
+        twin = MODELS[model_name](**options)
+    theirs = twin_parameters_in_our_order(twin)
+    if len(theirs) != len(ours.parameters()):
+        raise ValueError(f"{model_name}: the twin has {len(theirs)} parameters, ours "
+                         f"{len(ours.parameters())}")
+    with torch.no_grad():
+        for p, q in zip(theirs, ours.parameters()):
+            if tuple(p.shape) != tuple(q.data.shape):
+                raise ValueError(f"{model_name}: parameters do not line up "
+                                 f"({tuple(p.shape)} vs {tuple(q.data.shape)})")
+            p.copy_(torch.from_numpy(np.asarray(q.data)))
+    return twin
