@@ -33,7 +33,7 @@ from scratchvae.ops import vq as ops
 from scratchvae.config import TrainConfig
 from scratchvae.rundir import evaluate_run
 from scratchvae.train import train
-from cudasim import run_under_cudasim
+from gpu_backend import run_on_gpu
 
 # the module (the package attribute of the same name is the builder function)
 vq_module = importlib.import_module("scratchvae.models.vq_vae")
@@ -164,8 +164,8 @@ def test_kernel_validates_inputs():
 
 CUDASIM_SCRIPT = textwrap.dedent("""
     import numpy as np
-    from numba import config
-    assert config.ENABLE_CUDASIM
+    import gpu_backend
+    gpu_backend.check_child()   # the simulator on the stand-in, or a real GPU
     from kernels.vq import _nearest_cuda, code_sq_norms, nearest_code_reference
 
     rng = np.random.default_rng(0)
@@ -185,12 +185,13 @@ CUDASIM_SCRIPT = textwrap.dedent("""
             assert np.array_equal(sq, rsq)
             if K > 3:
                 assert idx[0] == 1
-    print("CUDASIM OK")
+    print("GPU OK")
 """)
 
 
-def test_cuda_kernel_under_simulator():
-    run_under_cudasim(CUDASIM_SCRIPT)
+@pytest.mark.gpu
+def test_cuda_kernel_on_the_gpu_backend():
+    run_on_gpu(CUDASIM_SCRIPT)
 
 
 # --------------------------------------------------------------------------
