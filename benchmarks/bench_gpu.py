@@ -361,10 +361,10 @@ def numba_launch_us(clock, n=200):
 # PyTorch CUDA
 # --------------------------------------------------------------------------
 
-def torch_rows(torch, name, x, y, batch, sizes, report, compile_too):
+def _torch_setup(torch, name, x, y, batch):
+    """The twin on the GPU, its Adam, a fixed batch, and a step maker."""
     from benchmarks.common import fastest_adam
     from benchmarks.torch_models import MODELS as TWINS
-    from scratchvae import data
 
     torch.manual_seed(0)
     model = TWINS[name]().cuda()
@@ -373,7 +373,7 @@ def torch_rows(torch, name, x, y, batch, sizes, report, compile_too):
     def make_step(loss_fn, mark=None):
         def step(xb, yb):
             if mark is not None:
-                mark()
+                mark()                 # a new step for the CUDA graphs of reduce-overhead
             opt.zero_grad(set_to_none=True)
             loss, _, _ = loss_fn(xb, yb)
             loss.item()
@@ -381,22 +381,30 @@ def torch_rows(torch, name, x, y, batch, sizes, report, compile_too):
             opt.step()
         return step
 
-    def median_ms(step, fixed, warmup):
-        for _ in range(warmup):
-            step(*fixed)
-        times = []
-        for _ in range(sizes["repeats"]):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            step(*fixed)
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        return statistics.median(times)
-
     fixed = (torch.from_numpy(x[:batch].copy()).cuda(), torch.from_numpy(y[:batch].copy()).cuda())
+    return model, adam, fixed, make_step
+
+
+def _torch_median_ms(torch, step, fixed, warmup, repeats):
+    for _ in range(warmup):
+        step(*fixed)
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step(*fixed)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def torch_eager(torch, name, x, y, batch, sizes, report):
+    from scratchvae import data
+
+    model, adam, fixed, make_step = _torch_setup(torch, name, x, y, batch)
     eager = make_step(model.loss)
-    step_ms = median_ms(eager, fixed, sizes["warmup"])
+    step_ms = _torch_median_ms(torch, eager, fixed, sizes["warmup"], sizes["repeats"])
     batches = data.iterate_batches(x, y, batch, rng=np.random.default_rng(1))
     torch.cuda.synchronize()
     t0 = time.perf_counter()
@@ -407,21 +415,27 @@ def torch_rows(torch, name, x, y, batch, sizes, report, compile_too):
                              step_ms=step_ms, epoch_s=time.perf_counter() - t0,
                              note=f"Adam: {adam}"))
     report.save()
-    if not compile_too:
-        return
+
+
+def torch_compiled(torch, name, x, y, batch, sizes, report):
+    """``torch.compile(model.loss, mode="reduce-overhead")``: its median step; the
+    epoch is that times the steps (compiling for the last, smaller batch is left out)."""
     row = dict(model=name, impl='PyTorch torch.compile("reduce-overhead")')
+    n_batches = -(-len(x) // batch)
     try:
+        model, _, fixed, make_step = _torch_setup(torch, name, x, y, batch)
         compiled = torch.compile(model.loss, mode="reduce-overhead")
         mark = getattr(getattr(torch, "compiler", None), "cudagraph_mark_step_begin", None)
         t0 = time.perf_counter()
-        step_ms = median_ms(make_step(compiled, mark), fixed, warmup=5)
-        report.speed.append(dict(row, step_ms=step_ms, epoch_s=step_ms * len(batches) / 1e3,
-                                 note=f"s/epoch = ms/step x {len(batches)}; compile + timing "
-                                      f"{time.perf_counter() - t0:.0f} s"))
+        step_ms = _torch_median_ms(torch, make_step(compiled, mark), fixed, 5, sizes["repeats"])
+        report.speed.append(dict(row, step_ms=step_ms, epoch_s=step_ms * n_batches / 1e3,
+                                 note=f"s/epoch = ms/step x {n_batches}; compiling and "
+                                      f"timing took {time.perf_counter() - t0:.0f} s"))
     except Exception as e:
         report.speed.append(dict(row, note=f"failed: {type(e).__name__}"))
-        report.error(f"{name} torch.compile", e)
-    report.save()
+        raise
+    finally:
+        report.save()
 
 
 # --------------------------------------------------------------------------
@@ -498,6 +512,17 @@ def _free(cupy):
 # main
 # --------------------------------------------------------------------------
 
+def _section(report, what, run, cupy):
+    """Run one section; a failure is reported and the next section runs."""
+    t0 = time.perf_counter()
+    try:
+        run()
+    except Exception as e:
+        report.error(what, e)
+    print(f"{what}: {time.perf_counter() - t0:.1f} s", flush=True)
+    _free(cupy)
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description="scratchvae vs PyTorch on a GPU")
     parser.add_argument("--out", default=os.path.join(HERE, "results"),
@@ -572,24 +597,21 @@ def main(argv=None):
     except Exception as e:
         report.error("data", e)
         return 1
+    bandwidth(cupy, clock, args.smoke, report, sizes)   # first: seconds, and always wanted
     for name in args.models:
         n_batches = -(-len(x) // batch)
         for what, run in (
                 ("scratchvae eager", lambda: ours(name, cupy, clock, x, y, batch, args.smoke,
                                                   report, sizes)),
                 ("scratchvae captured", lambda: captured(name, args.smoke, report, n_batches)),
-                ("PyTorch", lambda: torch_rows(torch, name, x, y, batch, sizes, report,
-                                               not args.no_compile) if torch else
-                 report.speed.append(dict(model=name, impl="PyTorch CUDA",
-                                          note=f"n/a ({no_torch})")))):
-            t0 = time.perf_counter()
-            try:
-                run()
-            except Exception as e:
-                report.error(f"{name} {what}", e)
-            print(f"{name} {what}: {time.perf_counter() - t0:.1f} s", flush=True)
-            _free(cupy)
-    bandwidth(cupy, clock, args.smoke, report, sizes)
+                ("PyTorch eager", lambda: torch_eager(torch, name, x, y, batch, sizes, report)
+                 if torch else report.speed.append(dict(model=name, impl="PyTorch CUDA",
+                                                        note=f"n/a ({no_torch})")))):
+            _section(report, f"{name} {what}", run, cupy)
+    if torch and not args.no_compile:      # last: compiling takes the longest
+        for name in args.models:
+            _section(report, f"{name} torch.compile",
+                     lambda: torch_compiled(torch, name, x, y, batch, sizes, report), cupy)
     report.save()
     with open(os.path.join(args.out, "bench_gpu.md")) as f:
         print(f.read())
