@@ -33,8 +33,9 @@ place and the rest still runs. The tables go to OUT/bench_gpu.md and
 OUT/bench_gpu.json, rewritten after each section (a run stopped by a timeout
 keeps what it measured).
 
-``--smoke``: tiny models on 4x4 images, a few steps, small arrays; runs on
-the CuPy stand-in under Numba's CUDA simulator (tests/test_bench_gpu.py).
+``--smoke``: tiny models on 4x4 images, a few steps, small arrays (PyTorch's
+MNIST-sized twins on 8 random images, not compiled); runs on the CuPy
+stand-in under Numba's CUDA simulator (tests/test_bench_gpu.py).
 Without CUDA events (the stand-in has none) the times are host times.
 """
 import argparse
@@ -597,6 +598,9 @@ def main(argv=None):
     except Exception as e:
         report.error("data", e)
         return 1
+    # the twins are MNIST-sized: in --smoke they get 8 random 28x28 images
+    torch_data = ((np.random.default_rng(2).random((8, 1, 28, 28)).astype(np.float32),
+                   np.zeros(8, np.int64)) if args.smoke else (x, y))
     bandwidth(cupy, clock, args.smoke, report, sizes)   # first: seconds, and always wanted
     for name in args.models:
         n_batches = -(-len(x) // batch)
@@ -604,11 +608,16 @@ def main(argv=None):
                 ("scratchvae eager", lambda: ours(name, cupy, clock, x, y, batch, args.smoke,
                                                   report, sizes)),
                 ("scratchvae captured", lambda: captured(name, args.smoke, report, n_batches)),
-                ("PyTorch eager", lambda: torch_eager(torch, name, x, y, batch, sizes, report)
+                ("PyTorch eager", lambda: torch_eager(torch, name, *torch_data, batch, sizes,
+                                                      report)
                  if torch else report.speed.append(dict(model=name, impl="PyTorch CUDA",
                                                         note=f"n/a ({no_torch})")))):
             _section(report, f"{name} {what}", run, cupy)
-    if torch and not args.no_compile:      # last: compiling takes the longest
+    if torch and args.smoke:
+        for name in args.models:
+            report.speed.append(dict(model=name, impl='PyTorch torch.compile("reduce-overhead")',
+                                     note="n/a (--smoke)"))
+    elif torch and not args.no_compile:    # last: compiling takes the longest
         for name in args.models:
             _section(report, f"{name} torch.compile",
                      lambda: torch_compiled(torch, name, x, y, batch, sizes, report), cupy)
