@@ -4,8 +4,8 @@ The Numba CPU kernels are compared with the plain-xp references on odd shapes
 and both float dtypes; the optimizer steps are also compared with
 ``torch.optim`` over several steps, the BCE with hand-computed values and
 ``torch.nn.functional.binary_cross_entropy_with_logits``. The CUDA kernels run
-under ``NUMBA_ENABLE_CUDASIM=1`` in a subprocess (the variable must be set
-before numba is imported).
+in a subprocess on the GPU tests' backend (tests/gpu_backend.py: real CuPy,
+or ``NUMBA_ENABLE_CUDASIM=1``, which must be set before numba is imported).
 """
 import textwrap
 
@@ -422,10 +422,10 @@ def test_bce_matches_torch(dtype):
 
 
 # --------------------------------------------------------------------------
-# CUDA kernels under the simulator (subprocess: the variable must precede numba)
+# CUDA kernels on the GPU tests' backend (a subprocess: tests/gpu_backend.py)
 # --------------------------------------------------------------------------
 
-CUDASIM_SCRIPT = textwrap.dedent("""
+GPU_SCRIPT = textwrap.dedent("""
     import numpy as np
     import gpu_backend
     gpu_backend.check_child()   # the simulator on the stand-in, or a real GPU
@@ -478,4 +478,4 @@ CUDASIM_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.gpu
 def test_cuda_kernels_on_the_gpu_backend():
-    run_on_gpu(CUDASIM_SCRIPT)
+    run_on_gpu(GPU_SCRIPT)

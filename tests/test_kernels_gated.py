@@ -1,6 +1,6 @@
 """The fused gated activation (kernels.gated) against its references: odd
 shapes, both dtypes, C-order and channels-last, large inputs, the reference
-path, bad shapes; the CUDA kernels under NUMBA_ENABLE_CUDASIM=1.
+path, bad shapes; the CUDA kernels on the GPU tests' backend (tests/gpu_backend.py).
 
 Kernel and reference agree to a few units of the dtype's rounding, not bit
 for bit: the CUDA kernels call the device's scalar tanh and exp, the
@@ -212,7 +212,7 @@ def test_a_wrong_kernel_is_caught(monkeypatch):
         assert_forward_close(kernels.gated_forward(x), kgated.gated_forward_reference(x))
 
 
-CUDASIM_SCRIPT = textwrap.dedent("""
+GPU_SCRIPT = textwrap.dedent("""
     import numpy as np
     import gpu_backend
     gpu_backend.check_child()   # the simulator on the stand-in, or a real GPU
@@ -243,4 +243,4 @@ CUDASIM_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.gpu
 def test_cuda_kernels_on_the_gpu_backend():
-    run_on_gpu(CUDASIM_SCRIPT)
+    run_on_gpu(GPU_SCRIPT)

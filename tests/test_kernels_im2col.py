@@ -248,7 +248,7 @@ def test_bad_arguments_raise():
         col2im(np.zeros((17, 12), np.float32), (2, 4, 4, 3), (2, 2), (1, 1), (0, 0))
 
 
-CUDASIM_SCRIPT = textwrap.dedent("""
+GPU_SCRIPT = textwrap.dedent("""
     import numpy as np
     import gpu_backend
     gpu_backend.check_child()   # the simulator on the stand-in, or a real GPU
@@ -276,4 +276,4 @@ CUDASIM_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.gpu
 def test_cuda_kernels_on_the_gpu_backend():
-    run_on_gpu(CUDASIM_SCRIPT)
+    run_on_gpu(GPU_SCRIPT)

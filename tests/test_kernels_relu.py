@@ -1,6 +1,6 @@
 """The one-pass ReLU forward and backward (kernels.relu) against their
 references, on every layout the engine produces, in place and not; the CUDA
-kernels under NUMBA_ENABLE_CUDASIM=1."""
+kernels on the GPU tests' backend (tests/gpu_backend.py)."""
 import textwrap
 
 import numpy as np
@@ -177,7 +177,7 @@ def test_forward_other_inputs_take_the_reference(forward_calls):
         kernels.relu_forward(np.ones(3, np.int64))
 
 
-CUDASIM_SCRIPT = textwrap.dedent("""
+GPU_SCRIPT = textwrap.dedent("""
     import numpy as np
     import gpu_backend
     gpu_backend.check_child()   # the simulator on the stand-in, or a real GPU
@@ -202,4 +202,4 @@ CUDASIM_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.gpu
 def test_cuda_kernel_on_the_gpu_backend():
-    run_on_gpu(CUDASIM_SCRIPT)
+    run_on_gpu(GPU_SCRIPT)

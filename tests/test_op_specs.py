@@ -10,8 +10,8 @@ spirit of Chainer's FunctionTestCase.
   float32 forward/backward against float64} x {C-order, channels-last,
   non-contiguous inputs and upstream gradient}, with random non-uniform
   upstream gradients, checking that no input is modified; the ops with CUDA
-  kernels run in one subprocess under the CUDA simulator on the CuPy
-  stand-in (tests/op_specs_cuda.py);
+  kernels run in one subprocess on the GPU tests' backend, real CuPy or the
+  CuPy stand-in under the CUDA simulator (tests/op_specs_cuda.py);
 - every ``*_backward`` of scratchvae/ops/ and scratchvae/losses.py has an
   entry, and every entry points to files that exist;
 - docs/derivations.md is what scratchvae/gradcheck/derivations.py writes.

@@ -2,8 +2,8 @@
 
 - kernels/vq.py: the nearest-code kernel against its xp reference (bit for
   bit, on random shapes, K larger than the batch, exact ties), against brute
-  force, its memory footprint, dispatch, and the CUDA kernel under
-  NUMBA_ENABLE_CUDASIM=1 (in a subprocess);
+  force, its memory footprint, dispatch, and the CUDA kernel on the
+  GPU tests' backend (in a subprocess, tests/gpu_backend.py);
 - scratchvae/ops/vq.py: values, the straight-through backward, the EMA
   update against the formula worked by hand on a tiny case;
 - gradients: the codebook and commitment terms and the whole model against
@@ -162,7 +162,7 @@ def test_kernel_validates_inputs():
         kvq.nearest_code(z, np.zeros((0, 3), np.float32))
 
 
-CUDASIM_SCRIPT = textwrap.dedent("""
+GPU_SCRIPT = textwrap.dedent("""
     import numpy as np
     import gpu_backend
     gpu_backend.check_child()   # the simulator on the stand-in, or a real GPU
@@ -194,7 +194,7 @@ CUDASIM_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.gpu
 def test_cuda_kernel_on_the_gpu_backend():
-    run_on_gpu(CUDASIM_SCRIPT)
+    run_on_gpu(GPU_SCRIPT)
 
 
 # --------------------------------------------------------------------------
