@@ -114,7 +114,7 @@ class Clock:
 class Report:
     def __init__(self, out, meta):
         self.out, self.meta = out, meta
-        self.speed, self.breakdown, self.bandwidth, self.errors = [], [], [], []
+        self.speed, self.breakdown, self.bandwidth, self.errors, self.skipped = [], [], [], [], []
         os.makedirs(out, exist_ok=True)
 
     def error(self, where, e):
@@ -127,7 +127,7 @@ class Report:
         from benchmarks.common import markdown_table
 
         data = dict(meta=self.meta, speed=self.speed, breakdown=self.breakdown,
-                    bandwidth=self.bandwidth, errors=self.errors)
+                    bandwidth=self.bandwidth, errors=self.errors, skipped=self.skipped)
         with open(os.path.join(self.out, "bench_gpu.json"), "w") as f:
             json.dump(data, f, indent=1)
         parts = [f"# bench_gpu: {self.meta.get('device', '?')}", "",
@@ -150,6 +150,8 @@ class Report:
                   _fmt(r.get("fraction"))] for r in self.bandwidth]), ""]
         if self.errors:
             parts += ["## Errors", ""] + [f"- {e}" for e in self.errors] + [""]
+        if self.skipped:
+            parts += ["## Skipped (--budget)", ""] + [f"- {e}" for e in self.skipped] + [""]
         with open(os.path.join(self.out, "bench_gpu.md"), "w") as f:
             f.write("\n".join(parts))
 
@@ -513,8 +515,21 @@ def _free(cupy):
 # main
 # --------------------------------------------------------------------------
 
-def _section(report, what, run, cupy):
-    """Run one section; a failure is reported and the next section runs."""
+#: seconds a section is expected to take at most: with less left of --budget it is skipped
+EXPECTED = {"compile": 90, "other": 20}
+START = time.perf_counter()
+
+
+def _section(report, what, run, cupy, budget, expected=EXPECTED["other"]):
+    """Run one section; a failure is reported and the next section runs. With
+    ``budget`` seconds for the whole run, a section that may not fit is skipped."""
+    left = budget - (time.perf_counter() - START)
+    if budget and left < expected:
+        report.skipped.append(f"{what}: {left:.0f} s of --budget {budget:g} s left, "
+                              f"it may take {expected} s")
+        report.save()
+        print("skipped", report.skipped[-1], flush=True)
+        return
     t0 = time.perf_counter()
     try:
         run()
@@ -533,9 +548,14 @@ def parse_args(argv):
                         help=f"comma-separated, of {', '.join(MODELS)} (default all)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch")
+    parser.add_argument("--budget", type=float, default=0, metavar="SECONDS",
+                        help="skip the sections that may not finish within SECONDS of the "
+                             "start (reported as skipped; default 0: no limit)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny sizes and few steps: a check of the script, not a benchmark")
     args = parser.parse_args(argv)
+    if args.budget < 0:
+        parser.error(f"--budget: expected seconds >= 0, got {args.budget:g}")
     args.models = [m for m in args.models.split(",") if m]
     wrong = [m for m in args.models if m not in MODELS]
     if wrong or not args.models:
@@ -612,7 +632,7 @@ def main(argv=None):
                                                       report)
                  if torch else report.speed.append(dict(model=name, impl="PyTorch CUDA",
                                                         note=f"n/a ({no_torch})")))):
-            _section(report, f"{name} {what}", run, cupy)
+            _section(report, f"{name} {what}", run, cupy, args.budget)
     if torch and args.smoke:
         for name in args.models:
             report.speed.append(dict(model=name, impl='PyTorch torch.compile("reduce-overhead")',
@@ -620,7 +640,8 @@ def main(argv=None):
     elif torch and not args.no_compile:    # last: compiling takes the longest
         for name in args.models:
             _section(report, f"{name} torch.compile",
-                     lambda: torch_compiled(torch, name, x, y, batch, sizes, report), cupy)
+                     lambda: torch_compiled(torch, name, x, y, batch, sizes, report), cupy,
+                     args.budget, EXPECTED["compile"])
     report.save()
     with open(os.path.join(args.out, "bench_gpu.md")) as f:
         print(f.read())

@@ -41,6 +41,21 @@ def test_smoke_run_fills_every_table(tmp_path):
     assert "| vq-vae | scratchvae eager |" in table and "## Training speed" in out
 
 
+def test_a_section_that_may_not_fit_the_budget_is_skipped(tmp_path):
+    script = (f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r})\n"
+              f"import bench_gpu\n"
+              f"rc = bench_gpu.main(['--smoke', '--models', 'mlp-vae', '--budget', '1', "
+              f"'--out', {str(tmp_path)!r}])\n"
+              f"assert rc == 0, rc\n"
+              f"print('GPU OK')\n")
+    run_on_gpu(script)
+    result = json.loads((tmp_path / "bench_gpu.json").read_text())
+    assert result["errors"] == [] and result["speed"] == []
+    assert [s.split(":")[0] for s in result["skipped"]] == [
+        "mlp-vae scratchvae eager", "mlp-vae scratchvae captured", "mlp-vae PyTorch eager"]
+    assert "## Skipped (--budget)" in (tmp_path / "bench_gpu.md").read_text()
+
+
 def test_bad_model_names_are_a_usage_error():
     import subprocess
     import sys

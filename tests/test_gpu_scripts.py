@@ -15,7 +15,8 @@ FAKE_PYTHON = """#!/usr/bin/env bash
 cat >/dev/null </dev/null
 echo "python3 $* [SCRATCHVAE_GPU_TESTS=${SCRATCHVAE_GPU_TESTS:-} PYTHONPATH=$PYTHONPATH]" >> "$STUB_LOG"
 case "$*" in
-  *bench_gpu.py*) out="${@: -1}"; echo table > "$out/bench_gpu.md"; echo {} > "$out/bench_gpu.json";;
+  *bench_gpu.py*) while [ "$1" != --out ]; do shift; done
+                  echo table > "$2/bench_gpu.md"; echo {} > "$2/bench_gpu.json";;
   *"-m pytest"*) echo "1 failed, 9 passed"; sleep "${STUB_TESTS_SLEEP:-0}"; exit "${STUB_TESTS_RC:-0}";;
 esac
 exit 0
@@ -58,7 +59,7 @@ def test_gpu_check_runs_every_stage_and_reports_the_failed_one(tmp_path):
     assert "-m pytest -m gpu tests -q -rs" in pytest_call and "--junitxml" in pytest_call
     assert "SCRATCHVAE_GPU_TESTS=cupy" in pytest_call
     assert f"PYTHONPATH=/tmp/site:{ROOT}" in pytest_call
-    assert f"benchmarks/bench_gpu.py --out {out}" in calls
+    assert f"benchmarks/bench_gpu.py --out {out} --budget 165" in calls
     assert "FAKE GPU" in (out / "env.txt").read_text()
 
 
