@@ -26,9 +26,10 @@ ROOT=$PWD
 mkdir -p "$OUT" || exit 2
 OUT=$(cd "$OUT" && pwd)
 
-# seconds per stage: 30 (install) + 30 (env) + 230 + 180 = 470 < 480
-ENV_BUDGET=${ENV_BUDGET:-30}
-TESTS_BUDGET=${TESTS_BUDGET:-230}
+# seconds per stage: 25 (install) + 25 (env) + 220 + 180 = 450, and at most 5 more each
+# for a stage killed at its limit: under 480
+ENV_BUDGET=${ENV_BUDGET:-25}
+TESTS_BUDGET=${TESTS_BUDGET:-220}
 BENCH_BUDGET=${BENCH_BUDGET:-180}
 
 export ROOT SITE=/tmp/site
@@ -45,9 +46,9 @@ stage() {   # stage NAME BUDGET LOG COMMAND...: COMMAND (or a function of this s
     t0=$(date +%s)
     echo "== $name (budget ${budget}s)"
     if declare -F "$1" >/dev/null; then   # timeout runs programs: a function goes through bash
-        timeout --kill-after=10 "$budget" bash -c "$(declare -f "$1"); $1" >>"$log" 2>&1
+        timeout --kill-after=5 "$budget" bash -c "$(declare -f "$1"); $1" >>"$log" 2>&1
     else
-        timeout --kill-after=10 "$budget" "$@" >>"$log" 2>&1
+        timeout --kill-after=5 "$budget" "$@" >>"$log" 2>&1
     fi
     rc=$?
     if [ $rc -eq 0 ]; then
