@@ -5,7 +5,7 @@
 #     bash benchmarks/gpu_check.sh OUTDIR
 #
 # Runs four stages, each under `timeout`, their budgets summing to under 8 minutes
-# (ENV_BUDGET, TESTS_BUDGET, BENCH_BUDGET override them); a failing stage does not
+# (INSTALL_BUDGET, ENV_BUDGET, TESTS_BUDGET, BENCH_BUDGET override them); a failing stage does not
 # stop the next:
 #   0. install the bundled wheels into /tmp/site (scratchvae runs from this tree,
 #              not installed: PYTHONPATH=/tmp/site:$PWD)
@@ -26,10 +26,11 @@ ROOT=$PWD
 mkdir -p "$OUT" || exit 2
 OUT=$(cd "$OUT" && pwd)
 
-# seconds per stage: 25 (install) + 25 (env) + 220 + 180 = 450, and at most 5 more each
+# seconds per stage: 40 (install) + 20 (env) + 215 + 180 = 455, and at most 5 more each
 # for a stage killed at its limit: under 480
-ENV_BUDGET=${ENV_BUDGET:-25}
-TESTS_BUDGET=${TESTS_BUDGET:-220}
+INSTALL_BUDGET=${INSTALL_BUDGET:-40}
+ENV_BUDGET=${ENV_BUDGET:-20}
+TESTS_BUDGET=${TESTS_BUDGET:-215}
 BENCH_BUDGET=${BENCH_BUDGET:-180}
 
 export ROOT SITE=/tmp/site
@@ -97,7 +98,7 @@ print("scratchvae from", scratchvae.__file__)
 PY
 }
 
-stage install "$ENV_BUDGET" "$OUT/env.txt" install_wheels
+stage install "$INSTALL_BUDGET" "$OUT/env.txt" install_wheels
 stage env "$ENV_BUDGET" "$OUT/env.txt" environment
 stage tests "$TESTS_BUDGET" "$OUT/gpu_tests.log" \
     env SCRATCHVAE_GPU_TESTS=cupy python3 -m pytest -m gpu tests -q -rs -p no:cacheprovider --durations=15 \
