@@ -5,8 +5,8 @@
 #     bash benchmarks/gpu_check.sh OUTDIR
 #
 # Runs four stages, each under `timeout`, their budgets summing to under 8 minutes
-# (INSTALL_BUDGET, ENV_BUDGET, TESTS_BUDGET, BENCH_BUDGET override them); a failing stage does not
-# stop the next:
+# (INSTALL_BUDGET, ENV_BUDGET, TESTS_BUDGET, BENCH_BUDGET override them); a failing
+# stage does not stop the next:
 #   0. install the bundled wheels into /tmp/site (scratchvae runs from this tree,
 #              not installed: PYTHONPATH=/tmp/site:$PWD)
 #   1. env     the machine: nvidia-smi, Python, CuPy/Numba/PyTorch versions, the device
