@@ -14,7 +14,7 @@ setup(
     install_requires=["numpy>=1.24,<2.6", "numba>=0.60", "scipy>=1.9", "threadpoolctl>=3.1",
                       "tqdm>=4.60", "dask>=2024.1", "distributed>=2024.1"],
     extras_require={
-        "gpu": ["cupy-cuda12x>=13"],
+        "gpu": ["cupy-cuda13x>=14"],
         "plot": ["matplotlib>=3.6"],
         "test": ["pytest>=7", "matplotlib>=3.6"],
         "bench": ["torch"],

@@ -24,9 +24,11 @@ as a ``numba.extending.register_jitable`` function that both call.
   products of a convolution with them fused in;
 - kernels/layout.py: layout-changing copies of 4-D arrays.
 
-Tests check each kernel against its reference, the CUDA kernels under
-``NUMBA_ENABLE_CUDASIM=1``, and compile every CUDA kernel to PTX where the
-CUDA compiler (NVVM) is installed (tests/test_kernels_dispatch.py).
+Tests check each kernel against its reference, the CUDA kernels on real
+CuPy where a GPU is present and under ``NUMBA_ENABLE_CUDASIM=1`` otherwise
+(tests/gpu_backend.py, tests/gpu_kernel_checks.py), and compile every CUDA
+kernel to PTX where the CUDA compiler (NVVM) is installed
+(tests/test_kernels_dispatch.py).
 """
 # Numba's OpenMP threads run these kernels and, through kernels.gemm, the
 # matrix products between them (BLAS set to one thread, each Numba thread

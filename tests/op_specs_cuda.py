@@ -1,14 +1,15 @@
-"""The op specs with CUDA kernels, on the CuPy stand-in under Numba's CUDA
-simulator: run by tests/test_op_specs.py in one subprocess with
-``tests/fake_cupy`` first on ``sys.path`` and ``NUMBA_ENABLE_CUDASIM=1``.
-Not a pytest module: each check is an ``assert``; ``main()`` prints one line
-per spec and "CUDASIM OK" at the end (what tests/cudasim.py waits for).
+"""The op specs with CUDA kernels on the GPU tests' backend (real CuPy, or the
+CuPy stand-in under Numba's CUDA simulator): run by tests/test_op_specs.py in
+one subprocess through ``gpu_backend.run_on_gpu``. Not a pytest module: each
+check is an ``assert``; ``main()`` prints one line per spec and "GPU OK" at
+the end (what ``run_on_gpu`` waits for).
 
 For every spec whose implementations include "cuda", every case, in float32
 and float64, with C-order, channels-last and non-contiguous inputs and
 upstream gradient: forward and backward on device arrays must
 
-- launch CUDA kernels (counted at the simulator's launch), with C-order and
+- launch CUDA kernels (counted by wrapping the kernel modules' launchers,
+  ``kernels.*._*_cuda``, which works on both backends), with C-order and
   with channels-last inputs (non-contiguous ones may take the xp reference;
   a 1x1 convolution has no im2col to launch);
 - return device arrays and leave the inputs and the upstream gradient
@@ -16,23 +17,21 @@ upstream gradient: forward and backward on device arrays must
 - agree with the NumPy path in float64: to 1e-12 in float64, and to the
   spec's float32 tolerance in float32.
 
-The kernels are launched with blocks of 16 threads instead of 128: the
-simulator runs one Python thread per CUDA thread.
+On the stand-in the kernels are launched with blocks of 16 threads instead
+of 128: the simulator runs one Python thread per CUDA thread.
 """
 import os
 import sys
 
-import cupy  # the stand-in: tests/fake_cupy is first on sys.path
 import numpy as np
-from numba import config
-from numba.cuda.simulator import kernel as simulator_kernel
 
+import gpu_backend
+import kernels
 from op_specs_harness import evaluate, prepared
 from scratchvae.gradcheck import REGISTRY, relative_error
 from scratchvae.gradcheck.problems import LAYOUTS
 
-assert config.ENABLE_CUDASIM, "run with NUMBA_ENABLE_CUDASIM=1"
-assert "fake_cupy" in cupy.__file__, cupy.__file__
+cupy = gpu_backend.check_child()   # real CuPy, or the stand-in under the simulator
 assert "SCRATCHVAE_KERNELS" not in os.environ
 
 THREADS = 16
@@ -40,12 +39,22 @@ LAUNCHES = []
 
 
 def _count_launches():
-    launch = simulator_kernel.FakeCUDAKernel.__getitem__
+    """Wrap every CUDA launcher (``_*_cuda`` of a kernels module) to record its name."""
+    import importlib
+    import pkgutil
 
-    def counted(self, configuration):
-        LAUNCHES.append(self.fn.__name__)
-        return launch(self, configuration)
-    simulator_kernel.FakeCUDAKernel.__getitem__ = counted
+    for info in pkgutil.iter_modules(kernels.__path__):
+        module = importlib.import_module(f"kernels.{info.name}")
+        for name, launcher in list(vars(module).items()):
+            if name.startswith("_") and name.endswith("_cuda") and callable(launcher):
+                setattr(module, name, _counted(name, launcher))
+
+
+def _counted(name, launcher):
+    def launch(*args, **kwargs):
+        LAUNCHES.append(name)
+        return launcher(*args, **kwargs)
+    return launch
 
 
 def _small_blocks():
@@ -82,9 +91,10 @@ def check_spec(spec):
 
 def main():
     _count_launches()
-    _small_blocks()
+    if not gpu_backend.on_real_cupy():
+        _small_blocks()
     specs = [s for s in REGISTRY.values() if s.cases and "cuda" in s.implementations]
     assert specs
     for spec in specs:
         print(f"{spec.name}: CUDA kernels {', '.join(check_spec(spec))}", flush=True)
-    print("CUDASIM OK")
+    print("GPU OK")

@@ -1,12 +1,12 @@
-"""The engine's GPU path, end to end, without a GPU.
+"""The engine's GPU path, end to end, on the GPU tests' backend.
 
-No GPU (and no CuPy) is available where these tests run, so the CUDA kernels
-are otherwise only tested one by one, on NumPy arrays, under Numba's CUDA
-simulator. Here whole training steps go through the GPU path: a NumPy-based
-stand-in for CuPy (tests/fake_cupy/cupy, whose docstring says what it mimics
-and what it cannot) is put first on ``sys.path`` of a subprocess running
-under the simulator, so that ``get_xp`` returns it, ``--device gpu`` selects
-it and the kernel dispatch sends its arrays to the CUDA kernels. The checks
+tests/gpu_backend.py chooses it: real CuPy on a CUDA device, or, where there
+is none, a NumPy-based stand-in for CuPy (tests/fake_cupy/cupy, whose
+docstring says what it mimics and what it cannot) put first on ``sys.path``
+of a subprocess running under Numba's CUDA simulator. Either way whole
+training steps go through the GPU path: ``get_xp`` returns ``cupy``,
+``--device gpu`` selects it and the kernel dispatch sends its arrays to the
+CUDA kernels. The checks
 themselves are in tests/gpu_path_steps.py:
 
 - ``steps``: two Adam steps of mlp-vae, conv-vae, conv-cvae and vq-vae (narrow
@@ -27,17 +27,15 @@ Passing proves the engine keeps device arrays on the device and reaches its
 kernels there; it cannot prove that the code runs on real CuPy (see the
 stand-in's docstring).
 """
-from pathlib import Path
+import pytest
 
-from cudasim import run_under_cudasim
+from gpu_backend import run_on_gpu
 
-TESTS = Path(__file__).resolve().parent
-FAKE_CUPY = TESTS / "fake_cupy"
+pytestmark = pytest.mark.gpu
 
 
 def _run(part):
-    return run_under_cudasim(f"import gpu_path_steps; gpu_path_steps.main({part!r})",
-                             path=(FAKE_CUPY, TESTS))
+    return run_on_gpu(f"import gpu_path_steps; gpu_path_steps.main({part!r})")
 
 
 def test_training_steps_reach_the_cuda_kernels_and_match_the_cpu_path():

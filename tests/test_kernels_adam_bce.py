@@ -4,8 +4,8 @@ The Numba CPU kernels are compared with the plain-xp references on odd shapes
 and both float dtypes; the optimizer steps are also compared with
 ``torch.optim`` over several steps, the BCE with hand-computed values and
 ``torch.nn.functional.binary_cross_entropy_with_logits``. The CUDA kernels run
-under ``NUMBA_ENABLE_CUDASIM=1`` in a subprocess (the variable must be set
-before numba is imported).
+in a subprocess on the GPU tests' backend (tests/gpu_backend.py: real CuPy,
+or ``NUMBA_ENABLE_CUDASIM=1``, which must be set before numba is imported).
 """
 import textwrap
 
@@ -17,7 +17,7 @@ import kernels
 import kernels.adam as kadam
 import kernels.bce as kbce
 from kernels._dispatch import ENV_VAR, choose, is_cupy
-from cudasim import run_under_cudasim
+from gpu_backend import run_on_gpu
 
 DTYPES = [np.float32, np.float64]
 SHAPES = [(1, 1), (3, 7), (129, 785), (5,)]
@@ -422,13 +422,13 @@ def test_bce_matches_torch(dtype):
 
 
 # --------------------------------------------------------------------------
-# CUDA kernels under the simulator (subprocess: the variable must precede numba)
+# CUDA kernels on the GPU tests' backend (a subprocess: tests/gpu_backend.py)
 # --------------------------------------------------------------------------
 
-CUDASIM_SCRIPT = textwrap.dedent("""
+GPU_SCRIPT = textwrap.dedent("""
     import numpy as np
-    from numba import config
-    assert config.ENABLE_CUDASIM
+    import gpu_backend
+    gpu_backend.check_child()   # the simulator on the stand-in, or a real GPU
     import kernels
     from kernels.adam import _adam_cuda, _adam_scalars, _sgd_cuda
     from kernels.bce import _bce_cuda, _bce_forward_cuda
@@ -472,9 +472,10 @@ CUDASIM_SCRIPT = textwrap.dedent("""
         np.testing.assert_allclose(row, row_ref, rtol=rtol, atol=rtol * 130)
         np.testing.assert_allclose(fwd, row_ref, rtol=rtol, atol=rtol * 130)
         close(dl, dl_ref, rtol)
-    print("CUDASIM OK")
+    print("GPU OK")
 """)
 
 
-def test_cuda_kernels_under_simulator():
-    run_under_cudasim(CUDASIM_SCRIPT)
+@pytest.mark.gpu
+def test_cuda_kernels_on_the_gpu_backend():
+    run_on_gpu(GPU_SCRIPT)

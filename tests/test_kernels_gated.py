@@ -1,6 +1,6 @@
 """The fused gated activation (kernels.gated) against its references: odd
 shapes, both dtypes, C-order and channels-last, large inputs, the reference
-path, bad shapes; the CUDA kernels under NUMBA_ENABLE_CUDASIM=1.
+path, bad shapes; the CUDA kernels on the GPU tests' backend (tests/gpu_backend.py).
 
 Kernel and reference agree to a few units of the dtype's rounding, not bit
 for bit: the CUDA kernels call the device's scalar tanh and exp, the
@@ -25,7 +25,7 @@ from kernels._dispatch import ENV_VAR
 from kernels.sigmoid import sigmoid
 from scratchvae.layers.dense import Gate
 from scratchvae.ops import activations as A
-from cudasim import run_under_cudasim
+from gpu_backend import run_on_gpu
 
 DTYPES = [np.float32, np.float64]
 SHAPES = [(1, 2, 1, 1), (3, 10, 7, 5), (2, 6, 1, 3), (5, 2), (4, 14)]
@@ -212,10 +212,10 @@ def test_a_wrong_kernel_is_caught(monkeypatch):
         assert_forward_close(kernels.gated_forward(x), kgated.gated_forward_reference(x))
 
 
-CUDASIM_SCRIPT = textwrap.dedent("""
+GPU_SCRIPT = textwrap.dedent("""
     import numpy as np
-    from numba import config
-    assert config.ENABLE_CUDASIM
+    import gpu_backend
+    gpu_backend.check_child()   # the simulator on the stand-in, or a real GPU
     import kernels.gated as G
     from kernels._dispatch import scalar
 
@@ -237,9 +237,10 @@ CUDASIM_SCRIPT = textwrap.dedent("""
             bound = 8 * eps * np.abs(dy.reshape(y.shape))[:, None, :]
             assert dx.dtype == dtype and np.isfinite(dx).all()
             assert (np.abs(dx - want) <= bound).all(), np.max(np.abs(dx - want) - bound)
-    print("CUDASIM OK")
+    print("GPU OK")
 """)
 
 
-def test_cuda_kernels_under_simulator():
-    run_under_cudasim(CUDASIM_SCRIPT)
+@pytest.mark.gpu
+def test_cuda_kernels_on_the_gpu_backend():
+    run_on_gpu(GPU_SCRIPT)

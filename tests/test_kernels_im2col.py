@@ -8,7 +8,7 @@ import pytest
 from kernels import im2col as K
 from kernels._dispatch import ENV_VAR
 from kernels.im2col import col2im, col2im_reference, im2col, im2col_reference
-from cudasim import run_under_cudasim
+from gpu_backend import run_on_gpu
 
 
 @pytest.fixture(autouse=True)
@@ -248,10 +248,10 @@ def test_bad_arguments_raise():
         col2im(np.zeros((17, 12), np.float32), (2, 4, 4, 3), (2, 2), (1, 1), (0, 0))
 
 
-CUDASIM_SCRIPT = textwrap.dedent("""
+GPU_SCRIPT = textwrap.dedent("""
     import numpy as np
-    from numba import config
-    assert config.ENABLE_CUDASIM
+    import gpu_backend
+    gpu_backend.check_child()   # the simulator on the stand-in, or a real GPU
     from kernels import im2col as K
 
     rng = np.random.default_rng(0)
@@ -270,9 +270,10 @@ CUDASIM_SCRIPT = textwrap.dedent("""
             img = np.full(shape, np.nan, dtype)
             K._col2im_cuda(g, img, k, s, p)
             assert np.array_equal(img, K.col2im_reference(g, shape, k, s, p)), ("col2im", shape)
-    print("CUDASIM OK")
+    print("GPU OK")
 """)
 
 
-def test_cuda_kernels_under_simulator():
-    run_under_cudasim(CUDASIM_SCRIPT)
+@pytest.mark.gpu
+def test_cuda_kernels_on_the_gpu_backend():
+    run_on_gpu(GPU_SCRIPT)

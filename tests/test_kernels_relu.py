@@ -1,6 +1,6 @@
 """The one-pass ReLU forward and backward (kernels.relu) against their
 references, on every layout the engine produces, in place and not; the CUDA
-kernels under NUMBA_ENABLE_CUDASIM=1."""
+kernels on the GPU tests' backend (tests/gpu_backend.py)."""
 import textwrap
 
 import numpy as np
@@ -9,7 +9,7 @@ import pytest
 import kernels
 import kernels.relu as krelu
 from kernels._dispatch import ENV_VAR
-from cudasim import run_under_cudasim
+from gpu_backend import run_on_gpu
 
 DTYPES = [np.float32, np.float64]
 
@@ -177,10 +177,10 @@ def test_forward_other_inputs_take_the_reference(forward_calls):
         kernels.relu_forward(np.ones(3, np.int64))
 
 
-CUDASIM_SCRIPT = textwrap.dedent("""
+GPU_SCRIPT = textwrap.dedent("""
     import numpy as np
-    from numba import config
-    assert config.ENABLE_CUDASIM
+    import gpu_backend
+    gpu_backend.check_child()   # the simulator on the stand-in, or a real GPU
     from kernels.relu import _relu_backward_cuda, _relu_forward_cuda
 
     rng = np.random.default_rng(0)
@@ -196,9 +196,10 @@ CUDASIM_SCRIPT = textwrap.dedent("""
         _relu_forward_cuda(x, out)
         np.testing.assert_array_equal(out, np.maximum(x, 0))
         assert not np.signbit(out[1])
-    print("CUDASIM OK")
+    print("GPU OK")
 """)
 
 
-def test_cuda_kernel_under_simulator():
-    run_under_cudasim(CUDASIM_SCRIPT)
+@pytest.mark.gpu
+def test_cuda_kernel_on_the_gpu_backend():
+    run_on_gpu(GPU_SCRIPT)

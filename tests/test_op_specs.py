@@ -10,8 +10,8 @@ spirit of Chainer's FunctionTestCase.
   float32 forward/backward against float64} x {C-order, channels-last,
   non-contiguous inputs and upstream gradient}, with random non-uniform
   upstream gradients, checking that no input is modified; the ops with CUDA
-  kernels run in one subprocess under the CUDA simulator on the CuPy
-  stand-in (tests/op_specs_cuda.py);
+  kernels run in one subprocess on the GPU tests' backend, real CuPy or the
+  CuPy stand-in under the CUDA simulator (tests/op_specs_cuda.py);
 - every ``*_backward`` of scratchvae/ops/ and scratchvae/losses.py has an
   entry, and every entry points to files that exist;
 - docs/derivations.md is what scratchvae/gradcheck/derivations.py writes.
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cudasim import run_under_cudasim
+from gpu_backend import run_on_gpu
 from kernels._dispatch import ENV_VAR
 from op_specs_harness import evaluate, prepared
 from scratchvae import losses, ops
@@ -156,11 +156,11 @@ def test_float32_against_float64(spec, implementation, layout, monkeypatch):
     float32_against_float64(spec, layout)
 
 
-def test_cuda_kernels_under_the_simulator():
-    """One subprocess for every op spec with CUDA kernels: on the CuPy stand-in
+@pytest.mark.gpu
+def test_cuda_kernels_on_the_gpu_backend():
+    """One subprocess for every op spec with CUDA kernels: on device arrays
     the CUDA kernels run, and give the NumPy path's results (tests/op_specs_cuda.py)."""
-    out = run_under_cudasim("import op_specs_cuda; op_specs_cuda.main()",
-                            path=(TESTS / "fake_cupy", TESTS))
+    out = run_on_gpu("import op_specs_cuda; op_specs_cuda.main()")
     for spec in OP_SPECS:
         if "cuda" in spec.implementations:
             assert f"{spec.name}: " in out, out
