@@ -11,7 +11,7 @@ the 60,000 MNIST training images):
   ``float(loss)``, backward, Adam 1e-3);
 - scratchvae captured: one epoch of ``train`` with ``cuda_graph=True``
   (``train_seconds``) where TrainConfig has that field, else "n/a";
-- PyTorch CUDA eager on the twin of benchmarks/torch_models.py (its fused
+- PyTorch CUDA eager on the twin of scratchvae/twins/models.py (its fused
   Adam where accepted), the same loop; and ``torch.compile(mode=
   "reduce-overhead")`` of its loss, whose epoch is its median step times the
   number of steps (the compilation is not counted), or the error's class;
@@ -366,12 +366,12 @@ def numba_launch_us(clock, n=200):
 
 def _torch_setup(torch, name, x, y, batch):
     """The twin on the GPU, its Adam, a fixed batch, and a step maker."""
-    from benchmarks.common import fastest_adam
-    from benchmarks.torch_models import MODELS as TWINS
+    from scratchvae.twins import fastest_adam
+    from scratchvae.twins.models import MODELS as TWINS
 
     torch.manual_seed(0)
     model = TWINS[name]().cuda()
-    opt, adam = fastest_adam(torch, model.parameters())
+    opt, adam = fastest_adam(model.parameters())
 
     def make_step(loss_fn, mark=None):
         def step(xb, yb):

@@ -216,8 +216,8 @@ def _cuda_kernel():
         tid = cuda.threadIdx.x
         acc = 0.0  # float64: this thread's part of the row sum
         for d in range(tid, l.shape[1], TPB):
-            li = float(l[n, d])
-            xi = float(x[n, d])
+            li = float64(l[n, d])   # float64(), not float(): numba-cuda's float()
+            xi = float64(x[n, d])   # keeps a float32 a float32
             e = math.exp(-abs(li))  # in (0, 1]: cannot overflow
             acc += _linear_terms(li, xi) + math.log1p(e)
             if want_grad:

@@ -184,6 +184,7 @@ def _cuda_kernel():
     # (NUMBA_ENABLE_CUDASIM=1, used by the tests) swaps the global it sees.
     global cuda
     from numba import cuda
+    from numba import float64
 
     @cuda.jit
     def nearest_kernel(z, eT, ee, indices, sqdist):
@@ -196,14 +197,14 @@ def _cuda_kernel():
         for m in range(cuda.grid(1), M, cuda.gridsize(1)):
             zz = 0.0
             for d in range(D):
-                zd = float(z[m, d])
+                zd = float64(z[m, d])   # not float(): numba-cuda's keeps float32
                 zz += zd * zd
             best = math.inf
             best_k = 0
             for k in range(K):
                 dot = 0.0
                 for d in range(D):
-                    dot += float(z[m, d]) * eT[d, k]
+                    dot += float64(z[m, d]) * eT[d, k]
                 dist = squared_distance(zz, dot, ee[k])
                 if dist < best:                      # strict: ties keep the lower k
                     best = dist

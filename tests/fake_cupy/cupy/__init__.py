@@ -493,9 +493,14 @@ def _register_with_the_simulator():
     except ImportError:
         return
     if config.ENABLE_CUDASIM:
-        from numba.cuda.args import ArgHint
+        from numba.cuda.simulator import kernel
 
-        ArgHint.register(ndarray)   # the simulator then calls ndarray.to_device
+        # the simulator calls to_device on an ArgHint: Numba's is an ABC, numba-cuda's
+        # (the package on GPU machines) a plain class, recognised through a tuple
+        if hasattr(kernel.ArgHint, "register"):
+            kernel.ArgHint.register(ndarray)
+        elif not isinstance(kernel.ArgHint, tuple):
+            kernel.ArgHint = (kernel.ArgHint, ndarray)
 
 
 _register_with_the_simulator()
