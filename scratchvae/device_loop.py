@@ -49,7 +49,7 @@ class DeviceNoise:
 
     def __init__(self, xp, noise_seed_sequence, shuffle_rng=None, noise_rng=None):
         self.xp, self.ss = xp, noise_seed_sequence
-        self.buffers, self.used, self.generator = [], 0, None
+        self.buffers, self.used, self.generator, self.takes_out = [], 0, None, True
 
     def start_epoch(self, epoch):
         ss = np.random.SeedSequence(self.ss.entropy,
@@ -71,13 +71,22 @@ class DeviceNoise:
         return buf
 
     def standard_normal(self, size=None, dtype=np.float64):
-        buf = self._buffer(size, dtype)
-        self.generator.standard_normal(size=buf.shape, dtype=buf.dtype, out=buf)
-        return buf
+        return self._draw("standard_normal", self._buffer(size, dtype))
 
     def random(self, size=None, dtype=np.float64):
-        buf = self._buffer(size, dtype)
-        self.generator.random(size=buf.shape, dtype=buf.dtype, out=buf)
+        return self._draw("random", self._buffer(size, dtype))
+
+    def _draw(self, method, buf):
+        """The generator's ``method`` into ``buf``: with ``out=`` where the generator
+        takes it, else drawn and copied (a CuPy without ``out=``: one temporary)."""
+        draw = getattr(self.generator, method)
+        if self.takes_out:
+            try:
+                draw(size=buf.shape, dtype=buf.dtype, out=buf)
+                return buf
+            except TypeError:           # no out= argument
+                self.takes_out = False
+        buf[...] = draw(size=buf.shape, dtype=buf.dtype)
         return buf
 
 

@@ -101,6 +101,7 @@ class CapturedRun(DeviceRun):
             self.u = xp.empty(self.xb.shape, dtype=self.x.dtype)
             self.eps = xp.empty((model.n_samples, b, model.latent_dim), dtype=dtype)
             self.workspace = xp.empty(CUBLAS_WORKSPACE_BYTES, dtype=np.uint8)
+        xp.cuda.Device().synchronize()    # the copies above, before the stream reads them
         self.seed = int(self.noise_ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
         self.cublas = self._fix_cublas_workspace()
         log(f"--cuda-graph: {self.steps_per_epoch} full batches of {b} per epoch "
