@@ -177,7 +177,8 @@ class DeviceRun:
             loss, _ = model.loss(xb, rng=self.model_rng, labels=yb, step=global_step,
                                  check_inputs=False)
             global_step += 1
-            xp.add(self.window, loss.astype(np.float64) * xb.shape[0], out=self.window)
+            xp.add(self.window, xp.asarray(loss, dtype=np.float64) * xb.shape[0],
+                   out=self.window)
             model.backward()
             if config.clip_grad_norm:
                 clip_grad_norm_device(model.parameters(), config.clip_grad_norm)

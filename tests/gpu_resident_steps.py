@@ -75,7 +75,7 @@ class Bar:
     """A progress bar that notes the host transfers made so far at each step."""
 
     def __init__(self):
-        self.transfers = []
+        self.transfers = [cupy.counters()["to_host"]]    # before the epoch's first step
 
     def update(self, n):
         self.transfers.append(cupy.counters()["to_host"])
@@ -165,14 +165,14 @@ def check_transfers():
     bars = []
     losses, _, run, _ = _device_epochs("mlp-vae", cfg, x, bars=bars)
     for bar in bars:
-        steps = len(bar.transfers)
+        steps = len(bar.transfers) - 1
         assert steps == 12, steps
-        # transfers made during step k (and by a read-back after step k - 1)
-        made = np.diff([bar.transfers[0]] + bar.transfers)
-        read_back = [k for k in range(1, steps) if k % 5 == 0]   # after steps 5, 10
-        assert all(made[k] == (1 if k in read_back else 0) for k in range(1, steps)), made
+        # made[k]: the transfers of step k + 1 (and of a read-back after step k)
+        made = np.diff(bar.transfers)
+        read_back = (5, 10)
+        assert all(made[k] == (1 if k in read_back else 0) for k in range(steps)), made
         total = bar.transfers[-1] - bar.transfers[0] + 1          # + the last read-back
-        assert total <= math.ceil(steps / 5) + 1, total
+        assert total == math.ceil(steps / 5), total
     assert all(map(math.isfinite, losses)), losses
     # the noise buffers and the batch buffers are made once
     assert len(run.noise.buffers) == 2 and len(run.batches) == 1, (run.noise.buffers, run.batches)
