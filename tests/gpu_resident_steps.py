@@ -17,10 +17,13 @@ Part ``graph`` (:class:`scratchvae.graph_step.CapturedRun`):
 
 - the stand-in's capture: nothing runs while capturing, a launch replays,
   a host transfer during a capture is refused;
-- mlp-vae, conv-vae and iwae-1l (narrow, binarised): 3 eager steps, one
-  capture, replays; the parameters, Adam's moments and the epoch losses equal
-  those of the same run with every step eager; a replayed step allocates no
-  new array and transfers nothing; Adam's step count and lr on the host match;
+- mlp-vae, conv-vae and iwae-1l (narrow, binarised, cosine lr): the step run
+  eagerly equals the CPU path fed the same batches, the counter-based
+  generator's numbers (its NumPy reference) and the learning-rate table's
+  rates; 3 eager steps, one capture, replays: the parameters, Adam's moments
+  and the epoch losses equal those of the same run with every step eager; a
+  replayed step allocates no new array and transfers nothing; Adam's step
+  count on the host follows;
 - a capture that fails leaves one GraphCaptureFailed warning and the same run;
 - ``train --device gpu --cuda-graph`` with fewer images than one batch exits 1.
 
@@ -54,6 +57,7 @@ from scratchvae.backend import to_numpy
 from scratchvae.config import TrainConfig
 from scratchvae.models import conv_vae, iwae_1l, mlp_vae
 from scratchvae.optimizers import Adam
+from scratchvae.schedules import learning_rate
 
 assert config.ENABLE_CUDASIM, "run with NUMBA_ENABLE_CUDASIM=1"
 assert "fake_cupy" in cupy.__file__, cupy.__file__
@@ -224,6 +228,35 @@ def check_stand_in_capture():
             stream.end_capture()
 
 
+def _cpu_captured(name, cfg, x, seed):
+    """What a captured run computes, on the CPU path: the same batches (the shuffle
+    generator's permutations, full batches), the counter-based generator's
+    uniforms and eps at Adam's step t, the learning-rate table's rate of step t."""
+    model, optimizer = _setup(name, np)
+    shuffle_rng = np.random.default_rng(1)
+    b = cfg.batch_size
+    steps = x.shape[0] // b
+    total, t, losses = cfg.epochs * steps, 0, []
+    for _ in range(cfg.epochs):
+        order, loss_sum = shuffle_rng.permutation(x.shape[0]), 0.0
+        for k in range(steps):
+            t += 1
+            xb = x[order[k * b:(k + 1) * b]]
+            u = counter_rng.uniform_reference(xb.shape, xb.dtype, seed,
+                                              graph_step.BINARIZE_STREAM, t)
+            xb = (u < xb).astype(xb.dtype)
+            eps = counter_rng.normal_reference((model.n_samples, b, model.latent_dim),
+                                               np.float32, seed, graph_step.EPS_STREAM, t)
+            optimizer.zero_grad()
+            loss, _ = model.loss(xb, eps=eps, check_inputs=False)
+            model.backward()
+            optimizer.lr = learning_rate(cfg.lr_schedule, cfg.lr, t - 1, total, steps)
+            optimizer.step()
+            loss_sum += float(loss) * b
+        losses.append(loss_sum / (steps * b))
+    return losses, _state(model, optimizer)
+
+
 def check_captured(name):
     x = _images(10)                       # 5 full batches of 2 per epoch
     cfg = _config(name, binarize=True, cuda_graph=True, lr_schedule="cosine")
@@ -235,6 +268,11 @@ def check_captured(name):
                                                  prepare=True)
     finally:
         graph_step.WARMUP_STEPS = eager
+    # the eager step is the CPU path's step with the same batches, noise and rates
+    cpu_losses, cpu = _cpu_captured(name, cfg, x, seed_of_run(cfg, x))
+    np.testing.assert_allclose(want_losses, cpu_losses, **F32)
+    for key in cpu:
+        np.testing.assert_allclose(want[key], cpu[key], err_msg=f"{name} {key}", **F32)
     cupy.reset_counters()
     with warnings.catch_warnings():
         warnings.simplefilter("error", graph_step.GraphCaptureFailed)
@@ -255,6 +293,15 @@ def check_captured(name):
     assert after == before, (before, after)
     print(f"graph {name}: captured run = eager run, losses {got_losses}; a replay allocates "
           f"nothing")
+
+
+def seed_of_run(cfg, x):
+    """The counter-based generator's seed of a CapturedRun made as _device_epochs makes it."""
+    run = graph_step.CapturedRun(cupy, cfg, x, None, np.random.default_rng(1),
+                                 np.random.default_rng(2), np.random.SeedSequence(3))
+    model, optimizer = _setup("mlp-vae", cupy)
+    run.prepare(model, optimizer, log=lambda *a: None)
+    return run.seed
 
 
 def check_capture_failure():

@@ -10,9 +10,11 @@ simulator; they are in tests/gpu_resident_steps.py:
   its own device noise a step makes no host transfer and the loss is read back
   once every LOSS_EVERY steps and at the epoch's end;
 - ``graph``: scratchvae.graph_step.CapturedRun (mlp-vae, conv-vae, iwae-1l):
-  warm-up, one capture, replays equal the same steps run eagerly; a replayed
-  step allocates no array; a failed capture warns once and trains on eagerly;
-  too few images for one batch exits 1;
+  its step run eagerly equals the CPU path fed the same batches, noise (the
+  counter-based generator's NumPy reference) and learning rates; warm-up, one
+  capture, replays equal the same steps run eagerly; a replayed step
+  allocates no array; a failed capture warns once and trains on eagerly; too
+  few images for one batch exits 1;
 - ``rng``: the counter-based generator's CUDA kernel against its NumPy
   reference, Adam with device scalars against adam_step.
 

@@ -80,6 +80,11 @@ What it does NOT mimic (a passing test proves nothing about these):
 - Out-of-bounds integer indices raise here; CuPy wraps them around. Lists
   are accepted wherever NumPy takes them (CuPy refuses some, e.g. in ufuncs).
   Of the ufunc methods only ``__call__`` and ``reduce`` are supported.
+- Of what a real capture refuses, only transfers, host-to-device copies,
+  ``synchronize()`` and ``cupy.random`` draws are caught; a replay recomputes
+  the recorded NumPy operations (no memory pool, no cuBLAS workspace, no
+  capture mode), so a graph that replays here may still fail to capture or
+  instantiate on a GPU.
 - Multiple devices, ``cupy.cuda.Device`` semantics, pinned memory, dlpack,
   custom kernels (``ElementwiseKernel``, ``RawKernel``), ``cupyx``.
 """
