@@ -35,6 +35,7 @@ A capture or a launch that fails (an operation the CuPy/CUDA in use cannot
 capture) does not stop the run: one warning names the reason and the run
 continues with the same step function called eagerly.
 """
+import contextlib
 import warnings
 
 import numpy as np
@@ -77,9 +78,6 @@ class CapturedRun(DeviceRun):
             raise TooFewImages(f"--cuda-graph trains full batches only (the last partial batch "
                                f"of an epoch is dropped), but the training set has {n} images, "
                                f"fewer than one batch of {b}; give --batch-size {n} or less")
-        if len(set(optimizer.steps)) != 1:
-            raise ValueError(f"--cuda-graph: expected one Adam step count for every parameter, "
-                             f"got {sorted(set(optimizer.steps))}")
         self.model, self.optimizer, self.log = model, optimizer, log
         params = model.parameters()
         dtype = params[0].data.dtype
@@ -88,6 +86,7 @@ class CapturedRun(DeviceRun):
         self.graph, self.eager_steps, self.fallback = None, 0, None
         total = config.epochs * self.steps_per_epoch
         with self.stream, xp.cuda.using_allocator(self.pool.malloc):
+            # every parameter of these models takes part in every step: one count t
             self.t = xp.asarray(np.array([optimizer.steps[0]], dtype=np.int64))
             self.lr_table = xp.asarray(np.array(
                 [learning_rate(config.lr_schedule, config.lr, g, total, self.steps_per_epoch)
@@ -166,9 +165,11 @@ class CapturedRun(DeviceRun):
                 self.stream.begin_capture()
                 try:
                     self.step()
-                finally:
-                    graph = self.stream.end_capture()
-            self.graph = graph
+                except Exception:      # the stream stops capturing; the step's error is told
+                    with contextlib.suppress(Exception):
+                        self.stream.end_capture()
+                    raise
+                self.graph = self.stream.end_capture()
         except Exception as e:
             self._give_up(f"capturing the step failed ({type(e).__name__}: {e})")
 

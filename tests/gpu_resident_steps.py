@@ -34,6 +34,7 @@ The models are narrow on 4x4 images and the kernels use blocks of 16 threads
 (the simulator runs a Python thread per CUDA thread).
 """
 import contextlib
+import dataclasses
 import io
 import math
 import sys
@@ -258,7 +259,7 @@ def _cpu_captured(name, cfg, x, seed):
 
 
 def check_captured(name):
-    x = _images(10)                       # 5 full batches of 2 per epoch
+    x = _images(9)                        # 4 full batches of 2 per epoch, 1 image left out
     cfg = _config(name, binarize=True, cuda_graph=True, lr_schedule="cosine")
     # every step eager: the same step function, never captured
     eager = graph_step.WARMUP_STEPS
@@ -282,7 +283,7 @@ def check_captured(name):
     np.testing.assert_allclose(got_losses, want_losses, rtol=1e-6)
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=f"{name} {key}")
-    assert optimizer.steps == [10] * len(optimizer.steps), optimizer.steps
+    assert optimizer.steps == [8] * len(optimizer.steps), optimizer.steps
     assert all(map(math.isfinite, got_losses))
     # a replayed step: no new array, no transfer
     with run.stream:
@@ -305,7 +306,7 @@ def seed_of_run(cfg, x):
 
 
 def check_capture_failure():
-    x = _images(10)
+    x = _images(8)
     cfg = _config("mlp-vae", cuda_graph=True)
     real = cupy.cuda.Stream.begin_capture
 
@@ -321,7 +322,25 @@ def check_capture_failure():
         cupy.cuda.Stream.begin_capture = real
     failed = [w for w in caught if issubclass(w.category, graph_step.GraphCaptureFailed)]
     assert len(failed) == 1 and "operation not permitted" in str(failed[0].message), caught
-    assert run.graph is None and run.eager_steps == 10
+    # a step that reads a host value while capturing: its own error is the reason given
+    real_step = graph_step.CapturedRun.step
+
+    def reading_step(self):
+        real_step(self)
+        float(self.window)
+    graph_step.CapturedRun.step = reading_step
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _device_epochs("mlp-vae", dataclasses.replace(cfg, epochs=1), x,
+                           graph_step.CapturedRun, prepare=True)
+    finally:
+        graph_step.CapturedRun.step = real_step
+    failed = [str(w.message) for w in caught
+              if issubclass(w.category, graph_step.GraphCaptureFailed)]
+    assert len(failed) == 1 and "float() (a device-to-host transfer)" in failed[0], failed
+    assert not cupy.cuda.get_current_stream().is_capturing()
+    assert run.graph is None and run.eager_steps == 8
     graph_step.WARMUP_STEPS, eager = 10 ** 9, graph_step.WARMUP_STEPS
     try:
         _, want, _, _ = _device_epochs("mlp-vae", cfg, x, graph_step.CapturedRun, prepare=True)
