@@ -4,16 +4,18 @@
 #
 #     bash benchmarks/gpu_check.sh OUTDIR
 #
-# Runs four stages, each under `timeout`, their budgets summing to under 8 minutes
-# (INSTALL_BUDGET, ENV_BUDGET, TESTS_BUDGET, BENCH_BUDGET override them); a failing
+# Runs five stages, each under `timeout`, their budgets summing to under 8 minutes
+# (INSTALL_BUDGET, ENV_BUDGET, TESTS_BUDGET, EPOCHS_BUDGET, BENCH_BUDGET override them); a failing
 # stage does not stop the next:
 #   0. install the bundled wheels into /tmp/site (scratchvae runs from this tree,
 #              not installed: PYTHONPATH=/tmp/site:$PWD)
 #   1. env     the machine: nvidia-smi, Python, CuPy/Numba/PyTorch versions, the device
 #   2. tests   python3 -m pytest -m gpu tests, on real CuPy (SCRATCHVAE_GPU_TESTS=cupy)
-#   3. bench   benchmarks/bench_gpu.py --out OUTDIR --budget (its budget - 15 s)
+#   3. epochs  benchmarks/gpu_epoch_check.py: train --device gpu eager and --cuda-graph,
+#              and the captured step against the eager one
+#   4. bench   benchmarks/bench_gpu.py --out OUTDIR --budget (its budget - 15 s)
 # OUTDIR stays flat, at most 8 files: env.txt, gpu_tests.log, gpu_tests.xml,
-# bench_gpu.log, bench_gpu.md, bench_gpu.json, summary.txt. Exits 1 when a stage failed.
+# gpu_epochs.log, bench_gpu.log, bench_gpu.md, bench_gpu.json, summary.txt. Exits 1 when a stage failed.
 set -uo pipefail
 
 if [ $# -ne 1 ]; then
@@ -26,12 +28,13 @@ ROOT=$PWD
 mkdir -p "$OUT" || exit 2
 OUT=$(cd "$OUT" && pwd)
 
-# seconds per stage: 40 (install) + 20 (env) + 215 + 180 = 455, and at most 5 more each
-# for a stage killed at its limit: under 480
+# seconds per stage: 40 (install) + 20 (env) + 180 + 75 + 150 = 465, and at most 5 more
+# each for a stage killed at its limit: under 8 minutes
 INSTALL_BUDGET=${INSTALL_BUDGET:-40}
 ENV_BUDGET=${ENV_BUDGET:-20}
-TESTS_BUDGET=${TESTS_BUDGET:-215}
-BENCH_BUDGET=${BENCH_BUDGET:-180}
+TESTS_BUDGET=${TESTS_BUDGET:-180}
+EPOCHS_BUDGET=${EPOCHS_BUDGET:-75}
+BENCH_BUDGET=${BENCH_BUDGET:-150}
 
 export ROOT SITE=/tmp/site
 export PYTHONPATH=$SITE:$ROOT
@@ -103,6 +106,8 @@ stage env "$ENV_BUDGET" "$OUT/env.txt" environment
 stage tests "$TESTS_BUDGET" "$OUT/gpu_tests.log" \
     env SCRATCHVAE_GPU_TESTS=cupy python3 -m pytest -m gpu tests -q -rs -p no:cacheprovider --durations=15 \
     --junitxml="$OUT/gpu_tests.xml"
+stage epochs "$EPOCHS_BUDGET" "$OUT/gpu_epochs.log" \
+    python3 benchmarks/gpu_epoch_check.py --models mlp-vae conv-vae --epochs 2
 # the bench skips (and reports) what may not fit in its budget, less 15 s to write up
 stage bench "$BENCH_BUDGET" "$OUT/bench_gpu.log" \
     python3 benchmarks/bench_gpu.py --out "$OUT" --budget $((BENCH_BUDGET - 15))

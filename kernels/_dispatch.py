@@ -141,15 +141,34 @@ def cuda_stream(a):
 
     For a CuPy array: CuPy's current stream, so the kernel is ordered with
     the CuPy work around it. Otherwise (NumPy arrays under the simulator) the
-    default stream, ``0``.
+    default stream, ``0``. Since every launch names CuPy's current stream,
+    Numba's synchronisation of the stream a CuPy array declares, on each array
+    handed to a kernel (``CUDA_ARRAY_INTERFACE_SYNC``), orders nothing more:
+    it is turned off (:func:`no_array_interface_sync`); it would also stop
+    a stream capture, where synchronising is illegal.
     """
     if not is_cupy(a):
         return 0
     import cupy  # only reached when a CuPy array was handed in
     from numba import cuda
 
+    no_array_interface_sync()
+
     ptr = cupy.cuda.get_current_stream().ptr
     return cuda.external_stream(ptr) if ptr else 0
+
+
+@functools.lru_cache(maxsize=None)
+def no_array_interface_sync():
+    """Set Numba's ``CUDA_ARRAY_INTERFACE_SYNC`` to False (once; see :func:`cuda_stream`)."""
+    from numba import config
+
+    config.CUDA_ARRAY_INTERFACE_SYNC = False
+    try:   # numba-cuda keeps its own copy of the setting
+        from numba.cuda.core import config as cuda_config
+    except Exception:   # ImportError: plain Numba, one setting
+        return
+    cuda_config.CUDA_ARRAY_INTERFACE_SYNC = False
 
 
 def cuda_grid(n, threads=CUDA_THREADS, max_blocks=1024):

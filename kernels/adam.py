@@ -169,6 +169,79 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
 
 
 # --------------------------------------------------------------------------
+# Adam with its per-step scalars on the device (a captured training step)
+# --------------------------------------------------------------------------
+
+def adam_advance(t, lr_table, beta1, beta2, scalars):
+    """t += 1 and scalars = (lr_table[t - 1] / (1 - beta1^t), sqrt(1 - beta2^t)), on
+    the device: the step count and the learning rate of a captured step come from
+    device memory, so the graph holds no per-step host value. ``t``: int64 (1,);
+    ``lr_table``: float64, the learning rate of every global step (the last one is
+    used beyond its end); ``scalars``: (2,) of the parameters' dtype, computed in
+    float64 as :func:`adam_step` computes them on the host."""
+    if t.shape != (1,) or np.dtype(t.dtype) != np.int64:
+        raise ValueError(f"adam_advance: expected t, a one-element int64 array, got "
+                         f"{t.dtype} {tuple(t.shape)}")
+    check_float("adam_advance", "scalars", scalars)
+    if scalars.shape != (2,) or lr_table.ndim != 1 or lr_table.size < 1:
+        raise ValueError(f"adam_advance: expected scalars (2,) and a non-empty lr_table, got "
+                         f"{tuple(scalars.shape)} and {tuple(lr_table.shape)}")
+    if choose(scalars) == "cuda":
+        _cuda_device_scalar_kernels()[0][1, 1, cuda_stream(scalars)](t, lr_table, beta1, beta2, scalars)
+        return
+    xp = get_xp(t)
+    step = int(t[0]) + 1 if xp is np else int(t.get()[0]) + 1
+    lr = float(lr_table[min(step, lr_table.size) - 1])
+    t[...] = step
+    scalars[...] = xp.asarray(np.array([lr / (1.0 - beta1 ** step),
+                                        math.sqrt(1.0 - beta2 ** step)], dtype=scalars.dtype))
+
+
+def adam_step_device_reference(param, grad, exp_avg, exp_avg_sq, scalars, beta1, beta2, eps,
+                               weight_decay=0.0):
+    """:func:`adam_step_device` in plain ``xp`` (allocates; no host read)."""
+    xp = get_xp(param)
+    if weight_decay != 0:
+        grad = grad + weight_decay * param
+    exp_avg *= beta1
+    exp_avg += (1.0 - beta1) * grad
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1.0 - beta2) * grad * grad
+    tiny = np.finfo(param.dtype).tiny
+    exp_avg[...] = xp.where(xp.abs(exp_avg) < tiny, 0, exp_avg)
+    exp_avg_sq[...] = xp.where(exp_avg_sq < tiny, 0, exp_avg_sq)
+    denom = xp.sqrt(exp_avg_sq) / scalars[1] + eps
+    param -= scalars[0] * (exp_avg / denom)
+
+
+def adam_step_device(param, grad, exp_avg, exp_avg_sq, scalars, beta1, beta2, eps,
+                     weight_decay=0.0):
+    """:func:`adam_step` with ``lr / bc1`` and ``sqrt(bc2)`` read from the device
+    array ``scalars`` (:func:`adam_advance`) instead of passed from the host."""
+    check_float("adam_step_device", "param", param)
+    check_same("adam_step_device", "param", param, "grad", grad)
+    check_same("adam_step_device", "param", param, "exp_avg", exp_avg)
+    check_same("adam_step_device", "param", param, "exp_avg_sq", exp_avg_sq)
+    impl = choose(param, grad, exp_avg, exp_avg_sq, scalars)
+    if impl == "reference":
+        adam_step_device_reference(param, grad, exp_avg, exp_avg_sq, scalars, beta1, beta2,
+                                   eps, weight_decay)
+        return
+    if impl == "cpu":   # the host's arrays: the scalars read, then adam_step's loop
+        values = _adam_scalars(1, 1.0, beta1, beta2, eps, weight_decay, param.dtype)
+        values = values[:3] + tuple(scalar(s, param.dtype) for s in scalars) + values[5:]
+        _adam_cpu(*[a.reshape(-1) for a in (param, grad, exp_avg, exp_avg_sq)], *values)
+        return
+    values = _adam_scalars(1, 1.0, beta1, beta2, eps, weight_decay, param.dtype)
+    w1, b2, w2, _, _, eps_, wd, tiny, zero = values
+    flat = [a.reshape(-1) for a in (param, grad, exp_avg, exp_avg_sq)]
+    if param.size:
+        kernel = _cuda_device_scalar_kernels()[1]
+        kernel[cuda_grid(param.size), CUDA_THREADS, cuda_stream(param)](
+            *flat, scalars, w1, b2, w2, eps_, wd, tiny, zero)
+
+
+# --------------------------------------------------------------------------
 # SGD
 # --------------------------------------------------------------------------
 
@@ -293,6 +366,33 @@ def _cuda_kernels():
                 buf[i] = b
 
     return adam_kernel, sgd_kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_device_scalar_kernels():
+    """The kernels of :func:`adam_advance` and :func:`adam_step_device`."""
+    global cuda
+    from numba import cuda
+
+    @cuda.jit
+    def adam_advance_kernel(t, lr_table, beta1, beta2, scalars):
+        if cuda.grid(1) == 0:
+            step = t[0] + 1
+            t[0] = step
+            last = lr_table.size
+            lr = lr_table[step - 1] if step <= last else lr_table[last - 1]
+            scalars[0] = lr / (1.0 - beta1 ** step)
+            scalars[1] = math.sqrt(1.0 - beta2 ** step)
+
+    @cuda.jit
+    def adam_device_kernel(p, g, m, v, scalars, w1, beta2, w2, eps, weight_decay, tiny, zero):
+        step_size, bc2_sqrt = scalars[0], scalars[1]
+        for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+            p[i], m[i], v[i] = _adam_element(p[i], g[i], m[i], v[i], w1, beta2, w2,
+                                             step_size, bc2_sqrt, eps, weight_decay, tiny,
+                                             zero)
+
+    return adam_advance_kernel, adam_device_kernel
 
 
 def _adam_cuda(p, g, m, v, *scalars):

@@ -35,6 +35,8 @@ PRIOR_GROUP = "PixelCNN prior over a VQ-VAE's codes (--model pixelcnn)"
 PRIOR_CLASSES = 10
 #: the models without a Gaussian latent q(z | x), which train no multi-sample bound
 NOT_GAUSSIAN_LATENT = ("vq-vae", "pixelcnn", "classifier")
+#: the models whose training step --cuda-graph captures (scratchvae/graph_step.py)
+GRAPH_MODELS = ("mlp-vae", "conv-vae", "iwae-1l")
 
 
 def option(default, help=None, *, bound=None, choices=None, flag=None, metavar=None,
@@ -131,6 +133,10 @@ class TrainConfig:
         0, "data augmentation: translate each training image by up to PX pixels (0: off; for "
            "the classifier)", bound="nonneg", metavar="PX")
     device: str = option("cpu", choices=["cpu", "gpu"])
+    cuda_graph: bool = option(
+        False, "capture the training step once into a CUDA graph and replay it (needs "
+               f"--device gpu; models {', '.join(GRAPH_MODELS)}; the last partial batch of "
+               "an epoch is dropped)")
     eval_batch_size: int = option(1000, bound="positive", cli=False)
     train_limit: int = option(0, "use only the first N training images (0: all)",
                               bound="nonneg", metavar="N")
@@ -153,7 +159,7 @@ class TrainConfig:
         if self.use_sample and self.dataset not in SAMPLES:
             problems.append(f"use_sample: the package bundles a sample of "
                             f"{', '.join(SAMPLES)} only, not of {self.dataset}")
-        problems += self._optimizer_problems()
+        problems += self._optimizer_problems() + self._graph_problems()
         if self.model == "iwae-2l":   # a Bernoulli likelihood, no KL weight or schedule
             problems += hvae_problems(self.objective,
                                       **{f: getattr(self, f) for f in self.VAE_FIELDS})
@@ -194,6 +200,28 @@ class TrainConfig:
         if self.optimizer != "adam" and self.adam_eps != self._default("adam_eps"):
             problems.append(f"adam_eps: an option of the adam optimizer, but the optimizer "
                             f"is {self.optimizer}")
+        return problems
+
+    def _graph_problems(self):
+        """What a captured training step (``cuda_graph``) cannot do: a value the step
+        would have to read on the host (a clipping norm, a scheduled KL weight, the
+        capacity term's sign) or draw there (shifts)."""
+        if not self.cuda_graph:
+            return []
+        problems = []
+        if self.device != "gpu":
+            problems.append(f"cuda_graph: a CUDA graph runs on the GPU; give --device gpu "
+                            f"(got device {self.device})")
+        if self.model not in GRAPH_MODELS:
+            problems.append(f"cuda_graph: supported for the models {', '.join(GRAPH_MODELS)}, "
+                            f"not {self.model}")
+        given = [name for name in ("clip_grad_norm", "kl_warmup_steps", "capacity_gamma",
+                                   "augment_shift") if getattr(self, name)]
+        if self.optimizer != "adam":
+            given.append(f"optimizer {self.optimizer}")
+        if given:
+            problems.append(f"cuda_graph: the captured step takes Adam with a constant KL "
+                            f"weight, without {', '.join(given)}")
         return problems
 
     #: the options of the VAE family, which a prior over code maps does not take

@@ -167,4 +167,19 @@ def clip_grad_norm(params, max_norm):
     return total
 
 
+def clip_grad_norm_device(params, max_norm):
+    """:func:`clip_grad_norm` without a host synchronisation: the norm and the factor
+    stay device scalars and every gradient is multiplied by min(1, max_norm /
+    (total + 1e-6)) (by 1 when within the norm). Returns the norm, a 0-d array."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    xp = get_xp(grads[0])
+    total = xp.sqrt(sum((g.reshape(-1).astype(np.float64) ** 2).sum() for g in grads))
+    coef = xp.minimum(max_norm / (total + 1e-6), 1.0)
+    for g in grads:
+        g *= coef.astype(g.dtype)
+    return total
+
+
 OPTIMIZERS = {"adam": Adam, "sgd": SGD}

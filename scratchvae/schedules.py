@@ -30,6 +30,8 @@ schedule has finished: beta_t = beta and C_t = C_max.
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class KLSchedule:
@@ -87,7 +89,12 @@ class KLSchedule:
 
     def term(self, kl, step):
         """The KL term and its derivative: ``(term, d term / d kl)`` for the
-        batch-mean KL ``kl`` (a float) at training step ``step`` (or None)."""
+        batch-mean KL ``kl`` (a float or a 0-d array) at training step ``step`` (or
+        None). A device KL stays on the device without capacity annealing (no host
+        synchronisation: beta_t kl is a device scalar); the sign of KL - C_t is read
+        on the host."""
+        if not self.uses_capacity and not isinstance(kl, (float, np.ndarray, np.generic)):
+            return self.beta_at(step) * kl, self.beta_at(step)
         kl = float(kl)
         if self.uses_capacity:
             gap = kl - self.capacity_at(step)

@@ -22,8 +22,14 @@ a call that stops before its first epoch is written removes the directories
 it created.
 
 Randomness: one seed; independent NumPy generators for initialisation,
-shuffling and the sampler noise (spawned from one ``SeedSequence``). Noise is
-drawn on the host and moved to the device, so a GPU run sees the same eps.
+shuffling and the sampler noise (spawned from one ``SeedSequence``).
+
+On the GPU (``device="gpu"``) an epoch runs in :mod:`scratchvae.device_loop`:
+the training set is copied to the device once, batches are gathered there in
+the order the shuffle generator draws (the CPU path's batches), the sampler's
+noise is drawn on the device (other numbers than the CPU path's), and the loss
+is read back every ``LOSS_EVERY`` steps. With ``config.cuda_graph`` the step
+is captured once into a CUDA graph and replayed (:mod:`scratchvae.graph_step`).
 """
 import contextlib
 import dataclasses
@@ -38,7 +44,9 @@ from . import checkpoints as ckpt
 from . import data as data_mod
 from . import files
 from . import prior as prior_runs
-from .backend import retain_freed_memory, to_device
+from .backend import retain_freed_memory
+from .device_loop import DeviceRun
+from .graph_step import CapturedRun
 from .config import make_model, make_optimizer
 from .optimizers import clip_grad_norm
 from .rundir import (CHECKPOINT, METRICS, array_module, check_resumable, evaluate,
@@ -174,40 +182,34 @@ def _train(config, out_dir, resume, overwrite, progress, log, created):
         f"{ds.source} ({xtr.shape[0]} train / {xte.shape[0]} test images); device {config.device}")
 
     history = files.read_jsonl(metrics_path) if resume else []
-    steps_per_epoch = -(-xtr.shape[0] // config.batch_size)
+    device_run = None
+    if xp is not np:   # the training set on the device; batches, noise and loss there
+        run_class = CapturedRun if config.cuda_graph else DeviceRun
+        device_run = run_class(xp, config, xtr, ytr, shuffle_rng, noise_rng, noise_ss)
+        if config.cuda_graph:
+            device_run.prepare(model, optimizer, log=log)
+    steps_per_epoch = (device_run.steps_per_epoch if device_run is not None
+                       else -(-xtr.shape[0] // config.batch_size))
     global_step = start_epoch * steps_per_epoch  # steps done so far
     for epoch in range(start_epoch + 1, config.epochs + 1):
         t0 = time.perf_counter()
-        batches = data_mod.iterate_batches(xtr, ytr, config.batch_size, rng=shuffle_rng,
-                                           shuffle=True, binarize=config.binarize,
-                                           shift=config.augment_shift)
-        bar = tqdm(batches, total=len(batches), desc=f"epoch {epoch}/{config.epochs}",
-                   unit="batch", disable=not progress, leave=False, dynamic_ncols=True)
-        total, count = 0.0, 0
-        for step, (xb, yb) in enumerate(bar):
-            xb = to_device(xb, xp)
-            optimizer.lr = learning_rate(config.lr_schedule, config.lr, global_step,
-                                         config.epochs * steps_per_epoch, steps_per_epoch)
-            optimizer.zero_grad()
-            loss, _ = model.loss(xb, rng=noise_rng, labels=yb, step=global_step,
-                                 check_inputs=False)   # batches of uint8 images: clean
-            global_step += 1
-            value = float(loss)
-            if not math.isfinite(value):
+        desc = f"epoch {epoch}/{config.epochs}"
+        if device_run is None:
+            train_loss, global_step = _cpu_epoch(model, optimizer, config, xtr, ytr,
+                                                 shuffle_rng, noise_rng, epoch, global_step,
+                                                 steps_per_epoch, desc, progress, out_dir,
+                                                 created)
+        else:
+            bar = tqdm(total=steps_per_epoch, desc=desc, unit="batch", disable=not progress,
+                       leave=False, dynamic_ncols=True)
+            try:
+                train_loss, global_step = device_run.epoch(
+                    model, optimizer, epoch, global_step, bar,
+                    lambda what: _diverged(what, epoch, out_dir, created))
+            finally:
                 bar.close()
-                raise _diverged(f"the loss became {value} at epoch {epoch}, step {step + 1}",
-                                epoch, out_dir, created)
-            model.backward()
-            if config.clip_grad_norm:
-                clip_grad_norm(model.parameters(), config.clip_grad_norm)
-            optimizer.step()
-            total += value * xb.shape[0]
-            count += xb.shape[0]
-            if step % 20 == 0:
-                bar.set_postfix(loss=f"{value:.2f}", refresh=False)
-        bar.close()
         train_seconds = time.perf_counter() - t0
-        record = {"epoch": epoch, "train_loss": total / count, "train_seconds": train_seconds}
+        record = {"epoch": epoch, "train_loss": train_loss, "train_seconds": train_seconds}
         if hasattr(model, "train_record"):   # the loss in other units (a prior's bits per code)
             record.update(model.train_record(record["train_loss"]))
         record.update(evaluate(model, xte, yte, config.eval_batch_size, config.seed))
@@ -233,3 +235,37 @@ def _train(config, out_dir, resume, overwrite, progress, log, created):
         history.append(record)
         log(format_epoch(record))
     return history
+
+
+def _cpu_epoch(model, optimizer, config, xtr, ytr, shuffle_rng, noise_rng, epoch, global_step,
+               steps_per_epoch, desc, progress, out_dir, created):
+    """One epoch of minibatch training on the host; returns ``(mean loss over its
+    images, global_step)``. The loss is read after every step (a NumPy scalar)."""
+    batches = data_mod.iterate_batches(xtr, ytr, config.batch_size, rng=shuffle_rng,
+                                       shuffle=True, binarize=config.binarize,
+                                       shift=config.augment_shift)
+    bar = tqdm(batches, total=len(batches), desc=desc, unit="batch", disable=not progress,
+               leave=False, dynamic_ncols=True)
+    total, count = 0.0, 0
+    for step, (xb, yb) in enumerate(bar):
+        optimizer.lr = learning_rate(config.lr_schedule, config.lr, global_step,
+                                     config.epochs * steps_per_epoch, steps_per_epoch)
+        optimizer.zero_grad()
+        loss, _ = model.loss(xb, rng=noise_rng, labels=yb, step=global_step,
+                             check_inputs=False)   # batches of uint8 images: clean
+        global_step += 1
+        value = float(loss)
+        if not math.isfinite(value):
+            bar.close()
+            raise _diverged(f"the loss became {value} at epoch {epoch}, step {step + 1}",
+                            epoch, out_dir, created)
+        model.backward()
+        if config.clip_grad_norm:
+            clip_grad_norm(model.parameters(), config.clip_grad_norm)
+        optimizer.step()
+        total += value * xb.shape[0]
+        count += xb.shape[0]
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{value:.2f}", refresh=False)
+    bar.close()
+    return total / count, global_step

@@ -39,7 +39,9 @@ def discover_cuda_kernels():
     """``{kernel name: module name}`` for every ``@cuda.jit`` function in kernels/*.py."""
     found = {}
     for path in sorted(KERNELS_DIR.glob("*.py")):
-        for name in re.findall(r"@cuda\.jit[^\n]*\n\s*def (\w+)\(", path.read_text()):
+        # kernels, not device functions (@cuda.jit(device=True))
+        for name in re.findall(r"@cuda\.jit(?!\(device=True\))[^\n]*\n\s*def (\w+)\(",
+                               path.read_text()):
             found[name] = path.stem
     return found
 
@@ -261,13 +263,64 @@ def check_nearest(r):
     r.close("nearest_code sqdist", sqdist, want_sqdist, rtol=1e-12, atol=1e-12)
 
 
+def _cuda_chosen(*arrays):
+    from kernels._dispatch import choose
+
+    assert choose(*arrays) == "cuda", "the dispatch did not pick the CUDA kernel"
+
+
+def check_adam_advance(r):
+    from kernels import adam as K
+
+    lr_table = np.array([1e-3, 5e-4, 2.5e-4, 1e-4], np.float64)
+    for start in (0, 2, 6):                   # within the table, at its end, beyond it
+        t, scalars = r.device(np.array([start], np.int64)), r.device(np.full(2, np.nan, r.dtype))
+        _cuda_chosen(scalars)
+        K.adam_advance(t, r.device(lr_table), 0.9, 0.999, scalars)
+        step = start + 1
+        want = np.array([lr_table[min(step, 4) - 1] / (1 - 0.9 ** step),
+                         np.sqrt(1 - 0.999 ** step)]).astype(r.dtype)
+        assert int(t.get()[0]) == step, (start, t.get())
+        r.close(f"adam_advance from step {start}", scalars, want)
+
+
+def check_adam_device(r):
+    from kernels import adam as K
+
+    shape = (1031, 517) if r.real else (7, 13)
+    p, g, m = r.normal(*shape), r.normal(*shape), r.normal(*shape, scale=0.1)
+    v = np.abs(r.normal(*shape, scale=0.1))
+    scalars = np.array([1e-3 / (1 - 0.9 ** 3), np.sqrt(1 - 0.999 ** 3)], r.dtype)
+    d = [r.device(a) for a in (p, g, m, v, scalars)]
+    _cuda_chosen(*d)
+    K.adam_step_device(*d, 0.9, 0.999, 1e-8, weight_decay=0.01)
+    K.adam_step_device_reference(p, g, m, v, scalars, 0.9, 0.999, 1e-8, weight_decay=0.01)
+    for what, got, want in (("param", d[0], p), ("exp_avg", d[2], m), ("exp_avg_sq", d[3], v)):
+        r.close(f"adam_step_device {what}", got, want)
+
+
+def check_counter_rng(r):
+    from kernels import counter_rng as K
+
+    shape = (1031, 517) if r.real else (7, 13)
+    for fill, reference in ((K.fill_normal, K.normal_reference),
+                            (K.fill_uniform, K.uniform_reference)):
+        out = r.device(np.full(shape, np.nan, r.dtype))
+        counter = r.device(np.array([17], np.int64))
+        del LAUNCHES[:]
+        fill(out, 5, 2, counter)
+        assert "_fill_cuda" in LAUNCHES, LAUNCHES
+        r.close(f"{fill.__name__}", out, reference(shape, r.dtype, 5, 2, 17))
+
+
 CHECKS = {"adam_kernel": check_adam, "sgd_kernel": check_sgd, "bce_kernel": check_bce,
           "relu_forward_kernel": check_relu_forward,
           "relu_backward_kernel": check_relu_backward,
           "gated_forward_kernel": check_gated_forward,
           "gated_backward_kernel": check_gated_backward,
           "im2col_kernel": check_im2col, "col2im_kernel": check_col2im,
-          "nearest_kernel": check_nearest}
+          "nearest_kernel": check_nearest, "adam_advance_kernel": check_adam_advance,
+          "adam_device_kernel": check_adam_device, "fill": check_counter_rng}
 
 
 def main(only=None):

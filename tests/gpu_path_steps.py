@@ -392,8 +392,11 @@ def _cli_stopped_after_epoch_1(*argv):
 
 
 def check_cli(root):
+    from scratchvae import device_loop
+
     if not REAL:
         os.environ["SCRATCHVAE_KERNELS"] = "reference"   # see the module docstring
+    device_loop.DeviceRun.Noise = device_loop.HostNoise   # the CPU path's eps on the device
     assert get_array_module("gpu") is cupy
     common = ["--epochs", 1, "--batch-size", 2, "--train-limit", 4, "--test-limit", 4,
               "--sample", "--no-progress", "--seed", 3]

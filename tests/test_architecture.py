@@ -30,7 +30,7 @@ PACKAGES = ("scratchvae", "kernels")
 #: tier -> the exact names of its modules (packages by their own name)
 PLACEMENT = {
     "kernels": ["kernels", "kernels._arrays", "kernels._dispatch", "kernels.adam", "kernels.bce",
-                "kernels.conv_gemm", "kernels.gemm", "kernels.im2col", "kernels.layout",
+                "kernels.conv_gemm", "kernels.counter_rng", "kernels.gemm", "kernels.im2col", "kernels.layout",
                 "kernels.gated",
                 "kernels.relu", "kernels.sigmoid", "kernels.vq"],
     "backend": ["scratchvae", "scratchvae.backend"],
@@ -58,7 +58,8 @@ PLACEMENT = {
              "scratchvae.data.registry", "scratchvae.data.sources", "scratchvae.data.batches",
              "scratchvae.data.download",
              "scratchvae.checkpoints", "scratchvae.config", "scratchvae.rundir",
-             "scratchvae.prior", "scratchvae.train", "scratchvae.metrics", "scratchvae.toy",
+             "scratchvae.prior", "scratchvae.device_loop", "scratchvae.graph_step",
+             "scratchvae.train", "scratchvae.metrics", "scratchvae.toy",
              "scratchvae.quality", "scratchvae.sweep",
              "scratchvae.twins", "scratchvae.twins.models", "scratchvae.twins.train"],
     "figures": ["scratchvae.plots", "scratchvae.latent_plots", "scratchvae.figures",

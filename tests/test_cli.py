@@ -96,6 +96,22 @@ def test_options_that_do_not_fit_the_model_or_data_set_exit_2(tmp_path, capsys, 
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("argv,needle", [
+    (["--cuda-graph"], "cuda_graph: a CUDA graph runs on the GPU; give --device gpu "
+                       "(got device cpu)"),
+    (["--cuda-graph", "--device", "gpu", "--model", "vq-vae"],
+     "cuda_graph: supported for the models mlp-vae, conv-vae, iwae-1l, not vq-vae"),
+    (["--cuda-graph", "--device", "gpu", "--clip-grad-norm", "5", "--optimizer", "sgd"],
+     "cuda_graph: the captured step takes Adam with a constant KL weight, without "
+     "clip_grad_norm, optimizer sgd"),
+])
+def test_cuda_graph_options_that_do_not_fit_exit_2(tmp_path, capsys, argv, needle):
+    assert main(["train", "--out", str(tmp_path / "run"), "--epochs", "1", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m scratchvae train ") and needle in err, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_takes_only_epochs_and_no_progress(tiny_run, capsys):
     before = (tiny_run / "checkpoint.npz").read_bytes()
     argv = ["train", "--resume", str(tiny_run), "--epochs", "2"]

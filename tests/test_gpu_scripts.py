@@ -52,14 +52,16 @@ def test_gpu_check_runs_every_stage_and_reports_the_failed_one(tmp_path):
     assert {"env.txt", "gpu_tests.log", "bench_gpu.log", "bench_gpu.md",
             "summary.txt"} <= set(files), files
     summary = (out / "summary.txt").read_text()
-    lines = {line.split()[0]: line for line in summary.splitlines()[1:4 + 1]}
+    lines = {line.split()[0]: line for line in summary.splitlines()[1:5 + 1]}
     assert "FAILED (exit 1)" in lines["tests"] and " ok " in lines["bench"], summary
+    assert " ok " in lines["epochs"], summary
     assert "ok" in lines["env"], summary
     pytest_call = next(line for line in calls.splitlines() if "-m pytest" in line)
     assert "-m pytest -m gpu tests -q -rs" in pytest_call and "--junitxml" in pytest_call
     assert "SCRATCHVAE_GPU_TESTS=cupy" in pytest_call
     assert f"PYTHONPATH=/tmp/site:{ROOT}" in pytest_call
-    assert f"benchmarks/bench_gpu.py --out {out} --budget 165" in calls
+    assert "benchmarks/gpu_epoch_check.py --models mlp-vae conv-vae --epochs 2" in calls
+    assert f"benchmarks/bench_gpu.py --out {out} --budget 135" in calls
     assert "FAKE GPU" in (out / "env.txt").read_text()
 
 

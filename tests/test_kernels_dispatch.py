@@ -314,6 +314,7 @@ import numpy as np
 from numba import cuda, types as T
 import kernels.adam as A, kernels.bce as B, kernels.im2col as I, kernels.relu as R, kernels.vq as V
 import kernels.gated as G
+import kernels.counter_rng as C
 
 f32, f64, i64, b1 = T.float32, T.float64, T.int64, T.boolean
 v1, m2, t4 = f32[::1], f32[:, ::1], f32[:, :, :, ::1]
@@ -327,7 +328,10 @@ jobs = {"adam": (adam, (v1,) * 4 + (f32,) * 9),
         "im2col": (im2col, (t4, m2) + (i64,) * 6),
         "col2im": (col2im, (m2, t4) + (i64,) * 6 + (f32,)),
         "gated_forward": (G._cuda_kernels()[0], (f32[:, :, ::1], m2, f32)),
-        "gated_backward": (G._cuda_kernels()[1], (m2, f32[:, :, ::1], f32[:, :, ::1], f32))}
+        "gated_backward": (G._cuda_kernels()[1], (m2, f32[:, :, ::1], f32[:, :, ::1], f32)),
+        "adam_advance": (A._cuda_device_scalar_kernels()[0], (i64[::1], f64[::1], f64, f64, v1)),
+        "adam_device": (A._cuda_device_scalar_kernels()[1], (v1,) * 5 + (f32,) * 7),
+        "counter_rng": (C._cuda_kernel(), (v1, T.uint64, i64[::1], b1))}
 for name, (kernel, signature) in jobs.items():
     cuda.compile_ptx(kernel.py_func, signature, cc=(8, 0))
     print("compiled", name)
@@ -351,7 +355,8 @@ def test_every_cuda_kernel_compiles_to_ptx():
         pytest.skip("libNVVM (the CUDA toolkit's compiler) is not installed")
     compiled = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("compiled")]
     assert compiled == ["adam", "sgd", "bce", "relu_forward", "relu_backward", "nearest_code",
-                        "im2col", "col2im", "gated_forward", "gated_backward"]
+                        "im2col", "col2im", "gated_forward", "gated_backward", "adam_advance",
+                        "adam_device", "counter_rng"]
     assert "allocating refused" in proc.stdout       # the check can fail
 
 

@@ -39,6 +39,26 @@ What it mimics, because that is where engine bugs hide:
   null stream (``ptr == 0``) unless a ``with cupy.cuda.Stream():`` block made
   another current; such a stream has a fake non-zero ``ptr``.
 - ``random.default_rng(seed)``: a generator whose draws are device arrays.
+- Device-to-host transfers and allocations are counted (not a CuPy API; for
+  tests): :func:`counters` returns ``{"to_host": n, "allocations": n}``,
+  :func:`reset_counters` sets both to 0. ``to_host`` counts every read of
+  device memory by the host: ``get()``/``asnumpy``, ``float``/``int``/
+  ``bool``/``complex`` of an array, ``item()``/``tolist()``, ``repr``/``str``,
+  and ``np.asarray`` (``__array__``, refused as in CuPy, counted all the same).
+  ``allocations`` counts the stand-in arrays created on fresh memory (a view of
+  an existing array is not one).
+- Stream capture (``Stream.begin_capture()``, ``end_capture()`` -> a
+  ``cuda.Graph`` whose ``launch()`` replays it), emulated: while a stream
+  captures, every operation runs as usual *and* is recorded on a tape, each
+  entry writing into the arrays the capture created (the fixed addresses of a
+  CUDA graph); Numba kernel launches (the simulator's) are recorded with their
+  grid and arguments, scalars baked in as in a real graph. ``end_capture``
+  restores the arrays that existed before the capture to their contents at
+  ``begin_capture`` (a real capture executes nothing); ``launch`` replays the
+  tape. A transfer to the host, a host-to-device copy or a ``cupy.random``
+  draw (cuRAND's host API: the graph would replay the same numbers) during a
+  capture raises ``RuntimeError``, as an illegal operation invalidates a real
+  capture. ``cuda.MemoryPool``, ``cuda.using_allocator`` exist (no memory).
 
 What it does NOT mimic (a passing test proves nothing about these):
 
@@ -60,12 +80,19 @@ What it does NOT mimic (a passing test proves nothing about these):
 - Out-of-bounds integer indices raise here; CuPy wraps them around. Lists
   are accepted wherever NumPy takes them (CuPy refuses some, e.g. in ufuncs).
   Of the ufunc methods only ``__call__`` and ``reduce`` are supported.
+- Of what a real capture refuses, only transfers, host-to-device copies,
+  ``synchronize()`` and ``cupy.random`` draws are caught; a replay recomputes
+  the recorded NumPy operations (no memory pool, no cuBLAS workspace, no
+  capture mode), so a graph that replays here may still fail to capture or
+  instantiate on a GPU.
 - Multiple devices, ``cupy.cuda.Device`` semantics, pinned memory, dlpack,
   custom kernels (``ElementwiseKernel``, ``RawKernel``), ``cupyx``.
 """
 import builtins
+import contextlib
 import sys
 import types
+import weakref
 
 import numpy
 import numpy.lib.mixins
@@ -74,6 +101,83 @@ __version__ = "13.0.0+fake"
 
 _IMPLICIT = ("Implicit conversion to a NumPy array is not allowed. Please use `.get()` "
              "to construct a NumPy array explicitly.")
+
+
+# --------------------------------------------------------------------------
+# counters (tests read them) and the capture tape
+# --------------------------------------------------------------------------
+
+_COUNTS = {"to_host": 0, "allocations": 0}
+#: id -> NumPy array owning memory that a stand-in array has used (weak: freed ones go)
+_MEMORY = weakref.WeakValueDictionary()
+#: while a stream captures: {"stream", "tape": [thunks], "saved": [(array, copy)]}
+_CAPTURE = {}
+
+
+def counters():
+    """``{"to_host": n, "allocations": n}`` since the last :func:`reset_counters`
+    (see the module docstring for what each counts)."""
+    return dict(_COUNTS)
+
+
+def reset_counters():
+    """Set the transfer and allocation counters to 0."""
+    _COUNTS["to_host"] = _COUNTS["allocations"] = 0
+
+
+def _to_host(what):
+    """Count a device-to-host transfer; refuse it during a capture."""
+    if _CAPTURE:
+        raise RuntimeError(f"fake cupy: {what} (a device-to-host transfer) during stream "
+                           f"capture: illegal on a GPU (the capture is invalidated)")
+    _COUNTS["to_host"] += 1
+
+
+def _to_device(what):
+    """Refuse a host-to-device copy during a capture."""
+    if _CAPTURE:
+        raise RuntimeError(f"fake cupy: {what} (a host-to-device copy) during stream "
+                           f"capture: illegal on a GPU (the capture is invalidated)")
+
+
+def _root(a):
+    while isinstance(a.base, numpy.ndarray):
+        a = a.base
+    return a
+
+
+def _note_memory(a):
+    """Count ``a``'s memory as an allocation unless a stand-in array used it before."""
+    root = _root(a)
+    if id(root) not in _MEMORY or _MEMORY[id(root)] is not root:
+        _MEMORY[id(root)] = root
+        _COUNTS["allocations"] += 1
+
+
+def _write(out, result):
+    """Replay: write a recomputed result into the arrays the capture created."""
+    if isinstance(out, ndarray):
+        if result is not out._a:
+            out._a[...] = result._a if isinstance(result, ndarray) else result
+    elif isinstance(out, (tuple, list)):
+        for o, r in zip(out, result):
+            _write(o, r)
+
+
+def _recorded(compute):
+    """``compute()`` as device arrays; during a capture its replay goes on the tape."""
+    out = _wrap(compute())
+    if _CAPTURE:
+        _CAPTURE["tape"].append(lambda: _write(out, compute()))
+    return out
+
+
+def _recorded_in_place(action):
+    """An in-place ``action()``; during a capture it goes on the tape as it is."""
+    result = action()
+    if _CAPTURE:
+        _CAPTURE["tape"].append(action)
+    return result
 
 
 # --------------------------------------------------------------------------
@@ -157,19 +261,23 @@ class ndarray(numpy.lib.mixins.NDArrayOperatorsMixin):
 
     def __init__(self, shape, dtype=float, order="C"):
         self._a = numpy.empty(shape, dtype=dtype, order=order)
+        _note_memory(self._a)
 
     @classmethod
     def _of(cls, a):
         self = object.__new__(cls)
         self._a = a if type(a) is numpy.ndarray else numpy.asarray(a)
+        _note_memory(self._a)
         return self
 
     # -- the host boundary ---------------------------------------------------
     def __array__(self, *args, **kwargs):
+        _COUNTS["to_host"] += 1
         raise TypeError(_IMPLICIT)
 
     def get(self, stream=None, order="C", out=None):
         """A NumPy copy of the array (the only way to the host, as in CuPy)."""
+        _to_host("get()")
         host = numpy.array(self._a, order=order, copy=True)
         if out is not None:
             out[...] = host
@@ -180,6 +288,7 @@ class ndarray(numpy.lib.mixins.NDArrayOperatorsMixin):
         """Copy the host array ``arr`` into this array."""
         if not isinstance(arr, numpy.ndarray) or arr.shape != self._a.shape:
             raise ValueError("fake cupy: set() needs a NumPy array of the same shape")
+        _to_device("set()")
         self._a[...] = arr
 
     # -- NumPy protocols: ufuncs and functions ---------------------------------
@@ -193,10 +302,9 @@ class ndarray(numpy.lib.mixins.NDArrayOperatorsMixin):
                 if not isinstance(o, ndarray):
                     raise TypeError(f"Unsupported type {type(o)} for out= (fake cupy)")
             kwargs["out"] = tuple(o._a for o in out)
-        result = getattr(ufunc, method)(*args, **kwargs)
-        if out is not None:
+            _recorded_in_place(lambda: getattr(ufunc, method)(*args, **kwargs))
             return out[0] if len(out) == 1 else out
-        return _wrap(result)
+        return _recorded(lambda: getattr(ufunc, method)(*args, **kwargs))
 
     def __array_function__(self, func, types, args, kwargs):
         impl = _FUNCTIONS.get(func.__name__) if func.__module__ == "numpy" else None
@@ -209,14 +317,25 @@ class ndarray(numpy.lib.mixins.NDArrayOperatorsMixin):
         if name in _ATTRIBUTES:
             return getattr(self._a, name)
         if name in _HOST_METHODS:
+            _to_host(f"{name}()")
             return getattr(self._a, name)
         if name in _METHODS:
             method = getattr(self._a, name)
 
             def call(*args, **kwargs):
-                result = method(*(_dev(a) if name != "take" else _index(a) for a in args),
-                                **{k: _dev(v) for k, v in kwargs.items()})
-                return self if result is self._a else _wrap(result)
+                out = kwargs.get("out")
+                args = [_dev(a) if name != "take" else _index(a) for a in args]
+                kwargs = {k: _dev(v) for k, v in kwargs.items()}
+                if name == "fill" or out is not None:
+                    _recorded_in_place(lambda: method(*args, **kwargs))
+                    return None if name == "fill" else out
+                result = method(*args, **kwargs)
+                if result is self._a:
+                    return self
+                out = _wrap(result)
+                if _CAPTURE:
+                    _CAPTURE["tape"].append(lambda: _write(out, method(*args, **kwargs)))
+                return out
             return call
         raise AttributeError(f"fake cupy: ndarray attribute {name!r} is not implemented "
                              f"by the stand-in (does CuPy have it?)")
@@ -231,16 +350,26 @@ class ndarray(numpy.lib.mixins.NDArrayOperatorsMixin):
 
     # -- indexing ------------------------------------------------------------------
     def __getitem__(self, key):
-        return _wrap(self._a[_index(key)])
+        if _is_advanced(key):
+            _to_device("indexing with host indices")
+        key = _index(key)
+        return _recorded(lambda: self._a[key])
 
     def __setitem__(self, key, value):
+        if _is_advanced(key):
+            _to_device("indexing with host indices")
         key = _index(key)
         if isinstance(value, ndarray):
             value = value._a
         elif isinstance(value, numpy.ndarray) and value.ndim > 0 and not _is_advanced(key):
             raise ValueError("non-scalar numpy.ndarray cannot be used for fill "
                              "(fake cupy, as CuPy: basic-index assignment from the host)")
-        self._a[key] = value
+        elif isinstance(value, numpy.ndarray):
+            _to_device("assignment of a host array")
+
+        def assign():
+            self._a[key] = value
+        _recorded_in_place(assign)
 
     def __len__(self):
         return len(self._a)
@@ -251,21 +380,27 @@ class ndarray(numpy.lib.mixins.NDArrayOperatorsMixin):
 
     # -- to Python scalars (a synchronisation in CuPy) --------------------------------
     def __bool__(self):
+        _to_host("bool()")
         return bool(self._a)
 
     def __float__(self):
+        _to_host("float()")
         return float(self._a)
 
     def __int__(self):
+        _to_host("int()")
         return int(self._a)
 
     def __complex__(self):
+        _to_host("complex()")
         return complex(self._a)
 
     def __repr__(self):
+        _to_host("repr()")
         return repr(self._a)
 
     def __str__(self):
+        _to_host("str()")
         return str(self._a)
 
     # -- Numba's CUDA simulator --------------------------------------------------------
@@ -285,15 +420,25 @@ ndarray.__module__ = "cupy"
 
 def _device_function(f):
     def function(*args, **kwargs):
-        return _wrap(f(*(_dev(a) for a in args), **{k: _dev(v) for k, v in kwargs.items()}))
+        out = kwargs.get("out")
+        args = [_dev(a) for a in args]
+        kwargs = {k: _dev(v) for k, v in kwargs.items()}
+        if isinstance(out, ndarray):
+            _recorded_in_place(lambda: f(*args, **kwargs))
+            return out
+        return _recorded(lambda: f(*args, **kwargs))
     function.__name__ = f.__name__
     return function
 
 
 def _creation_function(f):
     def function(*args, **kwargs):
-        return _wrap(f(*(_host_ok(a) for a in args),
-                       **{k: _host_ok(v) for k, v in kwargs.items()}))
+        values = list(args) + list(kwargs.values())
+        if builtins.any(isinstance(v, numpy.ndarray) for v in values):
+            _to_device(f"{f.__name__} of a host array")
+        args = [_host_ok(a) for a in args]
+        kwargs = {k: _host_ok(v) for k, v in kwargs.items()}
+        return _recorded(lambda: f(*args, **kwargs))
     function.__name__ = f.__name__
     return function
 
@@ -302,7 +447,8 @@ def _ufunc(u):
     def function(*args, **kwargs):
         for a in list(args) + list(kwargs.values()):
             _dev(a)                             # refuses host arrays
-        result = u(*args, **kwargs)             # device arguments: __array_ufunc__
+        # device arguments: __array_ufunc__ computes (and records a capture)
+        result = u(*args, **kwargs)
         return result if isinstance(result, (ndarray, tuple)) else _wrap(result)
     function.__name__ = u.__name__
     function.reduce = lambda *a, **k: _wrap(u.reduce(*(_dev(x) for x in a),
@@ -317,12 +463,16 @@ def asarray(a, dtype=None, order=None):
         if dtype is None or numpy.dtype(dtype) == a.dtype:
             return a
         return a.astype(dtype)
+    _to_device("asarray of host data")
     return ndarray._of(numpy.array(a, dtype=dtype, order=order or "K", copy=True))
 
 
 def array(obj, dtype=None, copy=True, order="K", ndmin=0):
     if isinstance(obj, ndarray):
-        obj = obj._a
+        memory = obj._a
+        return _recorded(lambda: numpy.array(memory, dtype=dtype, copy=True, order=order,
+                                             ndmin=ndmin))
+    _to_device("array of host data")
     return ndarray._of(numpy.array(obj, dtype=dtype, copy=True, order=order, ndmin=ndmin))
 
 
@@ -340,7 +490,8 @@ def ascontiguousarray(a, dtype=None):
     if not isinstance(a, ndarray):
         raise TypeError(f"Unsupported type {type(a)} (fake cupy: ascontiguousarray of a "
                         f"host array)")
-    return _wrap(numpy.ascontiguousarray(a._a, dtype=dtype))
+    memory = a._a
+    return _recorded(lambda: numpy.ascontiguousarray(memory, dtype=dtype))
 
 
 _CREATION = ["empty", "zeros", "ones", "full", "arange", "linspace", "eye", "empty_like",
@@ -393,11 +544,24 @@ class _Generator:
     def __init__(self, seed=None):
         self._g = numpy.random.default_rng(seed)
 
-    def random(self, size=None, dtype=numpy.float64):
-        return _wrap(numpy.asarray(self._g.random(size=size, dtype=dtype)))
+    @staticmethod
+    def _draw(values, out):
+        if _CAPTURE:
+            raise RuntimeError("fake cupy: a cupy.random draw during stream capture: cuRAND's "
+                               "host API sets its offset at capture, so every replay of the "
+                               "graph would give the same numbers")
+        if out is None:
+            return _wrap(numpy.asarray(values))
+        out._a[...] = values
+        return out
 
-    def standard_normal(self, size=None, dtype=numpy.float64):
-        return _wrap(numpy.asarray(self._g.standard_normal(size=size, dtype=dtype)))
+    def random(self, size=None, dtype=numpy.float64, out=None):
+        size = out.shape if out is not None else size
+        return self._draw(self._g.random(size=size, dtype=dtype), out)
+
+    def standard_normal(self, size=None, dtype=numpy.float64, out=None):
+        size = out.shape if out is not None else size
+        return self._draw(self._g.standard_normal(size=size, dtype=dtype), out)
 
     def uniform(self, low=0.0, high=1.0, size=None, dtype=numpy.float64):
         return _wrap(numpy.asarray(self._g.uniform(low, high, size=size)).astype(dtype))
@@ -443,10 +607,68 @@ class Stream:
         return self
 
     def synchronize(self):
-        pass
+        if _CAPTURE:
+            raise RuntimeError("fake cupy: synchronize() of a capturing stream")
+
+    def begin_capture(self, mode=None):
+        """Start recording (module docstring: what is emulated)."""
+        if self.ptr == 0:
+            raise RuntimeError("fake cupy: the null stream cannot capture (as in CUDA)")
+        if _CAPTURE:
+            raise RuntimeError("fake cupy: a capture is already under way")
+        saved = [(a, a.copy()) for a in list(_MEMORY.values())]
+        _CAPTURE.update(stream=self, tape=[], saved=saved)
+
+    def is_capturing(self):
+        return bool(_CAPTURE) and _CAPTURE["stream"] is self
+
+    def end_capture(self):
+        """Stop recording; the arrays older than the capture get their contents back."""
+        if not self.is_capturing():
+            raise RuntimeError("fake cupy: end_capture() of a stream that does not capture")
+        tape, saved = _CAPTURE["tape"], _CAPTURE["saved"]
+        _CAPTURE.clear()
+        for a, contents in saved:
+            a[...] = contents
+        return Graph(tape)
 
     def __repr__(self):
         return f"<fake cupy.cuda.Stream ptr={self.ptr:#x}>"
+
+
+class Graph:
+    """``cupy.cuda.Graph``: ``launch()`` replays the tape of a capture."""
+
+    def __init__(self, tape):
+        self._tape = tape
+
+    def launch(self, stream=None):
+        if _CAPTURE:
+            raise RuntimeError("fake cupy: a graph launched during a capture")
+        for entry in self._tape:
+            entry()
+
+    def upload(self, stream=None):
+        pass
+
+
+class MemoryPool:
+    """``cupy.cuda.MemoryPool``: no memory here; ``malloc`` is what an allocator calls."""
+
+    def malloc(self, size):
+        return None
+
+    def used_bytes(self):
+        return 0
+
+    def free_all_blocks(self, stream=None):
+        pass
+
+
+@contextlib.contextmanager
+def using_allocator(allocator=None):
+    """``cupy.cuda.using_allocator``: the allocator is ignored here."""
+    yield
 
 
 Stream.null = Stream(null=True)
@@ -475,8 +697,10 @@ class Device:
 
 cuda = types.ModuleType("cupy.cuda")
 cuda.Stream, cuda.get_current_stream, cuda.Device = Stream, get_current_stream, Device
+cuda.Graph, cuda.MemoryPool, cuda.using_allocator = Graph, MemoryPool, using_allocator
 cuda.runtime = types.ModuleType("cupy.cuda.runtime")
 cuda.runtime.getDeviceCount = lambda: 1
+cuda.runtime.streamCaptureModeRelaxed = 2
 
 
 def get_array_module(*args):
@@ -494,6 +718,7 @@ def _register_with_the_simulator():
         return
     if config.ENABLE_CUDASIM:
         from numba.cuda.simulator import kernel
+        from numba.cuda.simulator.kernel import FakeCUDAKernel
 
         # the simulator calls to_device on an ArgHint: Numba's is an ABC, numba-cuda's
         # (the package on GPU machines) a plain class, recognised through a tuple
@@ -501,6 +726,20 @@ def _register_with_the_simulator():
             kernel.ArgHint.register(ndarray)
         elif not isinstance(kernel.ArgHint, tuple):
             kernel.ArgHint = (kernel.ArgHint, ndarray)
+        launch = FakeCUDAKernel.__call__
+
+        def recorded_launch(self, *args):
+            """A launch; during a capture also a tape entry with this grid and these
+            arguments (a graph's kernel node)."""
+            grid = (self.grid_dim, self.block_dim, self.dynshared_size)
+            result = launch(self, *args)
+            if _CAPTURE and not self._device:
+                def replay():
+                    self.grid_dim, self.block_dim, self.dynshared_size = grid
+                    launch(self, *args)
+                _CAPTURE["tape"].append(replay)
+            return result
+        FakeCUDAKernel.__call__ = recorded_launch
 
 
 _register_with_the_simulator()
