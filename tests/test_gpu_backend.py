@@ -79,7 +79,8 @@ def test_the_script_runs_on_the_chosen_backend(no_cupy, monkeypatch):
     assert out.split()[:3] == ["stand-in", "False", "13.0.0+fake"]
 
 
-def test_a_script_that_fails_or_forgets_ok_fails(no_cupy):
+def test_a_script_that_fails_or_forgets_ok_fails(no_cupy, monkeypatch):
+    monkeypatch.setenv(gpu_backend.ENV_VAR, "auto")   # gpu_check.sh sets it to cupy
     with pytest.raises(AssertionError, match="ZeroDivisionError"):
         gpu_backend.run_on_gpu("1 / 0")
     with pytest.raises(AssertionError, match="no ok"):
