@@ -46,6 +46,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
@@ -236,23 +237,32 @@ def ours(name, cupy, clock, x, y, batch, smoke, report, sizes):
 
 def captured(name, smoke, report, n_batches):
     """One epoch of ``train`` with ``cuda_graph=True``, where TrainConfig has it."""
-    from scratchvae.config import TrainConfig
+    from scratchvae.config import GRAPH_MODELS, TrainConfig
 
     row = dict(model=name, impl="scratchvae captured")
     if "cuda_graph" not in {f.name for f in dataclasses.fields(TrainConfig)}:
         report.speed.append(dict(row, note="n/a (no --cuda-graph)"))
     elif smoke:
         report.speed.append(dict(row, note="n/a (--smoke)"))
+    elif name not in GRAPH_MODELS:
+        report.speed.append(dict(row, note=f"n/a (--cuda-graph: {', '.join(GRAPH_MODELS)})"))
     else:
+        from scratchvae.graph_step import GraphCaptureFailed
         from scratchvae.train import train
 
         config = TrainConfig(model=name, epochs=1, device="gpu", download="yes",
                              test_limit=1000, cuda_graph=True)
-        with tempfile.TemporaryDirectory() as out:
+        with tempfile.TemporaryDirectory() as out, warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always", GraphCaptureFailed)
             history = train(config, out, progress=False, log=lambda *a: None)
+        failed = [str(x.message) for x in w if issubclass(x.category, GraphCaptureFailed)]
         seconds = history[-1]["train_seconds"]
+        note = "train --cuda-graph, 1 epoch; ms/step = epoch / steps"
+        if failed:   # the run went on eagerly: not a captured time
+            row["impl"] = "scratchvae --cuda-graph, capture failed: eager"
+            note = failed[0]
         report.speed.append(dict(row, epoch_s=seconds, step_ms=seconds / n_batches * 1e3,
-                                 note="train --cuda-graph, 1 epoch; ms/step = epoch / steps"))
+                                 note=note))
     report.save()
 
 
