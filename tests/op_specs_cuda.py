@@ -26,7 +26,7 @@ import sys
 import numpy as np
 
 import gpu_backend
-import kernels
+from gpu_kernel_checks import LAUNCHES, _count_launches
 from op_specs_harness import evaluate, prepared
 from scratchvae.gradcheck import REGISTRY, relative_error
 from scratchvae.gradcheck.problems import LAYOUTS
@@ -35,26 +35,6 @@ cupy = gpu_backend.check_child()   # real CuPy, or the stand-in under the simula
 assert "SCRATCHVAE_KERNELS" not in os.environ
 
 THREADS = 16
-LAUNCHES = []
-
-
-def _count_launches():
-    """Wrap every CUDA launcher (``_*_cuda`` of a kernels module) to record its name."""
-    import importlib
-    import pkgutil
-
-    for info in pkgutil.iter_modules(kernels.__path__):
-        module = importlib.import_module(f"kernels.{info.name}")
-        for name, launcher in list(vars(module).items()):
-            if name.startswith("_") and name.endswith("_cuda") and callable(launcher):
-                setattr(module, name, _counted(name, launcher))
-
-
-def _counted(name, launcher):
-    def launch(*args, **kwargs):
-        LAUNCHES.append(name)
-        return launcher(*args, **kwargs)
-    return launch
 
 
 def _small_blocks():
