@@ -246,13 +246,15 @@ def _check(a, b):
                          f"{tuple(a.shape)} and {tuple(b.shape)}")
 
 
-def _check_out(out, a, M, N):
+def _check_out(out, a, b):
+    """ValueError unless ``out`` is None or a C-contiguous array of C's shape and dtype."""
     if out is None:
         return
-    if tuple(out.shape) != (M, N) or out.dtype != a.dtype or not out.flags.c_contiguous:
-        raise ValueError(f"matmul: expected out, a C-contiguous {a.dtype} array of shape "
-                         f"{(M, N)}, got {out.dtype} {tuple(out.shape)}"
-                         + ("" if out.flags.c_contiguous else " not C-contiguous"))
+    shape, dtype = (a.shape[0], b.shape[1]), np.result_type(a.dtype, b.dtype)
+    if tuple(out.shape) != shape or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ValueError(f"matmul: expected out, a C-contiguous {dtype} array of shape "
+                         f"{shape}, got a{'' if out.flags.c_contiguous else ' strided'} "
+                         f"{out.dtype} array of shape {tuple(out.shape)}")
 
 
 def matmul(a, b, out=None):
@@ -266,7 +268,7 @@ def matmul(a, b, out=None):
     _check(a, b)
     M, K = a.shape
     N = b.shape[1]
-    _check_out(out, a, M, N)
+    _check_out(out, a, b)
     if (choose(a, b, strided=True) != "cpu"           # "cuda": cuBLAS, a @ b
             or M * N * K < SMALL_PRODUCT or max(M, N, K) > _INT32_MAX):
         return matmul_reference(a, b, out)
