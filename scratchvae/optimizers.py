@@ -190,16 +190,23 @@ class Adam(Optimizer):
             self.flat_exp_avg, self.exp_avg = self.flat.like()
             self.flat_exp_avg_sq, self.exp_avg_sq = self.flat.like()
 
+    def flat_arrays(self):
+        """(parameters, gradients, exp_avg, exp_avg_sq) as the flat buffers, every
+        gradient gathered into its buffer, when every parameter has a gradient and
+        still lives in the buffer; else None (the update goes parameter by parameter)."""
+        flat, params = self.flat, self.params
+        if flat is None or any(p.grad is None for p in params) or not flat.holds(params):
+            return None
+        flat.gather_grads(params)
+        return flat.data, flat.grad, self.flat_exp_avg, self.flat_exp_avg_sq
+
     def step(self):
         b1, b2 = self.betas
         params, steps = self.params, self.steps
-        if (self.flat is not None and steps.count(steps[0]) == len(steps)
-                and all(p.grad is not None for p in params) and self.flat.holds(params)):
-            self.flat.gather_grads(params)
+        arrays = self.flat_arrays() if steps.count(steps[0]) == len(steps) else None
+        if arrays is not None:                     # one t: one launch over all parameters
             self.steps = steps = [steps[0] + 1] * len(steps)
-            kernels.adam_step(self.flat.data, self.flat.grad, self.flat_exp_avg,
-                              self.flat_exp_avg_sq, steps[0], self.lr, b1, b2, self.eps,
-                              self.weight_decay)
+            kernels.adam_step(*arrays, steps[0], self.lr, b1, b2, self.eps, self.weight_decay)
             return
         for i, (p, m, v) in enumerate(zip(params, self.exp_avg, self.exp_avg_sq)):
             if p.grad is None:
