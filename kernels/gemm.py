@@ -231,7 +231,12 @@ def _storage(x):
 
 
 def _base_view(x):
-    """A 1-D view starting at x's first entry and reaching its last (no copy)."""
+    """A 1-D view starting at x's first entry and reaching its last (no copy): a
+    reshape for a C- or Fortran-ordered x, else a strided view over its span."""
+    if x.flags.c_contiguous:
+        return x.reshape(-1)
+    if x.flags.f_contiguous:
+        return x.T.reshape(-1)
     span = (x.shape[0] - 1) * x.strides[0] + (x.shape[1] - 1) * x.strides[1] + x.itemsize
     return np.lib.stride_tricks.as_strided(x, shape=(span // x.itemsize,),
                                            strides=(x.itemsize,))
