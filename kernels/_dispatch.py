@@ -90,6 +90,11 @@ def choose(*arrays, strided=False):
     arrays = [a for a in arrays if a is not None]
     if not arrays:
         return "reference"
+    if all(type(a) is np.ndarray for a in arrays):   # the common case, decided quickly
+        dtype = arrays[0].dtype
+        if dtype not in _FLOATS or any(a.dtype != dtype for a in arrays):
+            return "reference"
+        return "cpu" if strided or all(a.flags.c_contiguous for a in arrays) else "reference"
     dtype = np.dtype(arrays[0].dtype)
     if dtype not in _FLOATS or any(np.dtype(a.dtype) != dtype for a in arrays):
         return "reference"

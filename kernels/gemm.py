@@ -51,6 +51,7 @@ from numba import get_num_threads, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ._arrays import get_xp
 from ._dispatch import choose
 
 #: products with fewer multiply-adds than this (M*N*K) run as plain ``a @ b``:
@@ -62,9 +63,11 @@ SMALL_PRODUCT = 1 << 18
 _INT32_MAX = 2 ** 31 - 1
 
 
-def matmul_reference(a, b):
-    """C = a @ b in plain ``xp`` (NumPy, or CuPy's cuBLAS)."""
-    return a @ b
+def matmul_reference(a, b, out=None):
+    """C = a @ b in plain ``xp`` (NumPy, or CuPy's cuBLAS), into ``out`` when given."""
+    if out is None:
+        return a @ b
+    return get_xp(a).matmul(a, b, out=out)
 
 
 # --------------------------------------------------------------------------
@@ -228,7 +231,12 @@ def _storage(x):
 
 
 def _base_view(x):
-    """A 1-D view starting at x's first entry and reaching its last (no copy)."""
+    """A 1-D view starting at x's first entry and reaching its last (no copy): a
+    reshape for a C- or Fortran-ordered x, else a strided view over its span."""
+    if x.flags.c_contiguous:
+        return x.reshape(-1)
+    if x.flags.f_contiguous:
+        return x.T.reshape(-1)
     span = (x.shape[0] - 1) * x.strides[0] + (x.shape[1] - 1) * x.strides[1] + x.itemsize
     return np.lib.stride_tricks.as_strided(x, shape=(span // x.itemsize,),
                                            strides=(x.itemsize,))
@@ -243,8 +251,20 @@ def _check(a, b):
                          f"{tuple(a.shape)} and {tuple(b.shape)}")
 
 
-def matmul(a, b):
-    """C = a @ b for 2-D a (M, K) and b (K, N); returns a new C-contiguous (M, N) array.
+def _check_out(out, a, b):
+    """ValueError unless ``out`` is None or a C-contiguous array of C's shape and dtype."""
+    if out is None:
+        return
+    shape, dtype = (a.shape[0], b.shape[1]), np.result_type(a.dtype, b.dtype)
+    if tuple(out.shape) != shape or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ValueError(f"matmul: expected out, a C-contiguous {dtype} array of shape "
+                         f"{shape}, got a{'' if out.flags.c_contiguous else ' strided'} "
+                         f"{out.dtype} array of shape {tuple(out.shape)}")
+
+
+def matmul(a, b, out=None):
+    """C = a @ b for 2-D a (M, K) and b (K, N); returns a C-contiguous (M, N) array,
+    ``out`` when given (a C-contiguous (M, N) array of a's dtype: no new array).
 
     NumPy float32/float64 operands of one dtype run on the kernel (any
     layout: transposed views are not copied); CuPy arrays go to cuBLAS;
@@ -253,19 +273,25 @@ def matmul(a, b):
     _check(a, b)
     M, K = a.shape
     N = b.shape[1]
+    _check_out(out, a, b)
     if (choose(a, b, strided=True) != "cpu"           # "cuda": cuBLAS, a @ b
             or M * N * K < SMALL_PRODUCT or max(M, N, K) > _INT32_MAX):
-        return matmul_reference(a, b)
+        return matmul_reference(a, b, out)
     a_flat, a_rows, lda = _storage(a)
     b_flat, b_rows, ldb = _storage(b)
     if max(lda, ldb) > _INT32_MAX:
-        return matmul_reference(a, b)
+        return matmul_reference(a, b, out)
     gemm = _gemm_addresses()[np.dtype(a.dtype)]
     threads = get_num_threads()
     split = _split(M, N, K)
-    out = np.empty((threads, M, N) if split == INNER else (M, N), dtype=a.dtype)
-    _gemm_blocks(gemm, split, threads, a_flat, a_rows, lda, b_flat, b_rows, ldb, out,
+    if split == INNER and threads > 1:             # partial products, added below
+        blocks = np.empty((threads, M, N), dtype=a.dtype)
+    else:                                          # C itself (one block: out[None])
+        if out is None:
+            out = np.empty((M, N), dtype=a.dtype)
+        blocks = out.reshape(1, M, N) if split == INNER else out
+    _gemm_blocks(gemm, split, threads, a_flat, a_rows, lda, b_flat, b_rows, ldb, blocks,
                  M, N, K, a.dtype.type(1), a.dtype.type(0))
-    if split == INNER:                  # the partial products, added in a fixed order
-        return out[0] if threads == 1 else out.sum(axis=0)
+    if split == INNER and threads > 1:             # added in a fixed order
+        return blocks.sum(axis=0, out=out)
     return out

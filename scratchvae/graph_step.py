@@ -13,8 +13,8 @@ needs no host value: one function, :meth:`CapturedRun.step`, that
    and the device ``t`` (cuRAND's host API, behind ``cupy.random``, fixes its
    offset when captured: every replay would draw the same numbers);
 4. runs the forward, the backward and Adam (kernels.adam.adam_step_device,
-   its scalars read from device memory), adds the batch's loss to a device
-   sum and advances ``k``.
+   its scalars read from device memory, one launch over Adam's flat buffer),
+   adds the batch's loss to a device sum and advances ``k``.
 
 The first :data:`WARMUP_STEPS` steps run this function eagerly (Numba compiles
 its kernels, CuPy its elementwise kernels and cuBLAS picks its algorithms and
@@ -137,9 +137,11 @@ class CapturedRun(DeviceRun):
         loss, _ = model.loss(self.xb, eps=self.eps, check_inputs=False)
         model.backward()
         opt = self.optimizer
-        for p, m, v in zip(opt.params, opt.exp_avg, opt.exp_avg_sq):
-            adam_step_device(p.data, p.grad, m, v, self.adam_scalars, b1, b2, opt.eps,
-                             opt.weight_decay)
+        flat = opt.flat_arrays()          # one launch over the flat buffer where it applies
+        groups = [flat] if flat is not None else [
+            (p.data, p.grad, m, v) for p, m, v in zip(opt.params, opt.exp_avg, opt.exp_avg_sq)]
+        for arrays in groups:
+            adam_step_device(*arrays, self.adam_scalars, b1, b2, opt.eps, opt.weight_decay)
         xp.add(self.k, 1, out=self.k)
         xp.add(self.window, loss.astype(np.float64) * self.xb.shape[0], out=self.window)
 

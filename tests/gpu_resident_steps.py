@@ -284,6 +284,7 @@ def check_captured(name):
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=f"{name} {key}")
     assert optimizer.steps == [8] * len(optimizer.steps), optimizer.steps
+    assert optimizer.flat_arrays() is not None     # Adam's one launch over its flat buffer
     assert all(map(math.isfinite, got_losses))
     # a replayed step: no new array, no transfer
     with run.stream:

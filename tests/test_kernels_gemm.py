@@ -158,3 +158,33 @@ def test_a_wrong_block_offset_is_caught(monkeypatch):
     a, b = _operands(np.random.default_rng(5), 1031, 67, 129, np.float64, False, False)
     with pytest.raises(AssertionError):
         _assert_product(kernels.matmul(a, b), a, b)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("split, shape", CASES[::2] + [(None, (8, 8, 8))])
+def test_out_receives_the_same_bits(split, shape, threads, kernel_calls):
+    """out= (a parameter's gradient buffer) holds exactly the product matmul returns
+    (every cut, one and two threads, and a small product's plain ``a @ b``)."""
+    a, b = _operands(np.random.default_rng(6), *shape, np.float32, True, False)
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        fresh = kernels.matmul(a, b)
+        out = np.full(fresh.shape, np.nan, np.float32)
+        assert kernels.matmul(a, b, out=out) is out
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(out, fresh)
+    assert [c["split"] for c in kernel_calls] == ([split] * 2 if split is not None else [])
+
+
+@pytest.mark.parametrize("out, expected", [
+    (np.zeros((3, 2), np.float32), "got a float32 array of shape (3, 2)"),
+    (np.zeros((2, 3), np.float64), "got a float64 array of shape (2, 3)"),
+    (np.zeros((3, 2), np.float32).T, "got a strided float32 array of shape (2, 3)"),
+])
+def test_a_bad_out_is_refused(out, expected):
+    a, b = np.ones((2, 4), np.float32), np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match=re.escape(
+            "matmul: expected out, a C-contiguous float32 array of shape (2, 3), " + expected)):
+        kernels.matmul(a, b, out=out)

@@ -242,3 +242,95 @@ def test_optimizer_state_roundtrip():
         prm.accumulate(grads[1].copy())
         o.step()
     assert np.array_equal(p.data, q.data)
+
+
+# ---------------------------------------------------------------------------
+# Adam over one flat buffer
+# ---------------------------------------------------------------------------
+
+def _mlp(seed=0):
+    from scratchvae.layers import Linear, Sequential, Tanh
+    rng = np.random.default_rng(seed)
+    return Sequential(Linear(30, 20, rng=rng), Tanh(), Linear(20, 10, rng=rng))
+
+
+def _train(model, opt, steps=4, dtype=np.float32):
+    rng = np.random.default_rng(1)
+    for _ in range(steps):
+        opt.zero_grad()
+        y = model.forward(rng.standard_normal((7, 30)).astype(dtype))
+        model.backward(y - 1)              # d/dy of 1/2 |y - 1|^2
+        opt.step()
+
+
+def _state_bytes(model, opt):
+    return ([p.data.tobytes() for p in model.parameters()]
+            + [m.tobytes() for m in opt.exp_avg + opt.exp_avg_sq], list(opt.steps))
+
+
+def test_adam_over_the_flat_buffer_equals_one_update_per_parameter(monkeypatch):
+    """One launch over all parameters, the gradients written into the flat buffer by
+    the layers themselves, gives the bits of one launch per parameter."""
+    import kernels
+    from scratchvae import optimizers
+
+    flat_model, per_model = _mlp(), _mlp()
+    flat = Adam(flat_model.parameters(), lr=1e-2, weight_decay=0.01)
+    with monkeypatch.context() as m:
+        m.setattr(optimizers.FlatParameters, "build", classmethod(lambda cls, params: None))
+        per = Adam(per_model.parameters(), lr=1e-2, weight_decay=0.01)
+    assert per.flat is None and flat.flat is not None
+    calls = []
+    real = kernels.adam_step
+
+    def spy(param, *args, **kwargs):
+        calls.append(param.size)
+        return real(param, *args, **kwargs)
+    monkeypatch.setattr(kernels, "adam_step", spy)
+    _train(flat_model, flat)
+    assert calls == [flat_model.num_parameters()] * 4          # one launch a step
+    calls.clear()
+    _train(per_model, per)
+    assert len(calls) == 4 * len(per.params)
+    assert _state_bytes(flat_model, flat) == _state_bytes(per_model, per)
+    for p, view in zip(flat_model.parameters(), flat.flat.grad_views):
+        assert p.grad is view and np.shares_memory(p.data, flat.flat.data)
+
+
+def test_flat_adam_gathers_gradients_held_elsewhere_and_follows_new_arrays():
+    """A gradient set by hand (or stored while the buffer was taken) is copied into the
+    buffer; a parameter given a new array is updated in that array, one by one."""
+    model, ref_model = _mlp(), _mlp()
+    opt, ref = Adam(model.parameters(), lr=1e-2), Adam(ref_model.parameters(), lr=1e-2)
+    grads = [np.random.default_rng(i).standard_normal(p.shape).astype(np.float32)
+             for i, p in enumerate(model.parameters())]
+    for o, ps in ((opt, model.parameters()), (ref, ref_model.parameters())):
+        o.zero_grad()
+        ps[0].grad = grads[0].copy()                 # set by hand: not the buffer's view
+        for p, g in zip(ps[1:], grads[1:]):
+            p.accumulate(g.copy())
+        ps[1].accumulate(grads[1].copy())            # a second contribution, added
+    ref.flat = None                                  # the reference: one launch each
+    opt.step()
+    ref.step()
+    assert _state_bytes(model, opt) == _state_bytes(ref_model, ref)
+    p = model.parameters()[0]
+    p.data = p.data.copy()                           # a new array, not the buffer's view
+    before = p.data.copy()
+    _train(model, opt, steps=1)
+    assert not np.array_equal(p.data, before) and list(opt.steps) == [2] * 4
+
+
+def test_loading_states_keeps_the_flat_buffer():
+    model, other = _mlp(0), _mlp(1)
+    opt, other_opt = Adam(model.parameters(), lr=1e-2), Adam(other.parameters(), lr=1e-2)
+    _train(other, other_opt, steps=2)
+    model.load_state_dict(other.state_dict())
+    opt.load_state_dict(other_opt.state_dict())
+    assert opt.flat.holds(model.parameters())
+    for m, view in zip(opt.exp_avg, opt.flat.like()[1]):
+        assert np.shares_memory(m, opt.flat_exp_avg) and m.shape == view.shape
+    assert _state_bytes(model, opt) == _state_bytes(other, other_opt)
+    _train(model, opt, steps=2)
+    _train(other, other_opt, steps=2)
+    assert _state_bytes(model, opt) == _state_bytes(other, other_opt)

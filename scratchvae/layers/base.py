@@ -20,20 +20,43 @@ class Parameter:
     ``grad`` is ``None`` until the first backward after :meth:`zero_grad`
     (PyTorch's ``set_to_none`` behaviour): the first contribution is stored
     as is, later ones are added. This saves a zero-fill and an add per step.
+
+    ``grad_view`` (set by :class:`scratchvae.optimizers.FlatParameters`) is
+    this parameter's slice of one flat gradient buffer: the first contribution
+    after :meth:`zero_grad` goes there, so that an optimiser updates every
+    parameter in one pass over that buffer. A backward that can write its
+    result into a given array asks :meth:`grad_buffer` for it (no new array,
+    no copy); :meth:`accumulate` copies any other first contribution there.
     """
 
     def __init__(self, data):
         self.data = data
         self.grad = None
+        self.grad_view = None
+        self._view_free = False   # grad_view takes the next first contribution
+
+    def grad_buffer(self):
+        """The array to write this parameter's next gradient into and then pass to
+        :meth:`accumulate`: ``grad_view`` while it is free (``grad`` is None since
+        :meth:`zero_grad`), else None (the backward makes its own array)."""
+        return self.grad_view if self.grad is None and self._view_free else None
 
     def accumulate(self, g):
-        if self.grad is None:
+        """grad = g on the first contribution (held in ``grad_view`` while it is
+        free: g is that view, written by a backward, or is copied there), else
+        grad += g."""
+        if self.grad is not None:
+            self.grad += g
+        elif self.grad_buffer() is None:
             self.grad = g
         else:
-            self.grad += g
+            if g is not self.grad_view:
+                self.grad_view[...] = g
+            self.grad, self._view_free = self.grad_view, False
 
     def zero_grad(self):
         self.grad = None
+        self._view_free = self.grad_view is not None
 
     @property
     def shape(self):
@@ -112,7 +135,8 @@ class Module:
         """Cast every parameter to ``dtype`` in place (e.g. float64 for checks)."""
         for p in self.parameters():
             p.data = p.data.astype(dtype)
-            p.grad = None
+            p.grad_view = None      # a flat buffer of the old dtype
+            p.zero_grad()
         if hasattr(self, "param_dtype"):
             self.param_dtype = np.dtype(dtype)
         return self
@@ -121,7 +145,8 @@ class Module:
         """Move every parameter to the array module ``xp`` (numpy or cupy)."""
         for p in self.parameters():
             p.data = to_device(p.data, xp)
-            p.grad = None
+            p.grad_view = None      # a flat buffer of the old device
+            p.zero_grad()
         return self
 
     # -- (de)serialisation -----------------------------------------------------
@@ -130,7 +155,8 @@ class Module:
         return {name: to_numpy(p.data).copy() for name, p in self.named_parameters()}
 
     def load_state_dict(self, state):
-        """Copy arrays into the parameters; names, shapes and dtypes must match."""
+        """Copy arrays into the parameters' own arrays (in place: an optimiser's flat
+        buffer keeps them); names and shapes must match, values cast to the dtype."""
         own = dict(self.named_parameters())
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
@@ -142,5 +168,5 @@ class Module:
             if tuple(arr.shape) != tuple(p.data.shape):
                 raise ValueError(f"load_state_dict: expected {name} of shape "
                                  f"{tuple(p.data.shape)}, got {tuple(arr.shape)}")
-            p.data = to_device(np.asarray(arr), get_xp(p.data)).astype(p.data.dtype)
-            p.grad = None
+            p.data[...] = to_device(np.asarray(arr), get_xp(p.data)).astype(p.data.dtype)
+            p.zero_grad()

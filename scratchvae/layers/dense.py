@@ -32,7 +32,12 @@ class Linear(Module):
         return y
 
     def backward(self, dy):
-        dx, dW, db = linear_backward(dy, self.forward_cache(), need_dx=self.input_grad)
+        """dL/dx; dW and db written into the parameters' free gradient buffers
+        (Parameter.grad_buffer) or new arrays, and accumulated."""
+        dx, dW, db = linear_backward(
+            dy, self.forward_cache(), need_dx=self.input_grad,
+            dW_out=self.weight.grad_buffer(),
+            db_out=None if self.bias is None else self.bias.grad_buffer())
         self.weight.accumulate(dW)
         if self.bias is not None:
             self.bias.accumulate(db)

@@ -77,9 +77,13 @@ def tanh_forward(x):
 
 
 def tanh_backward(dy, y):
-    """tanh'(x) = 1 - tanh(x)^2, so dx = dy * (1 - y^2)."""
+    """tanh'(x) = 1 - tanh(x)^2, so dx = dy * (1 - y^2), computed in one array
+    (y^2, then 1 - y^2, then times dy, each in place)."""
     check_same("Tanh.backward", "output", y, "upstream gradient", dy)
-    return dy * (1 - y * y)
+    dx = y * y
+    get_xp(y).subtract(1, dx, out=dx)
+    dx *= dy
+    return dx
 
 
 def gated_forward(x):

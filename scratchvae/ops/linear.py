@@ -24,7 +24,7 @@ def linear_forward(x, W, b=None):
     return y, (x, W)
 
 
-def linear_backward(dy, cache, need_dx=True):
+def linear_backward(dy, cache, need_dx=True, dW_out=None, db_out=None):
     """Gradients of a scalar loss L given dy = dL/dy, shape (N, out).
 
     From y[n, o] = sum_i x[n, i] W[o, i] + b[o]:
@@ -35,14 +35,16 @@ def linear_backward(dy, cache, need_dx=True):
 
     Returns ``(dx, dW, db)``; ``dx`` is None when ``need_dx`` is False (the
     first layer of a network: nothing upstream wants dL/dx, and skipping it
-    saves one matrix product as large as the forward's).
+    saves one matrix product as large as the forward's). ``dW_out``/``db_out``:
+    arrays of W's/b's shape that receive dW/db (a parameter's gradient buffer:
+    no new array), or None.
     """
     x, W = cache
     check_shape("Linear.backward", "upstream gradient", dy, (x.shape[0], W.shape[0]))
     check_float("Linear.backward", "upstream gradient", dy, W.dtype)
     dx = matmul(dy, W) if need_dx else None
-    dW = matmul(dy.T, x)
-    db = dy.sum(axis=0)
+    dW = matmul(dy.T, x, out=dW_out)
+    db = dy.sum(axis=0, out=db_out)
     return dx, dW, db
 
 
