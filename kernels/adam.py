@@ -120,16 +120,15 @@ def _adam_loop(p, g, m, v, w1, beta2, w2, step_size, bc2_sqrt, eps, weight_decay
 
 
 def _flush_subnormal(a):
-    """Set the subnormal entries of ``a`` to 0, in place."""
-    a[get_xp(a).abs(a) < np.finfo(a.dtype).tiny] = 0
+    """Set the subnormal entries of ``a`` to 0, in place (``where``: a boolean-mask
+    assignment would read the host on CuPy)."""
+    xp = get_xp(a)
+    a[...] = xp.where(xp.abs(a) < np.finfo(a.dtype).tiny, 0, a)
 
 
-def adam_step_reference(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2,
-                        eps, weight_decay=0.0):
-    """Adam update written in plain ``xp`` (allocates temporaries)."""
-    xp = get_xp(param)
-    bc1 = 1.0 - beta1 ** step
-    bc2 = 1.0 - beta2 ** step
+def _moments_reference(param, grad, exp_avg, exp_avg_sq, beta1, beta2, weight_decay):
+    """Both Adam references' moment update in plain ``xp``, in place, subnormal
+    moments set to 0."""
     if weight_decay != 0:
         grad = grad + weight_decay * param
     exp_avg *= beta1
@@ -138,6 +137,15 @@ def adam_step_reference(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2
     exp_avg_sq += (1.0 - beta2) * grad * grad
     _flush_subnormal(exp_avg)
     _flush_subnormal(exp_avg_sq)
+
+
+def adam_step_reference(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2,
+                        eps, weight_decay=0.0):
+    """Adam update written in plain ``xp`` (allocates temporaries)."""
+    xp = get_xp(param)
+    bc1 = 1.0 - beta1 ** step
+    bc2 = 1.0 - beta2 ** step
+    _moments_reference(param, grad, exp_avg, exp_avg_sq, beta1, beta2, weight_decay)
     denom = xp.sqrt(exp_avg_sq) / math.sqrt(bc2) + eps
     param -= (lr / bc1) * (exp_avg / denom)
 
@@ -201,15 +209,7 @@ def adam_step_device_reference(param, grad, exp_avg, exp_avg_sq, scalars, beta1,
                                weight_decay=0.0):
     """:func:`adam_step_device` in plain ``xp`` (allocates; no host read)."""
     xp = get_xp(param)
-    if weight_decay != 0:
-        grad = grad + weight_decay * param
-    exp_avg *= beta1
-    exp_avg += (1.0 - beta1) * grad
-    exp_avg_sq *= beta2
-    exp_avg_sq += (1.0 - beta2) * grad * grad
-    tiny = np.finfo(param.dtype).tiny
-    exp_avg[...] = xp.where(xp.abs(exp_avg) < tiny, 0, exp_avg)
-    exp_avg_sq[...] = xp.where(exp_avg_sq < tiny, 0, exp_avg_sq)
+    _moments_reference(param, grad, exp_avg, exp_avg_sq, beta1, beta2, weight_decay)
     denom = xp.sqrt(exp_avg_sq) / scalars[1] + eps
     param -= scalars[0] * (exp_avg / denom)
 
