@@ -33,7 +33,12 @@ new permutation, so the dropped images change from epoch to epoch).
 
 A capture or a launch that fails (an operation the CuPy/CUDA in use cannot
 capture) does not stop the run: one warning names the reason and the run
-continues with the same step function called eagerly.
+continues with the same step function called eagerly. CuPy 14.2 refuses any
+cuBLAS call during a capture ("calling cuBLAS API during stream capture is
+currently unsupported", seen on an H200) and has no ``cublas.setWorkspace``: on
+it the capture fails at the first matrix product and the run trains eagerly, to
+the same parameters. A step that captures needs matrix products that are not
+CuPy's cuBLAS calls.
 """
 import contextlib
 import warnings
