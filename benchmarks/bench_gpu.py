@@ -199,20 +199,14 @@ def build(name, smoke, rng):
 # --------------------------------------------------------------------------
 
 def ours(name, cupy, clock, x, y, batch, smoke, report, sizes):
+    from benchmarks.common import training_step
     from scratchvae import data
     from scratchvae.backend import to_device
     from scratchvae.optimizers import Adam
 
     rng = np.random.default_rng(0)
     model = build(name, smoke, rng).to(cupy)
-    opt = Adam(model.parameters(), lr=1e-3)
-
-    def step(xb, yb):
-        opt.zero_grad()
-        loss, _ = model.loss(xb, rng=rng, labels=yb, check_inputs=False)   # as train() runs it
-        float(loss)
-        model.backward()
-        opt.step()
+    step = training_step(model, Adam(model.parameters(), lr=1e-3), rng)
 
     fixed = (to_device(x[:batch].copy(), cupy), y[:batch].copy())
     step_ms = clock.median_ms(lambda: step(*fixed), sizes["repeats"], sizes["warmup"])

@@ -64,7 +64,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
-from benchmarks.common import mnist_arrays  # noqa: E402  (the path above)
+from benchmarks.common import mnist_arrays, training_step  # noqa: E402  (the path above)
 
 BATCH = 128
 #: the environment as this script found it, for every worker, whatever main imports
@@ -97,14 +97,7 @@ def worker_ours(model_name, steps, options):
     (xtr, ytr), _ = mnist_arrays()
     rng = np.random.default_rng(0)
     model = build_model(model_name, latent_dim=DEFAULT_LATENT_DIM[model_name], rng=rng)
-    opt = Adam(model.parameters(), lr=1e-3)
-
-    def step(xb, yb):
-        opt.zero_grad()
-        loss, _ = model.loss(xb, rng=rng, labels=yb, check_inputs=False)   # as train() runs it
-        float(loss)
-        model.backward()
-        opt.step()
+    step = training_step(model, Adam(model.parameters(), lr=1e-3), rng)
     return _time(step, data.iterate_batches(xtr, ytr, BATCH, rng=np.random.default_rng(1)),
                  (xtr[:BATCH].copy(), ytr[:BATCH].copy()), steps, model.num_parameters(),
                  threads_in_use(), options.get("epoch_steps", 0))

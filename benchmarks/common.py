@@ -16,6 +16,18 @@ def mnist_arrays():
             (data.images_to_float(ds.test_images), ds.test_labels.astype(np.int64)))
 
 
+def training_step(model, optimizer, rng):
+    """``step(xb, yb)``: one Adam step of a scratchvae model as the CPU ``train`` loop
+    runs it (unchecked uint8-range images, the loss read back to the host)."""
+    def step(xb, yb):
+        optimizer.zero_grad()
+        loss, _ = model.loss(xb, rng=rng, labels=yb, check_inputs=False)
+        float(loss)
+        model.backward()
+        optimizer.step()
+    return step
+
+
 def sample_times(fn, repeats, warmup=3):
     """Wall times of ``repeats`` calls of fn() in seconds, after ``warmup`` calls."""
     return sample_times_after(lambda: None, fn, repeats, warmup)
