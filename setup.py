@@ -18,6 +18,8 @@ setup(
         "plot": ["matplotlib>=3.6"],
         "test": ["pytest>=7", "matplotlib>=3.6"],
         "bench": ["torch"],
+        # Intel's MKL runtime for the products (SCRATCHVAE_BLAS=mkl; kernels/blas.py)
+        "mkl": ["mkl"],
     },
     entry_points={"console_scripts": ["scratchvae=scratchvae.cli:main"]},
 )

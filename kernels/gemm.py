@@ -31,20 +31,19 @@ base with the transpose flag set, never copied. An operand needs only one
 unit stride: rows (row-major, any row stride >= its width) or columns
 (column-major); anything else is copied once.
 
-Which BLAS. SciPy's, through ``scipy.linalg.cython_blas`` (the BLAS that
-Numba itself calls for ``np.dot``), whose ``sgemm``/``dgemm`` addresses are
-handed to the compiled loop at run time. The first product the kernel runs sets
-every BLAS library of the process to one thread (``threadpoolctl``):
-scratchvae's pool runs the threads, and a BLAS library's own threads would
-compete with it. NumPy's ``@`` elsewhere in the same process then runs on
-one thread too.
+Which BLAS. The one :mod:`kernels.blas` chooses (NumPy's bundled OpenBLAS by
+default, SciPy's or MKL on request), whose ``sgemm``/``dgemm`` addresses are
+handed to the compiled loop at run time, each with a zero of the library's
+integer type (32- or 64-bit: the loop is compiled for it). The first product
+the kernel runs sets every BLAS library of the process to one thread
+(``threadpoolctl``): scratchvae's pool runs the threads, and a BLAS library's
+own threads would compete with it. NumPy's ``@`` elsewhere in the same
+process then runs on one thread too.
 
 Dispatch (:mod:`kernels._dispatch`, which states matmul's small-product
 exception): the Numba CPU kernel for NumPy float32/float64 operands of any
 layout; cuBLAS (``a @ b``) for CuPy arrays; ``matmul_reference`` otherwise.
 """
-import functools
-
 import numpy as np
 from llvmlite import ir
 from numba import get_num_threads, njit, prange, types
@@ -52,6 +51,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._arrays import get_xp
+from .blas import blas
 from ._dispatch import choose
 
 #: products with fewer multiply-adds than this (M*N*K) run as plain ``a @ b``:
@@ -75,23 +75,25 @@ def matmul_reference(a, b, out=None):
 # --------------------------------------------------------------------------
 
 @intrinsic
-def _call_gemm(typingctx, address, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
+def _call_gemm(typingctx, gemm, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
                beta, c, ldc):
-    """gemm at ``address`` (Fortran calling convention: every argument by pointer).
+    """A Fortran gemm (every argument by pointer); ``gemm`` is (its address, a zero of
+    its integer type), as :func:`kernels.blas.blas` gives it.
 
     ``trans_a``/``trans_b`` are character codes (ord('N') or ord('T')), the
-    sizes and leading dimensions integers (passed as 32-bit ints), ``alpha``
-    and ``beta`` scalars of the matrix dtype, and ``a``, ``b``, ``c`` integer
-    addresses of the first matrix entries. The scalars are stored on the
-    stack and their addresses passed. An intrinsic (rather than a ctypes
-    function object) keeps the address a run-time argument, so the compiled
-    loop can be cached on disk.
+    sizes and leading dimensions integers (passed as the library's integers,
+    32-bit for LP64 BLAS, 64-bit for ILP64), ``alpha`` and ``beta`` scalars of
+    the matrix dtype, and ``a``, ``b``, ``c`` integer addresses of the first
+    matrix entries. The scalars are stored on the stack and their addresses
+    passed. An intrinsic (rather than a ctypes function object) keeps the
+    address a run-time argument, so the compiled loop can be cached on disk.
     """
-    sig = types.void(address, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    sig = types.void(gemm, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 
     def codegen(context, builder, signature, args):
         byte_ptr = ir.IntType(8).as_pointer()
         argtypes = signature.args
+        integer = argtypes[0].types[1]          # the type of the zero beside the address
 
         def by_pointer(i, to_type):
             value = context.cast(builder, args[i], argtypes[i], to_type)
@@ -101,14 +103,16 @@ def _call_gemm(typingctx, address, trans_a, trans_b, m, n, k, alpha, a, lda, b, 
         def address_of(i):
             return builder.inttoptr(args[i], byte_ptr)
 
-        char, int32 = types.int8, types.int32
+        char = types.int8
         fortran_args = [by_pointer(1, char), by_pointer(2, char),
-                        by_pointer(3, int32), by_pointer(4, int32), by_pointer(5, int32),
-                        by_pointer(6, argtypes[6]), address_of(7), by_pointer(8, int32),
-                        address_of(9), by_pointer(10, int32),
-                        by_pointer(11, argtypes[11]), address_of(12), by_pointer(13, int32)]
+                        by_pointer(3, integer), by_pointer(4, integer), by_pointer(5, integer),
+                        by_pointer(6, argtypes[6]), address_of(7), by_pointer(8, integer),
+                        address_of(9), by_pointer(10, integer),
+                        by_pointer(11, argtypes[11]), address_of(12), by_pointer(13, integer)]
         fnty = ir.FunctionType(ir.VoidType(), [byte_ptr] * 13)
-        gemm = builder.inttoptr(args[0], fnty.as_pointer())
+        address = context.cast(builder, builder.extract_value(args[0], 0),
+                               argtypes[0].types[0], types.intp)
+        gemm = builder.inttoptr(address, fnty.as_pointer())
         builder.call(gemm, fortran_args)
         return context.get_dummy_value()
 
@@ -120,7 +124,8 @@ _N, _T = ord("N"), ord("T")
 
 @njit(inline="always")
 def gemm_rows(gemm, a_rows, b_rows, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-    """Row-major C (m, n) = alpha op(A) op(B) + beta C by the Fortran ``gemm`` at ``gemm``.
+    """Row-major C (m, n) = alpha op(A) op(B) + beta C by the Fortran ``gemm``
+    ((address, integer zero), :func:`kernels.blas.blas`).
 
     ``a``, ``b``, ``c``: addresses of the first entries. ``a_rows`` True when
     op(A) (m, k) is stored row-major (rows contiguous, row stride ``lda``),
@@ -195,18 +200,10 @@ def _split(M, N, K):
     return ROWS if M >= N else COLUMNS
 
 
-@functools.lru_cache(maxsize=None)
 def _gemm_addresses():
-    """{dtype: address of SciPy's Fortran gemm}; sets BLAS to one thread (once)."""
-    from numba.extending import get_cython_function_address
-    from threadpoolctl import threadpool_limits
-
-    addresses = {np.dtype(np.float32): get_cython_function_address(
-                     "scipy.linalg.cython_blas", "sgemm"),
-                 np.dtype(np.float64): get_cython_function_address(
-                     "scipy.linalg.cython_blas", "dgemm")}
-    threadpool_limits(limits=1, user_api="blas")   # SciPy's BLAS is loaded now
-    return addresses
+    """{dtype: (address of the chosen Fortran gemm, a zero of its integer type)}
+    (:mod:`kernels.blas`; the first call sets BLAS to one thread)."""
+    return blas().gemm
 
 
 def _storage(x):

@@ -75,6 +75,16 @@ def cupy_available():
         return False
 
 
+def cpu_description():
+    """The CPU engine in a line for a run's header: Numba's thread count (the
+    kernels' and products' pool) and the BLAS its products call (kernels/blas.py)."""
+    from numba import get_num_threads
+
+    from kernels.blas import describe
+    n = get_num_threads()
+    return f"{n} thread{'s' if n > 1 else ''}, BLAS {describe()}"
+
+
 def get_array_module(device):
     """Array module for a device name: ``'cpu'`` -> numpy, ``'gpu'`` -> cupy."""
     if device == "cpu":

@@ -44,7 +44,7 @@ from . import checkpoints as ckpt
 from . import data as data_mod
 from . import files
 from . import prior as prior_runs
-from .backend import retain_freed_memory
+from .backend import cpu_description, retain_freed_memory
 from .device_loop import DeviceRun
 from .graph_step import CapturedRun
 from .config import make_model, make_optimizer
@@ -179,7 +179,8 @@ def _train(config, out_dir, resume, overwrite, progress, log, created):
                                                allow_sample=not resume)
         config = recorded_config(config, ds)
     log(f"{config.model}: {model.num_parameters():,} parameters; data {ds.name} from "
-        f"{ds.source} ({xtr.shape[0]} train / {xte.shape[0]} test images); device {config.device}")
+        f"{ds.source} ({xtr.shape[0]} train / {xte.shape[0]} test images); device {config.device}"
+        + (f" ({cpu_description()})" if xp is np else ""))
 
     history = files.read_jsonl(metrics_path) if resume else []
     device_run = None

@@ -6,6 +6,7 @@ below is run as ``__main__`` in a fresh interpreter with
 ``benchmarks.common.import_torch`` replaced by a probe that reports whether
 scratchvae was already imported, then stops the script. No PyTorch needed.
 """
+import json
 import os
 import subprocess
 import sys
@@ -97,3 +98,42 @@ def test_bench_train_times_the_first_epoch_steps_of_the_epoch(epoch_steps, stepp
                    steps=2, n_params=1, threads=1, epoch_steps=epoch_steps)
     assert seen == [-1] * 12 + stepped                   # 10 warm-up and 2 timed steps first
     assert result["epoch_steps"] == len(stepped) and result["n_batches"] == 10
+
+
+def test_bench_train_times_epoch_two_after_untimed_epochs():
+    """The engines' loops are timed on the `train` command's epoch (2): the epoch
+    before it runs untimed, after the step timings."""
+    sys.path.insert(0, ROOT)
+    from benchmarks.bench_train import _time
+
+    class Epochs:                   # a fresh epoch per iteration, as BatchIterator
+        count = 0
+
+        def __len__(self):
+            return 3
+
+        def __iter__(self):
+            Epochs.count += 1
+            return iter([(Epochs.count, k) for k in range(3)])
+
+    seen = []
+    result = _time(lambda xb, yb: seen.append((xb, yb)), Epochs(), (0, -1), steps=2,
+                   n_params=1, threads=1, epoch=2)
+    assert seen == [(0, -1)] * 12 + [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]
+    assert result["epoch_steps"] == 3
+
+
+def test_bench_train_runs_the_train_command_and_reads_its_epoch(tmp_path):
+    """The headline comes from the command users run: its epoch 2 as metrics.jsonl
+    records it, and the threads and BLAS its header names."""
+    sys.path.insert(0, ROOT)
+    from benchmarks.bench_train import TRAIN_EPOCHS, run_train_command
+
+    result = run_train_command("mlp-vae", 1, str(tmp_path),
+                               extra=["--train-limit", "512", "--test-limit", "128"])
+    with open(tmp_path / "train-mlp-vae" / "metrics.jsonl") as f:
+        records = [json.loads(line) for line in f]
+    assert len(records) == TRAIN_EPOCHS
+    assert result["epoch_s"] == records[-1]["train_seconds"] > 0
+    assert result["threads"] == 1
+    assert "OpenBLAS" in result["blas"] or "MKL" in result["blas"]
