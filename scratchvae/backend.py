@@ -19,6 +19,7 @@ import numpy as np
 
 from kernels._arrays import (check_float, check_same, check_shape, get_xp, is_cupy,
                              memory_order)
+from kernels.blas import BlasNotFound
 
 #: dtype used for training
 DEFAULT_DTYPE = np.float32

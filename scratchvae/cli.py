@@ -438,6 +438,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command_parser = parser.command_parsers[args.command]
+    from .backend import BlasNotFound
     from .data import DataError, DataNotFoundError
     from .files import FileError
     from .rundir import DeviceUnavailable
@@ -450,7 +451,7 @@ def main(argv=None):
         print(f"{args.command_parser.prog}: error: {e}", file=sys.stderr)
         return 2
     except (DataError, DataNotFoundError, FileError, TrainingDiverged,
-            DeviceUnavailable) as e:   # FileError: CheckpointError too
+            DeviceUnavailable, BlasNotFound) as e:   # FileError: CheckpointError too
         print(f"error: {e}", file=sys.stderr)
         return 1
     except MemoryError as e:   # e.g. a crafted config.json asking for a huge model

@@ -137,3 +137,18 @@ def test_bench_train_runs_the_train_command_and_reads_its_epoch(tmp_path):
     assert result["epoch_s"] == records[-1]["train_seconds"] > 0
     assert result["threads"] == 1
     assert "OpenBLAS" in result["blas"] or "MKL" in result["blas"]
+
+
+def test_train_overhead_times_the_command_and_the_loop_in_pairs():
+    """benchmarks/train_overhead.py: both loops run on one model (a tiny training
+    set here); the summary is the mean ratio with its Student-t interval."""
+    sys.path.insert(0, ROOT)
+    from benchmarks.train_overhead import measure, summary
+
+    results = measure("mlp-vae", 2, train_limit=384, log=lambda *a: None)
+    assert len(results) == 2 and all(c > 0 and b > 0 for c, b in results)
+    mean, (lo, hi) = summary([(1.1, 1.0), (1.3, 1.0), (1.2, 1.0)])
+    # ratios 1.1, 1.3, 1.2: sd 0.1, t_{0.975, 2} = 4.3027
+    assert mean == pytest.approx(1.2)
+    assert (lo, hi) == pytest.approx((1.2 - 4.3027 * 0.1 / 3 ** 0.5,
+                                      1.2 + 4.3027 * 0.1 / 3 ** 0.5), abs=1e-4)

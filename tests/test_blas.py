@@ -128,3 +128,15 @@ def test_the_training_header_names_threads_and_blas(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "device cpu (1 thread, BLAS OpenBLAS" in proc.stdout
     assert "(SciPy's))" in proc.stdout
+
+
+def test_train_with_an_unknown_blas_exits_1_and_writes_nothing(tmp_path):
+    env = dict(os.environ, SCRATCHVAE_BLAS="bogus")
+    proc = subprocess.run([sys.executable, "-m", "scratchvae", "train", "--model", "mlp-vae",
+                           "--sample", "--epochs", "1", "--train-limit", "256",
+                           "--test-limit", "128", "--no-progress", "--out",
+                           str(tmp_path / "run")], cwd=ROOT, env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode == 1
+    assert "error: SCRATCHVAE_BLAS='bogus': expected one of numpy, scipy, mkl" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
