@@ -470,27 +470,32 @@ def main():
                     "params": v[0]["params"], "peak_rss_mb": max(r["peak_rss_mb"] for r in v),
                     "n_batches": v[0]["n_batches"]}
                 for k, v in results.items() if k != "train"}
+        def spread(kind):            # the slowest and fastest round: the spread between processes
+            epochs = sorted(r["epoch_s"] for r in results[kind])
+            return f"{epochs[0]:.2f}-{epochs[-1]:.2f}"
+
         rows = []
         if "train" in results:       # the headline: what `python -m scratchvae train` takes
             train_s = min(r["epoch_s"] for r in results["train"])
             rows.append([f"scratchvae `train` (epoch {TRAIN_EPOCHS} of {TRAIN_EPOCHS})",
-                         f"{best['ours']['params']:,}", "", f"{train_s:.2f}", ""])
+                         f"{best['ours']['params']:,}", "", f"{train_s:.2f}", spread("train"),
+                         ""])
         rows += [[names[k], f"{b['params']:,}", f"{b['step_ms']:.2f}", f"{b['epoch_s']:.2f}",
-                  f"{b['peak_rss_mb']:.0f}"] for k, b in best.items()]
+                  spread(k), f"{b['peak_rss_mb']:.0f}"] for k, b in best.items()]
         if have_torch:
             o, t = best["ours"], best["torch"]
             if "train" in results:
                 rows.append(["ratio scratchvae `train` / PyTorch", "", "",
-                             f"{train_s / t['epoch_s']:.2f}x", ""])
+                             f"{train_s / t['epoch_s']:.2f}x", "", ""])
             rows.append([f"ratio {names['ours']} / PyTorch", "",
                          f"{o['step_ms'] / t['step_ms']:.2f}x",
-                         f"{o['epoch_s'] / t['epoch_s']:.2f}x", ""])
+                         f"{o['epoch_s'] / t['epoch_s']:.2f}x", "", ""])
         if "train" in results:
             rows.append(["ratio `train` / benchmark loop", "", "",
-                         f"{train_s / best['ours']['epoch_s']:.2f}x", ""])
+                         f"{train_s / best['ours']['epoch_s']:.2f}x", "", ""])
         n_batches = best["ours"]["n_batches"]
         header = ["implementation", "parameters", "median step (ms)",
-                  f"epoch, {n_batches} steps (s)", "peak RSS (MB)"]
+                  f"epoch, {n_batches} steps (s)", "epoch, range over rounds (s)", "peak RSS (MB)"]
         notes = [f"{cpu_info()}; {threads} threads for both; batch {BATCH}; float32; MNIST "
                  f"train set; best of {args.rounds} rounds, each in a fresh process; the epoch "
                  f"is the training loop alone (shuffled batches, no evaluation)"
