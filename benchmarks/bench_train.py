@@ -198,8 +198,8 @@ def _time(step, batches, fixed_batch, steps, n_params, threads, epoch_steps=0, e
     """Median step time on a fixed batch, then the time of epoch ``epoch`` (the ones
     before it run untimed): all of it, or its first ``epoch_steps`` steps scaled by
     len(batches) / epoch_steps. Epoch 2 is the `train` command's timed epoch: a
-    step's time drifts as training goes on (the MLP VAE's epoch 2 takes 2.45 s where
-    its first takes 1.8-2.5 s), so both engines and the command are timed on it."""
+    step's time drifts as training goes on (benchmarks/RESULTS.md, 2026-12-04), so
+    both engines and the command are timed on the same one."""
     from benchmarks.common import sample_times
 
     times = sample_times(lambda: step(*fixed_batch), steps, warmup=10)
@@ -428,7 +428,7 @@ def main():
     threads = args.threads or threads_in_use()
     suffix = f"_{args.threads}threads" if args.threads else ""
     kinds = ["ours", "torch"] if have_torch else ["ours"]
-    if not prior:               # the train command too, timed as users run it
+    if not prior and not args.epoch_steps:   # the train command too, as users run it
         kinds.insert(0, "train")
     names = {"ours": "scratchvae benchmark loop", "torch": "PyTorch"}
     if have_torch:
@@ -470,6 +470,7 @@ def main():
                     "params": v[0]["params"], "peak_rss_mb": max(r["peak_rss_mb"] for r in v),
                     "n_batches": v[0]["n_batches"]}
                 for k, v in results.items() if k != "train"}
+
         def spread(kind):            # the slowest and fastest round: the spread between processes
             epochs = sorted(r["epoch_s"] for r in results[kind])
             return f"{epochs[0]:.2f}-{epochs[-1]:.2f}"
