@@ -75,7 +75,10 @@ def _numpy_openblas():
 def _ilp64_without_suffix():
     """True when NumPy's BLAS uses 64-bit integers (its build configuration says
     so): its unsuffixed symbols then take 64-bit integers, which are not used."""
-    config = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+    try:
+        config = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+    except TypeError:       # NumPy before 1.26 has no mode="dicts": assume 32-bit
+        return False
     return "USE64BITINT" in str(config.get("openblas configuration", ""))
 
 

@@ -60,8 +60,10 @@ def _result(choice=None):
 
 
 def _numpy_has_openblas():
-    config = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
-    return "openblas" in str(config.get("name", "")).lower()
+    from threadpoolctl import threadpool_info
+    home = os.path.dirname(np.__file__)
+    return any(i.get("internal_api") == "openblas" and i.get("filepath", "").startswith(home)
+               for i in threadpool_info())
 
 
 def _mkl_installed():
@@ -88,8 +90,10 @@ def test_the_default_is_numpys_openblas_with_its_64_bit_integers():
         pytest.skip("NumPy here is not built on OpenBLAS")
     r = _result()
     assert r["name"] == "numpy" and "OpenBLAS" in r["describe"] and "NumPy" in r["describe"]
-    config = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-    ilp64 = "USE64BITINT" in str(config.get("openblas configuration", ""))
+    from threadpoolctl import threadpool_info
+    numpys = [i for i in threadpool_info()
+              if i.get("filepath", "").startswith(os.path.dirname(np.__file__))]
+    ilp64 = any("64_" in os.path.basename(i["filepath"]) for i in numpys)
     assert r["integer"] == ("int64" if ilp64 else "int32")
 
 
