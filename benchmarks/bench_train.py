@@ -450,21 +450,16 @@ def main():
                 for k in (kinds if r % 2 == 0 else kinds[::-1]):   # alternate who starts
                     if k == "train":
                         res = run_train_command(args.model, args.threads, tmp)
-                        if res["threads"] != threads:
-                            raise RuntimeError(f"the train command ran on {res['threads']} "
-                                               f"threads, expected {threads}")
-                        results[k].append(res)
-                        print(f"round {r + 1} train command: epoch {TRAIN_EPOCHS} "
-                              f"{res['epoch_s']:.2f} s", flush=True)
-                        continue
-                    res = _run_worker([k, args.model, args.steps, threads, 0,
-                                       json.dumps(options)], args.threads)
+                        what = f"train command: epoch {TRAIN_EPOCHS} {res['epoch_s']:.2f} s"
+                    else:
+                        res = _run_worker([k, args.model, args.steps, threads, 0,
+                                           json.dumps(options)], args.threads)
+                        what = f"{k}: step {res['step_ms']:.2f} ms, epoch {res['epoch_s']:.2f} s"
                     if res["threads"] != threads:
-                        raise RuntimeError(f"the {k} worker ran on {res['threads']} threads, "
+                        raise RuntimeError(f"the {k} run used {res['threads']} threads, "
                                            f"expected {threads}")
                     results[k].append(res)
-                    print(f"round {r + 1} {k}: step {res['step_ms']:.2f} ms, "
-                          f"epoch {res['epoch_s']:.2f} s", flush=True)
+                    print(f"round {r + 1} {what}", flush=True)
         best = {k: {"step_ms": min(r["step_ms"] for r in v),
                     "epoch_s": min(r["epoch_s"] for r in v),
                     "params": v[0]["params"], "peak_rss_mb": max(r["peak_rss_mb"] for r in v),
