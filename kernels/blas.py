@@ -12,10 +12,9 @@ The CPU kernels of kernels/gemm.py and kernels/conv_gemm.py call a Fortran
   ``pip install -e .[mkl]``), on its sequential threading layer.
 
 ``SCRATCHVAE_BLAS=numpy|scipy|mkl`` chooses; the training header prints the
-choice (:func:`describe`). Why NumPy's first: on the project's machine its
-OpenBLAS 0.3.31 runs the engine's products as fast or up to a third faster
-than SciPy's 0.3.30, bit for bit the same results; MKL is nowhere faster there
-(benchmarks/RESULTS.md, 2026-12-04). MKL's results differ from OpenBLAS's by
+choice (:func:`describe`). Why NumPy's first: it is never slower than SciPy's
+on the engine's products and faster on some, with the same results bit for bit;
+MKL is no faster (benchmarks/RESULTS.md, 2026-12-04). MKL's results differ from OpenBLAS's by
 rounding only (tests/test_blas.py).
 
 Every library is set to one thread (``threadpoolctl``) once it is chosen:
