@@ -14,8 +14,8 @@ The CPU kernels of kernels/gemm.py and kernels/conv_gemm.py call a Fortran
 ``SCRATCHVAE_BLAS=numpy|scipy|mkl`` chooses; the training header prints the
 choice (:func:`describe`). Why NumPy's first: it is never slower than SciPy's
 on the engine's products and faster on some, with the same results bit for bit;
-MKL is no faster (benchmarks/RESULTS.md, 2026-12-04). MKL's results differ from OpenBLAS's by
-rounding only (tests/test_blas.py).
+MKL is no faster (benchmarks/RESULTS.md, 2026-12-04). MKL's results differ from
+OpenBLAS's by rounding only (tests/test_blas.py).
 
 Every library is set to one thread (``threadpoolctl``) once it is chosen:
 Numba's threads call it, one block each (kernels/gemm.py).
