@@ -60,11 +60,6 @@ def worker(repeats):
     return {"blas": describe(), "us": times}
 
 
-def _mkl_installed():
-    import glob
-    return bool(glob.glob(os.path.join(sys.prefix, "lib", "libmkl_rt.so*")))
-
-
 def main():
     from benchmarks.common import cpu_info, save_table
 
@@ -74,7 +69,9 @@ def main():
     args = parser.parse_args()
     if args.rounds < 1 or args.repeats < 1:
         parser.error("--rounds and --repeats must be >= 1")
-    choices = ["numpy", "scipy"] + (["mkl"] if _mkl_installed() else [])
+    from kernels.blas import mkl_library
+
+    choices = ["numpy", "scipy"] + (["mkl"] if mkl_library() else [])
     best, names = {}, {}
     for r in range(args.rounds):
         for choice in (choices if r % 2 == 0 else choices[::-1]):

@@ -94,13 +94,20 @@ def _scipy_openblas():
     return Blas("scipy", f"OpenBLAS {versions[0] if versions else '?'} (SciPy's)", gemm)
 
 
-def _mkl():
+def mkl_library():
+    """The path of the MKL runtime the ``mkl`` extra installs (libmkl_rt under this
+    environment's lib/), or None."""
     paths = sorted(glob.glob(os.path.join(sys.prefix, "lib", "libmkl_rt.so*")))
-    if not paths:
+    return paths[0] if paths else None
+
+
+def _mkl():
+    path = mkl_library()
+    if path is None:
         raise BlasNotFound(f"{ENV}=mkl: no libmkl_rt.so under {sys.prefix}/lib; install "
                            f"Intel's MKL runtime with `pip install -e .[mkl]` (the `mkl` "
                            f"package), or choose one of {', '.join(CHOICES[:2])}")
-    lib = ctypes.CDLL(paths[0])
+    lib = ctypes.CDLL(path)
     lib.MKL_Set_Threading_Layer(ctypes.c_int(1))   # MKL_THREADING_SEQUENTIAL
     version = ctypes.create_string_buffer(256)
     lib.MKL_Get_Version_String(version, ctypes.c_int(256))

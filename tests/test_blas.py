@@ -67,8 +67,8 @@ def _numpy_has_openblas():
 
 
 def _mkl_installed():
-    import glob
-    return bool(glob.glob(os.path.join(sys.prefix, "lib", "libmkl_rt.so*")))
+    from kernels.blas import mkl_library
+    return mkl_library() is not None
 
 
 @pytest.mark.parametrize("choice", [
