@@ -21,6 +21,8 @@ as a ``numba.extending.register_jitable`` function that both call.
 - kernels/vq.py: a vector quantiser's nearest-code search;
 - kernels/gemm.py: matrix products, BLAS per block on Numba's threads;
 - kernels/blas.py: which BLAS library those products call;
+- kernels/cublas.py: cuBLAS on a handle of the engine's own, for the products of
+  a captured training step;
 - kernels/im2col.py, kernels/conv_gemm.py: im2col/col2im and the three
   products of a convolution with them fused in;
 - kernels/layout.py: layout-changing copies of 4-D arrays.

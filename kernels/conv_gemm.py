@@ -288,7 +288,7 @@ def conv_transposed_product(X, Wm, y_shape, kernel_size, stride, padding, bias=N
                                                  bias)
     if impl == "cuda":                                              # cuBLAS, then col2im
         y = get_xp(X).empty(tuple(y_shape), dtype=X.dtype)
-        columns._col2im_cuda(X @ Wm, y, kernel_size, stride, padding)
+        columns._col2im_cuda(matmul(X, Wm), y, kernel_size, stride, padding)
         return y if bias is None else _add(y, bias)
     y = np.empty(tuple(y_shape), dtype=X.dtype)
     init = bias if bias is not None else np.zeros(O, X.dtype)
@@ -358,7 +358,7 @@ def _forward_unfused(impl, x, Wm, kernel_size, stride, padding, bias):
     """The forward product as ``impl`` ("reference" or "cuda") computes it."""
     if impl == "reference":
         return conv_forward_product_reference(x, Wm, kernel_size, stride, padding, bias)
-    Y = _columns_cuda(x, kernel_size, stride, padding) @ Wm.T       # cuBLAS
+    Y = matmul(_columns_cuda(x, kernel_size, stride, padding), Wm.T)   # cuBLAS
     return Y if bias is None else _add(Y, bias)
 
 
@@ -366,7 +366,7 @@ def _weight_unfused(impl, x, R, kernel_size, stride, padding):
     """The weight product as ``impl`` ("reference" or "cuda") computes it."""
     if impl == "reference":
         return conv_weight_product_reference(x, R, kernel_size, stride, padding)
-    return R.T @ _columns_cuda(x, kernel_size, stride, padding)
+    return matmul(R.T, _columns_cuda(x, kernel_size, stride, padding))
 
 
 def _add(a, bias):

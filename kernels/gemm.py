@@ -42,7 +42,8 @@ process then runs on one thread too.
 
 Dispatch (:mod:`kernels._dispatch`, which states matmul's small-product
 exception): the Numba CPU kernel for NumPy float32/float64 operands of any
-layout; cuBLAS (``a @ b``) for CuPy arrays; ``matmul_reference`` otherwise.
+layout; cuBLAS (``a @ b``, or a handle of kernels/cublas.py while a training step
+is captured) for CuPy arrays; ``matmul_reference`` otherwise.
 """
 import numpy as np
 from llvmlite import ir
@@ -52,6 +53,7 @@ from numba.extending import intrinsic
 
 from ._arrays import get_xp
 from .blas import blas
+from .cublas import active_handle
 from ._dispatch import choose
 
 #: products with fewer multiply-adds than this (M*N*K) run as plain ``a @ b``:
@@ -264,16 +266,20 @@ def matmul(a, b, out=None):
     ``out`` when given (a C-contiguous (M, N) array of a's dtype: no new array).
 
     NumPy float32/float64 operands of one dtype run on the kernel (any
-    layout: transposed views are not copied); CuPy arrays go to cuBLAS;
-    anything else, and small products, to :func:`matmul_reference`.
+    layout: transposed views are not copied); CuPy arrays go to cuBLAS, through
+    CuPy's ``@`` or, inside :func:`kernels.cublas.capturable_products`, on that
+    block's own handle; anything else, and small products, to
+    :func:`matmul_reference`.
     """
     _check(a, b)
     M, K = a.shape
     N = b.shape[1]
     _check_out(out, a, b)
-    if (choose(a, b, strided=True) != "cpu"           # "cuda": cuBLAS, a @ b
-            or M * N * K < SMALL_PRODUCT or max(M, N, K) > _INT32_MAX):
-        return matmul_reference(a, b, out)
+    impl = choose(a, b, strided=True)
+    if impl == "cuda" and active_handle() is not None:   # a capturable cuBLAS call
+        return active_handle().matmul(a, b, out)
+    if impl != "cpu" or M * N * K < SMALL_PRODUCT or max(M, N, K) > _INT32_MAX:
+        return matmul_reference(a, b, out)               # "cuda": CuPy's cuBLAS, a @ b
     a_flat, a_rows, lda = _storage(a)
     b_flat, b_rows, ldb = _storage(b)
     if max(lda, ldb) > _INT32_MAX:

@@ -82,7 +82,7 @@ from numba import njit, prange
 from numba.extending import register_jitable
 
 from ._arrays import get_xp
-from ._dispatch import CUDA_THREADS, choose, cuda_grid, cuda_stream, scalar
+from ._dispatch import CUDA_THREADS, choose, cuda_stream, scalar
 
 
 @register_jitable
@@ -456,73 +456,92 @@ def _cuda_kernels():
 
     @cuda.jit
     def im2col_kernel(x, cols, kh, kw, sh, sw, ph, pw):
-        # one thread per entry of cols viewed as (N, OH, OW, KH, KW, C)
+        # block (bx, by) of grid (., OH, N): thread x owns column k = (i, j, c) of cols,
+        # decomposed once; it walks output row oh of image n, ow = thread y, + by, ...
+        # No division per element: consecutive threads write consecutive columns.
         N, H, W, C = x.shape
         OH = conv_output_size(H, kh, sh, ph)
         OW = conv_output_size(W, kw, sw, pw)
-        for idx in range(cuda.grid(1), cols.size, cuda.gridsize(1)):
-            c = idx % C
-            t = idx // C
+        k = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        if k < cols.shape[1]:
+            c = k % C
+            t = k // C
             j = t % kw
-            t = t // kw
-            i = t % kh
-            t = t // kh
-            ow = t % OW
-            t = t // OW
-            oh = t % OH
-            n = t // OH
-            h = oh * sh + i - ph
-            w = ow * sw + j - pw
-            r = idx // (kh * kw * C)
-            k = idx - r * (kh * kw * C)
-            if h >= 0 and h < H and w >= 0 and w < W:
-                cols[r, k] = x[n, h, w, c]
-            else:
-                cols[r, k] = 0
+            i = t // kw
+            for n in range(cuda.blockIdx.z, N, cuda.gridDim.z):
+                for oh in range(cuda.blockIdx.y, OH, cuda.gridDim.y):
+                    h = oh * sh + i - ph
+                    row = (n * OH + oh) * OW
+                    inside = h >= 0 and h < H
+                    for ow in range(cuda.threadIdx.y, OW, cuda.blockDim.y):
+                        w = ow * sw + j - pw
+                        if inside and w >= 0 and w < W:
+                            cols[row + ow, k] = x[n, h, w, c]
+                        else:
+                            cols[row + ow, k] = 0
 
     @cuda.jit
     def col2im_kernel(cols, x, kh, kw, sh, sw, ph, pw, zero):
-        # one thread per image element x[n, h, w, c]: gathers its contributions
+        # block (bx, by) of grid (., H, N): thread x owns channel c; it walks image row
+        # h of image n, w = thread y, + by, ..., gathering each pixel's contributions
+        # (kernel offsets i, j read output positions oh, ow, which step down by one)
         N, H, W, C = x.shape
         OH = conv_output_size(H, kh, sh, ph)
         OW = conv_output_size(W, kw, sw, pw)
-        for idx in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-            c = idx % C
-            t = idx // C
-            w = t % W
-            t = t // W
-            h = t % H
-            n = t // H
-            hp = h + ph
-            wp = w + pw
-            acc = zero
-            i0, i1 = kernel_offsets(hp, sh, kh)
-            j0, j1 = kernel_offsets(wp, sw, kw)
-            for i in range(i0, i1, sh):
-                oh = (hp - i) // sh
-                if oh < OH:
-                    for j in range(j0, j1, sw):
-                        ow = (wp - j) // sw
-                        if ow < OW:
-                            acc += cols[(n * OH + oh) * OW + ow, (i * kw + j) * C + c]
-            x[n, h, w, c] = acc
+        c = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        if c < C:
+            for n in range(cuda.blockIdx.z, N, cuda.gridDim.z):
+                for h in range(cuda.blockIdx.y, H, cuda.gridDim.y):
+                    hp = h + ph
+                    i0, i1 = kernel_offsets(hp, sh, kh)
+                    oh0 = (hp - i0) // sh
+                    for w in range(cuda.threadIdx.y, W, cuda.blockDim.y):
+                        wp = w + pw
+                        j0, j1 = kernel_offsets(wp, sw, kw)
+                        ow0 = (wp - j0) // sw
+                        acc = zero
+                        oh = oh0
+                        for i in range(i0, i1, sh):
+                            if oh < OH:
+                                ow = ow0
+                                for j in range(j0, j1, sw):
+                                    if ow < OW:
+                                        acc += cols[(n * OH + oh) * OW + ow, (i * kw + j) * C + c]
+                                    ow -= 1
+                            oh -= 1
+                        x[n, h, w, c] = acc
 
     return im2col_kernel, col2im_kernel
+
+
+def _launch_shape(inner, rows, images):
+    """(grid, block) of the im2col/col2im kernels: ``inner`` entries along the
+    block's x (a power of two up to CUDA_THREADS), the rest of CUDA_THREADS
+    along y; the grid's y and z walk ``rows`` and ``images`` (CUDA's limit of
+    65535 on those axes: the kernels stride over the rest)."""
+    bx = 1
+    while bx < inner and bx < CUDA_THREADS:
+        bx *= 2
+    grid = ((inner + bx - 1) // bx, max(1, min(rows, 65535)), max(1, min(images, 65535)))
+    return grid, (bx, CUDA_THREADS // bx)
 
 
 def _im2col_cuda(x, cols, kernel_size, stride, padding):
     """Launch the CUDA im2col on device arrays (CuPy, or NumPy under cudasim)."""
     if cols.size:
         kernel = _cuda_kernels()[0]
-        kernel[cuda_grid(cols.size), CUDA_THREADS, cuda_stream(x)](x, cols, *kernel_size,
-                                                                   *stride, *padding)
+        OH, _ = _geometry("im2col", x.shape, kernel_size, stride, padding)
+        grid, block = _launch_shape(cols.shape[1], OH, x.shape[0])
+        kernel[grid, block, cuda_stream(x)](x, cols, *kernel_size, *stride, *padding)
 
 
 def _col2im_cuda(cols, x, kernel_size, stride, padding):
     """Launch the CUDA col2im (gather) on device arrays."""
     if x.size:
         kernel = _cuda_kernels()[1]
-        kernel[cuda_grid(x.size), CUDA_THREADS, cuda_stream(cols)](
+        N, H, W, C = x.shape
+        grid, block = _launch_shape(C, H, N)
+        kernel[grid, block, cuda_stream(cols)](
             cols, x, *kernel_size, *stride, *padding, scalar(0, x.dtype))
 
 

@@ -17,28 +17,30 @@ needs no host value: one function, :meth:`CapturedRun.step`, that
    adds the batch's loss to a device sum and advances ``k``.
 
 The first :data:`WARMUP_STEPS` steps run this function eagerly (Numba compiles
-its kernels, CuPy its elementwise kernels and cuBLAS picks its algorithms and
-workspace on the capturing stream); the next is captured once on a
-non-blocking stream (``Stream.begin_capture()``/``end_capture()``) and every
-step from then on is one ``graph.launch()``. The memory the captured step uses
-comes from a memory pool of its own (``cupy.cuda.using_allocator``), filled by
-the warm-up and used by nothing else: the addresses baked into the graph stay
-valid, and the temporaries the step frees are reused by the step alone.
-cuBLAS's workspace is fixed before the capture (``cublasSetWorkspace``, where
-CuPy exposes it).
+its kernels, CuPy its elementwise kernels and cuBLAS picks its algorithms on
+the capturing stream); the next is captured once on a non-blocking stream
+(``Stream.begin_capture()`` in relaxed mode, ``end_capture()``) and every step
+from then on is one ``graph.launch()``. The memory the captured step uses comes from a memory
+pool of its own (``cupy.cuda.using_allocator``), filled by the warm-up and used
+by nothing else: the addresses baked into the graph stay valid, and the
+temporaries the step frees are reused by the step alone.
+
+The matrix products run on a cuBLAS handle of the run's own
+(:class:`kernels.cublas.CublasHandle`), bound to the capturing stream, its
+workspace allocated before the warm-up (``cublasSetWorkspace``): CuPy refuses
+any cuBLAS call while a stream captures (CuPy 14.2: "calling cuBLAS API during
+stream capture is currently unsupported"), cuBLAS itself captures its products
+once it has a workspace. The warm-up steps use the same handle, so the eager
+and the captured steps make the same calls.
 
 Shapes are static: every step is a full batch, so the last partial batch of an
 epoch is dropped (``steps_per_epoch = N // batch_size``; each epoch's order is a
 new permutation, so the dropped images change from epoch to epoch).
 
 A capture or a launch that fails (an operation the CuPy/CUDA in use cannot
-capture) does not stop the run: one warning names the reason and the run
-continues with the same step function called eagerly. CuPy 14.2 refuses any
-cuBLAS call during a capture ("calling cuBLAS API during stream capture is
-currently unsupported", seen on an H200) and has no ``cublas.setWorkspace``: on
-it the capture fails at the first matrix product and the run trains eagerly, to
-the same parameters. A step that captures needs matrix products that are not
-CuPy's cuBLAS calls.
+capture), or a cuBLAS library that cannot be loaded for the run's own handle,
+does not stop the run: one warning names the reason and the run continues with
+the same step function called eagerly.
 """
 import contextlib
 import warnings
@@ -47,6 +49,7 @@ import numpy as np
 
 from kernels.adam import adam_advance, adam_step_device
 from kernels.counter_rng import fill_normal, fill_uniform
+from kernels.cublas import CublasHandle, capturable_products
 
 from .data import DataError
 from .device_loop import LOSS_EVERY, DeviceRun
@@ -107,24 +110,21 @@ class CapturedRun(DeviceRun):
             self.workspace = xp.empty(CUBLAS_WORKSPACE_BYTES, dtype=np.uint8)
         xp.cuda.Device().synchronize()    # the copies above, before the stream reads them
         self.seed = int(self.noise_ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
-        self.cublas = self._fix_cublas_workspace()
         log(f"--cuda-graph: {self.steps_per_epoch} full batches of {b} per epoch "
             f"({n - self.steps_per_epoch * b} images left out of each), {WARMUP_STEPS} eager "
-            f"steps, then one captured step replayed; cuBLAS workspace: {self.cublas}")
-
-    def _fix_cublas_workspace(self):
-        """Hand cuBLAS the workspace allocated before the capture; what was done, in words."""
+            f"steps, then one captured step replayed; products on a cuBLAS handle of the "
+            f"run's own, {CUBLAS_WORKSPACE_BYTES >> 20} MiB workspace")
         try:
-            try:
-                from cupy_backends.cuda.libs import cublas
-            except ImportError:
-                cublas = self.xp.cuda.cublas
-            handle = self.xp.cuda.device.get_cublas_handle()
-            cublas.setStream(handle, self.stream.ptr)
-            cublas.setWorkspace(handle, self.workspace.data.ptr, self.workspace.nbytes)
-        except Exception as e:   # an older CuPy, the stand-in: cuBLAS keeps its own
-            return f"cuBLAS's own (not set: {type(e).__name__}: {e})"
-        return f"{CUBLAS_WORKSPACE_BYTES >> 20} MiB set before the capture"
+            self.cublas = CublasHandle(xp, self.stream, self.workspace)
+        except Exception as e:   # no cuBLAS to load: CuPy's products, nothing captured
+            self.cublas = None
+            self._give_up(f"no cuBLAS handle of the run's own ({type(e).__name__}: {e})")
+
+    def products(self):
+        """The block in which the step's products run on the run's cuBLAS handle."""
+        if self.cublas is None:
+            return contextlib.nullcontext()
+        return capturable_products(self.cublas)
 
     # -- the step ---------------------------------------------------------------
     def step(self):
@@ -160,7 +160,7 @@ class CapturedRun(DeviceRun):
                 return
             except Exception as e:
                 self._give_up(f"launching the graph failed ({type(e).__name__}: {e})")
-        with self.xp.cuda.using_allocator(self.pool.malloc):
+        with self.xp.cuda.using_allocator(self.pool.malloc), self.products():
             self.step()
         self.eager_steps += 1
 
@@ -168,8 +168,10 @@ class CapturedRun(DeviceRun):
         """Capture :meth:`step` once (nothing runs during a capture)."""
         self.stream.synchronize()
         try:
-            with self.xp.cuda.using_allocator(self.pool.malloc):
-                self.stream.begin_capture()
+            with self.xp.cuda.using_allocator(self.pool.malloc), self.products():
+                # relaxed: a call CUDA deems unsafe (a first-use allocation, a driver
+                # query of Numba's) does not void the capture; what it must not do fails
+                self.stream.begin_capture(mode=self.xp.cuda.runtime.streamCaptureModeRelaxed)
                 try:
                     self.step()
                 except Exception:      # the stream stops capturing; the step's error is told

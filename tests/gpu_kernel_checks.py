@@ -313,6 +313,70 @@ def check_counter_rng(r):
         r.close(f"{fill.__name__}", out, reference(shape, r.dtype, 5, 2, 17))
 
 
+def check_cublas_handle(cupy, real):
+    """kernels.cublas.CublasHandle (cuBLAS called through ctypes; on the stand-in,
+    tests/fake_cublas.py) against NumPy: odd shapes, transposed and strided
+    views, an empty inner dimension, ``out=``, and a product captured into a
+    CUDA graph and replayed on new inputs copied into the same arrays."""
+    from kernels import cublas, gemm
+
+    fake = None if real else __import__("fake_cublas").install()
+    stream = cupy.cuda.Stream(non_blocking=True)
+    workspace = cupy.empty(1 << 20, dtype=np.uint8)
+    handle = cublas.CublasHandle(cupy, stream, workspace)
+    rng = np.random.default_rng(0)
+    M, K, N = (301, 517, 129) if real else (7, 13, 5)
+    for dtype in (np.float32, np.float64):
+        tol = TOL[np.dtype(dtype)]
+        a, b = (rng.standard_normal(s).astype(dtype) for s in ((M, K), (K, N)))
+        wide = rng.standard_normal((K, N + 3)).astype(dtype)
+        def transposed(x):                    # a view of column-major storage
+            return cupy.asarray(np.ascontiguousarray(x.T)).T
+
+        da, db = cupy.asarray(a), cupy.asarray(b)
+        cases = {"a @ b": (da, db), "a^T-view @ b": (transposed(a), db),
+                 "a @ b^T-view": (da, transposed(b)),
+                 "a^T-view @ b^T-view": (transposed(a), transposed(b)),
+                 "a @ wide[:, :N]": (da, cupy.asarray(wide)[:, :N]),
+                 "a^T-view @ wide[:, :N]": (transposed(a), cupy.asarray(wide)[:, :N]),
+                 "row @ b": (da[:1], db), "a @ column": (da, db[:, :1]),
+                 "a[::2] @ b (a copy)": (da[::2], db), "a[:, :0] @ b[:0]": (da[:, :0], db[:0])}
+        with stream:
+            for what, (dx, dy) in cases.items():
+                x, y = dx.get(), dy.get()
+                got = handle.matmul(dx, dy)
+                stream.synchronize()
+                np.testing.assert_allclose(got.get(), x @ y, err_msg=f"{what} {dtype.__name__}",
+                                           **tol)
+            out = cupy.full((M, N), np.nan, dtype=dtype)
+            with cublas.capturable_products(handle):      # matmul's CUDA path, out=
+                assert gemm.matmul(cupy.asarray(a), cupy.asarray(b), out=out) is out
+            stream.synchronize()
+            np.testing.assert_allclose(out.get(), a @ b, **tol)
+            # captured once, replayed on new operands copied into the same arrays
+            da, db, dc = cupy.asarray(a), cupy.asarray(b), cupy.empty((M, N), dtype=dtype)
+            handle.matmul(da, db.T.copy().T, out=dc)          # warm-up, as the step's
+            stream.synchronize()
+            stream.begin_capture(mode=cupy.cuda.runtime.streamCaptureModeRelaxed)
+            handle.matmul(da, db, out=dc)
+            graph = stream.end_capture()
+            a2, b2 = a[::-1].copy(), b[:, ::-1].copy()
+            da.set(a2)
+            db.set(b2)
+            graph.launch(stream=stream)
+            stream.synchronize()
+            np.testing.assert_allclose(dc.get(), a2 @ b2, err_msg=f"graph {dtype.__name__}",
+                                       **tol)
+    handle.close()
+    if fake is not None:
+        names = [name for name, _ in fake.calls]
+        assert names[:3] == ["cublasCreate_v2", "cublasSetStream_v2", "cublasSetWorkspace_v2"]
+        assert fake.calls[1][1][1] == stream.ptr and fake.calls[2][1][2] == 1 << 20
+        assert "cublasSgemm_v2" in names and "cublasDgemm_v2" in names
+    print(f"checked the own cuBLAS handle ({'cuBLAS' if real else 'the stand-in'}), "
+          f"captured product included")
+
+
 CHECKS = {"adam_kernel": check_adam, "sgd_kernel": check_sgd, "bce_kernel": check_bce,
           "relu_forward_kernel": check_relu_forward,
           "relu_backward_kernel": check_relu_backward,

@@ -43,6 +43,7 @@ import time
 import warnings
 
 import cupy  # the stand-in: tests/fake_cupy is first on sys.path
+import fake_cublas
 import numpy as np
 from numba import config, cuda
 
@@ -227,6 +228,16 @@ def check_stand_in_capture():
             raise AssertionError("a transfer during a capture was accepted")
         finally:
             stream.end_capture()
+    with stream:                               # CuPy's products refuse a capturing stream
+        stream.begin_capture()
+        try:
+            a.reshape(2, 2) @ a.reshape(2, 2)
+        except NotImplementedError as e:
+            assert "during stream capture" in str(e)
+        else:
+            raise AssertionError("a CuPy product during a capture was accepted")
+        finally:
+            stream.end_capture()
 
 
 def _cpu_captured(name, cfg, x, seed):
@@ -258,6 +269,10 @@ def _cpu_captured(name, cfg, x, seed):
     return losses, _state(model, optimizer)
 
 
+#: the stand-in cuBLAS library the captured runs' handles call (part ``graph``)
+FAKE_CUBLAS = []
+
+
 def check_captured(name):
     x = _images(9)                        # 4 full batches of 2 per epoch, 1 image left out
     cfg = _config(name, binarize=True, cuda_graph=True, lr_schedule="cosine")
@@ -275,11 +290,19 @@ def check_captured(name):
     for key in cpu:
         np.testing.assert_allclose(want[key], cpu[key], err_msg=f"{name} {key}", **F32)
     cupy.reset_counters()
+    del FAKE_CUBLAS[0].calls[:]
     with warnings.catch_warnings():
         warnings.simplefilter("error", graph_step.GraphCaptureFailed)
         got_losses, got, run, (model, optimizer) = _device_epochs(
             name, cfg, x, graph_step.CapturedRun, prepare=True)
     assert run.graph is not None and run.eager_steps == graph_step.WARMUP_STEPS, run.eager_steps
+    # the products ran on the run's own handle (CuPy's `@` refuses a capturing stream),
+    # bound to the run's stream with the workspace allocated before the warm-up
+    calls = FAKE_CUBLAS[0].calls
+    assert ("cublasSetStream_v2", (calls[0][1][0], run.stream.ptr)) in calls, calls[:3]
+    assert ("cublasSetWorkspace_v2", (calls[0][1][0], run.workspace.data.ptr,
+                                      graph_step.CUBLAS_WORKSPACE_BYTES)) in calls, calls[:3]
+    assert sum(c[0] == "cublasSgemm_v2" for c in calls) >= 3 * (graph_step.WARMUP_STEPS + 1)
     np.testing.assert_allclose(got_losses, want_losses, rtol=1e-6)
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=f"{name} {key}")
@@ -410,6 +433,7 @@ def main(part):
         check_same_as_cpu()
         check_transfers()
     elif part == "graph":
+        FAKE_CUBLAS.append(fake_cublas.install())   # the run's own cuBLAS handle calls it
         check_stand_in_capture()
         for name in MODELS:
             check_captured(name)

@@ -31,6 +31,13 @@ def test_every_cuda_kernel_matches_its_reference_on_device_arrays():
         assert f"checked {name} " in out, out
 
 
+def test_own_cublas_handle_multiplies_like_numpy_and_captures():
+    out = run_on_gpu("import gpu_backend, gpu_kernel_checks; "
+                     "gpu_kernel_checks.check_cublas_handle(gpu_backend.check_child(), "
+                     "gpu_backend.on_real_cupy()); print(gpu_backend.OK)")
+    assert "checked the own cuBLAS handle" in out, out
+
+
 def test_a_kernel_that_skips_an_element_is_caught():
     """The poisoned allocations make an unwritten output element a failure."""
     script = """

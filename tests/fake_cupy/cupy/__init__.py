@@ -140,6 +140,13 @@ def _to_device(what):
                            f"capture: illegal on a GPU (the capture is invalidated)")
 
 
+def _refuse_cublas_in_capture():
+    """CuPy's cuBLAS calls (``@``, ``matmul``, ``dot``) refuse a capturing stream."""
+    if _CAPTURE:
+        raise NotImplementedError("calling cuBLAS API during stream capture is currently "
+                                  "unsupported (fake cupy, as CuPy 14)")
+
+
 def _root(a):
     while isinstance(a.base, numpy.ndarray):
         a = a.base
@@ -291,10 +298,18 @@ class ndarray(numpy.lib.mixins.NDArrayOperatorsMixin):
         _to_device("set()")
         self._a[...] = arr
 
+    @property
+    def data(self):
+        """``cupy.cuda.MemoryPointer`` of the first element: here its ``ptr`` is the
+        host address of the NumPy memory underneath."""
+        return types.SimpleNamespace(ptr=self._a.ctypes.data)
+
     # -- NumPy protocols: ufuncs and functions ---------------------------------
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         if method not in ("__call__", "reduce") or not hasattr(_this, ufunc.__name__):
             return NotImplemented
+        if ufunc.__name__ == "matmul":
+            _refuse_cublas_in_capture()
         args = [_dev(x) for x in inputs]
         out = kwargs.get("out")
         if out is not None:
@@ -420,6 +435,8 @@ ndarray.__module__ = "cupy"
 
 def _device_function(f):
     def function(*args, **kwargs):
+        if f.__name__ in ("dot", "einsum"):
+            _refuse_cublas_in_capture()
         out = kwargs.get("out")
         args = [_dev(a) for a in args]
         kwargs = {k: _dev(v) for k, v in kwargs.items()}
