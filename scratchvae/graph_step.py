@@ -20,10 +20,10 @@ The first :data:`WARMUP_STEPS` steps run this function eagerly (Numba compiles
 its kernels, CuPy its elementwise kernels and cuBLAS picks its algorithms on
 the capturing stream); the next is captured once on a non-blocking stream
 (``Stream.begin_capture()`` in relaxed mode, ``end_capture()``) and every step
-from then on is one ``graph.launch()``. The memory the captured step uses comes from a memory
-pool of its own (``cupy.cuda.using_allocator``), filled by the warm-up and used
-by nothing else: the addresses baked into the graph stay valid, and the
-temporaries the step frees are reused by the step alone.
+from then on is one ``graph.launch()``. The memory the captured step uses comes
+from a memory pool of its own (``cupy.cuda.using_allocator``), filled by the
+warm-up and used by nothing else: the addresses baked into the graph stay
+valid, and the temporaries the step frees are reused by the step alone.
 
 The matrix products run on a cuBLAS handle of the run's own
 (:class:`kernels.cublas.CublasHandle`), bound to the capturing stream, its
@@ -36,6 +36,9 @@ and the captured steps make the same calls.
 Shapes are static: every step is a full batch, so the last partial batch of an
 epoch is dropped (``steps_per_epoch = N // batch_size``; each epoch's order is a
 new permutation, so the dropped images change from epoch to epoch).
+
+:func:`reference_epochs` is the same arithmetic on the CPU, step by step (the
+reference a captured run is checked against).
 
 A capture or a launch that fails (an operation the CuPy/CUDA in use cannot
 capture), or a cuBLAS library that cannot be loaded for the run's own handle,
@@ -61,6 +64,12 @@ WARMUP_STEPS = 3
 CUBLAS_WORKSPACE_BYTES = 32 << 20
 #: the counter-based generator's streams
 EPS_STREAM, BINARIZE_STREAM = 0, 1
+
+
+def counter_seed(noise_ss):
+    """The counter-based generator's key of a run whose noise SeedSequence is
+    ``noise_ss`` (63 bits, a non-negative int64)."""
+    return int(noise_ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 class GraphCaptureFailed(RuntimeWarning):
@@ -109,7 +118,7 @@ class CapturedRun(DeviceRun):
             self.eps = xp.empty((model.n_samples, b, model.latent_dim), dtype=dtype)
             self.workspace = xp.empty(CUBLAS_WORKSPACE_BYTES, dtype=np.uint8)
         xp.cuda.Device().synchronize()    # the copies above, before the stream reads them
-        self.seed = int(self.noise_ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
+        self.seed = counter_seed(self.noise_ss)
         log(f"--cuda-graph: {self.steps_per_epoch} full batches of {b} per epoch "
             f"({n - self.steps_per_epoch * b} images left out of each), {WARMUP_STEPS} eager "
             f"steps, then one captured step replayed; products on a cuBLAS handle of the "
@@ -213,3 +222,37 @@ class CapturedRun(DeviceRun):
         optimizer.lr = learning_rate(self.config.lr_schedule, self.config.lr, global_step - 1,
                                      self.config.epochs * steps, steps)
         return total / (steps * b), global_step
+
+
+def reference_epochs(model, optimizer, config, x, shuffle_rng, seed, log=None):
+    """What a captured run of ``config.epochs`` epochs computes, on the host arrays
+    of ``model``: each epoch's permutation from ``shuffle_rng`` cut into full
+    batches of x, the counter-based generator's uniforms (binarisation) and eps
+    at Adam's step t keyed by ``seed`` (kernels.counter_rng's NumPy references),
+    the learning-rate table's rate of step t. Returns each epoch's mean loss;
+    ``log(k, loss)`` is called every 100 steps when given."""
+    from kernels.counter_rng import normal_reference, uniform_reference
+
+    b = config.batch_size
+    steps = x.shape[0] // b
+    total, t, losses = config.epochs * steps, optimizer.steps[0], []
+    for _ in range(config.epochs):
+        order, loss_sum = shuffle_rng.permutation(x.shape[0]), 0.0
+        for k in range(steps):
+            t += 1
+            xb = x[order[k * b:(k + 1) * b]]
+            if config.binarize:
+                u = uniform_reference(xb.shape, xb.dtype, seed, BINARIZE_STREAM, t)
+                xb = (u < xb).astype(xb.dtype)
+            eps = normal_reference((model.n_samples, b, model.latent_dim), xb.dtype, seed,
+                                   EPS_STREAM, t)
+            optimizer.zero_grad()
+            loss, _ = model.loss(xb, eps=eps, check_inputs=False)
+            model.backward()
+            optimizer.lr = learning_rate(config.lr_schedule, config.lr, t - 1, total, steps)
+            optimizer.step()
+            loss_sum += float(loss) * b
+            if log is not None and k % 100 == 0:
+                log(k, float(loss))
+        losses.append(loss_sum / (steps * b))
+    return losses

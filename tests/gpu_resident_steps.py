@@ -59,7 +59,6 @@ from scratchvae.backend import to_numpy
 from scratchvae.config import TrainConfig
 from scratchvae.models import conv_vae, iwae_1l, mlp_vae
 from scratchvae.optimizers import Adam
-from scratchvae.schedules import learning_rate
 
 assert config.ENABLE_CUDASIM, "run with NUMBA_ENABLE_CUDASIM=1"
 assert "fake_cupy" in cupy.__file__, cupy.__file__
@@ -241,31 +240,10 @@ def check_stand_in_capture():
 
 
 def _cpu_captured(name, cfg, x, seed):
-    """What a captured run computes, on the CPU path: the same batches (the shuffle
-    generator's permutations, full batches), the counter-based generator's
-    uniforms and eps at Adam's step t, the learning-rate table's rate of step t."""
+    """What a captured run computes, on the CPU path (graph_step.reference_epochs)."""
     model, optimizer = _setup(name, np)
-    shuffle_rng = np.random.default_rng(1)
-    b = cfg.batch_size
-    steps = x.shape[0] // b
-    total, t, losses = cfg.epochs * steps, 0, []
-    for _ in range(cfg.epochs):
-        order, loss_sum = shuffle_rng.permutation(x.shape[0]), 0.0
-        for k in range(steps):
-            t += 1
-            xb = x[order[k * b:(k + 1) * b]]
-            u = counter_rng.uniform_reference(xb.shape, xb.dtype, seed,
-                                              graph_step.BINARIZE_STREAM, t)
-            xb = (u < xb).astype(xb.dtype)
-            eps = counter_rng.normal_reference((model.n_samples, b, model.latent_dim),
-                                               np.float32, seed, graph_step.EPS_STREAM, t)
-            optimizer.zero_grad()
-            loss, _ = model.loss(xb, eps=eps, check_inputs=False)
-            model.backward()
-            optimizer.lr = learning_rate(cfg.lr_schedule, cfg.lr, t - 1, total, steps)
-            optimizer.step()
-            loss_sum += float(loss) * b
-        losses.append(loss_sum / (steps * b))
+    losses = graph_step.reference_epochs(model, optimizer, cfg, x, np.random.default_rng(1),
+                                         seed)
     return losses, _state(model, optimizer)
 
 

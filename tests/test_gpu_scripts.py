@@ -76,3 +76,33 @@ def test_gpu_check_wants_one_argument():
     proc = subprocess.run(["bash", str(SCRIPTS / "gpu_check.sh")], capture_output=True,
                           text=True)
     assert proc.returncode == 2 and "usage: bash benchmarks/gpu_check.sh OUTDIR" in proc.stderr
+
+
+def test_captured_on_cpu_prints_the_captured_runs_losses(capsys):
+    """benchmarks/captured_on_cpu.py: train's seeds through graph_step.reference_epochs."""
+    import importlib.util
+
+    import numpy as np
+
+    from scratchvae.config import TrainConfig, make_model, make_optimizer
+    from scratchvae.graph_step import counter_seed, reference_epochs
+    from scratchvae.rundir import load_data, seed_sequences
+
+    spec = importlib.util.spec_from_file_location("captured_on_cpu",
+                                                  SCRIPTS / "captured_on_cpu.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--model", "mlp-vae", "--train-limit", "384", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "3 full batches of 128 per epoch" in out, out
+    config = TrainConfig(model="mlp-vae", device="cpu", epochs=1, seed=3, train_limit=384)
+    init_ss, shuffle_ss, noise_ss, _ = seed_sequences(3)
+    model = make_model(config, np.random.default_rng(init_ss))
+    _, (x, _), _ = load_data(config, log=lambda *a: None, progress=False)
+    want = reference_epochs(model, make_optimizer(config, model.parameters()), config, x,
+                            np.random.default_rng(shuffle_ss), counter_seed(noise_ss))
+    assert f"epoch 1  train loss {want[0]:.3f}" in out, (want, out)
+    with pytest.raises(SystemExit) as e:
+        script.main(["--model", "mlp-vae", "--epochs", "0"])
+    assert e.value.code == 2
+    assert "--epochs: expected a positive number, got 0" in capsys.readouterr().err
