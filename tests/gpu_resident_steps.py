@@ -350,6 +350,27 @@ def check_capture_failure():
         graph_step.WARMUP_STEPS = eager
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    # no cuBLAS library for the run's own handle: one warning, CuPy's products, eager
+    from kernels import cublas
+
+    loader = cublas.load_library
+
+    def missing(xp):
+        raise cublas.CublasNotFound("no libcublas.so is mapped into this process")
+    cublas.load_library = missing
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _, got, run, _ = _device_epochs("mlp-vae", cfg, x, graph_step.CapturedRun,
+                                            prepare=True)
+    finally:
+        cublas.load_library = loader
+    failed = [str(w.message) for w in caught
+              if issubclass(w.category, graph_step.GraphCaptureFailed)]
+    assert len(failed) == 1 and "no cuBLAS handle of the run's own (CublasNotFound" in failed[0]
+    assert run.graph is None and run.cublas is None and run.eager_steps == 8
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-6, err_msg=key)
     print("graph: a failed capture warns once and the run goes on eagerly")
 
 
