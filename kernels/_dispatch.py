@@ -38,14 +38,15 @@ is stated here, and only here:
   runs as the reference, ``a @ b``, a product of fewer than
   ``SMALL_PRODUCT`` multiply-adds (a parallel launch costs more than it
   saves) or one too large for 32-bit BLAS integers. Its ``"cuda"`` is
-  cuBLAS, ``a @ b``.
+  cuBLAS: ``a @ b``, or inside ``kernels.cublas.capturable_products`` a
+  handle of the engine's own (what a captured training step needs).
 - ``ascontiguous`` (kernels/layout.py) reads strides and takes 4-D arrays
   only; its ``"cuda"`` is CuPy's own copy.
 - the conv products (kernels/conv_gemm.py): a 1x1 convolution with stride
   1 and no padding is a ``matmul`` (the image is its own column matrix) and
   follows its rule; the others' ``"cpu"`` is im2col/col2im fused with BLAS,
-  and their ``"cuda"`` is kernels/im2col.py's CUDA kernels and cuBLAS,
-  unfused.
+  and their ``"cuda"`` is kernels/im2col.py's CUDA kernels and cuBLAS
+  (through ``matmul``), unfused.
 """
 import functools
 import os

@@ -34,8 +34,8 @@ A 1x1 convolution (kernel 1, stride 1, padding 0) has the image itself as
 its columns: its products are plain :func:`kernels.gemm.matmul` calls.
 
 Dispatch (:mod:`kernels._dispatch`): the fused Numba kernels for NumPy
-arrays; for CuPy arrays, kernels/im2col.py's CUDA kernels and cuBLAS,
-unfused (a GPU's memory bandwidth makes the column matrix cheap); and
+arrays; for CuPy arrays, kernels/im2col.py's CUDA kernels and cuBLAS
+(through :func:`kernels.gemm.matmul`), unfused (a GPU's memory bandwidth makes the column matrix cheap); and
 ``*_reference``, the unfused composition of the xp references.
 """
 import numpy as np

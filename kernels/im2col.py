@@ -47,10 +47,13 @@ from 0, exactly the order of the reference's loop over kernel offsets, so
 kernels and reference agree bit for bit.
 
 Three implementations each (:mod:`kernels._dispatch`): Numba CPU
-kernels, a Numba CUDA kernel (one thread per output element, grid-stride
-loop) for CuPy arrays, and a plain ``xp`` reference looping over the KH*KW
-kernel offsets. The CPU and the CUDA kernels walk the windows differently
-(whole runs per image row; one element per thread) and share the geometry,
+kernels, a Numba CUDA kernel for CuPy arrays, and a plain ``xp`` reference
+looping over the KH*KW kernel offsets. The CUDA kernels run on a 3-D grid (a
+column or channel along x, a row along y, an image along z), each thread
+walking one row of its image, so no index is divided per element: 64-bit
+integer division costs tens of instructions on a GPU, more than the copy. The
+CPU and the CUDA kernels walk the windows differently (whole runs per image
+row; one column entry per thread and row) and share the geometry,
 :func:`conv_output_size`, compiled into both. The CPU loops are written for a range of images (the
 ``*_block`` functions); the parallel kernels here give each task one image,
 and kernels/conv_gemm.py runs them a few images at a time inside each

@@ -51,7 +51,7 @@ import warnings
 import numpy as np
 
 from kernels.adam import adam_advance, adam_step_device
-from kernels.counter_rng import fill_normal, fill_uniform
+from kernels.counter_rng import fill_normal, fill_uniform, normal_reference, uniform_reference
 from kernels.cublas import CublasHandle, capturable_products
 
 from .data import DataError
@@ -231,8 +231,6 @@ def reference_epochs(model, optimizer, config, x, shuffle_rng, seed, log=None):
     at Adam's step t keyed by ``seed`` (kernels.counter_rng's NumPy references),
     the learning-rate table's rate of step t. Returns each epoch's mean loss;
     ``log(k, loss)`` is called every 100 steps when given."""
-    from kernels.counter_rng import normal_reference, uniform_reference
-
     b = config.batch_size
     steps = x.shape[0] // b
     total, t, losses = config.epochs * steps, optimizer.steps[0], []

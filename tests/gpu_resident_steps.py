@@ -217,26 +217,20 @@ def check_stand_in_capture():
     graph.launch()
     np.testing.assert_array_equal(a.get(), [2, 3, 4, 5])
     np.testing.assert_array_equal(b.get(), [4, 6, 8, 10])
-    with stream:
-        stream.begin_capture()
-        try:
-            float(a.sum())
-        except RuntimeError as e:
-            assert "capture" in str(e)
-        else:
-            raise AssertionError("a transfer during a capture was accepted")
-        finally:
-            stream.end_capture()
-    with stream:                               # CuPy's products refuse a capturing stream
-        stream.begin_capture()
-        try:
-            a.reshape(2, 2) @ a.reshape(2, 2)
-        except NotImplementedError as e:
-            assert "during stream capture" in str(e)
-        else:
-            raise AssertionError("a CuPy product during a capture was accepted")
-        finally:
-            stream.end_capture()
+    refused = {"a transfer": (lambda: float(a.sum()), RuntimeError, "capture"),
+               "a CuPy product (cuBLAS)": (lambda: a.reshape(2, 2) @ a.reshape(2, 2),
+                                           NotImplementedError, "during stream capture")}
+    for what, (operation, error, words) in refused.items():
+        with stream:
+            stream.begin_capture()
+            try:
+                operation()
+            except error as e:
+                assert words in str(e), (what, e)
+            else:
+                raise AssertionError(f"{what} during a capture was accepted")
+            finally:
+                stream.end_capture()
 
 
 def _cpu_captured(name, cfg, x, seed):
@@ -307,42 +301,43 @@ def seed_of_run(cfg, x):
     return run.seed
 
 
-def check_capture_failure():
-    x = _images(8)
-    cfg = _config("mlp-vae", cuda_graph=True)
-    real = cupy.cuda.Stream.begin_capture
-
-    def refuse(self, mode=None):
-        raise RuntimeError("operation not permitted when stream is capturing")
-    cupy.cuda.Stream.begin_capture = refuse
+def _patched_run(owner, name, replacement, cfg, x):
+    """A captured run with ``owner.name`` replaced: (parameters, run, the
+    GraphCaptureFailed messages)."""
+    real = getattr(owner, name)
+    setattr(owner, name, replacement)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             _, got, run, _ = _device_epochs("mlp-vae", cfg, x, graph_step.CapturedRun,
                                             prepare=True)
     finally:
-        cupy.cuda.Stream.begin_capture = real
-    failed = [w for w in caught if issubclass(w.category, graph_step.GraphCaptureFailed)]
-    assert len(failed) == 1 and "operation not permitted" in str(failed[0].message), caught
+        setattr(owner, name, real)
+    return got, run, [str(w.message) for w in caught
+                      if issubclass(w.category, graph_step.GraphCaptureFailed)]
+
+
+def check_capture_failure():
+    from kernels import cublas
+
+    x = _images(8)
+    cfg = _config("mlp-vae", cuda_graph=True)
+
+    def refuse(self, mode=None):
+        raise RuntimeError("operation not permitted when stream is capturing")
+    got, run, failed = _patched_run(cupy.cuda.Stream, "begin_capture", refuse, cfg, x)
+    assert len(failed) == 1 and "operation not permitted" in failed[0], failed
+    assert run.graph is None and run.eager_steps == 8
     # a step that reads a host value while capturing: its own error is the reason given
     real_step = graph_step.CapturedRun.step
 
     def reading_step(self):
         real_step(self)
         float(self.window)
-    graph_step.CapturedRun.step = reading_step
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            _device_epochs("mlp-vae", dataclasses.replace(cfg, epochs=1), x,
-                           graph_step.CapturedRun, prepare=True)
-    finally:
-        graph_step.CapturedRun.step = real_step
-    failed = [str(w.message) for w in caught
-              if issubclass(w.category, graph_step.GraphCaptureFailed)]
+    _, _, failed = _patched_run(graph_step.CapturedRun, "step", reading_step,
+                                dataclasses.replace(cfg, epochs=1), x)
     assert len(failed) == 1 and "float() (a device-to-host transfer)" in failed[0], failed
     assert not cupy.cuda.get_current_stream().is_capturing()
-    assert run.graph is None and run.eager_steps == 8
     graph_step.WARMUP_STEPS, eager = 10 ** 9, graph_step.WARMUP_STEPS
     try:
         _, want, _, _ = _device_epochs("mlp-vae", cfg, x, graph_step.CapturedRun, prepare=True)
@@ -350,23 +345,11 @@ def check_capture_failure():
         graph_step.WARMUP_STEPS = eager
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
     # no cuBLAS library for the run's own handle: one warning, CuPy's products, eager
-    from kernels import cublas
-
-    loader = cublas.load_library
-
     def missing(xp):
         raise cublas.CublasNotFound("no libcublas.so is mapped into this process")
-    cublas.load_library = missing
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            _, got, run, _ = _device_epochs("mlp-vae", cfg, x, graph_step.CapturedRun,
-                                            prepare=True)
-    finally:
-        cublas.load_library = loader
-    failed = [str(w.message) for w in caught
-              if issubclass(w.category, graph_step.GraphCaptureFailed)]
+    got, run, failed = _patched_run(cublas, "load_library", missing, cfg, x)
     assert len(failed) == 1 and "no cuBLAS handle of the run's own (CublasNotFound" in failed[0]
     assert run.graph is None and run.cublas is None and run.eager_steps == 8
     for key in want:
