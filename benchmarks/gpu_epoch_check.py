@@ -5,7 +5,7 @@
    is the warm one), the test -ELBO, and whether the capture held (a
    GraphCaptureFailed warning names the reason when it did not).
 2. The captured step against the same step run eagerly: ``STEPS`` steps of
-   mlp-vae from the same weights, batches and (counter-based) noise; the
+   each model from the same weights, batches and (counter-based) noise; the
    largest difference of the parameters (0 or float rounding expected).
 
     python benchmarks/gpu_epoch_check.py [--models mlp-vae conv-vae] [--epochs 2]
@@ -55,23 +55,22 @@ def train_run(model, cuda_graph, epochs, limit, batch, root):
     return row
 
 
-def captured_vs_eager(limit, batch):
+def captured_vs_eager(name, limit, batch):
     import cupy
 
     from scratchvae import graph_step
-    from scratchvae.config import TrainConfig
+    from scratchvae.config import TrainConfig, make_model
     from scratchvae.data import images_to_float, load_dataset
-    from scratchvae.models import mlp_vae
     from scratchvae.optimizers import Adam
 
     ds = load_dataset("mnist", allow_sample=True)
     x = images_to_float(ds.train_images[:limit or STEPS * batch])
-    cfg = TrainConfig(model="mlp-vae", device="gpu", cuda_graph=True, batch_size=batch,
+    cfg = TrainConfig(model=name, device="gpu", cuda_graph=True, batch_size=batch,
                       epochs=1, binarize=True)
 
     def run(warmup):
         graph_step.WARMUP_STEPS = warmup
-        model = mlp_vae(rng=np.random.default_rng(0)).to(cupy)
+        model = make_model(cfg, np.random.default_rng(0)).to(cupy)
         optimizer = Adam(model.parameters(), lr=1e-3)
         run = graph_step.CapturedRun(cupy, cfg, x, None, np.random.default_rng(1),
                                      np.random.default_rng(2), np.random.SeedSequence(3))
@@ -91,7 +90,7 @@ def captured_vs_eager(limit, batch):
     eager, eager_loss, _, eager_s, steps = run(10 ** 9)
     graph, graph_loss, used, graph_s, _ = run(3)
     diff = max(float(np.max(np.abs(graph[k] - eager[k]))) for k in eager)
-    row = {"check": "captured vs eager", "steps": steps, "graph_used": used,
+    row = {"check": "captured vs eager", "model": name, "steps": steps, "graph_used": used,
            "max_param_diff": diff, "loss": [eager_loss, graph_loss],
            "seconds": [round(eager_s, 4), round(graph_s, 4)]}
     print(json.dumps(row))
@@ -111,7 +110,8 @@ def main():
             for cuda_graph in (False, True):
                 rows.append(train_run(model, cuda_graph, args.epochs, args.train_limit,
                                       args.batch_size, root))
-    rows.append(captured_vs_eager(args.train_limit, args.batch_size))
+    for model in args.models:
+        rows.append(captured_vs_eager(model, args.train_limit, args.batch_size))
     print(json.dumps(rows))
 
 
