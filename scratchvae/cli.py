@@ -273,6 +273,12 @@ def _add_sweep_parser(sub):
                         "vq-vae; needs torch) after it, from the same initial weights, batches "
                         "and noise, into RUN/twin, and report scratchvae minus PyTorch per "
                         "seed and its mean with its 95%% interval")
+    w.add_argument("--classifier", default=None, metavar="DIR",
+                   help="a trained classifier run: after each run, the FD and IS of its "
+                        "samples (a conditional model: also the share labelled as asked), "
+                        "in RUN/quality.json and the summary")
+    w.add_argument("--quality-samples", type=_positive_int, default=10000, metavar="N",
+                   help="samples per run for --classifier (default 10000)")
     w.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     w.add_argument("--no-progress", action="store_true", help="no progress bar")
 

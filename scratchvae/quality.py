@@ -33,7 +33,7 @@ from scipy.special import xlogy
 
 from .backend import to_numpy
 from .prior import prior_sampler
-from .rundir import load_data, read_config
+from .rundir import load_data, load_run, read_config
 
 #: the models whose runs can draw samples (a prior over a VQ-VAE's codes adds its own)
 SAMPLING_MODELS = ("mlp-vae", "conv-vae", "mlp-cvae", "conv-cvae", "iwae-1l", "iwae-2l")
@@ -202,6 +202,14 @@ def run_sampler(config, model):
                      f"model that samples ({', '.join(SAMPLING_MODELS)}, or a pixelcnn prior)")
 
 
+def load_classifier(run_dir, device="cpu"):
+    """The trained classifier of a run directory; ValueError if it holds another model."""
+    config, classifier, _ = load_run(run_dir, device=device)
+    if config.model != "classifier":
+        raise ValueError(f"--classifier {run_dir} holds {config.model}, not a classifier")
+    return classifier
+
+
 def classifier_reference(classifier_dir, classifier, n=10000, seed=0, log=print):
     """:func:`reference` on the data set of the classifier run ``classifier_dir``
     (its test set and n of its training images), with its ``dataset`` name."""
@@ -212,18 +220,18 @@ def classifier_reference(classifier_dir, classifier, n=10000, seed=0, log=print)
 
 def run_quality(config, sampler, classifier, reference, n=10000, seed=0):
     """FD and IS of n samples of a trained run's ``sampler`` (:func:`run_sampler`;
-    a conditional one draws the labels 0..K-1 in turn), beside the reference's
-    ``fd_floor`` and ``is_ceiling``. ValueError for a run of another data set
-    than the reference's (``config.dataset``)."""
+    a conditional one draws the labels 0..K-1 in turn, and its ``cond_accuracy``
+    is given too), beside the reference's ``fd_floor`` and ``is_ceiling``.
+    ValueError for a run of another data set than the reference's
+    (``config.dataset``)."""
     if config.dataset != reference["dataset"]:
         raise ValueError(f"the classifier was trained on {reference['dataset']}, the run on "
                          f"{config.dataset}; FD and IS need a classifier of the run's data set")
     labels = balanced_labels(n, sampler.n_classes)
     scores = sample_quality(sampler, classifier, reference, n, labels, seed=seed)
-    return {"fd": scores["fd"], "is": scores["is"], "fd_floor": reference["fd_floor"],
-            "is_ceiling": reference["is_ceiling"]}
+    return dict(scores, fd_floor=reference["fd_floor"], is_ceiling=reference["is_ceiling"])
 
 
 __all__ = ["classifier_statistics", "feature_moments", "frechet_distance", "inception_score",
            "reference", "balanced_labels", "sample_quality", "model_sampler", "run_sampler",
-           "classifier_reference", "run_quality", "SAMPLING_MODELS"]
+           "load_classifier", "classifier_reference", "run_quality", "SAMPLING_MODELS"]

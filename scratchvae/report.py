@@ -38,7 +38,7 @@ from .files import atomic_write_text
 from .metrics import iw_nll
 from .plots import reconstruct
 from .prior import evaluate_prior
-from .quality import classifier_reference, run_quality, run_sampler
+from .quality import classifier_reference, load_classifier, run_quality, run_sampler
 from .rundir import load_data, load_run, read_metrics
 
 #: (key, header) of the table's columns, in order
@@ -77,14 +77,6 @@ def reconstruction_mse(model, x, labels=None, batch_size=500):
         yb = None if labels is None else labels[start:start + batch_size]
         total += float(((reconstruct(model, xb, yb) - xb) ** 2).sum())
     return total / x.size
-
-
-def load_classifier(run_dir, device="cpu"):
-    """The trained classifier of a run directory; ValueError if it holds another model."""
-    config, classifier, _ = load_run(run_dir, device=device)
-    if config.model != "classifier":
-        raise ValueError(f"--classifier {run_dir} holds {config.model}, not a classifier")
-    return classifier
 
 
 def conditional_accuracy(sampler, classifier, per_class=100, seed=0, batch_size=500):

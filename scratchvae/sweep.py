@@ -15,6 +15,11 @@ initial weights, batches and noise, in RUN/twin; the summary then gives, per
 configuration, scratchvae minus PyTorch of the headline metric per seed and its
 mean with the same interval.
 
+With ``--classifier``, :func:`quality_task` scores each finished run's samples
+with a trained classifier run after it (scratchvae.quality: FD, IS, and for a
+conditional model the share of samples labelled as asked), kept in
+RUN/quality.json; the summary gives them over seeds as it gives the test metrics.
+
 Statistics over the n seeds of a configuration (:func:`t_interval`): the mean
 x̄, the sample standard deviation s (n - 1 in the denominator) and the 95%
 Student-t interval x̄ ± t_{0.975, n-1} s / √n. Two configurations that share
@@ -30,11 +35,15 @@ import numpy as np
 
 from . import checkpoints as ckpt
 from .config import TrainConfig
-from .files import FileError
+from .files import FileError, read_json, write_json
 from .rundir import CHECKPOINT, read_config, read_metrics
 
 #: the metric a model's runs are compared by (the others are summarised too)
 HEADLINE = {"vq-vae": "test_recon", "classifier": "test_accuracy", "pixelcnn": "test_nll"}
+#: the generative-quality metrics of :func:`quality_task`, summarised beside the test metrics
+QUALITY_METRICS = ("fd", "is", "cond_accuracy")
+#: where :func:`quality_task` keeps a run's scores
+QUALITY_FILE = "quality.json"
 #: the level of the intervals
 LEVEL = 0.95
 #: how the intervals are computed, as the summaries state it
@@ -165,6 +174,43 @@ def twin_task(run, epochs, threads=1):
     return train_twin(run["run_dir"], epochs=epochs, threads=threads, log=quiet)
 
 
+def quality_task(run, classifier_dir, samples, threads=1):
+    """Score a finished run's samples (``run``: :func:`run_task`'s result) under the
+    classifier run ``classifier_dir``: FD and IS of ``samples`` samples against its
+    test set, and for a conditional model ``cond_accuracy``
+    (:func:`scratchvae.quality.run_quality`, seed 0). Kept in RUN/quality.json
+    with what they were measured with (the classifier's directory, the number of
+    samples, the run's epoch) and measured again only when one of those changed.
+    Returns the run's directory, what was done (``skipped``, ``measured``) and
+    the scores."""
+    import numba
+
+    from .quality import classifier_reference, load_classifier, run_quality, run_sampler
+    from .rundir import load_run
+
+    numba.set_num_threads(threads)
+    run_dir = run["run_dir"]
+    path = os.path.join(run_dir, QUALITY_FILE)
+    measured_with = {"classifier": os.path.abspath(classifier_dir), "samples": int(samples),
+                     "epoch": checkpoint_epoch(run_dir)}
+    try:
+        saved = read_json(path) if os.path.exists(path) else {}
+    except FileError:   # written atomically, so damaged from outside: measured again
+        saved = {}
+    if saved.get("measured_with") == measured_with and isinstance(saved.get("scores"), dict):
+        return {"run_dir": run_dir, "status": "skipped", "record": saved["scores"]}
+    config, model, _ = load_run(run_dir)
+    classifier = load_classifier(classifier_dir)
+    reference = classifier_reference(classifier_dir, classifier, n=samples,
+                                     log=lambda *args, **kwargs: None)
+    scores = run_quality(config, run_sampler(config, model), classifier, reference, samples)
+    record = {k: float(scores[k]) for k in QUALITY_METRICS if k in scores}
+    write_json(path, {"measured_with": measured_with, "scores": record,
+                      "fd_floor": float(scores["fd_floor"]),
+                      "is_ceiling": float(scores["is_ceiling"])})
+    return {"run_dir": run_dir, "status": "measured", "record": record}
+
+
 # --------------------------------------------------------------------------
 # statistics
 # --------------------------------------------------------------------------
@@ -207,9 +253,10 @@ def twin_differences(runs, results, twins, key):
 
 
 def summarise(runs, results, model, epochs, twins=None):
-    """The summary of a sweep: per configuration every scalar test metric over its
-    seeds, and for each pair of configurations sharing seeds the paired difference
-    of the headline metric. ``results``: run directory -> its final record;
+    """The summary of a sweep: per configuration every scalar test metric (and
+    :data:`QUALITY_METRICS`) over its seeds, and for each pair of configurations
+    sharing seeds the paired difference of the headline metric. ``results``: run
+    directory -> its final record (with its quality scores, where measured);
     ``twins`` (with --twin): run directory -> its twin's final record, which adds
     each configuration's ``twin`` entry (:func:`twin_differences`)."""
     key = headline(model)
@@ -222,7 +269,8 @@ def summarise(runs, results, model, epochs, twins=None):
                                                  "seeds": [], "values": {}})
         c["seeds"].append(run.seed)
         for name, value in record.items():
-            if name.startswith("test_") and isinstance(value, (int, float)):
+            if ((name.startswith("test_") or name in QUALITY_METRICS)
+                    and isinstance(value, (int, float))):
                 c["values"].setdefault(name, []).append(float(value))
     for c in configurations.values():
         c["metrics"] = {name: {"values": v, **t_interval(v)}

@@ -6,7 +6,8 @@ worker, each with ``--threads-per-worker`` engine threads (workers x threads at
 most the machine's cores), or on the cluster whose scheduler ``--scheduler``
 names. Dask schedules them, reruns the task of a worker that dies and retries
 a task that raises (``--retries``). With ``--twin`` each run's PyTorch twin is
-one more task, which depends on its run (scratchvae.sweep.twin_task). The summary
+one more task, which depends on its run (scratchvae.sweep.twin_task); so is, with
+``--classifier``, the scoring of its samples (scratchvae.sweep.quality_task). The summary
 goes to OUT/summary.md, OUT/summary.json and OUT/summary.png (:func:`summary_figure`).
 """
 import argparse
@@ -142,7 +143,30 @@ def _runs(args):
         error(str(e))
     if args.twin:
         _check_twins(runs, error)
+    if args.classifier:
+        _check_classifier(args, error)
     return runs
+
+
+def _check_classifier(args, error):
+    """argparse's error (exit 2) for a --classifier that is no classifier run of the
+    sweep's data set, or a model whose samples it cannot score."""
+    from .files import FileError
+    from .quality import SAMPLING_MODELS
+    from .rundir import read_config
+
+    if args.model not in SAMPLING_MODELS + ("pixelcnn",):
+        error(f"--classifier scores samples, but {args.model} has no prior to sample from; "
+              f"models that sample: {', '.join(SAMPLING_MODELS)}, pixelcnn")
+    try:
+        config = read_config(args.classifier)
+    except FileError as e:
+        error(f"--classifier: expected a trained classifier run, but {e}")
+    if config.model != "classifier":
+        error(f"--classifier {args.classifier} holds {config.model}, not a classifier")
+    if config.dataset != args.dataset:
+        error(f"--classifier {args.classifier} was trained on {config.dataset}, the sweep "
+              f"trains on {args.dataset}; FD and IS need a classifier of the same data set")
 
 
 def _check_twins(runs, error):
@@ -162,13 +186,14 @@ def _check_twins(runs, error):
 
 def _train_runs(client, runs, args):
     """Submit every run as a task (with --twin, its twin as a task that depends on
-    it), show a bar over them and each finished task's headline metric as it lands;
-    returns (run directory -> final record, run directory -> the twin's final record,
-    the directories of the runs that failed, those of the twins that failed)."""
+    it; with --classifier, the scoring of its samples likewise), show a bar over
+    them and each finished task's headline metric as it lands. Returns, for each
+    kind of task ("run", "twin", "quality"), run directory -> its record, and the
+    directories whose task of that kind failed."""
     from distributed import as_completed
     from tqdm.auto import tqdm
 
-    from .sweep import headline, run_task, twin_task
+    from .sweep import headline, quality_task, run_task, twin_task
 
     key = headline(args.model)
     futures = {}
@@ -176,32 +201,39 @@ def _train_runs(client, runs, args):
         task = client.submit(run_task, run.config, run.run_dir, args.threads_per_worker,
                              pure=False, retries=args.retries)
         futures[task] = ("run", run)
-        if args.twin:   # the run's result as its argument: Dask starts it after the run
+        # the run's result as their argument: Dask starts them after the run
+        if args.twin:
             futures[client.submit(twin_task, task, run.config.epochs, args.threads_per_worker,
                                   pure=False, retries=args.retries)] = ("twin", run)
-    results, twins, failed, failed_twins = {}, {}, [], []
+        if args.classifier:
+            futures[client.submit(quality_task, task, args.classifier, args.quality_samples,
+                                  args.threads_per_worker, pure=False,
+                                  retries=args.retries)] = ("quality", run)
+    done_of = {"run": {}, "twin": {}, "quality": {}}
+    failed_of = {"run": [], "twin": [], "quality": []}
+    undone = {"twin": "not trained", "quality": "not scored"}
     with tqdm(total=len(futures), desc="sweep", unit="task", disable=args.no_progress,
               dynamic_ncols=True, file=sys.stderr) as bar:
         for future in as_completed(futures):
             kind, run = futures[future]
-            what = run.run_dir + (" (twin)" if kind == "twin" else "")
+            what = run.run_dir + ("" if kind == "run" else f" ({kind})")
             try:
                 done = future.result()
             except Exception as e:   # the task's own error, after its retries
-                if kind == "twin" and run.run_dir in failed:   # its run's error, told above
-                    bar.write(f"{what}: not trained, its run failed", file=sys.stderr)
+                if kind != "run" and run.run_dir in failed_of["run"]:   # told above
+                    bar.write(f"{what}: {undone[kind]}, its run failed", file=sys.stderr)
                 else:
-                    (failed if kind == "run" else failed_twins).append(run.run_dir)
+                    failed_of[kind].append(run.run_dir)
                     bar.write(f"error: {what}: {type(e).__name__}: {e}", file=sys.stderr)
             else:
-                (results if kind == "run" else twins)[run.run_dir] = done["record"]
-                value = done["record"].get(key)
-                shown = f"{key} {value:.4f}" if isinstance(value, float) else ""
-                label = "twin " if kind == "twin" else ""
+                done_of[kind][run.run_dir] = done["record"]
+                shown = "  ".join(f"{k} {v:.4f}" for k, v in done["record"].items()
+                                  if (k == key or kind == "quality") and isinstance(v, float))
+                label = "" if kind == "run" else f"{kind} "
                 bar.write(f"{run.name} seed {run.seed}: {label}{done['status']}  {shown}",
                           file=sys.stderr if args.json else sys.stdout)
             bar.update()
-    return results, twins, failed, failed_twins
+    return done_of, failed_of
 
 
 def summary_figure(summary, path):
@@ -253,13 +285,15 @@ def sweep(args):
               f"address it prints", file=sys.stderr)
         return 1
     try:
-        results, twins, failed, failed_twins = _train_runs(client, runs, args)
+        done, failed = _train_runs(client, runs, args)
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+    results = {run_dir: dict(record, **done["quality"].get(run_dir, {}))   # scores beside
+               for run_dir, record in done["run"].items()}                 # the test metrics
     summary = summarise(runs, results, args.model, args.epochs,
-                        twins if args.twin else None)
+                        done["twin"] if args.twin else None)
     write_json(os.path.join(args.out, "summary.json"), summary)
     atomic_write_text(os.path.join(args.out, "summary.md"), summary_markdown(summary))
     if results:
@@ -270,12 +304,13 @@ def sweep(args):
         print(summary_markdown(summary))
         print(f"summary saved to {os.path.join(args.out, 'summary.md')}, summary.json, "
               f"summary.png")
-    if failed:
-        print(f"error: {len(failed)} of {len(runs)} runs failed: {', '.join(failed)}; run "
-              f"the command again to resume them", file=sys.stderr)
-    failed_twins = [d for d in failed_twins if d not in failed]   # not only for want of a run
-    if failed_twins:
-        print(f"error: the twins of {len(failed_twins)} of {len(runs)} runs failed: "
-              f"{', '.join(failed_twins)}; run the command again to train them again",
+    if failed["run"]:
+        print(f"error: {len(failed['run'])} of {len(runs)} runs failed: "
+              f"{', '.join(failed['run'])}; run the command again to resume them",
               file=sys.stderr)
-    return 1 if failed or failed_twins else 0
+    for kind, what, again in (("twin", "twins", "train"), ("quality", "scorings", "score")):
+        if failed[kind]:
+            print(f"error: the {what} of {len(failed[kind])} of {len(runs)} runs failed: "
+                  f"{', '.join(failed[kind])}; run the command again to {again} them again",
+                  file=sys.stderr)
+    return 1 if any(failed.values()) else 0
