@@ -24,6 +24,24 @@ def get_xp(*arrays):
     return np
 
 
+def blas_layout(x):
+    """How BLAS can read the 2-D array ``x`` without a copy: ``(True, ld)`` when its
+    rows are contiguous (unit column stride, row stride ``ld`` elements), ``(False,
+    ld)`` when its columns are (a transposed view), ``(None, None)`` otherwise (no
+    unit stride, negative or misaligned strides). A size-1 axis makes its stride
+    arbitrary: ``ld`` is raised to the BLAS minimum."""
+    rows, cols = x.shape
+    step = x.itemsize
+    s0, s1 = x.strides
+    if cols == 1 or s1 == step:                     # contiguous rows
+        if s0 >= 0 and s0 % step == 0 and (rows == 1 or s0 // step >= cols):
+            return True, max(s0 // step, cols, 1)
+    if rows == 1 or s0 == step:                     # contiguous columns
+        if s1 >= 0 and s1 % step == 0 and (cols == 1 or s1 // step >= rows):
+            return False, max(s1 // step, rows, 1)
+    return None, None
+
+
 def memory_order(a):
     """Axes of ``a`` from the largest stride to the smallest (a stable sort).
 

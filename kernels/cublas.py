@@ -27,6 +27,8 @@ import os
 
 import numpy as np
 
+from ._arrays import blas_layout
+
 #: cublasOperation_t
 _OP_N, _OP_T = 0, 1
 
@@ -128,21 +130,15 @@ class CublasHandle:
 
 
 def _operand(xp, x):
-    """(array, cuBLAS operation, leading dimension) of a row-major operand.
-
-    Rows contiguous (unit column stride): 'N', ld the row stride. Columns
-    contiguous (a transposed view): 'T', ld the column stride. Anything else
-    is copied to C order first. A size-1 axis makes its stride arbitrary: the
-    leading dimension is raised to cuBLAS's minimum.
-    """
-    rows, cols = x.shape
-    step = x.itemsize
-    s0, s1 = x.strides
-    if (cols == 1 or s1 == step) and s0 >= 0 and s0 % step == 0 and (rows == 1 or s0 // step >= cols):
-        return x, _OP_N, max(s0 // step, cols, 1)
-    if (rows == 1 or s0 == step) and s1 >= 0 and s1 % step == 0 and (cols == 1 or s1 // step >= rows):
-        return x, _OP_T, max(s1 // step, rows, 1)
-    return xp.ascontiguousarray(x), _OP_N, max(cols, 1)
+    """(array, cuBLAS operation, leading dimension) of a row-major operand: rows
+    contiguous 'N', columns contiguous (a transposed view) 'T', as
+    :func:`kernels._arrays.blas_layout` reads them; anything else is copied to C
+    order first."""
+    row_major, ld = blas_layout(x)
+    if row_major is None:
+        x = xp.ascontiguousarray(x)
+        row_major, ld = True, max(x.shape[1], 1)
+    return x, (_OP_N if row_major else _OP_T), ld
 
 
 #: the handle :func:`kernels.gemm.matmul` calls for CuPy arrays (None: CuPy's ``@``)

@@ -51,7 +51,7 @@ from numba import get_num_threads, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._arrays import get_xp
+from ._arrays import blas_layout, get_xp
 from .blas import blas
 from .cublas import active_handle
 from ._dispatch import choose
@@ -209,24 +209,15 @@ def _gemm_addresses():
 
 
 def _storage(x):
-    """(first entry as a 1-D view, row-major?, leading dimension) of a 2-D array.
-
-    Row-major when x's rows are contiguous (unit column stride), column-major
-    when its columns are; the leading dimension is the other stride, raised
-    to the BLAS minimum where a size-1 axis makes it arbitrary. Other arrays
-    (no unit stride, negative strides) are copied to C order first.
+    """(first entry as a 1-D view, row-major?, leading dimension) of a 2-D array,
+    read as :func:`kernels._arrays.blas_layout` reads it; an array BLAS cannot
+    read as it is (no unit stride, negative strides) is copied to C order first.
     """
-    rows, cols = x.shape
-    step = x.itemsize
-    s0, s1 = x.strides
-    if cols == 1 or s1 == step:                     # contiguous rows
-        if s0 >= 0 and s0 % step == 0 and (rows == 1 or s0 // step >= cols):
-            return _base_view(x), True, max(s0 // step, cols, 1)
-    if rows == 1 or s0 == step:                     # contiguous columns
-        if s1 >= 0 and s1 % step == 0 and (cols == 1 or s1 // step >= rows):
-            return _base_view(x), False, max(s1 // step, rows, 1)
+    row_major, ld = blas_layout(x)
+    if row_major is not None:
+        return _base_view(x), row_major, ld
     x = np.ascontiguousarray(x)
-    return x.reshape(-1), True, max(cols, 1)
+    return x.reshape(-1), True, max(x.shape[1], 1)
 
 
 def _base_view(x):
