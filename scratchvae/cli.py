@@ -270,9 +270,9 @@ def _add_sweep_parser(sub):
                    help="times Dask reruns a run whose task raised (default 3)")
     w.add_argument("--twin", action="store_true",
                    help="also train each run's PyTorch twin (mlp-vae, conv-vae, conv-cvae, "
-                        "vq-vae; needs torch) after it, from the same initial weights, batches "
-                        "and noise, into RUN/twin, and report scratchvae minus PyTorch per "
-                        "seed and its mean with its 95%% interval")
+                        "vq-vae, pixelcnn; needs torch) after it, from the same initial "
+                        "weights, batches and noise, into RUN/twin, and report scratchvae "
+                        "minus PyTorch per seed and its mean with its 95%% interval")
     w.add_argument("--classifier", default=None, metavar="DIR",
                    help="a trained classifier run: after each run, the FD and IS of its "
                         "samples (a conditional model: also the share labelled as asked), "

@@ -119,7 +119,7 @@ def _exit_2(capsys, tmp_path, *args):
 
 @pytest.mark.parametrize("args, message", [
     (["--model", "iwae-1l"], "model iwae-1l has no PyTorch twin; the twins are those of "
-                             "mlp-vae, conv-vae, conv-cvae, vq-vae"),
+                             "mlp-vae, conv-vae, conv-cvae, vq-vae, pixelcnn"),
     (["--likelihood", "gaussian"], "likelihood gaussian: the twins have the Bernoulli "
                                    "likelihood only"),
     (["--k", "5"], "k 5: the twins draw one z sample per image"),
@@ -164,3 +164,47 @@ def test_train_twin_follows_its_run(tmp_path, model, options):
         for key in [k for k in a if k.startswith("test_") and isinstance(a[k], float)]:
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-4), key
     assert train_twin(run_dir, log=lambda *a, **k: None)["status"] == "skipped"
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_train_twin_of_a_prior_follows_its_run(tmp_path, conditional):
+    """A PixelCNN prior's twin learns the same VQ-VAE's code maps from the prior's
+    weights and batches: its epoch losses and test NLL are the run's to float32
+    rounding."""
+    vq = str(tmp_path / "vq")
+    assert main(["train", "--model", "vq-vae", "--sample", "--train-limit", "96",
+                 "--test-limit", "64", "--batch-size", "32", "--epochs", "1",
+                 "--no-progress", "--out", vq]) == 0
+    from scratchvae.train import train
+    from scratchvae.config import TrainConfig
+    from scratchvae.twins.train import train_twin
+
+    config = TrainConfig(model="pixelcnn", vq_run=vq, conditional=conditional,
+                         prior_channels=8, prior_layers=2, batch_size=32, epochs=2, seed=3)
+    run_dir = str(tmp_path / "prior")
+    ours = train(config, run_dir, progress=False, log=lambda *a, **k: None)
+    done = train_twin(run_dir, log=lambda *a, **k: None)
+    theirs = files.read_jsonl(os.path.join(run_dir, "twin", "metrics.jsonl"))
+    assert done["status"] == "trained" and done["record"] == theirs[-1]
+    for a, b in zip(ours, theirs, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
+        for key in ("test_nll", "test_bits_per_code"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5), key
+    assert ours[1]["train_loss"] != ours[0]["train_loss"]   # it learned: not a fixed point
+
+
+def test_a_sweep_of_priors_pairs_them_with_their_twins_by_test_nll(tmp_path, capsys, cluster):
+    vq = str(tmp_path / "vq")
+    assert main(["train", "--model", "vq-vae", *TINY[2:], "--out", vq]) == 0
+    out = str(tmp_path / "sw")
+    assert main(["sweep", "--model", "pixelcnn", "--vq-run", vq, "--prior-channels", "8",
+                 "--prior-layers", "2", "--batch-size", "32", "--epochs", "1", "--no-progress",
+                 "--seeds", "0-1", "--out", out, "--twin",
+                 "--scheduler", cluster.scheduler_address]) == 0
+    assert capsys.readouterr().out.count(": twin trained") == 2
+    (c,) = json.load(open(os.path.join(out, "summary.json")))["configurations"]
+    t = c["twin"]
+    assert t["metric"] == "test_nll" and t["seeds"] == [0, 1]
+    assert t["scratchvae"] == [_final(os.path.join(out, "default", f"seed={s}",
+                                                   "metrics.jsonl"))["test_nll"] for s in (0, 1)]
+    assert max(abs(d) for d in t["differences"]) < 1e-3 * min(t["scratchvae"])

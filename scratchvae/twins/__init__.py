@@ -10,7 +10,7 @@ this module imports it only inside functions (:func:`has_torch`,
 """
 
 #: the models with a twin that trains as the run does
-TWIN_MODELS = ("mlp-vae", "conv-vae", "conv-cvae", "vq-vae")
+TWIN_MODELS = ("mlp-vae", "conv-vae", "conv-cvae", "vq-vae", "pixelcnn")
 #: a run's twin lives in RUN/<TWIN_DIR>
 TWIN_DIR = "twin"
 

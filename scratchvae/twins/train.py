@@ -7,7 +7,9 @@ into the twin; the batches come from scratchvae's batch iterator driven by a
 shuffle generator seeded alike; each step's eps (a VAE) or dead-code restart rows
 (a VQ-VAE) come from a noise generator seeded alike, drawn in scratchvae's order
 and dtype; the test metrics use the evaluation generator as
-:func:`scratchvae.rundir.evaluate` does. The learning-rate schedule, the KL
+:func:`scratchvae.rundir.evaluate` does. A PixelCNN prior's twin learns the code
+maps of the prior's own VQ-VAE run, encoded by scratchvae (the prior, not the
+VQ-VAE, is what the twin compares), and draws no noise. The learning-rate schedule, the KL
 schedule (beta, warm-up, capacity), Adam's epsilon and L2 weight decay and the
 gradient clipping follow the run's config. So the two runs of a seed agree for
 the first hundreds of steps and then drift apart as float32 round-off grows.
@@ -30,6 +32,7 @@ from .. import data as data_mod
 from .. import files
 from ..config import make_model
 from ..models import DEFAULT_LATENT_DIM
+from ..prior import check_pair, code_data, load_vq_run
 from ..rundir import load_data, read_config, seed_sequences
 from ..schedules import KLSchedule, learning_rate
 from . import TWIN_DIR, check_twin, fastest_adam
@@ -50,7 +53,10 @@ def read_result(run_dir):
 
 
 def twin_options(config):
-    """The constructor options of ``config``'s twin (its sizes and codebook options)."""
+    """The constructor options of ``config``'s twin (its sizes and codebook options;
+    a prior's twin takes its sizes from our model: none)."""
+    if config.model == "pixelcnn":
+        return {}
     latent = config.latent_dim or DEFAULT_LATENT_DIM[config.model]
     if config.model == "vq-vae":
         return {"code_dim": latent, "num_codes": config.vq_codes,
@@ -71,6 +77,8 @@ def _labels(torch, y):
 def _step_loss(torch, twin, config, schedule, xb, yb, noise_rng, step):
     """The training loss of one batch, as scratchvae's model computes it at ``step``."""
     x = torch.from_numpy(xb)
+    if config.model == "pixelcnn":   # xb: code maps; the labels only of a conditional prior
+        return twin.loss(x, _labels(torch, yb) if config.conditional else None)[0]
     if config.model == "vq-vae":
         return twin.loss(x, rng=noise_rng)[0]
     eps = torch.from_numpy(_eps(noise_rng, len(xb), twin.latent_dim))
@@ -87,6 +95,15 @@ def _test_metrics(torch, twin, config, x, y):
     with torch.no_grad():
         if config.model == "vq-vae":
             return twin.test_metrics(x, batch_size=batch)
+        if config.model == "pixelcnn":   # as PixelCNN.test_metrics: nats per map, bits per code
+            total = 0.0
+            for start in range(0, len(x), batch):
+                yb = None if y is None else _labels(torch, y[start:start + batch])
+                total += float(twin.loss(torch.from_numpy(x[start:start + batch]), yb)[1]) * (
+                    len(x[start:start + batch]))
+            nll = total / len(x)
+            return {"test_nll": nll,
+                    "test_bits_per_code": nll / (x.shape[1] * x.shape[2]) / math.log(2)}
         rng = np.random.default_rng(seed_sequences(config.seed)[3])
         recon = kl = 0.0
         for start in range(0, len(x), batch):
@@ -147,7 +164,12 @@ def _train(torch, twin_with_weights_of, config, directory, log):
     shuffle_rng = np.random.default_rng(shuffle_ss)
     noise_rng = np.random.default_rng(noise_ss)
     quiet = lambda *args, **kwargs: None   # noqa: E731
-    _, (xtr, ytr), (xte, yte) = load_data(config, log=quiet, progress=False)
+    if config.model == "pixelcnn":   # the code maps of the prior's own VQ-VAE
+        _, vq = load_vq_run(config.vq_run)
+        check_pair(config, config.vq_run, vq)
+        _, (xtr, ytr), (xte, yte) = code_data(config, vq, log=quiet)
+    else:
+        _, (xtr, ytr), (xte, yte) = load_data(config, log=quiet, progress=False)
     steps_per_epoch = -(-xtr.shape[0] // config.batch_size)
     step, history = 0, []
     for epoch in range(1, config.epochs + 1):
