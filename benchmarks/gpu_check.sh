@@ -28,14 +28,15 @@ ROOT=$PWD
 mkdir -p "$OUT" || exit 2
 OUT=$(cd "$OUT" && pwd)
 
-# seconds per stage: 40 (install) + 20 (env) + 160 + 50 + 195 = 465, and at most 5 more
+# seconds per stage: 40 (install) + 20 (env) + 160 + 70 + 175 = 465, and at most 5 more
 # each for a stage killed at its limit: under 8 minutes (on an H200 the stages took
-# 4, 9, 135, 26 and 54 s; the bench's budget leaves room for torch.compile's twins)
+# 4, 9, 135, 26 and 54 s, the epochs of mlp-vae and conv-vae alone: vq-vae's add about
+# 20 s; the bench's budget leaves room for torch.compile's twins)
 INSTALL_BUDGET=${INSTALL_BUDGET:-40}
 ENV_BUDGET=${ENV_BUDGET:-20}
 TESTS_BUDGET=${TESTS_BUDGET:-160}
-EPOCHS_BUDGET=${EPOCHS_BUDGET:-50}
-BENCH_BUDGET=${BENCH_BUDGET:-195}
+EPOCHS_BUDGET=${EPOCHS_BUDGET:-70}
+BENCH_BUDGET=${BENCH_BUDGET:-175}
 
 export ROOT SITE=/tmp/site
 export PYTHONPATH=$SITE:$ROOT
@@ -108,7 +109,7 @@ stage tests "$TESTS_BUDGET" "$OUT/gpu_tests.log" \
     env SCRATCHVAE_GPU_TESTS=cupy python3 -m pytest -m gpu tests -q -rs -p no:cacheprovider --durations=15 \
     --junitxml="$OUT/gpu_tests.xml"
 stage epochs "$EPOCHS_BUDGET" "$OUT/gpu_epochs.log" \
-    python3 benchmarks/gpu_epoch_check.py --models mlp-vae conv-vae --epochs 2
+    python3 benchmarks/gpu_epoch_check.py --models mlp-vae conv-vae vq-vae --epochs 2
 # the bench skips (and reports) what may not fit in its budget, less 15 s to write up
 stage bench "$BENCH_BUDGET" "$OUT/bench_gpu.log" \
     python3 benchmarks/bench_gpu.py --out "$OUT" --budget $((BENCH_BUDGET - 15))

@@ -25,6 +25,7 @@ float64 bit, which the float32 result rounds away almost always.
 """
 import functools
 import math
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -35,6 +36,15 @@ _GOLDEN = 0x9E3779B97F4A7C15
 _MIX1 = 0xBF58476D1CE4E5B9
 _MIX2 = 0x94D049BB133111EB
 _MASK = (1 << 64) - 1
+
+
+class CounterDraws(NamedTuple):
+    """The key of the draws of one use, in place of a generator: ``seed`` and
+    ``stream`` Python integers, ``counter`` a one-element int64 array on the
+    device of the arrays drawn for (read there, never on the host)."""
+    seed: int
+    stream: int
+    counter: Any
 
 
 def splitmix64(x):
@@ -114,14 +124,13 @@ def _fill(op, out, seed, stream, counter, normal):
 
 
 @functools.lru_cache(maxsize=None)
-def _cuda_kernel():
-    # numba.cuda as a module global: see kernels/adam.py
+def _cuda_mix():
+    """splitmix64 as a CUDA device function (also kernels/codes.py's)."""
     global cuda
     from numba import cuda, uint64
 
     golden, mix1, mix2 = uint64(_GOLDEN), uint64(_MIX1), uint64(_MIX2)
-    s11, s27, s30, s31 = uint64(11), uint64(27), uint64(30), uint64(31)
-    one, two = uint64(1), uint64(2)
+    s27, s30, s31 = uint64(27), uint64(30), uint64(31)
 
     @cuda.jit(device=True)
     def mix(x):
@@ -129,6 +138,18 @@ def _cuda_kernel():
         z = (z ^ (z >> s30)) * mix1
         z = (z ^ (z >> s27)) * mix2
         return z ^ (z >> s31)
+
+    return mix
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_kernel():
+    # numba.cuda as a module global: see kernels/adam.py
+    global cuda
+    from numba import cuda, uint64
+
+    mix = _cuda_mix()
+    s11, one, two = uint64(11), uint64(1), uint64(2)
 
     @cuda.jit
     def fill(out, key0, counter, normal):

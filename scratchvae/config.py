@@ -36,7 +36,7 @@ PRIOR_CLASSES = 10
 #: the models without a Gaussian latent q(z | x), which train no multi-sample bound
 NOT_GAUSSIAN_LATENT = ("vq-vae", "pixelcnn", "classifier")
 #: the models whose training step --cuda-graph captures (scratchvae/graph_step.py)
-GRAPH_MODELS = ("mlp-vae", "conv-vae", "iwae-1l")
+GRAPH_MODELS = ("mlp-vae", "conv-vae", "iwae-1l", "vq-vae")
 
 
 def option(default, help=None, *, bound=None, choices=None, flag=None, metavar=None,
@@ -222,6 +222,9 @@ class TrainConfig:
         if given:
             problems.append(f"cuda_graph: the captured step takes Adam with a constant KL "
                             f"weight, without {', '.join(given)}")
+        if self.model == "vq-vae" and self.vq_ema:
+            problems.append("cuda_graph: the EMA codebook keeps its step count on the host; "
+                            "a captured VQ-VAE learns its codebook by its loss (--no-vq-ema)")
         return problems
 
     #: the options of the VAE family, which a prior over code maps does not take

@@ -11,7 +11,9 @@ needs no host value: one function, :meth:`CapturedRun.step`, that
 3. draws the binarisation's uniforms and the sampler's eps with the
    counter-based generator of kernels/counter_rng.py, keyed by the run's seed
    and the device ``t`` (cuRAND's host API, behind ``cupy.random``, fixes its
-   offset when captured: every replay would draw the same numbers);
+   offset when captured: every replay would draw the same numbers); a
+   VQ-VAE draws no eps: its dead-code restarts pick their rows by the same
+   generator (kernels/codes.py), where the eager path uses NumPy's;
 4. runs the forward, the backward and Adam (kernels.adam.adam_step_device,
    its scalars read from device memory, one launch over Adam's flat buffer),
    adds the batch's loss to a device sum and advances ``k``.
@@ -51,7 +53,8 @@ import warnings
 import numpy as np
 
 from kernels.adam import adam_advance, adam_step_device
-from kernels.counter_rng import fill_normal, fill_uniform, normal_reference, uniform_reference
+from kernels.counter_rng import (CounterDraws, fill_normal, fill_uniform, normal_reference,
+                                 uniform_reference)
 from kernels.cublas import CublasHandle, capturable_products
 
 from .data import DataError
@@ -63,13 +66,18 @@ WARMUP_STEPS = 3
 #: cuBLAS workspace fixed before the capture (NVIDIA's advice for Hopper: 32 MiB)
 CUBLAS_WORKSPACE_BYTES = 32 << 20
 #: the counter-based generator's streams
-EPS_STREAM, BINARIZE_STREAM = 0, 1
+EPS_STREAM, BINARIZE_STREAM, RESTART_STREAM = 0, 1, 2
 
 
 def counter_seed(noise_ss):
     """The counter-based generator's key of a run whose noise SeedSequence is
     ``noise_ss`` (63 bits, a non-negative int64)."""
     return int(noise_ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def _gaussian(model):
+    """Whether the model samples z = mu + sigma eps (a VQ-VAE does not)."""
+    return hasattr(model, "latent_dim")
 
 
 class GraphCaptureFailed(RuntimeWarning):
@@ -115,10 +123,12 @@ class CapturedRun(DeviceRun):
             self.index = xp.zeros((1, b), dtype=np.int64)
             self.xb = xp.empty((b,) + self.x.shape[1:], dtype=self.x.dtype)
             self.u = xp.empty(self.xb.shape, dtype=self.x.dtype)
-            self.eps = xp.empty((model.n_samples, b, model.latent_dim), dtype=dtype)
+            self.eps = (xp.empty((model.n_samples, b, model.latent_dim), dtype=dtype)
+                        if _gaussian(model) else None)
             self.workspace = xp.empty(CUBLAS_WORKSPACE_BYTES, dtype=np.uint8)
         xp.cuda.Device().synchronize()    # the copies above, before the stream reads them
         self.seed = counter_seed(self.noise_ss)
+        self.restarts = CounterDraws(self.seed, RESTART_STREAM, self.t)
         log(f"--cuda-graph: {self.steps_per_epoch} full batches of {b} per epoch "
             f"({n - self.steps_per_epoch * b} images left out of each), {WARMUP_STEPS} eager "
             f"steps, then one captured step replayed; products on a cuBLAS handle of the "
@@ -146,9 +156,12 @@ class CapturedRun(DeviceRun):
         if config.binarize:
             fill_uniform(self.u, self.seed, BINARIZE_STREAM, self.t)
             xp.less(self.u, self.xb, out=self.xb)
-        fill_normal(self.eps, self.seed, EPS_STREAM, self.t)
         model.zero_grad()
-        loss, _ = model.loss(self.xb, eps=self.eps, check_inputs=False)
+        if self.eps is not None:
+            fill_normal(self.eps, self.seed, EPS_STREAM, self.t)
+            loss, _ = model.loss(self.xb, eps=self.eps, check_inputs=False)
+        else:
+            loss, _ = model.loss(self.xb, rng=self.restarts, check_inputs=False)
         model.backward()
         opt = self.optimizer
         flat = opt.flat_arrays()          # one launch over the flat buffer where it applies
@@ -228,7 +241,8 @@ def reference_epochs(model, optimizer, config, x, shuffle_rng, seed, log=None):
     """What a captured run of ``config.epochs`` epochs computes, on the host arrays
     of ``model``: each epoch's permutation from ``shuffle_rng`` cut into full
     batches of x, the counter-based generator's uniforms (binarisation) and eps
-    at Adam's step t keyed by ``seed`` (kernels.counter_rng's NumPy references),
+    (a VQ-VAE: restart picks) at Adam's step t keyed by ``seed`` (the NumPy
+    references of kernels/counter_rng.py and kernels/codes.py),
     the learning-rate table's rate of step t. Returns each epoch's mean loss;
     ``log(k, loss)`` is called every 100 steps when given."""
     b = config.batch_size
@@ -242,10 +256,14 @@ def reference_epochs(model, optimizer, config, x, shuffle_rng, seed, log=None):
             if config.binarize:
                 u = uniform_reference(xb.shape, xb.dtype, seed, BINARIZE_STREAM, t)
                 xb = (u < xb).astype(xb.dtype)
-            eps = normal_reference((model.n_samples, b, model.latent_dim), xb.dtype, seed,
-                                   EPS_STREAM, t)
             optimizer.zero_grad()
-            loss, _ = model.loss(xb, eps=eps, check_inputs=False)
+            if _gaussian(model):
+                eps = normal_reference((model.n_samples, b, model.latent_dim), xb.dtype, seed,
+                                       EPS_STREAM, t)
+                loss, _ = model.loss(xb, eps=eps, check_inputs=False)
+            else:
+                restarts = CounterDraws(seed, RESTART_STREAM, np.array([t], dtype=np.int64))
+                loss, _ = model.loss(xb, rng=restarts, check_inputs=False)
             model.backward()
             optimizer.lr = learning_rate(config.lr_schedule, config.lr, t - 1, total, steps)
             optimizer.step()

@@ -263,6 +263,58 @@ def check_nearest(r):
     r.close("nearest_code sqdist", sqdist, want_sqdist, rtol=1e-12, atol=1e-12)
 
 
+def _code_cases(r):
+    """(M, K, D) of the per-code kernels: odd sizes, and codes no row chose."""
+    return [(100003, 67, 13), (6272, 128, 16)] if r.real else [(37, 7, 3), (5, 9, 2)]
+
+
+def check_segment_sum(r):
+    from kernels import codes as K
+
+    for M, C, D in _code_cases(r):
+        idx = r.rng.integers(0, C - 2, M)           # the last two codes unused
+        values = r.normal(M, D)
+        got = r.call("_segment_sum_cuda", K.segment_sum, r.device(idx), r.device(values), C)
+        want = np.stack([np.bincount(idx, weights=values[:, d], minlength=C)
+                         for d in range(D)], axis=1).astype(r.dtype)
+        # float64 sums in the order of m, as bincount's: the same bits
+        np.testing.assert_array_equal(got.get(), want, err_msg=f"segment_sum {M} {C} {D}")
+
+
+def check_counts(r):
+    from kernels import codes as K
+
+    for M, C, _ in _code_cases(r):
+        idx = r.rng.integers(0, C - 2, M)
+        got = r.call("_counts_cuda", K.code_counts, r.device(idx), C)
+        np.testing.assert_array_equal(got.get(), np.bincount(idx, minlength=C))
+
+
+def check_restart(r):
+    from kernels import codes as K
+
+    for M, C, D in _code_cases(r) + [(3, 9, 2)]:      # the last: more dead codes than rows
+        codebook, rows = r.normal(C, D), r.normal(M, D)
+        unused = r.rng.integers(0, 3, C).astype(np.int64)
+        counts = np.bincount(r.rng.integers(0, C, min(M, C // 2)), minlength=C)
+        d = [r.device(a) for a in (codebook, unused, rows, counts)]
+        for counter in (0, 41):
+            c = r.device(np.array([counter], np.int64))
+            before = codebook.copy()
+            dead = int((np.where(counts > 0, 0, unused + 1) >= 2).sum())
+            r.call("_restart_cuda", K.restart_dead_codes, *d, 2, 5, 2, c)
+            K.restart_dead_codes_reference(codebook, unused, rows, counts, 2, 5, 2, counter)
+            np.testing.assert_array_equal(d[1].get(), unused, err_msg=f"restart unused {M}")
+            np.testing.assert_array_equal(d[0].get(), codebook, err_msg=f"restart rows {M}")
+            # the restarted codes took distinct rows: min(dead codes, M) of them
+            changed = np.flatnonzero((codebook != before).any(axis=1))
+            taken = {next(m for m in range(M) if (rows[m] == codebook[k]).all())
+                     for k in changed}
+            assert len(taken) == len(changed) == min(M, dead) > 0, (changed, taken, M, dead)
+            counts[:] = 0                          # the second call: every code is dead
+            d[3] = r.device(counts)
+
+
 def _cuda_chosen(*arrays):
     from kernels._dispatch import choose
 
@@ -394,7 +446,9 @@ CHECKS = {"adam_kernel": check_adam, "sgd_kernel": check_sgd, "bce_kernel": chec
           "gated_backward_kernel": check_gated_backward,
           "im2col_kernel": check_im2col, "col2im_kernel": check_col2im,
           "nearest_kernel": check_nearest, "adam_advance_kernel": check_adam_advance,
-          "adam_device_kernel": check_adam_device, "fill": check_counter_rng}
+          "adam_device_kernel": check_adam_device, "fill": check_counter_rng,
+          "segment_sum_kernel": check_segment_sum, "counts_kernel": check_counts,
+          "restart_kernel": check_restart}
 
 
 def main(only=None):

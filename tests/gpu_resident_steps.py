@@ -17,10 +17,11 @@ Part ``graph`` (:class:`scratchvae.graph_step.CapturedRun`):
 
 - the stand-in's capture: nothing runs while capturing, a launch replays,
   a host transfer during a capture is refused;
-- mlp-vae, conv-vae and iwae-1l (narrow, binarised, cosine lr): the step run
-  eagerly equals the CPU path fed the same batches, the counter-based
-  generator's numbers (its NumPy reference) and the learning-rate table's
-  rates; 3 eager steps, one capture, replays: the parameters, Adam's moments
+- mlp-vae, conv-vae, iwae-1l and vq-vae (narrow, binarised, cosine lr; the
+  VQ-VAE with dead-code restarts at every step): the step run eagerly equals
+  the CPU path fed the same batches, the counter-based generator's numbers
+  (its NumPy reference; the restarts' picks, kernels/codes.py's) and the
+  learning-rate table's rates; 3 eager steps, one capture, replays: the parameters, Adam's moments
   and the epoch losses equal those of the same run with every step eager; a
   replayed step allocates no new array and transfers nothing; Adam's step
   count on the host follows;
@@ -50,14 +51,16 @@ from numba import config, cuda
 import kernels
 from kernels import adam as kadam
 from kernels import bce as kbce
+from kernels import codes as kcodes
 from kernels import counter_rng
 from kernels import im2col as kim2col
 from kernels import relu as krelu
+from kernels import vq as kvq
 from scratchvae import device_loop, graph_step
 from scratchvae import train as train_mod
 from scratchvae.backend import to_numpy
 from scratchvae.config import TrainConfig
-from scratchvae.models import conv_vae, iwae_1l, mlp_vae
+from scratchvae.models import conv_vae, iwae_1l, mlp_vae, vq_vae
 from scratchvae.optimizers import Adam
 
 assert config.ENABLE_CUDASIM, "run with NUMBA_ENABLE_CUDASIM=1"
@@ -71,6 +74,9 @@ MODELS = {
                                      latent_dim=2, rng=rng),
     "iwae-1l": lambda rng: iwae_1l(image_shape=IMAGE, hidden_dim=5, latent_dim=2, rng=rng,
                                    objective="iwae", n_samples=2),
+    # 6 codes for 2 vectors per batch: codes go unused, so restarts happen every step
+    "vq-vae": lambda rng: vq_vae(image_shape=IMAGE, channels=(2, 3), latent_dim=3,
+                                 num_codes=6, restart_after=1, rng=rng),
 }
 THREADS = 16
 F32 = dict(rtol=2e-5, atol=2e-6)
@@ -257,7 +263,14 @@ def check_captured(name):
     finally:
         graph_step.WARMUP_STEPS = eager
     # the eager step is the CPU path's step with the same batches, noise and rates
-    cpu_losses, cpu = _cpu_captured(name, cfg, x, seed_of_run(cfg, x))
+    picks, fisher_yates = [], kcodes.fisher_yates_picks
+    kcodes.fisher_yates_picks = lambda n, *a: picks.append(n) or fisher_yates(n, *a)
+    try:
+        cpu_losses, cpu = _cpu_captured(name, cfg, x, seed_of_run(cfg, x))
+    finally:
+        kcodes.fisher_yates_picks = fisher_yates
+    if name == "vq-vae":       # dead codes restarted at every step, from both rows
+        assert picks == [2] * 8, picks
     np.testing.assert_allclose(want_losses, cpu_losses, **F32)
     for key in cpu:
         np.testing.assert_allclose(want[key], cpu[key], err_msg=f"{name} {key}", **F32)
@@ -407,7 +420,7 @@ def check_kernels():
 
 def main(part):
     t0 = time.perf_counter()
-    for module in (kadam, kbce, kim2col, krelu, counter_rng):
+    for module in (kadam, kbce, kcodes, kim2col, krelu, kvq, counter_rng):
         module.CUDA_THREADS = THREADS
     if not hasattr(cuda, "external_stream"):   # the simulator has none; a launch names it
         cuda.external_stream = lambda ptr: ("external_stream", ptr)

@@ -30,7 +30,8 @@ PACKAGES = ("scratchvae", "kernels")
 #: tier -> the exact names of its modules (packages by their own name)
 PLACEMENT = {
     "kernels": ["kernels", "kernels._arrays", "kernels._dispatch", "kernels.adam", "kernels.bce",
-                "kernels.blas", "kernels.conv_gemm", "kernels.counter_rng", "kernels.cublas",
+                "kernels.blas", "kernels.codes", "kernels.conv_gemm", "kernels.counter_rng",
+                "kernels.cublas",
                 "kernels.gemm",
                 "kernels.im2col", "kernels.layout", "kernels.gated",
                 "kernels.relu", "kernels.sigmoid", "kernels.vq"],

@@ -99,8 +99,11 @@ def test_options_that_do_not_fit_the_model_or_data_set_exit_2(tmp_path, capsys, 
 @pytest.mark.parametrize("argv,needle", [
     (["--cuda-graph"], "cuda_graph: a CUDA graph runs on the GPU; give --device gpu "
                        "(got device cpu)"),
-    (["--cuda-graph", "--device", "gpu", "--model", "vq-vae"],
-     "cuda_graph: supported for the models mlp-vae, conv-vae, iwae-1l, not vq-vae"),
+    (["--cuda-graph", "--device", "gpu", "--model", "conv-cvae"],
+     "cuda_graph: supported for the models mlp-vae, conv-vae, iwae-1l, vq-vae, not conv-cvae"),
+    (["--cuda-graph", "--device", "gpu", "--model", "vq-vae", "--vq-ema"],
+     "cuda_graph: the EMA codebook keeps its step count on the host; a captured VQ-VAE "
+     "learns its codebook by its loss (--no-vq-ema)"),
     (["--cuda-graph", "--device", "gpu", "--clip-grad-norm", "5", "--optimizer", "sgd"],
      "cuda_graph: the captured step takes Adam with a constant KL weight, without "
      "clip_grad_norm, optimizer sgd"),

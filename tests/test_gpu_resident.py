@@ -9,7 +9,7 @@ simulator; they are in tests/gpu_resident_steps.py:
   epochs with the CPU path's losses and parameters (mlp-vae, conv-vae); with
   its own device noise a step makes no host transfer and the loss is read back
   once every LOSS_EVERY steps and at the epoch's end;
-- ``graph``: scratchvae.graph_step.CapturedRun (mlp-vae, conv-vae, iwae-1l):
+- ``graph``: scratchvae.graph_step.CapturedRun (mlp-vae, conv-vae, iwae-1l, vq-vae):
   its step run eagerly equals the CPU path fed the same batches, noise (the
   counter-based generator's NumPy reference) and learning rates; warm-up, one
   capture, replays equal the same steps run eagerly; a replayed step
@@ -51,7 +51,7 @@ def test_device_epochs_match_the_cpu_and_read_the_loss_back_every_n_steps():
 
 def test_captured_step_replays_the_eager_step_and_allocates_nothing():
     out = _run("graph")
-    for model in ("mlp-vae", "conv-vae", "iwae-1l"):
+    for model in ("mlp-vae", "conv-vae", "iwae-1l", "vq-vae"):
         assert f"graph {model}: captured run = eager run" in out
     assert "a failed capture warns once" in out and "exit 1" in out
 

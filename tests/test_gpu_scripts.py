@@ -60,8 +60,8 @@ def test_gpu_check_runs_every_stage_and_reports_the_failed_one(tmp_path):
     assert "-m pytest -m gpu tests -q -rs" in pytest_call and "--junitxml" in pytest_call
     assert "SCRATCHVAE_GPU_TESTS=cupy" in pytest_call
     assert f"PYTHONPATH=/tmp/site:{ROOT}" in pytest_call
-    assert "benchmarks/gpu_epoch_check.py --models mlp-vae conv-vae --epochs 2" in calls
-    assert f"benchmarks/bench_gpu.py --out {out} --budget 180" in calls
+    assert "benchmarks/gpu_epoch_check.py --models mlp-vae conv-vae vq-vae --epochs 2" in calls
+    assert f"benchmarks/bench_gpu.py --out {out} --budget 160" in calls
     assert "FAKE GPU" in (out / "env.txt").read_text()
 
 

@@ -518,6 +518,44 @@ def test_dead_codes_restart_from_batch_vectors(ema):
         assert np.array_equal(q.codebook.data[[0, 2]], codes[[0, 2]])
 
 
+def test_restarts_from_counter_draws_pick_the_shuffles_rows():
+    """With a CounterDraws key (a captured step) the dead codes take the rows of
+    kernels/codes.py's shuffle: distinct rows, another set for another counter."""
+    from kernels.codes import fisher_yates_picks
+    from kernels.counter_rng import CounterDraws
+
+    codes = np.array([[0.0, 0], [100, 100], [1, 1], [-100, 50]])   # codes 1 and 3 never chosen
+    z_e = np.random.default_rng(1).random((2, 2, 3, 3))
+    rows = ops.as_rows(z_e)
+    picked = []
+    for counter in (7, 8):
+        q = _quantizer(False, restart_after=1, codes=codes)
+        q.update(z_e, q.assign(z_e), CounterDraws(5, 2, np.array([counter])))
+        picks = fisher_yates_picks(2, rows.shape[0], 5, 2, counter)
+        np.testing.assert_array_equal(q.codebook.data[[1, 3]], rows[picks])
+        assert np.array_equal(q.codebook.data[[0, 2]], codes[[0, 2]])
+        assert q.unused_steps.tolist() == [0, 0, 0, 0] and picks[0] != picks[1]
+        picked.append(picks.tolist())
+    assert picked[0] != picked[1]
+    q = _quantizer(True, restart_after=1, codes=codes)
+    with pytest.raises(ValueError, match="EMA"):
+        q.update(z_e, q.assign(z_e), CounterDraws(5, 2, np.array([7])))
+
+
+def test_the_restart_shuffle_draws_rows_uniformly_without_replacement():
+    """Over 3,000 counters, 3 picks of 8 rows: always distinct, and each row as
+    often first, second or third (chi-square, 8 bins per position)."""
+    from scipy.stats import chisquare
+
+    from kernels.codes import fisher_yates_picks
+
+    picks = np.array([fisher_yates_picks(3, 8, 11, 2, c) for c in range(3000)])
+    assert all(len(set(p)) == 3 for p in picks)
+    for position in range(3):
+        observed = np.bincount(picks[:, position], minlength=8)
+        assert chisquare(observed).pvalue > 1e-3, (position, observed)
+
+
 def test_restarts_need_an_rng():
     model = vq_vae(restart_after=1, rng=np.random.default_rng(0))
     x = np.zeros((2, 1, 28, 28), np.float32)

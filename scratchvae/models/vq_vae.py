@@ -41,6 +41,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kernels.codes import restart_dead_codes
+from kernels.counter_rng import CounterDraws
 from kernels.sigmoid import sigmoid
 
 from .. import losses
@@ -141,10 +143,19 @@ class VectorQuantizer(Module):
         """Codes unused for ``restart_after`` steps get random rows of this batch.
 
         The rows are drawn without replacement with the NumPy generator
-        ``rng`` (on the host, so a GPU run draws the same ones). Under EMA
+        ``rng`` (on the host, so a GPU run draws the same ones), or, for an
+        ``rng`` that is a :class:`kernels.counter_rng.CounterDraws` (a captured
+        step), by kernels/codes.py's shuffle keyed by it, with no host read. Under EMA
         the code's statistics restart as if it had been chosen by exactly
         that one vector: N_j = 1, m_j = the vector.
         """
+        if isinstance(rng, CounterDraws):   # the rows picked on the device (kernels/codes.py)
+            if self.ema:
+                raise ValueError("VectorQuantizer: restarts from counter-based draws keep no "
+                                 "EMA statistics; train the codebook by its loss (ema=False)")
+            restart_dead_codes(self.codebook.data, self.unused_steps, rows,
+                               code_counts(idx, self.num_codes), self.restart_after, *rng)
+            return
         xp = get_xp(rows)
         used = code_counts(idx, self.num_codes) > 0
         self.unused_steps = xp.where(used, 0, self.unused_steps + 1)

@@ -52,6 +52,7 @@ finite-difference steps.
 """
 import numpy as np
 
+from kernels.codes import code_counts, segment_sum  # noqa: F401 (part of this module's API)
 from kernels.vq import nearest_code
 
 from ..backend import check_float, check_shape, get_xp
@@ -96,25 +97,6 @@ def _per_row(dloss, n, rows, op):
     check_shape(op, "upstream gradient", dloss, (n,))
     xp = get_xp(dloss)
     return xp.repeat(dloss, rows // n)[:, None]
-
-
-def segment_sum(indices, values, num_codes):
-    """s[k] = sum of the rows values[m] with indices[m] == k; (M, D) -> (K, D).
-
-    One ``bincount`` per column (works on NumPy and CuPy, no atomics, no
-    M x K one-hot matrix). Summed in float64, returned in values' dtype.
-    """
-    xp = get_xp(values)
-    idx = indices.reshape(-1)
-    out = xp.empty((num_codes, values.shape[1]), dtype=values.dtype)
-    for d in range(values.shape[1]):
-        out[:, d] = xp.bincount(idx, weights=values[:, d], minlength=num_codes)
-    return out
-
-
-def code_counts(indices, num_codes):
-    """n[k] = number of vectors assigned to code k, int64 (K,)."""
-    return get_xp(indices).bincount(indices.reshape(-1), minlength=num_codes)
 
 
 # --------------------------------------------------------------------------

@@ -44,7 +44,9 @@ What it mimics, because that is where engine bugs hide:
   :func:`reset_counters` sets both to 0. ``to_host`` counts every read of
   device memory by the host: ``get()``/``asnumpy``, ``float``/``int``/
   ``bool``/``complex`` of an array, ``item()``/``tolist()``, ``repr``/``str``,
-  and ``np.asarray`` (``__array__``, refused as in CuPy, counted all the same).
+  and ``np.asarray`` (``__array__``, refused as in CuPy, counted all the same);
+  also ``bincount``, ``nonzero``, ``flatnonzero`` and ``unique``, which in CuPy
+  read a value back to size their output (``bincount`` reads max(x)).
   ``allocations`` counts the stand-in arrays created on fresh memory (a view of
   an existing array is not one).
 - Stream capture (``Stream.begin_capture()``, ``end_capture()`` -> a
@@ -433,10 +435,16 @@ ndarray.__module__ = "cupy"
 # module functions (each name exists in CuPy)
 # --------------------------------------------------------------------------
 
+#: CuPy functions that read a value back from the device to size their output
+_SIZED_ON_THE_HOST = ("bincount", "flatnonzero", "nonzero", "unique")
+
+
 def _device_function(f):
     def function(*args, **kwargs):
         if f.__name__ in ("dot", "einsum"):
             _refuse_cublas_in_capture()
+        if f.__name__ in _SIZED_ON_THE_HOST:
+            _to_host(f"{f.__name__} (CuPy reads a value of its input back to size the output)")
         out = kwargs.get("out")
         args = [_dev(a) for a in args]
         kwargs = {k: _dev(v) for k, v in kwargs.items()}
