@@ -16,6 +16,14 @@ also times the twin's loss under ``torch.compile`` (a third engine; a failed
 compilation is reported in the table, not raised). The targets of issue 19: our
 step <= 0.6x PyTorch eager for k = 1 and 5, <= 1.0x for k = 50.
 
+``--products`` also times the step's matrix products alone, as a floor under
+each engine's step: scratchvae's are recorded from one of its steps (every call
+of the linear layers' ``kernels.gemm.matmul``, with its operands in their
+layouts, ``out=`` included) and replayed back to back; PyTorch's are the same
+products by ``torch.mm`` on operands of the same shapes and transposes. A step
+cannot take less than its products, so where ours alone exceed 0.6x PyTorch's
+step, that target needs a faster BLAS than this machine offers the engine.
+
 Threads as in bench_train.py: scratchvae's pools through NUMBA_NUM_THREADS and
 OPENBLAS_NUM_THREADS in its workers' environment, PyTorch's through
 ``torch.set_num_threads``; each worker a fresh process, PyTorch imported first.
@@ -40,7 +48,9 @@ BATCH = 20
 LR, ADAM_EPS = 1e-3, 1e-4
 #: the largest ratio scratchvae / PyTorch eager each k should reach (issue 19)
 TARGETS = {1: 0.6, 5: 0.6, 50: 1.0}
-KINDS = {"ours": "scratchvae", "torch": "PyTorch eager", "torch-compile": "PyTorch compiled"}
+KINDS = {"ours": "scratchvae", "torch": "PyTorch eager", "torch-compile": "PyTorch compiled",
+         "ours-products": "scratchvae's products alone",
+         "torch-products": "PyTorch's products alone"}
 
 
 def batch():
@@ -74,6 +84,72 @@ def worker_ours(k, steps, options):
     times = sample_times(step, steps, warmup=options["warmup"])
     return {"step_ms": float(np.median(times) * 1e3), "threads": threads_in_use(),
             "peak_rss_mb": _peak_rss_mb()}
+
+
+def recorded_products(k, options):
+    """The matrix products of one scratchvae step of iwae-1l: (a, b, out) per call of
+    the linear layers' matmul, the operands as the step handed them over."""
+    from scratchvae.ops import linear
+
+    calls, matmul = [], linear.matmul
+
+    def recording(a, b, out=None):
+        result = matmul(a, b, out=out)
+        calls.append((a, b, out))
+        return result
+    linear.matmul = recording
+    try:
+        worker_ours(k, 1, dict(options, warmup=0))
+    finally:
+        linear.matmul = matmul
+    return calls
+
+
+def worker_ours_products(k, steps, options):
+    from benchmarks.common import sample_times, threads_in_use
+    from kernels.gemm import matmul
+
+    calls = recorded_products(k, options)
+
+    def products():
+        for a, b, out in calls:
+            matmul(a, b, out=out)
+    times = sample_times(products, steps, warmup=options["warmup"])
+    return {"step_ms": float(np.median(times) * 1e3), "threads": threads_in_use(),
+            "products": len(calls),
+            "shapes": [f"{a.shape[0]}x{a.shape[1]}x{b.shape[1]}" for a, b, _ in calls]}
+
+
+def worker_torch_products(k, steps, threads, options):
+    """``torch.mm`` over the shapes and transposes of :func:`recorded_products`, which
+    are read in a child process (this one must not import scratchvae: bench_train)."""
+    from benchmarks.common import import_torch
+    torch = import_torch(threads)
+    from benchmarks.common import sample_times
+
+    layouts = json.loads(subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--layouts", str(k), json.dumps(options)],
+        check=True, stdout=subprocess.PIPE, text=True, env=_worker_env(1)).stdout)
+
+    def operand(rows, cols, transposed):
+        t = torch.randn(cols, rows) if transposed else torch.randn(rows, cols)
+        return t.t() if transposed else t
+    calls = [(operand(m, kk, ta), operand(kk, n, tb))
+             for m, kk, n, ta, tb in layouts]
+
+    def products():
+        for a, b in calls:
+            torch.mm(a, b)
+    times = sample_times(products, steps, warmup=options["warmup"])
+    return {"step_ms": float(np.median(times) * 1e3), "threads": torch.get_num_threads(),
+            "products": len(calls)}
+
+
+def layouts_main(argv):
+    """``--layouts K OPTIONS``: the products of one step as [M, K, N, a^T, b^T] rows."""
+    calls = recorded_products(int(argv[0]), json.loads(argv[1]))
+    print(json.dumps([[a.shape[0], a.shape[1], b.shape[1], not a.flags.c_contiguous,
+                       not b.flags.c_contiguous] for a, b, _ in calls]))
 
 
 def worker_torch(k, steps, threads, options, compiled):
@@ -113,6 +189,10 @@ def worker_main(argv):
     options = json.loads(argv[4])
     if kind == "ours":
         result = worker_ours(k, steps, options)
+    elif kind == "ours-products":
+        result = worker_ours_products(k, steps, options)
+    elif kind == "torch-products":
+        result = worker_torch_products(k, steps, threads, options)
     else:
         result = worker_torch(k, steps, threads, options, compiled=kind == "torch-compile")
     print(json.dumps(result))
@@ -185,6 +265,8 @@ def main(argv=None):
     parser.add_argument("--compile", action="store_true",
                         help="also time the twin's loss under torch.compile")
     parser.add_argument("--no-torch", action="store_true", help="time scratchvae alone")
+    parser.add_argument("--products", action="store_true",
+                        help="also time each engine's matrix products alone (a floor)")
     parser.add_argument("--smoke", action="store_true",
                         help="3 steps, 1 round, 1 warm-up step: whether the script runs")
     parser.add_argument("--out", default=None, metavar="PATH",
@@ -196,6 +278,8 @@ def main(argv=None):
     steps, rounds, warmup = (3, 1, 1) if args.smoke else (args.steps, args.rounds, 10)
     kinds = ["ours"] if args.no_torch else ["ours", "torch"] + (
         ["torch-compile"] if args.compile else [])
+    if args.products:
+        kinds += ["ours-products"] + ([] if args.no_torch else ["torch-products"])
     options = {"objective": args.objective, "warmup": warmup}
     best = measure(args.k, args.threads, kinds, steps, rounds, options)
 
@@ -225,5 +309,7 @@ def main(argv=None):
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--worker"]:
         worker_main(sys.argv[2:])
+    elif sys.argv[1:2] == ["--layouts"]:
+        layouts_main(sys.argv[2:])
     else:
         sys.exit(main())

@@ -16,7 +16,7 @@ from tests.test_benchmark_workers import PROBE  # noqa: E402  (the path above)
 SCRIPT = os.path.join(ROOT, "benchmarks", "bench_iwae.py")
 
 
-@pytest.mark.parametrize("kind", ["torch", "torch-compile"])
+@pytest.mark.parametrize("kind", ["torch", "torch-compile", "torch-products"])
 def test_its_pytorch_workers_import_pytorch_first(kind):
     argv = [SCRIPT, "--worker", kind, "5", "1", "1", '{"objective": "iwae", "warmup": 1}']
     code = PROBE.format(root=ROOT, argv=argv, script=SCRIPT)
@@ -41,3 +41,19 @@ def test_a_smoke_run_times_both_engines_for_each_k(tmp_path):
     cells = json.loads((tmp_path / "table.json").read_text())
     assert [(c["threads"], c["k"]) for c in cells] == [(1, 1), (1, 3)]
     assert all(c[kind]["step_ms"] > 0 for c in cells for kind in ("ours", "torch"))
+
+
+def test_the_recorded_products_are_the_steps_and_replay_alone():
+    """--products: the 17 products of one k = 5 step of iwae-1l (forward, dX, dW of
+    its linear layers; none for the images' gradient), in their layouts."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import bench_iwae
+
+    calls = bench_iwae.recorded_products(5, {"objective": "iwae"})
+    shapes = [(a.shape[0], a.shape[1], b.shape[1]) for a, b, _ in calls]
+    # the encoder on 20 images, the decoder on 5 samples x 20 images
+    assert len(shapes) == 17 and shapes[0] == (20, 784, 200) and shapes[3] == (100, 50, 200)
+    assert shapes[7] == (784, 100, 200)                         # the last layer's dW
+    assert any(not a.flags.c_contiguous for a, _, _ in calls)   # dW = dy^T x: a view
+    result = bench_iwae.worker_ours_products(5, 2, {"objective": "iwae", "warmup": 1})
+    assert result["products"] == 17 and result["step_ms"] > 0
