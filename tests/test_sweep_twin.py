@@ -149,21 +149,29 @@ def test_train_twin_follows_its_run(tmp_path, model, options):
     """train_twin on its own: the twin's epoch losses and test metrics are the run's
     to float32 rounding, its configuration's options included."""
     from scratchvae.config import TrainConfig
-    from scratchvae.train import train
     from scratchvae.twins.train import train_twin
 
     config = TrainConfig(model=model, use_sample=True, train_limit=96, test_limit=64,
                          batch_size=32, epochs=2, seed=4, **options)
     run_dir = str(tmp_path / "run")
-    ours = train(config, run_dir, progress=False, log=lambda *a, **k: None)
-    done = train_twin(run_dir, log=lambda *a, **k: None)
-    theirs = files.read_jsonl(os.path.join(run_dir, "twin", "metrics.jsonl"))
-    assert done["status"] == "trained" and done["record"] == theirs[-1]
+    ours, theirs = _run_and_twin(config, run_dir)
     for a, b in zip(ours, theirs, strict=True):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
         for key in [k for k in a if k.startswith("test_") and isinstance(a[k], float)]:
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-4), key
     assert train_twin(run_dir, log=lambda *a, **k: None)["status"] == "skipped"
+
+
+def _run_and_twin(config, run_dir):
+    """Train ``config`` into run_dir, then its twin: (our records, the twin's)."""
+    from scratchvae.train import train
+    from scratchvae.twins.train import train_twin
+
+    ours = train(config, run_dir, progress=False, log=lambda *a, **k: None)
+    done = train_twin(run_dir, log=lambda *a, **k: None)
+    theirs = files.read_jsonl(os.path.join(run_dir, "twin", "metrics.jsonl"))
+    assert done["status"] == "trained" and done["record"] == theirs[-1]
+    return ours, theirs
 
 
 @pytest.mark.parametrize("conditional", [False, True])
@@ -175,17 +183,11 @@ def test_train_twin_of_a_prior_follows_its_run(tmp_path, conditional):
     assert main(["train", "--model", "vq-vae", "--sample", "--train-limit", "96",
                  "--test-limit", "64", "--batch-size", "32", "--epochs", "1",
                  "--no-progress", "--out", vq]) == 0
-    from scratchvae.train import train
     from scratchvae.config import TrainConfig
-    from scratchvae.twins.train import train_twin
 
     config = TrainConfig(model="pixelcnn", vq_run=vq, conditional=conditional,
                          prior_channels=8, prior_layers=2, batch_size=32, epochs=2, seed=3)
-    run_dir = str(tmp_path / "prior")
-    ours = train(config, run_dir, progress=False, log=lambda *a, **k: None)
-    done = train_twin(run_dir, log=lambda *a, **k: None)
-    theirs = files.read_jsonl(os.path.join(run_dir, "twin", "metrics.jsonl"))
-    assert done["status"] == "trained" and done["record"] == theirs[-1]
+    ours, theirs = _run_and_twin(config, str(tmp_path / "prior"))
     for a, b in zip(ours, theirs, strict=True):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
         for key in ("test_nll", "test_bits_per_code"):
