@@ -143,11 +143,11 @@ class VectorQuantizer(Module):
         """Codes unused for ``restart_after`` steps get random rows of this batch.
 
         The rows are drawn without replacement with the NumPy generator
-        ``rng`` (on the host, so a GPU run draws the same ones), or, for an
-        ``rng`` that is a :class:`kernels.counter_rng.CounterDraws` (a captured
-        step), by kernels/codes.py's shuffle keyed by it, with no host read. Under EMA
-        the code's statistics restart as if it had been chosen by exactly
-        that one vector: N_j = 1, m_j = the vector.
+        ``rng`` (on the host, so a GPU run draws the same ones), or, when
+        ``rng`` is a :class:`kernels.counter_rng.CounterDraws` (a captured
+        step), by kernels/codes.py's shuffle keyed by it, with no host read.
+        Under EMA the code's statistics restart as if it had been chosen by
+        exactly that one vector: N_j = 1, m_j = the vector.
         """
         if isinstance(rng, CounterDraws):   # the rows picked on the device (kernels/codes.py)
             if self.ema:

@@ -9,9 +9,9 @@ shuffle generator seeded alike; each step's eps (a VAE) or dead-code restart row
 and dtype; the test metrics use the evaluation generator as
 :func:`scratchvae.rundir.evaluate` does. A PixelCNN prior's twin learns the code
 maps of the prior's own VQ-VAE run, encoded by scratchvae (the prior, not the
-VQ-VAE, is what the twin compares), and draws no noise. The learning-rate schedule, the KL
-schedule (beta, warm-up, capacity), Adam's epsilon and L2 weight decay and the
-gradient clipping follow the run's config. So the two runs of a seed agree for
+VQ-VAE, is what the twin compares), and draws no noise. The learning-rate
+schedule, the KL schedule (beta, warm-up, capacity), Adam's epsilon and L2 weight
+decay and the gradient clipping follow the run's config. So the two runs of a seed agree for
 the first hundreds of steps and then drift apart as float32 round-off grows.
 
 Files: RUN/twin/metrics.jsonl (one record per epoch, the whole file rewritten
@@ -98,9 +98,9 @@ def _test_metrics(torch, twin, config, x, y):
         if config.model == "pixelcnn":   # as PixelCNN.test_metrics: nats per map, bits per code
             total = 0.0
             for start in range(0, len(x), batch):
+                zb = x[start:start + batch]
                 yb = None if y is None else _labels(torch, y[start:start + batch])
-                total += float(twin.loss(torch.from_numpy(x[start:start + batch]), yb)[1]) * (
-                    len(x[start:start + batch]))
+                total += float(twin.loss(torch.from_numpy(zb), yb)[1]) * len(zb)
             nll = total / len(x)
             return {"test_nll": nll,
                     "test_bits_per_code": nll / (x.shape[1] * x.shape[2]) / math.log(2)}
