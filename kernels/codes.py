@@ -25,7 +25,7 @@ Shapes: ``indices`` (M,) int64 codes in [0, K), ``values`` (M, D) floats,
   on the host and on the device, no host value read: a captured training
   step can restart codes (the host path of the VQ-VAE draws its rows with
   NumPy's ``Generator.choice`` instead). The CUDA kernel is one block: its
-  threads update the counters, thread 0 shuffles (at most K swaps), then
+  threads update the counters, thread 0 shuffles (min(K, M) swaps at most), then
   its threads copy the picked rows.
 """
 import functools
@@ -33,12 +33,13 @@ import functools
 import numpy as np
 
 from ._arrays import get_xp, is_cupy
-from ._dispatch import CUDA_THREADS, choose, cuda_grid, cuda_kernels_available, cuda_stream
-from ._dispatch import forced_reference
+from ._dispatch import (CUDA_THREADS, choose, cuda_grid, cuda_kernels_available, cuda_stream,
+                        forced_reference)
 from .counter_rng import _MASK, splitmix64, stream_key
 
 
 def _on_cuda(a):
+    """Whether the CUDA kernels run for the CuPy array ``a`` (kernels._dispatch's rule)."""
     return is_cupy(a) and not forced_reference() and cuda_kernels_available()
 
 
