@@ -94,8 +94,6 @@ def restart_dead_codes(codebook, unused_steps, rows, counts, restart_after, seed
                        counter):
     """Restart the dead codes of ``codebook`` in place (module docstring);
     ``counter``: a one-element int64 array on the arrays' device."""
-    if rows.shape[0] == 0:
-        return
     if not _on_cuda(codebook):
         xp = get_xp(codebook)
         if xp is np:
