@@ -51,7 +51,10 @@ kernels, a Numba CUDA kernel for CuPy arrays, and a plain ``xp`` reference
 looping over the KH*KW kernel offsets. The CUDA kernels run on a 3-D grid (a
 column or channel along x, a row along y, an image along z), each thread
 walking one row of its image, so no index is divided per element: 64-bit
-integer division costs tens of instructions on a GPU, more than the copy. The
+integer division costs tens of instructions on a GPU, more than the copy. Each
+thread also keeps several loads in flight (four entries of im2col, two
+contributions of col2im, loaded before they are stored or added): one load at a
+time would leave the copy bound by the memory's latency. The
 CPU and the CUDA kernels walk the windows differently (whole runs per image
 row; one column entry per thread and row) and share the geometry,
 :func:`conv_output_size`, compiled into both. The CPU loops are written for a range of images (the
@@ -457,11 +460,19 @@ def _cuda_kernels():
     global cuda
     from numba import cuda
 
+    @cuda.jit(device=True)
+    def window_entry(x, n, h, w, c, inside, W, zero):
+        # x[n, h, w, c], or 0 where (h, w) is padding (``inside``: h is in range)
+        return x[n, h, w, c] if inside and w >= 0 and w < W else zero
+
     @cuda.jit
-    def im2col_kernel(x, cols, kh, kw, sh, sw, ph, pw):
+    def im2col_kernel(x, cols, kh, kw, sh, sw, ph, pw, zero):
         # block (bx, by) of grid (., OH, N): thread x owns column k = (i, j, c) of cols,
         # decomposed once; it walks output row oh of image n, ow = thread y, + by, ...
         # No division per element: consecutive threads write consecutive columns.
+        # Four entries at a time, their loads issued before their stores: a thread
+        # that waited on each load before the next would be bound by the memory's
+        # latency, not its bandwidth.
         N, H, W, C = x.shape
         OH = conv_output_size(H, kh, sh, ph)
         OW = conv_output_size(W, kw, sw, pw)
@@ -471,23 +482,37 @@ def _cuda_kernels():
             t = k // C
             j = t % kw
             i = t // kw
+            by = cuda.blockDim.y
             for n in range(cuda.blockIdx.z, N, cuda.gridDim.z):
                 for oh in range(cuda.blockIdx.y, OH, cuda.gridDim.y):
                     h = oh * sh + i - ph
                     row = (n * OH + oh) * OW
                     inside = h >= 0 and h < H
-                    for ow in range(cuda.threadIdx.y, OW, cuda.blockDim.y):
+                    ow = cuda.threadIdx.y
+                    while ow + 3 * by < OW:
                         w = ow * sw + j - pw
-                        if inside and w >= 0 and w < W:
-                            cols[row + ow, k] = x[n, h, w, c]
-                        else:
-                            cols[row + ow, k] = 0
+                        v0 = window_entry(x, n, h, w, c, inside, W, zero)
+                        v1 = window_entry(x, n, h, w + by * sw, c, inside, W, zero)
+                        v2 = window_entry(x, n, h, w + 2 * by * sw, c, inside, W, zero)
+                        v3 = window_entry(x, n, h, w + 3 * by * sw, c, inside, W, zero)
+                        cols[row + ow, k] = v0
+                        cols[row + ow + by, k] = v1
+                        cols[row + ow + 2 * by, k] = v2
+                        cols[row + ow + 3 * by, k] = v3
+                        ow += 4 * by
+                    while ow < OW:
+                        cols[row + ow, k] = window_entry(x, n, h, ow * sw + j - pw, c,
+                                                         inside, W, zero)
+                        ow += by
 
     @cuda.jit
     def col2im_kernel(cols, x, kh, kw, sh, sw, ph, pw, zero):
         # block (bx, by) of grid (., H, N): thread x owns channel c; it walks image row
         # h of image n, w = thread y, + by, ..., gathering each pixel's contributions
-        # (kernel offsets i, j read output positions oh, ow, which step down by one)
+        # (kernel offsets i, j read output positions oh, ow, which step down by one).
+        # Two offsets j at a time, both loads issued before the two additions (in
+        # their order: the sum's bits do not change); an output position past the
+        # last adds 0, which leaves the sum as it is.
         N, H, W, C = x.shape
         OH = conv_output_size(H, kh, sh, ph)
         OW = conv_output_size(W, kw, sw, pw)
@@ -506,11 +531,20 @@ def _cuda_kernels():
                         oh = oh0
                         for i in range(i0, i1, sh):
                             if oh < OH:
+                                r = (n * OH + oh) * OW
+                                base = i * kw * C + c
                                 ow = ow0
-                                for j in range(j0, j1, sw):
-                                    if ow < OW:
-                                        acc += cols[(n * OH + oh) * OW + ow, (i * kw + j) * C + c]
-                                    ow -= 1
+                                j = j0
+                                while j + sw < j1:
+                                    a = cols[r + ow, base + j * C] if ow < OW else zero
+                                    b = (cols[r + ow - 1, base + (j + sw) * C]
+                                         if ow - 1 < OW else zero)
+                                    acc += a
+                                    acc += b
+                                    j += 2 * sw
+                                    ow -= 2
+                                if j < j1 and ow < OW:
+                                    acc += cols[r + ow, base + j * C]
                             oh -= 1
                         x[n, h, w, c] = acc
 
@@ -535,7 +569,8 @@ def _im2col_cuda(x, cols, kernel_size, stride, padding):
         kernel = _cuda_kernels()[0]
         OH, _ = _geometry("im2col", x.shape, kernel_size, stride, padding)
         grid, block = _launch_shape(cols.shape[1], OH, x.shape[0])
-        kernel[grid, block, cuda_stream(x)](x, cols, *kernel_size, *stride, *padding)
+        kernel[grid, block, cuda_stream(x)](x, cols, *kernel_size, *stride, *padding,
+                                            scalar(0, x.dtype))
 
 
 def _col2im_cuda(cols, x, kernel_size, stride, padding):

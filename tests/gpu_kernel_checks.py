@@ -218,11 +218,17 @@ def check_gated_backward(r):
 
 #: (x shape NHWC, kernel, stride, padding): odd sizes, strides and paddings
 def _conv_cases(real):
+    """(x shape, kernel, stride, padding): rows long enough for im2col's four entries
+    at a time and its remainder, and pixels with 1, 2 and 3 kernel offsets j for
+    col2im's two at a time and its remainder."""
     if real:
         return [((67, 29, 31, 5), (3, 3), (2, 2), (1, 1)),
-                ((3, 57, 43, 7), (5, 3), (1, 2), (2, 0))]
+                ((3, 57, 43, 7), (5, 3), (1, 2), (2, 0)),
+                ((2, 9, 131, 1), (3, 5), (1, 2), (1, 2))]
     return [((3, 7, 13, 5), (3, 2), (2, 1), (1, 0)),
-            ((1, 5, 5, 3), (3, 3), (1, 1), (1, 1))]
+            ((1, 5, 5, 3), (3, 3), (1, 1), (1, 1)),
+            ((2, 6, 37, 5), (5, 2), (2, 1), (2, 0)),
+            ((1, 4, 70, 1), (3, 5), (1, 2), (1, 2))]
 
 
 def check_im2col(r):
