@@ -87,34 +87,16 @@ def worker_ours(k, steps, options):
 
 
 def recorded_products(k, options):
-    """The matrix products of one scratchvae step of iwae-1l: (a, b, out) per call of
-    the linear layers' matmul, the operands as the step handed them over."""
-    from scratchvae.ops import linear
-
-    calls, matmul = [], linear.matmul
-
-    def recording(a, b, out=None):
-        result = matmul(a, b, out=out)
-        calls.append((a, b, out))
-        return result
-    linear.matmul = recording
-    try:
-        worker_ours(k, 1, dict(options, warmup=0))
-    finally:
-        linear.matmul = matmul
-    return calls
+    """The matrix products of one scratchvae step of iwae-1l (benchmarks.common.record_products)."""
+    from benchmarks.common import record_products
+    return record_products(lambda: worker_ours(k, 1, dict(options, warmup=0)))
 
 
 def worker_ours_products(k, steps, options):
-    from benchmarks.common import sample_times, threads_in_use
-    from kernels.gemm import matmul
+    from benchmarks.common import replay_products, sample_times, threads_in_use
 
     calls = recorded_products(k, options)
-
-    def products():
-        for a, b, out in calls:
-            matmul(a, b, out=out)
-    times = sample_times(products, steps, warmup=options["warmup"])
+    times = sample_times(replay_products(calls), steps, warmup=options["warmup"])
     return {"step_ms": float(np.median(times) * 1e3), "threads": threads_in_use(),
             "products": len(calls),
             "shapes": [f"{a.shape[0]}x{a.shape[1]}x{b.shape[1]}" for a, b, _ in calls]}
@@ -125,31 +107,20 @@ def worker_torch_products(k, steps, threads, options):
     are read in a child process (this one must not import scratchvae: bench_train)."""
     from benchmarks.common import import_torch
     torch = import_torch(threads)
-    from benchmarks.common import sample_times
+    from benchmarks.common import sample_times, torch_products
 
     layouts = json.loads(subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--layouts", str(k), json.dumps(options)],
         check=True, stdout=subprocess.PIPE, text=True, env=_worker_env(1)).stdout)
-
-    def operand(rows, cols, transposed):
-        t = torch.randn(cols, rows) if transposed else torch.randn(rows, cols)
-        return t.t() if transposed else t
-    calls = [(operand(m, kk, ta), operand(kk, n, tb))
-             for m, kk, n, ta, tb in layouts]
-
-    def products():
-        for a, b in calls:
-            torch.mm(a, b)
-    times = sample_times(products, steps, warmup=options["warmup"])
+    times = sample_times(torch_products(torch, layouts), steps, warmup=options["warmup"])
     return {"step_ms": float(np.median(times) * 1e3), "threads": torch.get_num_threads(),
-            "products": len(calls)}
+            "products": len(layouts)}
 
 
 def layouts_main(argv):
     """``--layouts K OPTIONS``: the products of one step as [M, K, N, a^T, b^T] rows."""
-    calls = recorded_products(int(argv[0]), json.loads(argv[1]))
-    print(json.dumps([[a.shape[0], a.shape[1], b.shape[1], not a.flags.c_contiguous,
-                       not b.flags.c_contiguous] for a, b, _ in calls]))
+    from benchmarks.common import product_layouts
+    print(json.dumps(product_layouts(recorded_products(int(argv[0]), json.loads(argv[1])))))
 
 
 def worker_torch(k, steps, threads, options, compiled):

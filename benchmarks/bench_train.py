@@ -48,9 +48,16 @@ For iwae-1l at batch 20 with k samples, see benchmarks/bench_iwae.py.
 ``--epoch-steps N`` times the first N steps of the epoch and scales the time to
 the whole epoch (a prior's epoch is minutes; the table says so); 0 times it all.
 
+``--products`` (mlp-vae) also times the step's matrix products alone, the floor
+under each engine's step: ours recorded from one step (every ``matmul`` of the
+linear layers, operands in their layouts) and replayed; PyTorch's by ``torch.mm``
+over the same shapes and transposes (benchmarks.common.record_products). The
+conv models' products run inside the fused im2col kernels (kernels/conv_gemm.py)
+and cannot be replayed alone.
+
 One worker on its own (prints a JSON line; KIND is ours, torch, ours-quality or
 torch-quality; N is timed steps, or epochs for the quality kinds; OPTIONS a JSON
-object: for the quality kinds the VQ options {"vq_init": ..., "vq_restart": ...};
+object: KIND may also be ours-products or torch-products; for the quality kinds the VQ options {"vq_init": ..., "vq_restart": ...};
 for ours and torch {"epoch_steps": ...}, and for pixelcnn also "data" (an .npz
 of codes and labels), "num_codes" and "n_classes"):
 
@@ -108,6 +115,50 @@ def worker_ours(model_name, steps, options):
     return _time(step, data.iterate_batches(xtr, ytr, BATCH, rng=np.random.default_rng(1)),
                  (xtr[:BATCH].copy(), ytr[:BATCH].copy()), steps, model.num_parameters(),
                  threads_in_use(), options.get("epoch_steps", 0), options.get("epoch", 1))
+
+
+#: models whose every matrix product is a linear layer's (``--products``)
+PRODUCT_MODELS = ("mlp-vae",)
+
+
+def recorded_products(model_name):
+    """The matrix products of one scratchvae training step of ``model_name`` on the
+    first batch (benchmarks.common.record_products)."""
+    from benchmarks.common import record_products
+    from scratchvae.backend import retain_freed_memory
+    from scratchvae.models import DEFAULT_LATENT_DIM, build_model
+    from scratchvae.optimizers import Adam
+
+    retain_freed_memory()
+    (xtr, ytr), _ = mnist_arrays()
+    rng = np.random.default_rng(0)
+    model = build_model(model_name, latent_dim=DEFAULT_LATENT_DIM[model_name], rng=rng)
+    step = training_step(model, Adam(model.parameters(), lr=1e-3), rng)
+    return record_products(lambda: step(xtr[:BATCH].copy(), ytr[:BATCH].copy()))
+
+
+def worker_ours_products(model_name, steps):
+    from benchmarks.common import replay_products, sample_times, threads_in_use
+
+    calls = recorded_products(model_name)
+    times = sample_times(replay_products(calls), steps)
+    return {"step_ms": float(np.median(times) * 1e3), "threads": threads_in_use(),
+            "products": len(calls)}
+
+
+def worker_torch_products(model_name, steps, threads):
+    """``torch.mm`` over the shapes and transposes of :func:`recorded_products`, read
+    in a child process (this one imports PyTorch before anything of scratchvae)."""
+    from benchmarks.common import import_torch
+    torch = import_torch(threads)
+    from benchmarks.common import sample_times, torch_products
+
+    layouts = json.loads(subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--layouts", model_name], check=True,
+        stdout=subprocess.PIPE, text=True, env=_worker_env(1)).stdout)
+    times = sample_times(torch_products(torch, layouts), steps)
+    return {"step_ms": float(np.median(times) * 1e3), "threads": torch.get_num_threads(),
+            "products": len(layouts)}
 
 
 def worker_torch(model_name, steps, threads, options):
@@ -369,6 +420,8 @@ def worker_main(argv):
                                else worker_ours(model, n, options)),
               "torch": lambda: (worker_torch_prior(n, threads, options) if prior
                                 else worker_torch(model, n, threads, options)),
+              "ours-products": lambda: worker_ours_products(model, n),
+              "torch-products": lambda: worker_torch_products(model, n, threads),
               "ours-quality": lambda: worker_ours_quality(model, n, seed, options),
               "torch-quality": lambda: worker_torch_quality(model, n, threads, seed,
                                                             options)}[kind]()
@@ -402,8 +455,14 @@ def main():
                              "run (default: uniform random codes)")
     parser.add_argument("--conditional", action="store_true",
                         help="pixelcnn: the class-conditional prior (MNIST labels)")
+    parser.add_argument("--products", action="store_true",
+                        help="mlp-vae: also time each engine's matrix products alone (a floor)")
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args()
+    if args.products and args.model not in PRODUCT_MODELS:
+        parser.error(f"--products: the products of {args.model} run inside the fused im2col "
+                     f"kernels and cannot be replayed alone; it times "
+                     f"{', '.join(PRODUCT_MODELS)}")
     prior = args.model == "pixelcnn"
     if not prior and (args.vq_run or args.conditional):
         parser.error("--vq-run and --conditional are options of --model pixelcnn")
@@ -430,6 +489,9 @@ def main():
     kinds = ["ours", "torch"] if have_torch else ["ours"]
     if not prior and not args.epoch_steps:   # the train command too, as users run it
         kinds.insert(0, "train")
+    products = ["ours-products"] + (["torch-products"] if have_torch else [])
+    if args.products:
+        kinds += products
     names = {"ours": "scratchvae benchmark loop", "torch": "PyTorch"}
     if have_torch:
         import torch
@@ -451,6 +513,9 @@ def main():
                     if k == "train":
                         res = run_train_command(args.model, args.threads, tmp)
                         what = f"train command: epoch {TRAIN_EPOCHS} {res['epoch_s']:.2f} s"
+                    elif k in products:
+                        res = _run_worker([k, args.model, args.steps, threads], args.threads)
+                        what = f"{k}: {res['products']} products {res['step_ms']:.2f} ms"
                     else:
                         res = _run_worker([k, args.model, args.steps, threads, 0,
                                            json.dumps(options)], args.threads)
@@ -464,7 +529,7 @@ def main():
                     "epoch_s": min(r["epoch_s"] for r in v),
                     "params": v[0]["params"], "peak_rss_mb": max(r["peak_rss_mb"] for r in v),
                     "n_batches": v[0]["n_batches"]}
-                for k, v in results.items() if k != "train"}
+                for k, v in results.items() if k != "train" and k not in products}
 
         def spread(kind):            # the slowest and fastest round: the spread between processes
             epochs = sorted(r["epoch_s"] for r in results[kind])
@@ -489,6 +554,14 @@ def main():
         if "train" in results:
             rows.append(["ratio `train` / benchmark loop", "", "",
                          f"{train_s / best['ours']['epoch_s']:.2f}x", "", ""])
+        for k, who in (("ours-products", "scratchvae"), ("torch-products", "PyTorch")):
+            if k in results:         # the floor under each step: its products alone
+                ms = min(r["step_ms"] for r in results[k])
+                rows.append([f"{who}'s matrix products alone ({results[k][0]['products']} "
+                             f"per step)", "", f"{ms:.2f}", "", "", ""])
+                if have_torch:
+                    rows.append([f"ratio {who}'s products alone / PyTorch's step", "",
+                                 f"{ms / best['torch']['step_ms']:.2f}x", "", "", ""])
         n_batches = best["ours"]["n_batches"]
         header = ["implementation", "parameters", "median step (ms)",
                   f"epoch, {n_batches} steps (s)", "epoch, range over rounds (s)", "peak RSS (MB)"]
@@ -522,7 +595,7 @@ def main():
         vq = args.model == "vq-vae"
         options = {"vq_init": args.vq_init, "vq_restart": args.vq_restart} if vq else {}
         qrows = []
-        for k in [k for k in kinds if k != "train"]:
+        for k in [k for k in kinds if k in ("ours", "torch")]:
             res = _run_worker([f"{k}-quality", args.model, args.epochs, threads, 0,
                                json.dumps(options)], args.threads)
             qrows.append(_quality_row(args.model, names[k], res))
@@ -549,5 +622,8 @@ def main():
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--worker"]:
         worker_main(sys.argv[2:])
+    elif sys.argv[1:2] == ["--layouts"]:      # ``--layouts MODEL``: for torch-products
+        from benchmarks.common import product_layouts
+        print(json.dumps(product_layouts(recorded_products(sys.argv[2]))))
     else:
         main()

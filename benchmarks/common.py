@@ -48,6 +48,58 @@ def sample_times_after(prepare, fn, repeats, warmup=3):
     return times
 
 
+def record_products(run_once):
+    """The matrix products of one call of ``run_once()`` (a training step): (a, b, out)
+    for every call of the linear layers' ``matmul`` (scratchvae.ops.linear), the
+    operands as the step handed them over, ``out=`` included. The floor under a step:
+    it cannot take less than its products."""
+    from scratchvae.ops import linear
+
+    calls, matmul = [], linear.matmul
+
+    def recording(a, b, out=None):
+        result = matmul(a, b, out=out)
+        calls.append((a, b, out))
+        return result
+    linear.matmul = recording
+    try:
+        run_once()
+    finally:
+        linear.matmul = matmul
+    return calls
+
+
+def replay_products(calls):
+    """A function that runs the recorded ``calls`` back to back on kernels.gemm.matmul."""
+    from kernels.gemm import matmul
+
+    def products():
+        for a, b, out in calls:
+            matmul(a, b, out=out)
+    return products
+
+
+def product_layouts(calls):
+    """The recorded products as [M, K, N, a transposed, b transposed] rows (JSON), for a
+    PyTorch process, which must not import scratchvae, to rebuild them."""
+    return [[a.shape[0], a.shape[1], b.shape[1], not a.flags.c_contiguous,
+             not b.flags.c_contiguous] for a, b, _ in calls]
+
+
+def torch_products(torch, layouts):
+    """A function that runs ``torch.mm`` over operands of the shapes and transposes of
+    ``layouts`` (:func:`product_layouts`), a transposed operand as a ``.t()`` view."""
+    def operand(rows, cols, transposed):
+        t = torch.randn(cols, rows) if transposed else torch.randn(rows, cols)
+        return t.t() if transposed else t
+    pairs = [(operand(m, k, ta), operand(k, n, tb)) for m, k, n, ta, tb in layouts]
+
+    def products():
+        for a, b in pairs:
+            torch.mm(a, b)
+    return products
+
+
 def import_torch(threads):
     """PyTorch, set to ``threads`` threads, for a process that times PyTorch.
 

@@ -36,6 +36,7 @@ print("the script never asked for PyTorch")
     ("bench_train.py", ["--worker", "torch", "pixelcnn", "1", "2", "0", '{"epoch_steps": 0}']),
     ("bench_train.py", ["--worker", "torch-quality", "vq-vae", "1", "2", "0",
                         '{"vq_init": "uniform", "vq_restart": 0}']),
+    ("bench_train.py", ["--worker", "torch-products", "mlp-vae", "1", "1"]),
     ("bench_conv_layers.py", ["--worker", "torch", "2", "1"]),
     ("profile_step.py", ["--torch"]),
 ])
@@ -152,3 +153,30 @@ def test_train_overhead_times_the_command_and_the_loop_in_pairs():
     assert mean == pytest.approx(1.2)
     assert (lo, hi) == pytest.approx((1.2 - 4.3027 * 0.1 / 3 ** 0.5,
                                       1.2 + 4.3027 * 0.1 / 3 ** 0.5), abs=1e-4)
+
+
+def test_bench_train_products_are_the_mlp_steps_and_replay_alone():
+    """--products: the 11 products of one mlp-vae step (forward, dX, dW of its linear
+    layers; none for the images' gradient), in their layouts, replayed alone."""
+    sys.path.insert(0, ROOT)
+    from benchmarks import bench_train
+    from benchmarks.common import product_layouts
+
+    calls = bench_train.recorded_products("mlp-vae")
+    assert [f"{a.shape[0]}x{a.shape[1]}x{b.shape[1]}" for a, b, _ in calls] == [
+        "128x784x400", "128x400x40", "128x20x400", "128x400x784",     # forward
+        "128x784x400", "784x128x400", "128x400x20", "400x128x20",     # decoder's backward
+        "128x40x400", "40x128x400", "400x128x784"]                   # encoder's backward
+    layouts = product_layouts(calls)
+    assert layouts[0] == [128, 784, 400, False, True]      # x @ W.T: W read transposed
+    assert any(row[3] for row in layouts)                  # dW = dY.T @ X: dY transposed
+    result = bench_train.worker_ours_products("mlp-vae", 2)
+    assert result["products"] == 11 and result["step_ms"] > 0
+
+
+def test_bench_train_products_refuses_the_conv_models():
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_train.py"),
+                             "--model", "conv-vae", "--products"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2
+    assert "--products: the products of conv-vae run inside the fused im2col" in result.stderr
