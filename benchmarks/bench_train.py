@@ -55,9 +55,10 @@ over the same shapes and transposes (benchmarks.common.record_products). The
 conv models' products run inside the fused im2col kernels (kernels/conv_gemm.py)
 and cannot be replayed alone.
 
-One worker on its own (prints a JSON line; KIND is ours, torch, ours-quality or
-torch-quality; N is timed steps, or epochs for the quality kinds; OPTIONS a JSON
-object: KIND may also be ours-products or torch-products; for the quality kinds the VQ options {"vq_init": ..., "vq_restart": ...};
+One worker on its own (prints a JSON line; KIND is ours, torch, ours-products,
+torch-products, ours-quality or torch-quality; N is timed steps, or epochs for the
+quality kinds; OPTIONS a JSON object: for the quality kinds the VQ options
+{"vq_init": ..., "vq_restart": ...};
 for ours and torch {"epoch_steps": ...}, and for pixelcnn also "data" (an .npz
 of codes and labels), "num_codes" and "n_classes"):
 
