@@ -101,18 +101,25 @@ def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def worker_ours(model_name, steps, options):
-    from benchmarks.common import threads_in_use
-    from scratchvae import data
+def _ours(model_name):
+    """scratchvae's ``model_name`` as the benchmark trains it: (model, training step, MNIST
+    train arrays), freed memory retained as the trainer does."""
     from scratchvae.backend import retain_freed_memory
     from scratchvae.models import DEFAULT_LATENT_DIM, build_model
     from scratchvae.optimizers import Adam
 
-    retain_freed_memory()  # as the trainer does
+    retain_freed_memory()
     (xtr, ytr), _ = mnist_arrays()
     rng = np.random.default_rng(0)
     model = build_model(model_name, latent_dim=DEFAULT_LATENT_DIM[model_name], rng=rng)
-    step = training_step(model, Adam(model.parameters(), lr=1e-3), rng)
+    return model, training_step(model, Adam(model.parameters(), lr=1e-3), rng), (xtr, ytr)
+
+
+def worker_ours(model_name, steps, options):
+    from benchmarks.common import threads_in_use
+    from scratchvae import data
+
+    model, step, (xtr, ytr) = _ours(model_name)
     return _time(step, data.iterate_batches(xtr, ytr, BATCH, rng=np.random.default_rng(1)),
                  (xtr[:BATCH].copy(), ytr[:BATCH].copy()), steps, model.num_parameters(),
                  threads_in_use(), options.get("epoch_steps", 0), options.get("epoch", 1))
@@ -126,15 +133,8 @@ def recorded_products(model_name):
     """The matrix products of one scratchvae training step of ``model_name`` on the
     first batch (benchmarks.common.record_products)."""
     from benchmarks.common import record_products
-    from scratchvae.backend import retain_freed_memory
-    from scratchvae.models import DEFAULT_LATENT_DIM, build_model
-    from scratchvae.optimizers import Adam
 
-    retain_freed_memory()
-    (xtr, ytr), _ = mnist_arrays()
-    rng = np.random.default_rng(0)
-    model = build_model(model_name, latent_dim=DEFAULT_LATENT_DIM[model_name], rng=rng)
-    step = training_step(model, Adam(model.parameters(), lr=1e-3), rng)
+    _, step, (xtr, ytr) = _ours(model_name)
     return record_products(lambda: step(xtr[:BATCH].copy(), ytr[:BATCH].copy()))
 
 
@@ -160,6 +160,12 @@ def worker_torch_products(model_name, steps, threads):
     times = sample_times(torch_products(torch, layouts), steps)
     return {"step_ms": float(np.median(times) * 1e3), "threads": torch.get_num_threads(),
             "products": len(layouts)}
+
+
+def layouts_main(argv):
+    """``--layouts MODEL``: the products of one step as [M, K, N, a^T, b^T] rows."""
+    from benchmarks.common import product_layouts
+    print(json.dumps(product_layouts(recorded_products(argv[0]))))
 
 
 def worker_torch(model_name, steps, threads, options):
@@ -623,8 +629,7 @@ def main():
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--worker"]:
         worker_main(sys.argv[2:])
-    elif sys.argv[1:2] == ["--layouts"]:      # ``--layouts MODEL``: for torch-products
-        from benchmarks.common import product_layouts
-        print(json.dumps(product_layouts(recorded_products(sys.argv[2]))))
+    elif sys.argv[1:2] == ["--layouts"]:
+        layouts_main(sys.argv[2:])
     else:
         main()
