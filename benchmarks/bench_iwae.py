@@ -22,12 +22,15 @@ of the linear layers' ``kernels.gemm.matmul``, with its operands in their
 layouts, ``out=`` included) and replayed back to back; PyTorch's are the same
 products by ``torch.mm`` on operands of the same shapes and transposes. A step
 cannot take less than its products, so where ours alone exceed 0.6x PyTorch's
-step, that target needs a faster BLAS than this machine offers the engine.
+step, that target needs a faster BLAS than this machine offers the engine. A
+third column adds our Adam step to the replayed products (over the gradients the
+recorded step left): a step cannot take less than that either.
 
 Threads as in bench_train.py: scratchvae's pools through NUMBA_NUM_THREADS and
 OPENBLAS_NUM_THREADS in its workers' environment, PyTorch's through
 ``torch.set_num_threads``; each worker a fresh process, PyTorch imported first.
-One worker on its own (prints a JSON line; KIND is ours, torch or torch-compile):
+One worker on its own (prints a JSON line; KIND is ours, torch, torch-compile,
+ours-products, ours-floor or torch-products):
 
     python benchmarks/bench_iwae.py --worker KIND K STEPS THREADS OPTIONS
 """
@@ -50,6 +53,7 @@ LR, ADAM_EPS = 1e-3, 1e-4
 TARGETS = {1: 0.6, 5: 0.6, 50: 1.0}
 KINDS = {"ours": "scratchvae", "torch": "PyTorch eager", "torch-compile": "PyTorch compiled",
          "ours-products": "scratchvae's products alone",
+         "ours-floor": "scratchvae's products + Adam alone",
          "torch-products": "PyTorch's products alone"}
 
 
@@ -61,8 +65,8 @@ def batch():
     return (np.random.default_rng(1).random(x.shape) < x).astype(np.float32)
 
 
-def worker_ours(k, steps, options):
-    from benchmarks.common import sample_times, threads_in_use
+def _ours(k, options):
+    """scratchvae's iwae-1l with k samples: (the trainer's step on the fixed batch, its Adam)."""
     from scratchvae.backend import retain_freed_memory
     from scratchvae.models import build_model
     from scratchvae.optimizers import Adam
@@ -81,22 +85,36 @@ def worker_ours(k, steps, options):
         float(loss)
         model.backward()
         opt.step()
+    return step, opt
+
+
+def worker_ours(k, steps, options):
+    from benchmarks.common import sample_times, threads_in_use
+
+    step, _ = _ours(k, options)
     times = sample_times(step, steps, warmup=options["warmup"])
     return {"step_ms": float(np.median(times) * 1e3), "threads": threads_in_use(),
             "peak_rss_mb": _peak_rss_mb()}
 
 
 def recorded_products(k, options):
-    """The matrix products of one scratchvae step of iwae-1l (benchmarks.common.record_products)."""
+    """The matrix products of one scratchvae step of iwae-1l
+    (benchmarks.common.record_products), and the step's Adam."""
     from benchmarks.common import record_products
-    return record_products(lambda: worker_ours(k, 1, dict(options, warmup=0)))
+
+    step, opt = _ours(k, options)
+    return record_products(step), opt
 
 
-def worker_ours_products(k, steps, options):
-    from benchmarks.common import replay_products, sample_times, threads_in_use
+def worker_ours_products(k, steps, options, update=False):
+    """Our step's products replayed alone; with ``update``, each replay followed by
+    the Adam step (the ``ours-floor`` kind)."""
+    from benchmarks.common import (replay_products, replay_products_and_update,
+                                   sample_times, threads_in_use)
 
-    calls = recorded_products(k, options)
-    times = sample_times(replay_products(calls), steps, warmup=options["warmup"])
+    calls, opt = recorded_products(k, options)
+    run = replay_products_and_update(calls, opt) if update else replay_products(calls)
+    times = sample_times(run, steps, warmup=options["warmup"])
     return {"step_ms": float(np.median(times) * 1e3), "threads": threads_in_use(),
             "products": len(calls),
             "shapes": [f"{a.shape[0]}x{a.shape[1]}x{b.shape[1]}" for a, b, _ in calls]}
@@ -120,7 +138,8 @@ def worker_torch_products(k, steps, threads, options):
 def layouts_main(argv):
     """``--layouts K OPTIONS``: the products of one step as [M, K, N, a^T, b^T] rows."""
     from benchmarks.common import product_layouts
-    print(json.dumps(product_layouts(recorded_products(int(argv[0]), json.loads(argv[1])))))
+    calls, _ = recorded_products(int(argv[0]), json.loads(argv[1]))
+    print(json.dumps(product_layouts(calls)))
 
 
 def worker_torch(k, steps, threads, options, compiled):
@@ -160,8 +179,8 @@ def worker_main(argv):
     options = json.loads(argv[4])
     if kind == "ours":
         result = worker_ours(k, steps, options)
-    elif kind == "ours-products":
-        result = worker_ours_products(k, steps, options)
+    elif kind in ("ours-products", "ours-floor"):
+        result = worker_ours_products(k, steps, options, update=kind == "ours-floor")
     elif kind == "torch-products":
         result = worker_torch_products(k, steps, threads, options)
     else:
@@ -250,7 +269,7 @@ def main(argv=None):
     kinds = ["ours"] if args.no_torch else ["ours", "torch"] + (
         ["torch-compile"] if args.compile else [])
     if args.products:
-        kinds += ["ours-products"] + ([] if args.no_torch else ["torch-products"])
+        kinds += ["ours-products", "ours-floor"] + ([] if args.no_torch else ["torch-products"])
     options = {"objective": args.objective, "warmup": warmup}
     best = measure(args.k, args.threads, kinds, steps, rounds, options)
 

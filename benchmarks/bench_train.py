@@ -51,12 +51,13 @@ the whole epoch (a prior's epoch is minutes; the table says so); 0 times it all.
 ``--products`` (mlp-vae) also times the step's matrix products alone, the floor
 under each engine's step: ours recorded from one step (every ``matmul`` of the
 linear layers, operands in their layouts) and replayed; PyTorch's by ``torch.mm``
-over the same shapes and transposes (benchmarks.common.record_products). The
+over the same shapes and transposes (benchmarks.common.record_products); and
+ours followed by our Adam step (a step cannot take less than either). The
 conv models' products run inside the fused im2col kernels (kernels/conv_gemm.py)
 and cannot be replayed alone.
 
 One worker on its own (prints a JSON line; KIND is ours, torch, ours-products,
-torch-products, ours-quality or torch-quality; N is timed steps, or epochs for the
+ours-floor, torch-products, ours-quality or torch-quality; N is timed steps, or epochs for the
 quality kinds; OPTIONS a JSON object: for the quality kinds the VQ options
 {"vq_init": ..., "vq_restart": ...};
 for ours and torch {"epoch_steps": ...}, and for pixelcnn also "data" (an .npz
@@ -103,7 +104,7 @@ def _peak_rss_mb():
 
 def _ours(model_name):
     """scratchvae's ``model_name`` as the benchmark trains it: (model, training step, MNIST
-    train arrays), freed memory retained as the trainer does."""
+    train arrays, the step's Adam), freed memory retained as the trainer does."""
     from scratchvae.backend import retain_freed_memory
     from scratchvae.models import DEFAULT_LATENT_DIM, build_model
     from scratchvae.optimizers import Adam
@@ -112,14 +113,15 @@ def _ours(model_name):
     (xtr, ytr), _ = mnist_arrays()
     rng = np.random.default_rng(0)
     model = build_model(model_name, latent_dim=DEFAULT_LATENT_DIM[model_name], rng=rng)
-    return model, training_step(model, Adam(model.parameters(), lr=1e-3), rng), (xtr, ytr)
+    opt = Adam(model.parameters(), lr=1e-3)
+    return model, training_step(model, opt, rng), (xtr, ytr), opt
 
 
 def worker_ours(model_name, steps, options):
     from benchmarks.common import threads_in_use
     from scratchvae import data
 
-    model, step, (xtr, ytr) = _ours(model_name)
+    model, step, (xtr, ytr), _ = _ours(model_name)
     return _time(step, data.iterate_batches(xtr, ytr, BATCH, rng=np.random.default_rng(1)),
                  (xtr[:BATCH].copy(), ytr[:BATCH].copy()), steps, model.num_parameters(),
                  threads_in_use(), options.get("epoch_steps", 0), options.get("epoch", 1))
@@ -131,18 +133,22 @@ PRODUCT_MODELS = ("mlp-vae",)
 
 def recorded_products(model_name):
     """The matrix products of one scratchvae training step of ``model_name`` on the
-    first batch (benchmarks.common.record_products)."""
+    first batch (benchmarks.common.record_products), and the step's Adam."""
     from benchmarks.common import record_products
 
-    _, step, (xtr, ytr) = _ours(model_name)
-    return record_products(lambda: step(xtr[:BATCH].copy(), ytr[:BATCH].copy()))
+    _, step, (xtr, ytr), opt = _ours(model_name)
+    return record_products(lambda: step(xtr[:BATCH].copy(), ytr[:BATCH].copy())), opt
 
 
-def worker_ours_products(model_name, steps):
-    from benchmarks.common import replay_products, sample_times, threads_in_use
+def worker_ours_products(model_name, steps, update=False):
+    """Our step's products replayed alone; with ``update``, each replay followed by
+    the Adam step (the ``ours-floor`` kind)."""
+    from benchmarks.common import (replay_products, replay_products_and_update,
+                                   sample_times, threads_in_use)
 
-    calls = recorded_products(model_name)
-    times = sample_times(replay_products(calls), steps)
+    calls, opt = recorded_products(model_name)
+    run = replay_products_and_update(calls, opt) if update else replay_products(calls)
+    times = sample_times(run, steps)
     return {"step_ms": float(np.median(times) * 1e3), "threads": threads_in_use(),
             "products": len(calls)}
 
@@ -165,7 +171,8 @@ def worker_torch_products(model_name, steps, threads):
 def layouts_main(argv):
     """``--layouts MODEL``: the products of one step as [M, K, N, a^T, b^T] rows."""
     from benchmarks.common import product_layouts
-    print(json.dumps(product_layouts(recorded_products(argv[0]))))
+    calls, _ = recorded_products(argv[0])
+    print(json.dumps(product_layouts(calls)))
 
 
 def worker_torch(model_name, steps, threads, options):
@@ -428,6 +435,7 @@ def worker_main(argv):
               "torch": lambda: (worker_torch_prior(n, threads, options) if prior
                                 else worker_torch(model, n, threads, options)),
               "ours-products": lambda: worker_ours_products(model, n),
+              "ours-floor": lambda: worker_ours_products(model, n, update=True),
               "torch-products": lambda: worker_torch_products(model, n, threads),
               "ours-quality": lambda: worker_ours_quality(model, n, seed, options),
               "torch-quality": lambda: worker_torch_quality(model, n, threads, seed,
@@ -496,7 +504,7 @@ def main():
     kinds = ["ours", "torch"] if have_torch else ["ours"]
     if not prior and not args.epoch_steps:   # the train command too, as users run it
         kinds.insert(0, "train")
-    products = ["ours-products"] + (["torch-products"] if have_torch else [])
+    products = ["ours-products", "ours-floor"] + (["torch-products"] if have_torch else [])
     if args.products:
         kinds += products
     names = {"ours": "scratchvae benchmark loop", "torch": "PyTorch"}
@@ -561,13 +569,15 @@ def main():
         if "train" in results:
             rows.append(["ratio `train` / benchmark loop", "", "",
                          f"{train_s / best['ours']['epoch_s']:.2f}x", "", ""])
-        for k, who in (("ours-products", "scratchvae"), ("torch-products", "PyTorch")):
-            if k in results:         # the floor under each step: its products alone
+        for k, who, what in (("ours-products", "scratchvae", "products alone"),
+                             ("ours-floor", "scratchvae", "products + Adam alone"),
+                             ("torch-products", "PyTorch", "products alone")):
+            if k in results:         # the floor under each step: its products (and Adam) alone
                 ms = min(r["step_ms"] for r in results[k])
-                rows.append([f"{who}'s matrix products alone ({results[k][0]['products']} "
-                             f"per step)", "", f"{ms:.2f}", "", "", ""])
+                rows.append([f"{who}'s matrix {what} ({results[k][0]['products']} "
+                             f"products per step)", "", f"{ms:.2f}", "", "", ""])
                 if have_torch:
-                    rows.append([f"ratio {who}'s products alone / PyTorch's step", "",
+                    rows.append([f"ratio {who}'s {what} / PyTorch's step", "",
                                  f"{ms / best['torch']['step_ms']:.2f}x", "", "", ""])
         n_batches = best["ours"]["n_batches"]
         header = ["implementation", "parameters", "median step (ms)",

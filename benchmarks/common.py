@@ -79,6 +79,18 @@ def replay_products(calls):
     return products
 
 
+def replay_products_and_update(calls, optimizer):
+    """A function that runs the recorded ``calls`` (:func:`replay_products`), then
+    ``optimizer.step()`` on the gradients the recorded step left: the floor under a
+    step that must also update its parameters."""
+    products = replay_products(calls)
+
+    def products_and_update():
+        products()
+        optimizer.step()
+    return products_and_update
+
+
 def product_layouts(calls):
     """The recorded products as [M, K, N, a transposed, b transposed] rows (JSON), for a
     PyTorch process, which must not import scratchvae, to rebuild them."""

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,11 +50,29 @@ def test_the_recorded_products_are_the_steps_and_replay_alone():
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     import bench_iwae
 
-    calls = bench_iwae.recorded_products(5, {"objective": "iwae"})
+    calls, _ = bench_iwae.recorded_products(5, {"objective": "iwae"})
     shapes = [(a.shape[0], a.shape[1], b.shape[1]) for a, b, _ in calls]
     # the encoder on 20 images, the decoder on 5 samples x 20 images
     assert len(shapes) == 17 and shapes[0] == (20, 784, 200) and shapes[3] == (100, 50, 200)
     assert shapes[7] == (784, 100, 200)                         # the last layer's dW
     assert any(not a.flags.c_contiguous for a, _, _ in calls)   # dW = dy^T x: a view
     result = bench_iwae.worker_ours_products(5, 2, {"objective": "iwae", "warmup": 1})
+    assert result["products"] == 17 and result["step_ms"] > 0
+
+
+def test_the_floor_replays_the_products_and_steps_adam():
+    """ours-floor: each call replays the step's products and then takes an Adam step
+    on the gradients that step left (the parameters move; the gradients stay)."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import bench_iwae
+    from benchmarks.common import replay_products_and_update
+
+    calls, opt = bench_iwae.recorded_products(1, {"objective": "iwae"})
+    before = [p.data.copy() for p in opt.params]
+    grads = [p.grad.copy() for p in opt.params]
+    replay_products_and_update(calls, opt)()
+    assert all(not np.array_equal(p.data, b) for p, b in zip(opt.params, before))
+    assert all(np.array_equal(p.grad, g) for p, g in zip(opt.params, grads))
+    result = bench_iwae.worker_ours_products(1, 2, {"objective": "iwae", "warmup": 1},
+                                             update=True)
     assert result["products"] == 17 and result["step_ms"] > 0

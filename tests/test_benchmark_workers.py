@@ -162,7 +162,7 @@ def test_bench_train_products_are_the_mlp_steps_and_replay_alone():
     from benchmarks import bench_train
     from benchmarks.common import product_layouts
 
-    calls = bench_train.recorded_products("mlp-vae")
+    calls, _ = bench_train.recorded_products("mlp-vae")
     assert [f"{a.shape[0]}x{a.shape[1]}x{b.shape[1]}" for a, b, _ in calls] == [
         "128x784x400", "128x400x40", "128x20x400", "128x400x784",     # forward
         "128x784x400", "784x128x400", "128x400x20", "400x128x20",     # decoder's backward
@@ -170,8 +170,9 @@ def test_bench_train_products_are_the_mlp_steps_and_replay_alone():
     layouts = product_layouts(calls)
     assert layouts[0] == [128, 784, 400, False, True]      # x @ W.T: W read transposed
     assert any(row[3] for row in layouts)                  # dW = dY.T @ X: dY transposed
-    result = bench_train.worker_ours_products("mlp-vae", 2)
-    assert result["products"] == 11 and result["step_ms"] > 0
+    for update in (False, True):                           # ours-products, ours-floor
+        result = bench_train.worker_ours_products("mlp-vae", 2, update=update)
+        assert result["products"] == 11 and result["step_ms"] > 0
 
 
 def test_bench_train_products_refuses_the_conv_models():
