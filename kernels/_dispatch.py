@@ -37,7 +37,10 @@ is stated here, and only here:
   with one unit stride goes to BLAS as it is, any other is copied once), and
   runs as the reference, ``a @ b``, a product of fewer than
   ``SMALL_PRODUCT`` multiply-adds (a parallel launch costs more than it
-  saves) or one too large for 32-bit BLAS integers. Its ``"cuda"`` is
+  saves) or one too large for 32-bit BLAS integers; on one thread it hands a
+  C- or Fortran-ordered product to NumPy's ``matmul`` when NumPy's BLAS is the
+  chosen one (the same gemm call, so the same bits, without the compiled
+  loop's launch). Its ``"cuda"`` is
   cuBLAS: ``a @ b``, or inside ``kernels.cublas.capturable_products`` a
   handle of the engine's own (what a captured training step needs).
 - ``ascontiguous`` (kernels/layout.py) reads strides and takes 4-D arrays

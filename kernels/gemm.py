@@ -40,8 +40,8 @@ the kernel runs sets every BLAS library of the process to one thread
 own threads would compete with it. NumPy's ``@`` elsewhere in the same
 process then runs on one thread too.
 
-Dispatch (:mod:`kernels._dispatch`, which states matmul's small-product
-exception): the Numba CPU kernel for NumPy float32/float64 operands of any
+Dispatch (:mod:`kernels._dispatch`, which states matmul's small-product and
+one-thread exceptions): the Numba CPU kernel for NumPy float32/float64 operands of any
 layout; cuBLAS (``a @ b``, or a handle of kernels/cublas.py while a training step
 is captured) for CuPy arrays; ``matmul_reference`` otherwise.
 """
@@ -232,6 +232,20 @@ def _base_view(x):
                                            strides=(x.itemsize,))
 
 
+def _numpy_makes_the_call(a, b):
+    """True where NumPy's ``matmul`` makes the one gemm call that this kernel makes on
+    one thread, the same bits without the compiled loop's launch and the typing of its
+    arguments (a large part of a small product's time, at batch 20): the chosen BLAS is NumPy's
+    own (and set to one thread by :func:`kernels.blas.blas`); each operand is C- or
+    Fortran-ordered (NumPy passes a transposed one with the transpose flag, as
+    :func:`gemm_rows` does); C is not a single row or column (NumPy calls gemv) and
+    the operands do not overlap (NumPy calls syrk for ``a @ a.T``)."""
+    return (a.shape[0] > 1 and b.shape[1] > 1
+            and (a.flags.c_contiguous or a.flags.f_contiguous)
+            and (b.flags.c_contiguous or b.flags.f_contiguous)
+            and not np.may_share_memory(a, b) and blas().name == "numpy")
+
+
 def _check(a, b):
     if a.ndim != 2 or b.ndim != 2:
         raise ValueError(f"matmul: expected two 2-D arrays, got shapes {tuple(a.shape)} "
@@ -271,6 +285,8 @@ def matmul(a, b, out=None):
         return active_handle().matmul(a, b, out)
     if impl != "cpu" or M * N * K < SMALL_PRODUCT or max(M, N, K) > _INT32_MAX:
         return matmul_reference(a, b, out)               # "cuda": CuPy's cuBLAS, a @ b
+    if get_num_threads() == 1 and _numpy_makes_the_call(a, b):
+        return np.matmul(a, b, out=out)
     a_flat, a_rows, lda = _storage(a)
     b_flat, b_rows, ldb = _storage(b)
     if max(lda, ldb) > _INT32_MAX:

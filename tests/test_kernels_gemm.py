@@ -27,7 +27,9 @@ def _auto_dispatch(monkeypatch):
 
 @pytest.fixture
 def kernel_calls(monkeypatch):
-    """The split of every call that reaches the compiled loop, and its operands."""
+    """The split of every call that reaches the compiled loop, and its operands; the
+    loop on one thread too (one thread's NumPy path is tested on its own, below)."""
+    monkeypatch.setattr(kmm, "_numpy_makes_the_call", lambda a, b: False)
     calls = []
     real = kmm._gemm_blocks
 
@@ -188,3 +190,52 @@ def test_a_bad_out_is_refused(out, expected):
     with pytest.raises(ValueError, match=re.escape(
             "matmul: expected out, a C-contiguous float32 array of shape (2, 3), " + expected)):
         kernels.matmul(a, b, out=out)
+
+
+@pytest.fixture
+def one_thread():
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    yield
+    numba.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("b_transposed", [False, True])
+@pytest.mark.parametrize("a_transposed", [False, True])
+@pytest.mark.parametrize("shape", [(20, 784, 200), (784, 20, 200), (129, 67, 1031),
+                                   (64, 6272, 512)])
+def test_one_thread_hands_numpy_the_same_gemm_call(shape, a_transposed, b_transposed, dtype,
+                                                   one_thread, monkeypatch):
+    """On one thread a C- or Fortran-ordered product goes to NumPy's ``matmul`` (the
+    compiled loop is not called) and gives the loop's bits, ``out=`` included."""
+    a, b = _operands(np.random.default_rng(7), *shape, dtype, a_transposed, b_transposed)
+    assert kmm._numpy_makes_the_call(a, b)
+    loop_calls = []
+    real = kmm._gemm_blocks
+    monkeypatch.setattr(kmm, "_gemm_blocks", lambda *args: loop_calls.append(1) or real(*args))
+    out = np.full((shape[0], shape[2]), np.nan, dtype)
+    assert kernels.matmul(a, b, out=out) is out
+    assert loop_calls == []
+    with monkeypatch.context() as m:                 # the compiled loop, on one thread
+        m.setattr(kmm, "_numpy_makes_the_call", lambda a, b: False)
+        loop = kernels.matmul(a, b)
+    assert loop_calls == [1]
+    np.testing.assert_array_equal(out, loop)
+    _assert_product(out, a, b)
+
+
+def test_numpy_is_not_handed_what_it_would_compute_otherwise(monkeypatch):
+    """Where NumPy would not make the loop's one gemm call (gemv for a single row or
+    column, syrk for an operand and its own transpose, its own loop for a view
+    without C or Fortran order) or another BLAS is chosen, the compiled loop runs."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((600, 900)).astype(np.float32)
+    w = rng.standard_normal((900, 400)).astype(np.float32)
+    assert kmm._numpy_makes_the_call(x, w)
+    assert not kmm._numpy_makes_the_call(x[:1], w)            # one row of C
+    assert not kmm._numpy_makes_the_call(x, w[:, :1])         # one column
+    assert not kmm._numpy_makes_the_call(x, x.T)              # a @ a.T
+    assert not kmm._numpy_makes_the_call(x[:, :500], w[:500])  # rows at a longer stride
+    monkeypatch.setattr(kmm, "blas", lambda: kernels.blas.Blas("scipy", "", {}))
+    assert not kmm._numpy_makes_the_call(x, w)
