@@ -8,6 +8,12 @@ allocations of each step, the layout each layer hands to the next.
 
     python benchmarks/profile_step.py [--model conv-vae|mlp-vae|vq-vae] [--steps 40] [--no-retain]
     python benchmarks/profile_step.py --torch     # the PyTorch twin under torch.profiler
+    python benchmarks/profile_step.py --model iwae-1l --batch 20 --k 5   # Burda et al.'s step
+
+``--model iwae-1l`` trains with the importance-weighted bound over ``--k`` samples
+(``--objective``: iwae, dreg or elbo; default iwae) on ``--batch`` images (Burda
+et al.'s is 20), Adam with eps 1e-4 as bench_iwae.py; the tables are saved as
+``profile_iwae-1l_b<batch>_k<k>[_torch].md``.
 
 ``--model pixelcnn`` profiles the gated PixelCNN prior instead (batch 128 of
 random 7x7 maps of 128 codes; ``--conditional`` adds labels): each part of
@@ -73,9 +79,22 @@ def _leaf_layers(module, prefix):
     return out
 
 
-def profile_torch(model_name, steps, warmup, threads):
+def _model_options(args):
+    """(keyword arguments of the model, of its Adam) for ``args``: the iwae models'
+    objective and samples, and bench_iwae.py's Adam eps; nothing for the others."""
+    if not args.model.startswith("iwae"):
+        return {}, {}
+    return {"objective": args.objective, "n_samples": args.k}, {"eps": 1e-4}
+
+
+def _images(batch):
+    """``batch`` random binary images (batch, 1, 28, 28) float32."""
+    return (np.random.default_rng(1).random((batch, 1, 28, 28)) > 0.5).astype(np.float32)
+
+
+def profile_torch(model_name, steps, warmup, threads, batch=128, options=({}, {})):
     """The PyTorch twin's step under torch.profiler: mean ms per step of each
-    aten op (self time), the largest first."""
+    aten op (self time), the largest first. ``options``: :func:`_model_options`."""
     from benchmarks.common import import_torch
     torch = import_torch(threads)
     from torch.profiler import ProfilerActivity, profile
@@ -84,10 +103,9 @@ def profile_torch(model_name, steps, warmup, threads):
     from scratchvae.twins.models import MODELS
 
     torch.manual_seed(0)
-    model = MODELS[model_name]()
-    optimizer, _ = fastest_adam(model.parameters())
-    x = torch.from_numpy((np.random.default_rng(1).random((128, 1, 28, 28)) > 0.5)
-                         .astype(np.float32))
+    model = MODELS[model_name](**options[0])
+    optimizer, _ = fastest_adam(model.parameters(), **options[1])
+    x = torch.from_numpy(_images(batch))
 
     def step():
         optimizer.zero_grad()
@@ -218,7 +236,15 @@ def main():
     from benchmarks.common import cpu_info, save_table
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="conv-vae", choices=["mlp-vae", "conv-vae", "vq-vae", "pixelcnn"])
+    parser.add_argument("--model", default="conv-vae",
+                        choices=["mlp-vae", "conv-vae", "vq-vae", "pixelcnn", "iwae-1l"])
+    parser.add_argument("--batch", type=int, default=128, help="images per step (default 128)")
+    parser.add_argument("--k", type=int, default=1, help="iwae-1l: samples per image")
+    parser.add_argument("--objective", choices=["iwae", "dreg", "elbo"], default="iwae",
+                        help="iwae-1l: the training objective (default iwae)")
+    parser.add_argument("--out", default=None, metavar="PATH",
+                        help="iwae-1l and batch other than 128: save the table to PATH "
+                             "(default benchmarks/results/profile_<model>_b<batch>...md)")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--no-retain", action="store_true",
@@ -230,6 +256,21 @@ def main():
     args = parser.parse_args()
     if args.conditional and args.model != "pixelcnn":
         parser.error("--conditional is an option of --model pixelcnn")
+    if args.batch < 1 or args.k < 1:
+        parser.error("--batch and --k take numbers >= 1")
+    if args.model != "iwae-1l" and (args.k != 1 or args.objective != "iwae"):
+        parser.error("--k and --objective are options of --model iwae-1l")
+    if args.model == "pixelcnn" and args.batch != 128:
+        parser.error("--batch: the pixelcnn profile takes batch 128")
+    options = _model_options(args)
+    table = args.model     # the name of the saved table
+    if args.model == "iwae-1l":
+        table += f"_b{args.batch}_k{args.k}" + ("" if args.objective == "iwae"
+                                                  else f"_{args.objective}")
+    elif args.batch != 128:
+        table += f"_b{args.batch}"
+    if args.out and table == args.model:
+        parser.error("--out is an option of --model iwae-1l and of a --batch other than 128")
     if args.model == "pixelcnn":
         name = "pixelcnn" + ("_conditional" if args.conditional else "")
         if args.torch:
@@ -261,11 +302,11 @@ def main():
         # nothing of scratchvae or Numba is imported in this process, so that
         # scratchvae's thread pool and BLAS settings do not reach PyTorch's
         threads = os.cpu_count() or 1
-        rows = profile_torch(args.model, args.steps, args.warmup, threads)
-        notes = [f"{cpu_info()}; {threads} threads; batch 128; float32; "
+        rows = profile_torch(args.model, args.steps, args.warmup, threads, args.batch, options)
+        notes = [f"{cpu_info()}; {threads} threads; batch {args.batch}; float32; "
                  f"torch.profiler over {args.steps} steps after {args.warmup}; self CPU time "
                  f"of each op, per step (the profiler adds its own overhead)."]
-        save_table(os.path.join(HERE, "results", f"profile_{args.model}_torch.md"),
+        save_table(args.out or os.path.join(HERE, "results", f"profile_{table}_torch.md"),
                    f"{args.model}, PyTorch twin: one training step by op",
                    ["op", "ms per step (self)", "calls per step"], rows, notes)
         return
@@ -278,9 +319,10 @@ def main():
     if not args.no_retain:
         retain_freed_memory()
     rng = np.random.default_rng(0)
-    model = build_model(args.model, latent_dim=DEFAULT_LATENT_DIM[args.model], rng=rng)
-    optimizer = Adam(model.parameters(), lr=1e-3)
-    x = (np.random.default_rng(1).random((128, 1, 28, 28)) > 0.5).astype(np.float32)
+    model = build_model(args.model, latent_dim=DEFAULT_LATENT_DIM[args.model], rng=rng,
+                        **options[0])
+    optimizer = Adam(model.parameters(), lr=1e-3, **options[1])
+    x = _images(args.batch)
 
     times = {}
     layers = _leaf_layers(model.encoder, "encoder") + _leaf_layers(model.decoder, "decoder")
@@ -292,24 +334,24 @@ def main():
     def median_ms(values):
         return 1e3 * float(np.median(values[args.warmup:]))
 
-    layer_rows = [[name, direction, f"{median_ms(v):.2f}"] for (name, direction), v in
+    layer_rows = [[name, direction, f"{median_ms(v):.3f}"] for (name, direction), v in
                   sorted(times.items(), key=lambda kv: kv[0][1] == "backward")]
     in_layers = {d: sum(median_ms(v) for (_, dd), v in times.items() if dd == d)
                  for d in ("forward", "backward")}
-    rows = [["whole step", "", f"{median_ms(parts['step']):.2f}"],
+    rows = [["whole step", "", f"{median_ms(parts['step']):.3f}"],
             ["loss forward (layers + sampler + likelihood)", "",
-             f"{median_ms(parts['loss (forward)']):.2f}"],
+             f"{median_ms(parts['loss (forward)']):.3f}"],
             ["  of which outside the layers", "",
-             f"{median_ms(parts['loss (forward)']) - in_layers['forward']:.2f}"],
-            ["backward", "", f"{median_ms(parts['backward']):.2f}"],
+             f"{median_ms(parts['loss (forward)']) - in_layers['forward']:.3f}"],
+            ["backward", "", f"{median_ms(parts['backward']):.3f}"],
             ["  of which outside the layers", "",
-             f"{median_ms(parts['backward']) - in_layers['backward']:.2f}"],
-            ["optimizer (Adam)", "", f"{median_ms(parts['optimizer']):.2f}"]] + layer_rows
-    notes = [f"{cpu_info()}; {threads_in_use()} threads; batch 128; float32; median of "
+             f"{median_ms(parts['backward']) - in_layers['backward']:.3f}"],
+            ["optimizer (Adam)", "", f"{median_ms(parts['optimizer']):.3f}"]] + layer_rows
+    notes = [f"{cpu_info()}; {threads_in_use()} threads; batch {args.batch}; float32; median of "
              f"{args.steps} steps after {args.warmup}; glibc malloc "
              f"{'at its defaults' if args.no_retain else 'with retain_freed_memory()'}."]
     suffix = "_no-retain" if args.no_retain else ""
-    save_table(os.path.join(HERE, "results", f"profile_{args.model}{suffix}.md"),
+    save_table(args.out or os.path.join(HERE, "results", f"profile_{table}{suffix}.md"),
                f"{args.model}: one training step, layer by layer", ["part", "pass", "ms"],
                rows, notes)
 

@@ -39,6 +39,7 @@ print("the script never asked for PyTorch")
     ("bench_train.py", ["--worker", "torch-products", "mlp-vae", "1", "1"]),
     ("bench_conv_layers.py", ["--worker", "torch", "2", "1"]),
     ("profile_step.py", ["--torch"]),
+    ("profile_step.py", ["--torch", "--model", "iwae-1l", "--batch", "20", "--k", "5"]),
 ])
 def test_pytorch_is_imported_before_scratchvae(script, args):
     path = os.path.join(ROOT, "benchmarks", script)
@@ -181,3 +182,28 @@ def test_bench_train_products_refuses_the_conv_models():
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2
     assert "--products: the products of conv-vae run inside the fused im2col" in result.stderr
+
+
+def test_profile_step_times_the_iwae_step_part_by_part(tmp_path):
+    """profile_step.py --model iwae-1l: Burda et al.'s step over k samples, each
+    layer's passes and what lies outside them, in a table."""
+    out = tmp_path / "profile.md"
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "profile_step.py"),
+                             "--model", "iwae-1l", "--batch", "3", "--k", "2", "--steps", "2",
+                             "--warmup", "1", "--out", str(out)],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    text = out.read_text()
+    assert "## iwae-1l: one training step, layer by layer" in text and "batch 3;" in text
+    assert "| decoder[4] Linear | backward |" in text and "| optimizer (Adam) |" in text
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--model", "conv-vae", "--k", "5"], "--k and --objective are options of --model iwae-1l"),
+    (["--model", "iwae-1l", "--k", "0"], "--batch and --k take numbers >= 1"),
+    (["--model", "conv-vae", "--out", "x.md"], "--out is an option of --model iwae-1l"),
+])
+def test_profile_step_refuses_options_of_another_model(args, expected):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "profile_step.py"),
+                             *args], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2 and expected in result.stderr
