@@ -36,16 +36,19 @@ Gradient: d softplus(l)/dl = e^l / (1 + e^l) = sigmoid(l), so
 ``scale`` is the upstream gradient of each row loss (e.g. 1/N for a batch
 mean). sigmoid is evaluated stably from the same e = exp(-|l|)
 (kernels/sigmoid.py): ``1 / (1 + e)`` for l >= 0 and ``e / (1 + e)`` for
-l < 0. The kernels make ONE pass over the data with one exp per element
-(the CPU kernel also needs only one log per 512 elements, see
-:func:`_bce_cpu`). The formulas of one element, ``max(l, 0) - l x`` and
-``scale * (sigmoid(l) - x)``, are written once (:func:`_linear_terms`,
+l < 0. One exp per element: the CUDA kernel makes one pass over the data;
+on the CPU, NumPy's vectorised exp writes e into the gradient's array and
+one pass of the Numba kernel turns each entry into its gradient (Numba's
+exp is a scalar libm call, several times slower than NumPy's SIMD loop: it
+would be the larger part of a fused pass), with only one log per 512
+elements (:func:`_bce_cpu`). The formulas of one element, ``max(l, 0) - l x``
+and ``scale * (sigmoid(l) - x)``, are written once (:func:`_linear_terms`,
 :func:`_dlogit`) and compiled into both the CPU and the CUDA kernel.
 
 Precision (chosen): row sums are accumulated in float64 and then stored in
 the input dtype -- ``row_loss`` and ``dlogits`` have the dtype of the logits,
-so float32 training stays float32. In the CPU kernel ``exp(-|l|)`` is taken
-in the input dtype and everything after it in float64; the CUDA kernel works
+so float32 training stays float32. On the CPU ``exp(-|l|)`` is NumPy's, in
+the input dtype, and everything after it float64; the CUDA kernel works
 in float64 throughout; the reference evaluates elements in the input dtype
 and sums in float64. All agree to a few units of the input dtype's rounding.
 """
@@ -118,18 +121,25 @@ def _dlogit(l, e, x, scale):
 LOG_BLOCK = 512
 
 
+def _exp_of_minus_abs(l, out):
+    """out = exp(-|l|), in (0, 1], by NumPy's vectorised exp, in l's dtype."""
+    np.abs(l, out=out)
+    np.negative(out, out=out)
+    return np.exp(out, out=out)
+
+
 @njit(parallel=True, fastmath=False, cache=True)
-def _bce_cpu(l, x, scale, row_loss, dl, want_grad):
-    """row_loss[n] for every row n (rows in parallel), and dl[n, :] when
-    ``want_grad`` (dl is not touched otherwise).
+def _bce_cpu(l, e_dl, x, scale, row_loss, want_grad):
+    """row_loss[n] for every row n (rows in parallel), given e_dl = exp(-|l|)
+    (:func:`_exp_of_minus_abs`); when ``want_grad``, each entry of e_dl is
+    then overwritten with its gradient (read before written: no second array).
 
     ``sum_d log1p(e_d)`` is taken as ``sum_blocks log(prod_block (1 + e_d))``:
     one log per LOG_BLOCK elements instead of one per element (the libm
     log/log1p call is the most expensive part of the loop). Rounding adds
     about one float64 ulp per factor, an absolute error near 512 * 1.1e-16
-    = 6e-14 per block: invisible in a float32 result. ``e`` comes from
-    ``exp`` in the input dtype (float32 exp is twice as fast as float64);
-    everything after it is float64.
+    = 6e-14 per block: invisible in a float32 result. Everything after e
+    is float64.
     """
     N, D = l.shape
     for n in prange(N):
@@ -137,9 +147,8 @@ def _bce_cpu(l, x, scale, row_loss, dl, want_grad):
         prod = 1.0    # float64: product of (1 + e) over the current block
         k = 0         # factors in the current block
         for d in range(D):
-            li = l[n, d]
-            e = np.float64(np.exp(-abs(li)))  # in (0, 1]: cannot overflow
-            lf = np.float64(li)
+            e = np.float64(e_dl[n, d])
+            lf = np.float64(l[n, d])
             xf = np.float64(x[n, d])
             acc += _linear_terms(lf, xf)
             prod *= 1.0 + e
@@ -149,7 +158,7 @@ def _bce_cpu(l, x, scale, row_loss, dl, want_grad):
                 prod = 1.0
                 k = 0
             if want_grad:
-                dl[n, d] = _dlogit(lf, e, xf, scale)
+                e_dl[n, d] = _dlogit(lf, e, xf, scale)
         row_loss[n] = acc + np.log(prod)
 
 
@@ -172,7 +181,7 @@ def bce_with_logits(logits, targets, scale=1.0):
     row_loss = xp.empty(l.shape[0], dtype=l.dtype)
     dl = xp.empty_like(l)
     if impl == "cpu":
-        _bce_cpu(l, x, float(scale), row_loss, dl, True)
+        _bce_cpu(l, _exp_of_minus_abs(l, dl), x, float(scale), row_loss, True)
     else:
         _bce_cuda(l, x, float(scale), row_loss, dl)
     return row_loss, dl.reshape(logits.shape)
@@ -188,7 +197,7 @@ def bce_with_logits_forward(logits, targets):
     l, x = _as_rows(logits), _as_rows(targets)
     row_loss = xp.empty(l.shape[0], dtype=l.dtype)
     if impl == "cpu":
-        _bce_cpu(l, x, 0.0, row_loss, np.empty((0, 0), l.dtype), False)
+        _bce_cpu(l, _exp_of_minus_abs(l, np.empty_like(l)), x, 0.0, row_loss, False)
     else:
         _bce_forward_cuda(l, x, row_loss)
     return row_loss
