@@ -13,7 +13,8 @@ allocations of each step, the layout each layer hands to the next.
 ``--model iwae-1l`` trains with the importance-weighted bound over ``--k`` samples
 (``--objective``: iwae, dreg or elbo; default iwae) on ``--batch`` images (Burda
 et al.'s is 20), Adam with eps 1e-4 as bench_iwae.py; the tables are saved as
-``profile_iwae-1l_b<batch>_k<k>[_torch].md``.
+``profile_iwae-1l_b<batch>_k<k>[_<objective>][_torch].md`` (the objective named
+when it is not iwae), or to ``--out PATH``.
 
 ``--model pixelcnn`` profiles the gated PixelCNN prior instead (batch 128 of
 random 7x7 maps of 128 codes; ``--conditional`` adds labels): each part of
