@@ -31,6 +31,8 @@ is stated here, and only here:
   x (and dy) viewed in x's memory order, provided that order is C-order or
   channels-last and dy shares it; their ``"cpu"`` is NumPy's vectorised
   tanh and exp written in place, not a Numba function.
+- ``bce_with_logits``/``bce_with_logits_forward`` (kernels/bce.py): their
+  ``"cpu"`` takes exp(-|l|) from NumPy's vectorised exp, then one Numba pass.
 - ``adam_step`` (kernels/adam.py) runs its ``"cpu"`` loop on one thread of
   the pool for a parameter of at most ``SMALL_UPDATE`` elements (the same bits).
 - ``matmul`` (kernels/gemm.py) reads strides (``strided=True``: an operand
