@@ -109,11 +109,10 @@ def recorded_products(k, options):
 def worker_ours_products(k, steps, options, update=False):
     """Our step's products replayed alone; with ``update``, each replay followed by
     the Adam step (the ``ours-floor`` kind)."""
-    from benchmarks.common import (replay_products, replay_products_and_update,
-                                   sample_times, threads_in_use)
+    from benchmarks.common import replay_products, sample_times, threads_in_use
 
     calls, opt = recorded_products(k, options)
-    run = replay_products_and_update(calls, opt) if update else replay_products(calls)
+    run = replay_products(calls, opt if update else None)
     times = sample_times(run, steps, warmup=options["warmup"])
     return {"step_ms": float(np.median(times) * 1e3), "threads": threads_in_use(),
             "products": len(calls),

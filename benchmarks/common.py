@@ -69,26 +69,18 @@ def record_products(run_once):
     return calls
 
 
-def replay_products(calls):
-    """A function that runs the recorded ``calls`` back to back on kernels.gemm.matmul."""
+def replay_products(calls, optimizer=None):
+    """A function that runs the recorded ``calls`` back to back on kernels.gemm.matmul,
+    then, given an ``optimizer``, its ``step()`` on the gradients the recorded step
+    left: the floor under a step that must also update its parameters."""
     from kernels.gemm import matmul
 
     def products():
         for a, b, out in calls:
             matmul(a, b, out=out)
+        if optimizer is not None:
+            optimizer.step()
     return products
-
-
-def replay_products_and_update(calls, optimizer):
-    """A function that runs the recorded ``calls`` (:func:`replay_products`), then
-    ``optimizer.step()`` on the gradients the recorded step left: the floor under a
-    step that must also update its parameters."""
-    products = replay_products(calls)
-
-    def products_and_update():
-        products()
-        optimizer.step()
-    return products_and_update
 
 
 def product_layouts(calls):
