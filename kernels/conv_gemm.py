@@ -48,6 +48,7 @@ from .gemm import _gemm_addresses, gemm_rows, matmul
 from .im2col import (_geometry, col2im_block, col2im_reference, col2im_table_block,
                      conv_output_size, cpu_tables, im2col_block, im2col_reference,
                      im2col_table_block)
+from .relu import _relu, _relu_grad, relu_backward, relu_forward
 
 #: a chunk's column rows take about this many bytes (its images' columns are
 #: built, multiplied or gathered while they stay in the core's cache: 2 MB of
@@ -97,6 +98,21 @@ def _col2im_chunk(cols, n0, n1, y, kh, kw, sh, sw, ph, pw, use_table, starts, en
         col2im_block(cols, n0, n1, y, kh, kw, sh, sw, ph, pw, init)
 
 
+@njit(inline="always")
+def _relu_epilogue(block, relu, gated, gate):
+    """On a block of a product's result while it is in cache (2-D, C-contiguous):
+    max(v, 0) (``relu``), or v where the ReLU output ``gate`` (the block's
+    shape) is > 0, else 0 (``gated``): kernels/relu.py's rules, element for element."""
+    if relu:
+        for r in range(block.shape[0]):
+            for c in range(block.shape[1]):
+                block[r, c] = _relu(block[r, c])
+    elif gated:
+        for r in range(block.shape[0]):
+            for c in range(block.shape[1]):
+                block[r, c] = _relu_grad(block[r, c], gate[r, c])
+
+
 # --------------------------------------------------------------------------
 # the fused CPU kernels. ``threads`` is Numba's thread count, read by the
 # caller (calling get_num_threads in here would keep them from being cached);
@@ -106,10 +122,11 @@ def _col2im_chunk(cols, n0, n1, y, kh, kw, sh, sw, ph, pw, use_table, starts, en
 
 @njit(parallel=True, cache=True)
 def _columns_cpu(gemm, x, kh, kw, sh, sw, ph, pw, use_table, offsets, chunk, threads, one,
-                 zero, forward, Wm, bias, has_bias, out, weight, R, parts):
+                 zero, forward, Wm, bias, has_bias, out, relu, gated, gate, weight, R, parts):
     """The products of im2col(x) (x (N, H, W, C)), each chunk's columns built once:
 
-    - ``forward``: out (N*OH*OW, O) = im2col(x) Wm^T (+ bias), Wm (O, KH*KW*C);
+    - ``forward``: out (N*OH*OW, O) = im2col(x) Wm^T (+ bias), Wm (O, KH*KW*C),
+      then :func:`_relu_epilogue` (``relu``, or ``gated`` by ``gate``, out's shape);
     - ``weight``: parts[t] (D, KH*KW*C) = R_t^T im2col(x_t) over thread t's
       images, R (N*OH*OW, D); the caller adds the partial products.
 
@@ -144,6 +161,7 @@ def _columns_cpu(gemm, x, kh, kw, sh, sw, ph, pw, use_table, offsets, chunk, thr
                 # block (rows, O) = cols (rows, width) @ Wm^T (width, O)
                 gemm_rows(gemm, True, False, rows, O, width, one, cols_at, width, w_at, width,
                           forward_beta, out_at + n0 * P * O * size, O)
+                _relu_epilogue(block, relu, gated, gate[n0 * P:n1 * P])
             if weight:
                 # parts[t] (D, width) += R[n0*P:n1*P]^T (D, rows) @ cols (rows, width)
                 gemm_rows(gemm, False, True, D, width, rows, one, r_at + n0 * P * D * size,
@@ -153,10 +171,13 @@ def _columns_cpu(gemm, x, kh, kw, sh, sw, ph, pw, use_table, offsets, chunk, thr
 
 @njit(parallel=True, cache=True)
 def _transposed_cpu(gemm, X, Wm, init, y, P, kh, kw, sh, sw, ph, pw, use_table, starts,
-                    entries, chunk, threads, one, zero):
-    """y (N, OH, OW, O) = col2im(X Wm) + init; X (N*P, C), P input pixels per
-    image, Wm (C, KH*KW*O)."""
+                    entries, chunk, threads, one, zero, relu, gated, gate):
+    """y (N, OH, OW, O) = col2im(X Wm) + init, then :func:`_relu_epilogue` on
+    each chunk's images (``gate``: (N*OH*OW, O)); X (N*P, C), P input pixels
+    per image, Wm (C, KH*KW*O)."""
     N = y.shape[0]
+    Q = y.shape[1] * y.shape[2]                   # output pixels per image
+    pixels = y.reshape(N * Q, y.shape[3])
     C, width = Wm.shape
     size = X.itemsize
     w_at, x_at = np.int64(Wm.ctypes.data), np.int64(X.ctypes.data)
@@ -172,11 +193,14 @@ def _transposed_cpu(gemm, X, Wm, init, y, P, kh, kw, sh, sw, ph, pw, use_table, 
                       w_at, width, zero, cols_at, width)
             _col2im_chunk(cols[:rows], n0, n1, y, kh, kw, sh, sw, ph, pw, use_table, starts,
                           entries, init)
+            _relu_epilogue(pixels[n0 * Q:n1 * Q], relu, gated, gate[n0 * Q:n1 * Q])
 
 
-def _column_products_cpu(x, kernel_size, stride, padding, Wm=None, bias=None, R=None):
+def _column_products_cpu(x, kernel_size, stride, padding, Wm=None, bias=None, R=None,
+                         relu=False, relu_output=None):
     """(im2col(x) Wm^T + bias or None, R^T im2col(x) or None) by :func:`_columns_cpu`:
-    the forward product when Wm is given, the weight product when R is."""
+    the forward product when Wm is given (``relu``, ``relu_output``: see
+    :func:`conv_forward_product`), the weight product when R is."""
     N, H, W, C = x.shape
     OH, OW = _geometry("conv products", x.shape, kernel_size, stride, padding)
     kh, kw = kernel_size
@@ -195,6 +219,8 @@ def _column_products_cpu(x, kernel_size, stride, padding, Wm=None, bias=None, R=
                  chunk, threads, *_blas_scalars(dtype),
                  Wm is not None, Wm if Wm is not None else empty2,
                  bias if bias is not None else np.empty(0, dtype), bias is not None, out,
+                 relu, relu_output is not None,
+                 relu_output if relu_output is not None else empty2,
                  R is not None, R if R is not None else empty2, parts)
     dW = None
     if R is not None:                          # the partial products, added in order
@@ -219,6 +245,31 @@ def _check_bias(name, bias, channels):
                          f"{tuple(bias.shape)}")
 
 
+def _check_epilogue(name, relu, relu_output, shape, dtype):
+    """``relu`` and ``relu_output`` (one at most): the latter of the result's shape
+    and dtype, C-contiguous (the fused kernels read it by rows)."""
+    if relu_output is None:
+        return
+    if relu:
+        raise ValueError(f"{name}: expected relu=True or a relu_output, not both")
+    if tuple(relu_output.shape) != tuple(shape) or relu_output.dtype != dtype:
+        raise ValueError(f"{name}: expected a relu_output of shape {tuple(shape)} and dtype "
+                         f"{np.dtype(dtype)} (the result's), got {tuple(relu_output.shape)} "
+                         f"and {relu_output.dtype}")
+    if not relu_output.flags.c_contiguous:
+        raise ValueError(f"{name}: expected a C-contiguous relu_output")
+
+
+def _epilogue_unfused(y, relu, relu_output):
+    """The fused kernels' epilogue as a separate pass of kernels/relu.py (same values):
+    max(y, 0) in place, or y where relu_output > 0, else 0."""
+    if relu:
+        return relu_forward(y, out=y)
+    if relu_output is not None:
+        return relu_backward(y, relu_output)
+    return y
+
+
 def _blas_scalars(dtype):
     return scalar(1, dtype), scalar(0, dtype)
 
@@ -241,13 +292,20 @@ def conv_weight_product_reference(x, R, kernel_size, stride, padding):
     return R.T @ im2col_reference(x, kernel_size, stride, padding)
 
 
-def conv_forward_product(x, Wm, kernel_size, stride, padding, bias=None):
+def conv_forward_product(x, Wm, kernel_size, stride, padding, bias=None, relu=False,
+                         relu_output=None):
     """Y = im2col(x) @ Wm.T (+ bias): the output of a convolution, channels-last, flattened.
 
     x : (N, H, W, C) channels-last image; Wm : (O, KH*KW*C) weight matrix (rows
     O, columns (i, j, c) as im2col's); bias : (O,) or None. ``kernel_size``,
     ``stride``, ``padding`` are (h, w) pairs. Returns a new C-contiguous
     (N*OH*OW, O) array.
+
+    The epilogue, applied to each chunk of Y while it is in cache (one pass
+    over memory fewer than a separate ReLU): ``relu=True`` returns max(Y, 0)
+    (the ReLU that follows a layer); ``relu_output`` r, an array of Y's
+    shape, returns Y where r > 0, else 0 (a gradient carried back through
+    the ReLU whose output r is). Both follow kernels/relu.py's rules exactly.
     """
     name = "conv_forward_product"
     OH, OW = _geometry(name, x.shape, kernel_size, stride, padding)
@@ -255,22 +313,28 @@ def conv_forward_product(x, Wm, kernel_size, stride, padding, bias=None):
     kh, kw = kernel_size
     _check_2d(name, "a weight matrix", Wm, (None, kh * kw * C))
     _check_bias(name, bias, Wm.shape[0])
+    _check_epilogue(name, relu, relu_output, (N * OH * OW, Wm.shape[0]), x.dtype)
     if _is_pointwise(kernel_size, stride, padding):          # the columns are x itself
         Y = matmul(x.reshape(N * H * W, C), Wm.T)
-        return Y if bias is None else _add(Y, bias)
+        return _epilogue_unfused(Y if bias is None else _add(Y, bias), relu, relu_output)
     impl = choose(x, Wm, bias)
     if impl != "cpu":
-        return _forward_unfused(impl, x, Wm, kernel_size, stride, padding, bias)
-    return _column_products_cpu(x, kernel_size, stride, padding, Wm=Wm, bias=bias)[0]
+        return _epilogue_unfused(_forward_unfused(impl, x, Wm, kernel_size, stride, padding,
+                                                  bias), relu, relu_output)
+    return _column_products_cpu(x, kernel_size, stride, padding, Wm=Wm, bias=bias, relu=relu,
+                                relu_output=relu_output)[0]
 
 
-def conv_transposed_product(X, Wm, y_shape, kernel_size, stride, padding, bias=None):
+def conv_transposed_product(X, Wm, y_shape, kernel_size, stride, padding, bias=None,
+                            relu=False, relu_output=None):
     """y = col2im(X @ Wm, y_shape) (+ bias): a transposed convolution, channels-last.
 
     X : (N*H*W, C), the input image channels-last and flattened; Wm :
     (C, KH*KW*O); ``y_shape`` : (N, OH, OW, O), the output image, whose
     im2col has N*H*W rows; bias : (O,) or None. Returns a new C-contiguous
-    array of shape ``y_shape``.
+    array of shape ``y_shape``. ``relu``, ``relu_output`` (of shape
+    ``y_shape``): the epilogue of :func:`conv_forward_product`, on each
+    chunk of images once gathered.
     """
     name = "conv_transposed_product"
     N, OH, OW, O = y_shape
@@ -279,25 +343,28 @@ def conv_transposed_product(X, Wm, y_shape, kernel_size, stride, padding, bias=N
     _check_2d(name, "an input", X, (N * H * W, None))
     _check_2d(name, "a weight matrix", Wm, (X.shape[1], kh * kw * O))
     _check_bias(name, bias, O)
+    _check_epilogue(name, relu, relu_output, y_shape, X.dtype)
     if _is_pointwise(kernel_size, stride, padding):
         y = matmul(X, Wm).reshape(y_shape)
-        return y if bias is None else _add(y, bias)
+        return _epilogue_unfused(y if bias is None else _add(y, bias), relu, relu_output)
     impl = choose(X, Wm, bias)
     if impl == "reference":
-        return conv_transposed_product_reference(X, Wm, y_shape, kernel_size, stride, padding,
-                                                 bias)
+        return _epilogue_unfused(conv_transposed_product_reference(
+            X, Wm, y_shape, kernel_size, stride, padding, bias), relu, relu_output)
     if impl == "cuda":                                              # cuBLAS, then col2im
         y = get_xp(X).empty(tuple(y_shape), dtype=X.dtype)
         columns._col2im_cuda(matmul(X, Wm), y, kernel_size, stride, padding)
-        return y if bias is None else _add(y, bias)
+        return _epilogue_unfused(y if bias is None else _add(y, bias), relu, relu_output)
     y = np.empty(tuple(y_shape), dtype=X.dtype)
     init = bias if bias is not None else np.zeros(O, X.dtype)
     use_table, starts, entries = _table_args(cpu_tables(y_shape, kernel_size, stride,
                                                         padding, gather=True))
     chunk = _images_per_chunk(H * W, kh * kw * O, X.itemsize, CHUNK_BYTES)
+    gate = (relu_output.reshape(N * OH * OW, O) if relu_output is not None
+            else np.empty((0, 0), X.dtype))
     _transposed_cpu(_gemm_addresses()[X.dtype], X, Wm, init, y, H * W, kh, kw, *stride,
                     *padding, use_table, starts, entries, chunk, get_num_threads(),
-                    *_blas_scalars(X.dtype))
+                    *_blas_scalars(X.dtype), relu, relu_output is not None, gate)
     return y
 
 
@@ -322,13 +389,15 @@ def conv_weight_product(x, R, kernel_size, stride, padding):
     return _column_products_cpu(x, kernel_size, stride, padding, R=R)[1]
 
 
-def conv_forward_and_weight_products(x, Wm, R, kernel_size, stride, padding):
+def conv_forward_and_weight_products(x, Wm, R, kernel_size, stride, padding,
+                                     relu_output=None):
     """(im2col(x) @ Wm.T, R.T @ im2col(x)): both products of one column matrix.
 
     What a transposed convolution's backward needs (x = dy, R = its input X):
     its input gradient and its weight gradient. Equal to
     (:func:`conv_forward_product`, :func:`conv_weight_product`), with each
-    chunk's columns built once for both.
+    chunk's columns built once for both; ``relu_output`` is the first
+    product's epilogue, as in :func:`conv_forward_product`.
     """
     name = "conv_forward_and_weight_products"
     OH, OW = _geometry(name, x.shape, kernel_size, stride, padding)
@@ -336,14 +405,18 @@ def conv_forward_and_weight_products(x, Wm, R, kernel_size, stride, padding):
     kh, kw = kernel_size
     _check_2d(name, "a weight matrix", Wm, (None, kh * kw * C))
     _check_2d(name, "a matrix R", R, (N * OH * OW, None))
+    _check_epilogue(name, False, relu_output, (N * OH * OW, Wm.shape[0]), x.dtype)
     if _is_pointwise(kernel_size, stride, padding):
-        return (conv_forward_product(x, Wm, kernel_size, stride, padding),
+        return (conv_forward_product(x, Wm, kernel_size, stride, padding,
+                                     relu_output=relu_output),
                 conv_weight_product(x, R, kernel_size, stride, padding))
     impl = choose(x, Wm, R)
     if impl != "cpu":
-        return (_forward_unfused(impl, x, Wm, kernel_size, stride, padding, None),
+        return (_epilogue_unfused(_forward_unfused(impl, x, Wm, kernel_size, stride, padding,
+                                                   None), False, relu_output),
                 _weight_unfused(impl, x, R, kernel_size, stride, padding))
-    return _column_products_cpu(x, kernel_size, stride, padding, Wm=Wm, R=R)
+    return _column_products_cpu(x, kernel_size, stride, padding, Wm=Wm, R=R,
+                                relu_output=relu_output)
 
 
 def _columns_cuda(x, kernel_size, stride, padding):

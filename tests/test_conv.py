@@ -7,10 +7,13 @@ import scratchvae.layers.conv as conv_layers
 from kernels import conv_gemm
 from kernels import im2col as K
 from kernels._dispatch import ENV_VAR
-from scratchvae.gradcheck import REGISTRY, check_names, check_op, checks
+from scratchvae.gradcheck import REGISTRY, check_names, check_op, checks, run_check
 from scratchvae.gradcheck import conv as conv_family
+from scratchvae.layers import Flatten, ReLU, Sequential
 from scratchvae.layers.conv import Conv2d, ConvTranspose2d
 from scratchvae.models import build_model
+from scratchvae.ops import activations as activation_ops
+from scratchvae.ops.activations import relu_backward, relu_forward
 from scratchvae.ops.conv import (conv2d_backward, conv2d_forward, conv2d_init,
                                  conv_transpose2d_backward, conv_transpose2d_forward,
                                  conv_transpose2d_init)
@@ -398,6 +401,92 @@ def test_need_dx_false_skips_only_dx():
     assert partial[0] is None
     np.testing.assert_array_equal(full[1], partial[1])
     np.testing.assert_array_equal(full[2], partial[2])
+
+
+def test_relu_options_of_the_ops_are_the_relu_ops_bit_for_bit():
+    """relu=True is relu_forward of the output; input_relu=True is relu_backward of
+    the input gradient with the cached input (a ReLU's output) as y."""
+    rng = np.random.default_rng(16)
+    for dtype in (np.float32, np.float64):
+        x, W, b, s, p = (a.astype(dtype) if isinstance(a, np.ndarray) else a
+                         for a in _conv_inputs((2, 3, 7, 6, 4, 3, 2, 1), rng))
+        x = np.maximum(x, 0)                                   # a ReLU's output
+        y, cache = conv2d_forward(x, W, b, s, p)
+        y_relu, cache_relu = conv2d_forward(x, W, b, s, p, relu=True)
+        _same_bits(y_relu, relu_forward(y.copy())[0])
+        dy = rng.standard_normal(y.shape).astype(dtype)
+        dx, dW, db = conv2d_backward(dy, cache)
+        du, dW2, db2 = conv2d_backward(dy, cache_relu, input_relu=True)
+        for got, want in ((du, relu_backward(dx, x)), (dW2, dW), (db2, db)):
+            _same_bits(got, want)
+        xt, Wt, bt, st, pt, opt = _convt_inputs((2, 5, 4, 3, 4, (3, 2), 2, 1, 1), rng)
+        xt, Wt, bt = (np.maximum(xt, 0).astype(dtype), Wt.astype(dtype), bt.astype(dtype))
+        z, cache = conv_transpose2d_forward(xt, Wt, bt, st, pt, opt)
+        _same_bits(conv_transpose2d_forward(xt, Wt, bt, st, pt, opt, relu=True)[0],
+                   relu_forward(z.copy())[0])
+        dz = rng.standard_normal(z.shape).astype(dtype)
+        dx, dW, db = conv_transpose2d_backward(dz, cache)
+        du, dW2, db2 = conv_transpose2d_backward(dz, cache, input_relu=True)
+        for got, want in ((du, relu_backward(dx, xt)), (dW2, dW), (db2, db)):
+            _same_bits(got, want)
+
+
+def _same_bits(got, want):
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_array_equal(np.ascontiguousarray(got).view(np.uint8),
+                                  np.ascontiguousarray(want).view(np.uint8))
+
+
+def _relu_stack(dtype, fuse_relu, inplace=True):
+    """A stack with a ReLU next to a convolution at every place Sequential fuses
+    (tables and runs, Conv2d and ConvTranspose2d, a 1x1 convolution) and one it
+    does not (a ReLU before Flatten)."""
+    kw = dict(rng=np.random.default_rng(17), dtype=dtype)
+    return Sequential(Conv2d(1, 3, 4, 2, 1, **kw), ReLU(inplace),
+                      Conv2d(3, 8, 3, 1, 1, **kw), ReLU(inplace),
+                      ConvTranspose2d(8, 5, 4, 2, 1, **kw), ReLU(inplace),
+                      Conv2d(5, 4, 1, **kw), ReLU(inplace), Flatten(),
+                      fuse_relu=fuse_relu)
+
+
+@pytest.mark.parametrize("inplace", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sequential_fuses_the_relus_next_to_convolutions_bit_for_bit(dtype, inplace,
+                                                                      monkeypatch):
+    rng = np.random.default_rng(18)
+    x = rng.standard_normal((3, 1, 10, 8)).astype(dtype)
+    results, calls = [], {"forward": 0, "backward": 0}
+    real_forward, real_backward = activation_ops.relu_forward, activation_ops.relu_backward
+
+    def counted(kind, real):
+        def run(*args, **kwargs):
+            calls[kind] += 1
+            return real(*args, **kwargs)
+        return run
+    monkeypatch.setattr(activation_ops, "relu_forward", counted("forward", real_forward))
+    monkeypatch.setattr(activation_ops, "relu_backward", counted("backward", real_backward))
+    for fuse in (True, False):
+        net = _relu_stack(dtype, fuse, inplace)
+        y = net.forward(x.copy())
+        g = rng.standard_normal(y.shape).astype(dtype) if fuse else g
+        dx = net.backward(g)
+        results.append([y, dx] + [p.grad for p in net.parameters()])
+        if fuse:   # only the ReLU before Flatten runs its own backward
+            assert calls == {"forward": 0, "backward": 1}
+    assert calls == {"forward": 4, "backward": 5}
+    for fused, separate in zip(*results):
+        _same_bits(fused, separate)
+
+
+def test_a_fusion_that_drops_the_relu_gradient_fails_the_gradient_check(monkeypatch):
+    """The catalogue's fused-ReLU check has teeth: a Conv2d backward that ignores
+    input_relu (the ReLU's backward skipped, nothing in its place) fails it."""
+    name = ("Sequential(Conv2d, ReLU, Conv2d, ReLU, ConvTranspose2d, ReLU, Conv2d 1x1), "
+            "ReLUs fused")
+    assert run_check(name).passed
+    real = Conv2d.backward
+    monkeypatch.setattr(Conv2d, "backward", lambda self, dy, input_relu=False: real(self, dy))
+    assert not run_check(name).passed
 
 
 def test_reference_kernels_agree(monkeypatch):

@@ -1,7 +1,8 @@
 """The fused conv products (kernels/conv_gemm.py) against the unfused references
 (im2col / col2im references and a plain product): both column strategies, odd
 geometries, bias or not, both dtypes, any chunk size, fewer images than
-threads, one thread; what takes the reference instead; the errors."""
+threads, one thread; what takes the reference instead; the ReLU epilogues
+against separate passes of kernels/relu.py; the errors."""
 import numba
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import pytest
 import kernels.conv_gemm as G
 from kernels._dispatch import ENV_VAR
 from kernels.im2col import TABLE_CHANNELS, conv_output_size
+from kernels.relu import relu_backward_reference, relu_forward_reference
 
 #: (N, H, W, C, kernel, stride, padding): C <= 3 takes the index tables, C > 3
 #: the runs (C >= 16: col2im's vector path); stride 1-3, padding 0-2, kernel 1-5
@@ -34,9 +36,9 @@ def fused_calls(monkeypatch):
     calls = []
     real_columns, real_transposed = G._columns_cpu, G._transposed_cpu
 
-    def columns(*args):       # use_table, forward and weight at 8, 14, 19
+    def columns(*args):       # use_table, forward and weight at 8, 14, 22
         products = {(True, True): "forward+weight", (True, False): "forward",
-                    (False, True): "weight"}[(args[14], args[19])]
+                    (False, True): "weight"}[(args[14], args[22])]
         calls.append((products, args[8]))
         return real_columns(*args)
 
@@ -185,3 +187,87 @@ def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match=r"conv_forward_and_weight_products: expected a "
                                          r"matrix R of shape \(72, \*\), got \(71, 2\)"):
         G.conv_forward_and_weight_products(x, np.zeros((4, 27)), np.zeros((71, 2)), k, s, p)
+
+
+def _relu_output_like(shape, dtype, rng):
+    """A ReLU's output: exact zeros (about half), positives, and one NaN (a NaN
+    input stays NaN through the ReLU; its gradient is 0)."""
+    r = np.maximum(rng.standard_normal(shape), 0).astype(dtype)
+    r.reshape(-1)[r.size // 2] = np.nan
+    return r
+
+
+def _same_bits(got, want):
+    assert got.shape == want.shape and got.dtype == want.dtype and got.flags.c_contiguous
+    np.testing.assert_array_equal(got.view(np.uint8), np.ascontiguousarray(want).view(np.uint8))
+
+
+@pytest.mark.parametrize("dispatch", ["auto", "reference"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("geometry", GEOMETRIES + [(2, 3, 4, 5, (1, 1), (1, 1), (0, 0))])
+def test_relu_epilogues_equal_the_separate_passes_bit_for_bit(geometry, dtype, dispatch,
+                                                              monkeypatch):
+    """relu=True is max(., 0) of the product, relu_output r keeps the product where
+    r > 0: kernels/relu.py's reference rules on the same product, bit for bit,
+    fused (the CPU kernels, chunk by chunk), pointwise (last geometry) or unfused."""
+    if dispatch == "reference":
+        monkeypatch.setenv(ENV_VAR, "reference")
+    rng = np.random.default_rng(6)
+    x, Wm, Wt, R = _inputs(geometry, dtype, rng)
+    k, s, p = geometry[4:]
+    b_fwd = rng.standard_normal(D).astype(dtype)
+    b_tr = rng.standard_normal(x.shape[3]).astype(dtype)
+
+    Y = G.conv_forward_product(x, Wm, k, s, p, b_fwd)
+    _same_bits(G.conv_forward_product(x, Wm, k, s, p, b_fwd, relu=True),
+               relu_forward_reference(Y))
+    gate = _relu_output_like(Y.shape, dtype, rng)
+    _same_bits(G.conv_forward_product(x, Wm, k, s, p, b_fwd, relu_output=gate),
+               relu_backward_reference(Y, gate))
+
+    y = G.conv_transposed_product(R, Wt, x.shape, k, s, p, b_tr)
+    _same_bits(G.conv_transposed_product(R, Wt, x.shape, k, s, p, b_tr, relu=True),
+               relu_forward_reference(y))
+    gate = _relu_output_like(y.shape, dtype, rng)
+    _same_bits(G.conv_transposed_product(R, Wt, x.shape, k, s, p, b_tr, relu_output=gate),
+               relu_backward_reference(y, gate))
+
+    Y, dW = G.conv_forward_and_weight_products(x, Wm, R, k, s, p)
+    gate = _relu_output_like(Y.shape, dtype, rng)
+    Y_gated, dW_gated = G.conv_forward_and_weight_products(x, Wm, R, k, s, p,
+                                                           relu_output=gate)
+    _same_bits(Y_gated, relu_backward_reference(Y, gate))
+    _same_bits(dW_gated, dW)
+
+
+def test_the_epilogue_comparison_catches_a_kernel_without_it(monkeypatch):
+    """The epilogue tests have teeth: a forward kernel that skips its ReLU fails."""
+    geometry = GEOMETRIES[3]
+    x, Wm, _, _ = _inputs(geometry, np.float64, np.random.default_rng(7))
+    k, s, p = geometry[4:]
+    real = G._columns_cpu
+    monkeypatch.setattr(G, "_columns_cpu",                  # relu is argument 19
+                        lambda *args: real(*args[:19], False, *args[20:]))
+    with pytest.raises(AssertionError):
+        _same_bits(G.conv_forward_product(x, Wm, k, s, p, relu=True),
+                   relu_forward_reference(G.conv_forward_product(x, Wm, k, s, p)))
+
+
+def test_bad_relu_epilogues_are_refused():
+    x = np.zeros((2, 6, 6, 3))
+    Wm = np.zeros((4, 27))
+    k, s, p = (3, 3), (1, 1), (1, 1)
+    with pytest.raises(ValueError, match="conv_forward_product: expected relu=True or a "
+                                         "relu_output, not both"):
+        G.conv_forward_product(x, Wm, k, s, p, relu=True, relu_output=np.zeros((72, 4)))
+    with pytest.raises(ValueError, match=r"conv_transposed_product: expected a relu_output "
+                                         r"of shape \(2, 6, 6, 3\) and dtype float64 \(the "
+                                         r"result's\), got \(2, 6, 6, 4\) and float64"):
+        G.conv_transposed_product(np.zeros((72, 4)), np.zeros((4, 27)), x.shape, k, s, p,
+                                  relu_output=np.zeros((2, 6, 6, 4)))
+    with pytest.raises(ValueError, match=r"got \(72, 4\) and float32"):
+        G.conv_forward_product(x, Wm, k, s, p, relu_output=np.zeros((72, 4), np.float32))
+    with pytest.raises(ValueError, match="conv_forward_and_weight_products: expected a "
+                                         "C-contiguous relu_output"):
+        G.conv_forward_and_weight_products(x, Wm, np.zeros((72, 2)), k, s, p,
+                                           relu_output=np.zeros((4, 72)).T)

@@ -16,6 +16,7 @@ import numpy as np
 from kernels import conv_gemm
 from kernels.im2col import col2im_reference, im2col_reference
 
+from ..layers import ReLU, Sequential
 from ..layers.conv import Conv2d, ConvTranspose2d
 from ..ops import conv as C
 from .core import check_module
@@ -86,13 +87,27 @@ REFERENCES = (conv_gemm.conv_forward_product_reference,
               conv_gemm.conv_weight_product_reference, im2col_reference, col2im_reference)
 TESTS = ("tests/test_conv.py", "tests/test_kernels_conv_gemm.py", "tests/test_kernels_im2col.py")
 
+
+def _fused_relu_stack(rng):
+    """Every ReLU next to a convolution, fused by Sequential: after a Conv2d
+    (columns from the index tables) and a ConvTranspose2d (col2im's runs, O = 4);
+    before a Conv2d (col2im's tables, C = 3), a ConvTranspose2d (the runs, dy of
+    4 channels) and a 1x1 Conv2d (no columns)."""
+    kw = dict(rng=rng, dtype=np.float64)
+    return Sequential(Conv2d(2, 3, 3, stride=2, padding=1, **kw), ReLU(inplace=True),
+                      Conv2d(3, 5, (3, 2), padding=1, **kw), ReLU(),
+                      ConvTranspose2d(5, 4, 4, stride=2, padding=1, **kw), ReLU(inplace=True),
+                      Conv2d(4, 3, 1, **kw))
+
 SPECS = (
     OpSpec(
         "conv2d", C.conv2d_forward, C.conv2d_backward,
         cases=tuple(_conv2d_case(c) for c in CONV2D_CASES),
         checks=(_module_check("Conv2d(3, 4, (3, 2), stride=(2, 1), padding=1)",
                               lambda rng: Conv2d(3, 4, (3, 2), stride=(2, 1), padding=1,
-                                                 rng=rng, dtype=np.float64), (2, 3, 6, 5)),),
+                                                 rng=rng, dtype=np.float64), (2, 3, 6, 5)),
+                _module_check("Sequential(Conv2d, ReLU, Conv2d, ReLU, ConvTranspose2d, ReLU, "
+                              "Conv2d 1x1), ReLUs fused", _fused_relu_stack, (2, 2, 6, 5))),
         implementations=("reference", "cpu", "cuda"), kernels=KERNELS, references=REFERENCES,
         derivation=C, wrapper=Conv2d, tests=TESTS),
     OpSpec(

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import get_xp
-from ..layers import Module, ReLU
+from ..layers import Module, ReLU, Sequential
 from ..models import vq_vae
 from ..ops.vq import as_rows
 
@@ -131,19 +131,26 @@ def modules(module):
 
 
 def relu_inputs_distance(model, run):
-    """Smallest |input| that any ReLU of ``model`` sees while ``run()`` executes."""
+    """Smallest |input| that any ReLU of ``model`` sees while ``run()`` executes
+    (with Sequential's ReLU fusion off, so that every ReLU sees its input; the
+    values are the same)."""
     relus = [m for m in modules(model) if isinstance(m, ReLU)]
+    stacks = [(m, m.fuse_relu) for m in modules(model) if isinstance(m, Sequential)]
     seen = [np.inf]
     for m in relus:
         def recording(x, m=m):
             seen.append(float(np.min(np.abs(x))))
             return ReLU.forward(m, x)
         m.forward = recording
+    for m, _ in stacks:
+        m.fuse_relu = False
     try:
         run()
     finally:
         for m in relus:
             del m.forward
+        for m, fuse in stacks:
+            m.fuse_relu = fuse
     return min(seen)
 
 

@@ -7,6 +7,12 @@ op docstrings.
 ``input_grad``: set it to False on a module whose input needs no gradient
 (the first layer of a network, fed with data); its backward then skips the
 input-gradient product and returns None.
+
+``fuses_relu``: Conv2d and ConvTranspose2d take ``forward(x, relu=True)``
+(a ReLU applied to the output in the product's epilogue) and
+``backward(dy, input_relu=True)`` (the gradient carried back through the ReLU
+whose output x is): :class:`~scratchvae.layers.dense.Sequential` uses them for
+the ReLUs next to a convolution.
 """
 import numpy as np
 
@@ -36,14 +42,17 @@ class Conv2d(Module):
         self.input_grad = True
         self.cache = None
 
-    def forward(self, x):
+    fuses_relu = True
+
+    def forward(self, x, relu=False):
         y, self.cache = conv2d_forward(x, self.weight.data,
                                        None if self.bias is None else self.bias.data,
-                                       self.stride, self.padding)
+                                       self.stride, self.padding, relu=relu)
         return y
 
-    def backward(self, dy):
-        dx, dW, db = conv2d_backward(dy, self.forward_cache(), need_dx=self.input_grad)
+    def backward(self, dy, input_relu=False):
+        dx, dW, db = conv2d_backward(dy, self.forward_cache(), need_dx=self.input_grad,
+                                     input_relu=input_relu)
         self.weight.accumulate(dW)
         if self.bias is not None:
             self.bias.accumulate(db)
@@ -136,14 +145,17 @@ class ConvTranspose2d(Module):
         self.input_grad = True
         self.cache = None
 
-    def forward(self, x):
+    fuses_relu = True
+
+    def forward(self, x, relu=False):
         y, self.cache = conv_transpose2d_forward(
             x, self.weight.data, None if self.bias is None else self.bias.data,
-            self.stride, self.padding, self.output_padding)
+            self.stride, self.padding, self.output_padding, relu=relu)
         return y
 
-    def backward(self, dy):
-        dx, dW, db = conv_transpose2d_backward(dy, self.forward_cache(), need_dx=self.input_grad)
+    def backward(self, dy, input_relu=False):
+        dx, dW, db = conv_transpose2d_backward(dy, self.forward_cache(), need_dx=self.input_grad,
+                                               input_relu=input_relu)
         self.weight.accumulate(dW)
         if self.bias is not None:
             self.bias.accumulate(db)

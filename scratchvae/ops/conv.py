@@ -144,7 +144,7 @@ def _column_sums(a):
 # Conv2d
 # --------------------------------------------------------------------------
 
-def conv2d_forward(x, W, b=None, stride=1, padding=0):
+def conv2d_forward(x, W, b=None, stride=1, padding=0, relu=False):
     """y[n, o, p, q] = b[o] + sum_{c,i,j} W[o, c, i, j] x[n, c, p*SH + i - PH, q*SW + j - PW]
 
     (x read as 0 outside the image). x (N, C, H, W), W (O, C, KH, KW),
@@ -154,6 +154,10 @@ def conv2d_forward(x, W, b=None, stride=1, padding=0):
     y channels-last in memory; the cache holds x channels-last (itself when
     it already is: x must not be changed before the backward) and Wm, what
     the gradients need.
+
+    ``relu=True`` returns max(y, 0) instead, the ReLU that follows the layer
+    applied in the product's epilogue (ops.activations.relu_forward's values);
+    the cache is the same, and the ReLU's backward stays the ReLU's.
     """
     op = "Conv2d"
     stride = as_pair(op, "stride", stride, 1)
@@ -168,12 +172,12 @@ def conv2d_forward(x, W, b=None, stride=1, padding=0):
     _check_output(op, (OH, OW), (H, Wd), (KH, KW), stride, padding)
     Wm = _weight_matrix(W)
     x_nhwc = _channels_last(x)
-    Y = conv_forward_product(x_nhwc, Wm, (KH, KW), stride, padding, bias=b)
+    Y = conv_forward_product(x_nhwc, Wm, (KH, KW), stride, padding, bias=b, relu=relu)
     y = _nchw_view(Y.reshape(N, OH, OW, O))      # rows of Y are pixels, columns channels
     return y, (x_nhwc, Wm, tuple(W.shape), stride, padding)
 
 
-def conv2d_backward(dy, cache, need_dx=True):
+def conv2d_backward(dy, cache, need_dx=True, input_relu=False):
     """Gradients given dy = dL/dy of shape (N, O, OH, OW) (any memory layout).
 
     Forward: Y = X Wm^T + 1 b^T with X = im2col(x) (N*OH*OW, KH*KW*C) and
@@ -186,8 +190,12 @@ def conv2d_backward(dy, cache, need_dx=True):
       gradient is its adjoint applied to dX:  dx = col2im(dY Wm),
       which is exactly conv_transpose2d(dy; W) (same weight, no bias).
 
-    ``need_dx=False`` skips dx (returned as None), e.g. for a first layer.
-    Returns ``(dx, dW, db)``; dx is channels-last in memory.
+    ``input_relu=True``: x is the output of a ReLU, x = max(u, 0); the
+    gradient returned is dL/du = dx 1[u > 0] = dx 1[x > 0] instead (the
+    ReLU's backward, ops.activations.relu_backward, applied in the product's
+    epilogue with the cached x). ``need_dx=False`` skips dx (returned as
+    None), e.g. for a first layer. Returns ``(dx, dW, db)``; dx is
+    channels-last in memory.
     """
     x_nhwc, Wm, w_shape, stride, padding = cache
     O, C, KH, KW = w_shape
@@ -203,7 +211,8 @@ def conv2d_backward(dy, cache, need_dx=True):
     dx = None
     if need_dx:
         dx = _nchw_view(conv_transposed_product(dY, Wm, (N, H, Wd, C), (KH, KW), stride,
-                                                padding))
+                                                padding,
+                                                relu_output=x_nhwc if input_relu else None))
     return dx, dW, db
 
 
@@ -294,7 +303,8 @@ def masked_conv2d_backward(dy, cache, need_dx=True):
 # ConvTranspose2d
 # --------------------------------------------------------------------------
 
-def conv_transpose2d_forward(x, W, b=None, stride=1, padding=0, output_padding=0):
+def conv_transpose2d_forward(x, W, b=None, stride=1, padding=0, output_padding=0,
+                             relu=False):
     """The adjoint of Conv2d (its input gradient), plus a bias:
 
         y[n, o, h, w] = b[o] + sum over c, i, j, p, q with p*SH + i - PH = h,
@@ -309,6 +319,7 @@ def conv_transpose2d_forward(x, W, b=None, stride=1, padding=0, output_padding=0
     Computed as y = col2im(X Wm) + b with X = x channels-last (N*H*W, C),
     one GEMM (fused with col2im: kernels/conv_gemm.py). Returns
     ``(y, cache)``, y channels-last in memory; the cache holds X and Wm.
+    ``relu=True``: max(y, 0), as in :func:`conv2d_forward`.
     """
     op = "ConvTranspose2d"
     stride = as_pair(op, "stride", stride, 1)
@@ -327,12 +338,13 @@ def conv_transpose2d_forward(x, W, b=None, stride=1, padding=0, output_padding=0
     _check_output(op, (OH, OW), (H, Wd), (KH, KW), stride, padding)
     X = _channels_last(x).reshape(N * H * Wd, C)
     Wm = _weight_matrix(W)
-    y = conv_transposed_product(X, Wm, (N, OH, OW, O), (KH, KW), stride, padding, bias=b)
+    y = conv_transposed_product(X, Wm, (N, OH, OW, O), (KH, KW), stride, padding, bias=b,
+                                relu=relu)
     return _nchw_view(y), (X, Wm, tuple(W.shape), (N, C, H, Wd), (N, O, OH, OW),
                            stride, padding)
 
 
-def conv_transpose2d_backward(dy, cache, need_dx=True):
+def conv_transpose2d_backward(dy, cache, need_dx=True, input_relu=False):
     """Gradients given dy = dL/dy of shape (N, O, OH, OW) (any memory layout).
 
     Forward: y = col2im(Z) + b with Z = X Wm, X (N*H*W, C), Wm (C, KH*KW*O).
@@ -344,8 +356,10 @@ def conv_transpose2d_backward(dy, cache, need_dx=True):
       weight, no bias: the very product conv2d_forward computes)
     - db  = sum of dy over n, h, w
 
-    ``need_dx=False`` skips dx (returned as None), e.g. for a first layer.
-    Returns ``(dx, dW, db)``; dx is channels-last in memory.
+    ``input_relu=True``: x is a ReLU's output; dL/du = dx 1[X > 0] is
+    returned instead, as in :func:`conv2d_backward`. ``need_dx=False`` skips
+    dx (returned as None), e.g. for a first layer. Returns ``(dx, dW, db)``;
+    dx is channels-last in memory.
     """
     X, Wm, w_shape, x_shape, y_shape, stride, padding = cache
     C, O, KH, KW = w_shape
@@ -356,7 +370,8 @@ def conv_transpose2d_backward(dy, cache, need_dx=True):
     db = _column_sums(dy_nhwc.reshape(-1, O))
     dx = None
     if need_dx:   # conv2d(dy; W), the product conv2d_forward computes, and dWm at once
-        dX, dWm = conv_forward_and_weight_products(dy_nhwc, Wm, X, (KH, KW), stride, padding)
+        dX, dWm = conv_forward_and_weight_products(dy_nhwc, Wm, X, (KH, KW), stride, padding,
+                                                   relu_output=X if input_relu else None)
         dx = _nchw_view(dX.reshape(N, H, Wd, C))
     else:
         dWm = conv_weight_product(dy_nhwc, X, (KH, KW), stride, padding)
