@@ -48,13 +48,14 @@ For iwae-1l at batch 20 with k samples, see benchmarks/bench_iwae.py.
 ``--epoch-steps N`` times the first N steps of the epoch and scales the time to
 the whole epoch (a prior's epoch is minutes; the table says so); 0 times it all.
 
-``--products`` (mlp-vae) also times the step's matrix products alone, the floor
-under each engine's step: ours recorded from one step (every ``matmul`` of the
-linear layers, operands in their layouts) and replayed; PyTorch's by ``torch.mm``
-over the same shapes and transposes (benchmarks.common.record_products); and
-ours followed by our Adam step (a step cannot take less than either). The
-conv models' products run inside the fused im2col kernels (kernels/conv_gemm.py)
-and cannot be replayed alone.
+``--products`` also times the step's matrix products alone, the floor under
+our step: recorded from one step (every ``matmul`` of the linear layers,
+operands in their layouts, benchmarks.common.record_products; and for the conv
+models every call of the fused conv kernels, whose BLAS calls are replayed chunk
+by chunk on columns made beforehand, benchmarks/conv_products.py) and replayed;
+and followed by our Adam step (a step cannot take less than either). For
+mlp-vae, whose products are all ``torch.mm`` calls in PyTorch too, PyTorch's
+products over the same shapes and transposes as well.
 
 One worker on its own (prints a JSON line; KIND is ours, torch, ours-products,
 ours-floor, torch-products, ours-quality or torch-quality; N is timed steps, or epochs for the
@@ -127,29 +128,47 @@ def worker_ours(model_name, steps, options):
                  threads_in_use(), options.get("epoch_steps", 0), options.get("epoch", 1))
 
 
-#: models whose every matrix product is a linear layer's (``--products``)
-PRODUCT_MODELS = ("mlp-vae",)
+#: the models ``--products`` times: their linear layers' products and (conv models)
+#: the fused conv kernels' products (benchmarks/conv_products.py)
+PRODUCT_MODELS = ("mlp-vae", "conv-vae", "conv-cvae", "vq-vae")
+#: those whose every product is a linear layer's: PyTorch's products are torch.mm calls
+TORCH_PRODUCT_MODELS = ("mlp-vae",)
 
 
 def recorded_products(model_name):
-    """The matrix products of one scratchvae training step of ``model_name`` on the
-    first batch (benchmarks.common.record_products), and the step's Adam."""
+    """The products of one scratchvae training step of ``model_name`` on the first
+    batch: the linear layers' matrix products (benchmarks.common.record_products),
+    the fused conv kernels' calls (benchmarks.conv_products.record), and the
+    step's Adam."""
+    from benchmarks import conv_products
     from benchmarks.common import record_products
 
     _, step, (xtr, ytr), opt = _ours(model_name)
-    return record_products(lambda: step(xtr[:BATCH].copy(), ytr[:BATCH].copy())), opt
+    convs = []
+
+    def one_step():
+        convs.extend(conv_products.record(
+            lambda: step(xtr[:BATCH].copy(), ytr[:BATCH].copy())))
+    return record_products(one_step), convs, opt
 
 
 def worker_ours_products(model_name, steps, update=False):
-    """Our step's products replayed alone; with ``update``, each replay followed by
-    the Adam step (the ``ours-floor`` kind)."""
+    """Our step's products replayed alone (the conv kernels' on columns made
+    beforehand); with ``update``, each replay followed by the Adam step (the
+    ``ours-floor`` kind)."""
+    from benchmarks import conv_products
     from benchmarks.common import replay_products, sample_times, threads_in_use
 
-    calls, opt = recorded_products(model_name)
-    run = replay_products(calls, opt if update else None)
+    calls, convs, opt = recorded_products(model_name)
+    linear = replay_products(calls, opt if update else None)
+    conv, _ = conv_products.replay(convs)
+
+    def run():
+        conv()
+        linear()
     times = sample_times(run, steps)
     return {"step_ms": float(np.median(times) * 1e3), "threads": threads_in_use(),
-            "products": len(calls)}
+            "products": len(calls) + len(convs), "conv_calls": len(convs)}
 
 
 def worker_torch_products(model_name, steps, threads):
@@ -170,7 +189,7 @@ def worker_torch_products(model_name, steps, threads):
 def layouts_main(argv):
     """``--layouts MODEL``: the products of one step as [M, K, N, a^T, b^T] rows."""
     from benchmarks.common import product_layouts
-    calls, _ = recorded_products(argv[0])
+    calls, _, _ = recorded_products(argv[0])
     print(json.dumps(product_layouts(calls)))
 
 
@@ -470,13 +489,12 @@ def main():
     parser.add_argument("--conditional", action="store_true",
                         help="pixelcnn: the class-conditional prior (MNIST labels)")
     parser.add_argument("--products", action="store_true",
-                        help="mlp-vae: also time each engine's matrix products alone (a floor)")
+                        help="also time our step's products alone, and with Adam (a floor; "
+                             "mlp-vae: PyTorch's too)")
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args()
     if args.products and args.model not in PRODUCT_MODELS:
-        parser.error(f"--products: the products of {args.model} run inside the fused im2col "
-                     f"kernels and cannot be replayed alone; it times "
-                     f"{', '.join(PRODUCT_MODELS)}")
+        parser.error(f"--products times {', '.join(PRODUCT_MODELS)}, not {args.model}")
     prior = args.model == "pixelcnn"
     if not prior and (args.vq_run or args.conditional):
         parser.error("--vq-run and --conditional are options of --model pixelcnn")
@@ -503,7 +521,8 @@ def main():
     kinds = ["ours", "torch"] if have_torch else ["ours"]
     if not prior and not args.epoch_steps:   # the train command too, as users run it
         kinds.insert(0, "train")
-    products = ["ours-products", "ours-floor"] + (["torch-products"] if have_torch else [])
+    products = ["ours-products", "ours-floor"] + (
+        ["torch-products"] if have_torch and args.model in TORCH_PRODUCT_MODELS else [])
     if args.products:
         kinds += products
     names = {"ours": "scratchvae benchmark loop", "torch": "PyTorch"}
@@ -573,8 +592,12 @@ def main():
                              ("torch-products", "PyTorch", "products alone")):
             if k in results:         # the floor under each step: its products (and Adam) alone
                 ms = min(r["step_ms"] for r in results[k])
+                convs = results[k][0].get("conv_calls", 0)
                 rows.append([f"{who}'s matrix {what} ({results[k][0]['products']} "
-                             f"products per step)", "", f"{ms:.2f}", "", "", ""])
+                             f"products per step"
+                             + (f", {convs} of them fused conv kernels' on columns made "
+                                f"beforehand" if convs else "") + ")",
+                             "", f"{ms:.2f}", "", "", ""])
                 if have_torch:
                     rows.append([f"ratio {who}'s {what} / PyTorch's step", "",
                                  f"{ms / best['torch']['step_ms']:.2f}x", "", "", ""])

@@ -4,7 +4,9 @@ inside real training steps (batch 128, float32, random binary images).
 
 Unlike bench_conv_layers.py, which times each convolution alone and warm,
 this sees the step as training does: cold caches between layers, the
-allocations of each step, the layout each layer hands to the next.
+allocations of each step, the layout each layer hands to the next. A ReLU
+that runs inside the convolution next to it (scratchvae/layers/dense.py,
+Sequential) has no row of its own for that pass: its time is the convolution's.
 
     python benchmarks/profile_step.py [--model conv-vae|mlp-vae|vq-vae] [--steps 40] [--no-retain]
     python benchmarks/profile_step.py --torch     # the PyTorch twin under torch.profiler

@@ -87,7 +87,8 @@ def measure(model_name, pairs, train_limit=0, log=print):
 
 
 def summary(results):
-    """(mean ratio command / loop, its 95% Student-t interval) over the pairs."""
+    """(mean ratio a / b over the pairs (a, b): command / loop here, its 95%
+    Student-t interval)."""
     from scipy import stats
 
     ratios = np.array([c / b for c, b in results])

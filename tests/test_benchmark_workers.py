@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -156,6 +157,31 @@ def test_train_overhead_times_the_command_and_the_loop_in_pairs():
                                       1.2 + 4.3027 * 0.1 / 3 ** 0.5), abs=1e-4)
 
 
+def test_bench_fusion_times_both_settings_on_one_model_and_sets_every_stack():
+    """benchmarks/bench_fusion.py: each round times the fused and the separate step;
+    the setting reaches every Sequential of the model (the conv CVAE has three)."""
+    sys.path.insert(0, ROOT)
+    from benchmarks import bench_fusion
+    from scratchvae.models import build_model
+
+    assert len(bench_fusion.stacks(build_model("conv-cvae"))) == 3
+    seen = []
+    real = bench_fusion.stacks
+
+    def spying(model):
+        found = real(model)
+        seen.append([s.fuse_relu for s in found])   # as the previous timing left them
+        return found
+    bench_fusion.stacks = spying
+    try:
+        results = bench_fusion.measure("conv-vae", 2, 1, log=lambda *a: None)
+    finally:
+        bench_fusion.stacks = real
+    assert len(results) == 2 and all(f > 0 and s > 0 for f, s in results)
+    # round 1: fused then separate; round 2: separate then fused (each set on both stacks)
+    assert seen == [[True, True], [True, True], [False, False], [False, False]]
+
+
 def test_bench_train_products_are_the_mlp_steps_and_replay_alone():
     """--products: the 11 products of one mlp-vae step (forward, dX, dW of its linear
     layers; none for the images' gradient), in their layouts, replayed alone."""
@@ -163,7 +189,8 @@ def test_bench_train_products_are_the_mlp_steps_and_replay_alone():
     from benchmarks import bench_train
     from benchmarks.common import product_layouts
 
-    calls, _ = bench_train.recorded_products("mlp-vae")
+    calls, convs, _ = bench_train.recorded_products("mlp-vae")
+    assert convs == []
     assert [f"{a.shape[0]}x{a.shape[1]}x{b.shape[1]}" for a, b, _ in calls] == [
         "128x784x400", "128x400x40", "128x20x400", "128x400x784",     # forward
         "128x784x400", "784x128x400", "128x400x20", "400x128x20",     # decoder's backward
@@ -176,12 +203,61 @@ def test_bench_train_products_are_the_mlp_steps_and_replay_alone():
         assert result["products"] == 11 and result["step_ms"] > 0
 
 
-def test_bench_train_products_refuses_the_conv_models():
+def test_bench_train_products_of_a_conv_step_are_its_fused_kernels_calls():
+    """--products for conv-vae: the step's nine fused conv kernel calls (forward,
+    backward; the first layer's input gradient skipped) besides its linear layers'
+    products, each with its geometry, chunk and threads."""
+    sys.path.insert(0, ROOT)
+    from benchmarks import bench_train
+
+    calls, convs, _ = bench_train.recorded_products("conv-vae")
+    assert len(calls) == 12                         # 4 linear layers: forward, dX, dW
+    assert [(c["kind"], c["N"] * c["P"], c["width"], c["O"] or c["D"] or c["C"])
+            for c in convs] == [
+        ("forward", 128 * 196, 16, 32), ("forward", 128 * 49, 512, 64),      # encoder
+        ("transposed", 128 * 49, 512, 64), ("transposed", 128 * 196, 16, 32),  # decoder
+        ("forward+weight", 128 * 196, 16, 32),                 # the last ConvT's backward
+        ("forward+weight", 128 * 49, 512, 64),                 # the first ConvT's
+        ("weight", 128 * 49, 512, 64), ("transposed", 128 * 49, 512, 64),   # Conv 32->64
+        ("weight", 128 * 196, 16, 32)]                         # Conv 1->32: no dx
+    assert all(c["chunk"] >= 1 and c["threads"] >= 1 for c in convs)
+    for update in (False, True):                               # ours-products, ours-floor
+        result = bench_train.worker_ours_products("conv-vae", 2, update=update)
+        assert result["products"] == 21 and result["conv_calls"] == 9
+        assert result["step_ms"] > 0
+
+
+def test_conv_products_replay_makes_the_recorded_products_chunk_by_chunk():
+    """benchmarks/conv_products.py replays each record's BLAS calls on its own
+    operands: the forward, weight and transposed products are those of the
+    columns it made, over each thread's images and chunks."""
+    sys.path.insert(0, ROOT)
+    from benchmarks import conv_products as CP
+
+    base = {"N": 5, "P": 3, "width": 4, "chunk": 2, "threads": 2, "dtype": np.float64}
+    records = [dict(base, kind=CP.FORWARD_AND_WEIGHT, O=6, D=2, C=0),
+               dict(base, kind=CP.TRANSPOSED, O=0, D=0, C=3)]
+    run, buffers = CP.replay(records, np.random.default_rng(0))
+    run()
+    (cols, W, out, R, parts), (tcols, tW, _, tR, _) = buffers
+    for t, (lo, hi) in enumerate([(0, 2), (2, 5)]):           # each thread's images
+        chunks = [(n0, min(n0 + 2, hi)) for n0 in range(lo, hi, 2)]
+        rows = [(n1 - n0) * 3 for n0, n1 in chunks]
+        for (n0, n1), r in zip(chunks, rows):                 # the same columns each chunk
+            np.testing.assert_allclose(out[n0 * 3:n1 * 3], cols[t, :r] @ W.T)
+        np.testing.assert_allclose(parts[t], sum(R[n0 * 3:n1 * 3].T @ cols[t, :r]
+                                                 for (n0, n1), r in zip(chunks, rows)))
+        n0, n1 = chunks[-1]                                   # the last chunk's columns stay
+        np.testing.assert_allclose(tcols[t, :rows[-1]], tR[n0 * 3:n1 * 3] @ tW)
+
+
+def test_bench_train_products_refuses_the_prior():
     result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_train.py"),
-                             "--model", "conv-vae", "--products"],
+                             "--model", "pixelcnn", "--products"],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2
-    assert "--products: the products of conv-vae run inside the fused im2col" in result.stderr
+    assert ("--products times mlp-vae, conv-vae, conv-cvae, vq-vae, not pixelcnn"
+            in result.stderr)
 
 
 def test_profile_step_times_the_iwae_step_part_by_part(tmp_path):
