@@ -57,7 +57,13 @@ and followed by our Adam step (a step cannot take less than either). For
 mlp-vae, whose products are all ``torch.mm`` calls in PyTorch too, PyTorch's
 products over the same shapes and transposes as well.
 
-One worker on its own (prints a JSON line; KIND is ours, torch, ours-products,
+``--torch-ftz`` also times the PyTorch twin with ``torch.set_flush_denormal(True)``
+(the ``torch-ftz`` kind): subnormal numbers read and made as 0 in every operation,
+where scratchvae stores only Adam's subnormal moments as 0 (kernels/adam.py).
+Later in training a dead unit's Adam moments turn subnormal, and PyTorch's steps
+slow down with them: this row measures by how much.
+
+One worker on its own (prints a JSON line; KIND is ours, torch, torch-ftz, ours-products,
 ours-floor, torch-products, ours-quality or torch-quality; N is timed steps, or epochs for the
 quality kinds; OPTIONS a JSON object: for the quality kinds the VQ options
 {"vq_init": ..., "vq_restart": ...};
@@ -201,6 +207,8 @@ def worker_torch(model_name, steps, threads, options):
     from scratchvae import data
 
     torch.manual_seed(0)
+    if options.get("flush_denormal") and not torch.set_flush_denormal(True):
+        raise RuntimeError("torch.set_flush_denormal: not supported on this CPU")
     (xtr, ytr), _ = mnist_arrays()
     model = MODELS[model_name]()
     opt, adam = fastest_adam(model.parameters())
@@ -216,7 +224,7 @@ def worker_torch(model_name, steps, threads, options):
                    (xtr[:BATCH].copy(), ytr[:BATCH].copy()), steps, n_params,
                    torch.get_num_threads(), options.get("epoch_steps", 0),
                    options.get("epoch", 1))
-    return dict(result, adam=adam)
+    return dict(result, adam=adam, flush_denormal=bool(options.get("flush_denormal")))
 
 
 def _prior_data(options):
@@ -452,6 +460,8 @@ def worker_main(argv):
                                else worker_ours(model, n, options)),
               "torch": lambda: (worker_torch_prior(n, threads, options) if prior
                                 else worker_torch(model, n, threads, options)),
+              "torch-ftz": lambda: worker_torch(model, n, threads,
+                                                dict(options, flush_denormal=True)),
               "ours-products": lambda: worker_ours_products(model, n),
               "ours-floor": lambda: worker_ours_products(model, n, update=True),
               "torch-products": lambda: worker_torch_products(model, n, threads),
@@ -491,8 +501,12 @@ def main():
     parser.add_argument("--products", action="store_true",
                         help="also time our step's products alone, and with Adam (a floor; "
                              "mlp-vae: PyTorch's too)")
+    parser.add_argument("--torch-ftz", action="store_true",
+                        help="also time PyTorch with torch.set_flush_denormal(True)")
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args()
+    if args.torch_ftz and (args.no_torch or args.model == "pixelcnn"):
+        parser.error("--torch-ftz: an option of the VAE models' PyTorch runs")
     if args.products and args.model not in PRODUCT_MODELS:
         parser.error(f"--products times {', '.join(PRODUCT_MODELS)}, not {args.model}")
     prior = args.model == "pixelcnn"
@@ -519,6 +533,8 @@ def main():
     threads = args.threads or threads_in_use()
     suffix = f"_{args.threads}threads" if args.threads else ""
     kinds = ["ours", "torch"] if have_torch else ["ours"]
+    if have_torch and args.torch_ftz:
+        kinds.append("torch-ftz")
     if not prior and not args.epoch_steps:   # the train command too, as users run it
         kinds.insert(0, "train")
     products = ["ours-products", "ours-floor"] + (
@@ -529,6 +545,7 @@ def main():
     if have_torch:
         import torch
         names["torch"] = f"PyTorch {torch.__version__}"
+        names["torch-ftz"] = f"PyTorch {torch.__version__}, flush_denormal"
     header, rows, notes = None, [], []
     table = args.model + ("-conditional" if args.conditional else "")
     if args.rounds:
@@ -584,6 +601,14 @@ def main():
             rows.append([f"ratio {names['ours']} / PyTorch", "",
                          f"{o['step_ms'] / t['step_ms']:.2f}x",
                          f"{o['epoch_s'] / t['epoch_s']:.2f}x", "", ""])
+            if "torch-ftz" in best:
+                f = best["torch-ftz"]
+                if "train" in results:
+                    rows.append(["ratio scratchvae `train` / PyTorch, flush_denormal", "", "",
+                                 f"{train_s / f['epoch_s']:.2f}x", "", ""])
+                rows.append([f"ratio {names['ours']} / PyTorch, flush_denormal", "",
+                             f"{o['step_ms'] / f['step_ms']:.2f}x",
+                             f"{o['epoch_s'] / f['epoch_s']:.2f}x", "", ""])
         if "train" in results:
             rows.append(["ratio `train` / benchmark loop", "", "",
                          f"{train_s / best['ours']['epoch_s']:.2f}x", "", ""])
@@ -595,7 +620,7 @@ def main():
                 convs = results[k][0].get("conv_calls", 0)
                 rows.append([f"{who}'s matrix {what} ({results[k][0]['products']} "
                              f"products per step"
-                             + (f", {convs} of them fused conv kernels' on columns made "
+                             + (f", {convs} of them the convolutions', on columns made "
                                 f"beforehand" if convs else "") + ")",
                              "", f"{ms:.2f}", "", "", ""])
                 if have_torch:
@@ -623,6 +648,11 @@ def main():
                          f"by {n_batches}/{timed}.")
         if have_torch:
             notes.append(f"PyTorch's Adam: {results['torch'][0]['adam']}.")
+            if "torch-ftz" in results:
+                notes.append("PyTorch, flush_denormal: the same twin with "
+                             "`torch.set_flush_denormal(True)` (subnormal inputs read as 0, "
+                             "subnormal results made 0, in every operation; scratchvae stores "
+                             "only Adam's subnormal moments as 0).")
         if prior:
             codes = (f"the codes of VQ-VAE run {args.vq_run}" if args.vq_run
                      else "uniform random codes (seed 0)")

@@ -38,6 +38,7 @@ print("the script never asked for PyTorch")
     ("bench_train.py", ["--worker", "torch-quality", "vq-vae", "1", "2", "0",
                         '{"vq_init": "uniform", "vq_restart": 0}']),
     ("bench_train.py", ["--worker", "torch-products", "mlp-vae", "1", "1"]),
+    ("bench_train.py", ["--worker", "torch-ftz", "conv-vae", "1", "2"]),
     ("bench_conv_layers.py", ["--worker", "torch", "2", "1"]),
     ("profile_step.py", ["--torch"]),
     ("profile_step.py", ["--torch", "--model", "iwae-1l", "--batch", "20", "--k", "5"]),
@@ -49,6 +50,24 @@ def test_pytorch_is_imported_before_scratchvae(script, args):
                             cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "scratchvae imported before PyTorch: False", result.stdout
+
+
+def test_the_torch_ftz_worker_flushes_subnormals_and_the_plain_one_does_not():
+    """--torch-ftz: the PyTorch twin under torch.set_flush_denormal(True), reported
+    in its result; the plain torch kind leaves PyTorch's default."""
+    pytest.importorskip("torch")
+    script = os.path.join(ROOT, "benchmarks", "bench_train.py")
+    for kind, flushed in (("torch-ftz", True), ("torch", False)):
+        result = subprocess.run([sys.executable, script, "--worker", kind, "mlp-vae", "2", "1",
+                                 "0", '{"epoch_steps": 2}'], capture_output=True, text=True,
+                                cwd=ROOT)
+        assert result.returncode == 0, result.stderr
+        out = json.loads(result.stdout.strip().splitlines()[-1])
+        assert out["flush_denormal"] is flushed and out["epoch_steps"] == 2
+    probe = ("import torch; torch.set_flush_denormal(True); "
+             "print(float(torch.tensor([1e-39]) * 1.0))")       # a subnormal float32
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True,
+                          text=True).stdout.strip() == "0.0"
 
 
 def test_import_torch_refuses_after_scratchvae():
