@@ -73,8 +73,7 @@ def measure(model_name, rounds, steps, log=print):
 
 
 def main():
-    from benchmarks.common import cpu_info, save_table, threads_in_use
-    from benchmarks.train_overhead import summary
+    from benchmarks.common import cpu_info, paired_rows, save_table, threads_in_use
 
     parser = argparse.ArgumentParser(description="ReLUs fused into the convolutions or not")
     parser.add_argument("--model", default="conv-vae", choices=MODELS)
@@ -86,11 +85,7 @@ def main():
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     results = measure(args.model, args.rounds, args.steps,
                       log=lambda line: print(line, flush=True))
-    mean, (lo, hi) = summary(results)
-    rows = [[str(i + 1), f"{f:.2f}", f"{s:.2f}", f"{f / s:.3f}"]
-            for i, (f, s) in enumerate(results)]
-    rows.append(["mean (95% interval)", f"{np.mean([f for f, _ in results]):.2f}",
-                 f"{np.mean([s for _, s in results]):.2f}", f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"])
+    rows = paired_rows(results)
     threads = threads_in_use()
     notes = [f"{cpu_info()}; {threads} threads; batch 128 random binary images; Adam; one "
              f"process, the two settings taking turns (order alternating by round), "

@@ -173,3 +173,26 @@ def save_table(path, title, header, rows, notes=(), extra=None):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         f.write(text)
+
+
+def paired_summary(results):
+    """(mean of the ratios a / b over the pairs (a, b), its 95% Student-t interval)."""
+    from scipy import stats
+
+    ratios = np.array([a / b for a, b in results])
+    mean = float(ratios.mean())
+    if len(ratios) < 2:
+        return mean, (float("nan"), float("nan"))
+    half = stats.t.ppf(0.975, len(ratios) - 1) * ratios.std(ddof=1) / np.sqrt(len(ratios))
+    return mean, (mean - half, mean + half)
+
+
+def paired_rows(results):
+    """Table rows of the pairs (a, b): one per pair (its number, a, b, a / b), then the
+    means of a and b and the mean ratio with its 95% interval (:func:`paired_summary`)."""
+    mean, (lo, hi) = paired_summary(results)
+    rows = [[str(i + 1), f"{a:.2f}", f"{b:.2f}", f"{a / b:.3f}"]
+            for i, (a, b) in enumerate(results)]
+    rows.append(["mean (95% interval)", f"{np.mean([a for a, _ in results]):.2f}",
+                 f"{np.mean([b for _, b in results]):.2f}", f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"])
+    return rows

@@ -86,21 +86,8 @@ def measure(model_name, pairs, train_limit=0, log=print):
     return results
 
 
-def summary(results):
-    """(mean ratio a / b over the pairs (a, b): command / loop here, its 95%
-    Student-t interval)."""
-    from scipy import stats
-
-    ratios = np.array([c / b for c, b in results])
-    mean = float(ratios.mean())
-    if len(ratios) < 2:
-        return mean, (float("nan"), float("nan"))
-    half = stats.t.ppf(0.975, len(ratios) - 1) * ratios.std(ddof=1) / np.sqrt(len(ratios))
-    return mean, (mean - half, mean + half)
-
-
 def main():
-    from benchmarks.common import cpu_info, save_table, threads_in_use
+    from benchmarks.common import cpu_info, paired_rows, save_table, threads_in_use
 
     parser = argparse.ArgumentParser(description="what the train command adds to the steps")
     parser.add_argument("--model", default="conv-vae",
@@ -110,11 +97,7 @@ def main():
     if args.pairs < 1:
         parser.error(f"--pairs must be >= 1, got {args.pairs}")
     results = measure(args.model, args.pairs, log=lambda line: print(line, flush=True))
-    mean, (lo, hi) = summary(results)
-    rows = [[str(i + 1), f"{c:.2f}", f"{b:.2f}", f"{c / b:.3f}"]
-            for i, (c, b) in enumerate(results)]
-    rows.append(["mean (95% interval)", f"{np.mean([c for c, _ in results]):.2f}",
-                 f"{np.mean([b for _, b in results]):.2f}", f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"])
+    rows = paired_rows(results)
     notes = [f"{cpu_info()}; {threads_in_use()} threads; batch 128; MNIST; one process: the "
              f"command's epoch loop and the bare loop take turns on one model (a warm-up "
              f"epoch first; order alternating by pair); 95% Student-t interval over the "

@@ -165,15 +165,21 @@ def test_train_overhead_times_the_command_and_the_loop_in_pairs():
     """benchmarks/train_overhead.py: both loops run on one model (a tiny training
     set here); the summary is the mean ratio with its Student-t interval."""
     sys.path.insert(0, ROOT)
-    from benchmarks.train_overhead import measure, summary
+    from benchmarks.common import paired_rows, paired_summary
+    from benchmarks.train_overhead import measure
 
     results = measure("mlp-vae", 2, train_limit=384, log=lambda *a: None)
     assert len(results) == 2 and all(c > 0 and b > 0 for c, b in results)
-    mean, (lo, hi) = summary([(1.1, 1.0), (1.3, 1.0), (1.2, 1.0)])
+    mean, (lo, hi) = paired_summary([(1.1, 1.0), (1.3, 1.0), (1.2, 1.0)])
     # ratios 1.1, 1.3, 1.2: sd 0.1, t_{0.975, 2} = 4.3027
     assert mean == pytest.approx(1.2)
     assert (lo, hi) == pytest.approx((1.2 - 4.3027 * 0.1 / 3 ** 0.5,
                                       1.2 + 4.3027 * 0.1 / 3 ** 0.5), abs=1e-4)
+    rows = paired_rows([(1.1, 1.0), (1.3, 1.0), (1.2, 1.0)])
+    assert rows[1] == ["2", "1.30", "1.00", "1.300"]
+    assert rows[-1] == ["mean (95% interval)", "1.20", "1.00",
+                        f"1.200 [{1.2 - 4.3027 * 0.1 / 3 ** 0.5:.3f}, "
+                        f"{1.2 + 4.3027 * 0.1 / 3 ** 0.5:.3f}]"]
 
 
 def test_bench_fusion_times_both_settings_on_one_model_and_sets_every_stack():
