@@ -99,6 +99,7 @@ def _fused_relu_stack(rng):
                       ConvTranspose2d(5, 4, 4, stride=2, padding=1, **kw), ReLU(inplace=True),
                       Conv2d(4, 3, 1, **kw))
 
+
 SPECS = (
     OpSpec(
         "conv2d", C.conv2d_forward, C.conv2d_backward,

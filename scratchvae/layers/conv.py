@@ -27,6 +27,8 @@ from .base import Module, Parameter
 class Conv2d(Module):
     """y = conv2d(x; W) + b with W (out, in, KH, KW) and b (out,)."""
 
+    fuses_relu = True
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  bias=True, rng=None, dtype=np.float32):
         self.in_channels = check_int("Conv2d", "in_channels", in_channels, 1)
@@ -41,8 +43,6 @@ class Conv2d(Module):
         self.bias = Parameter(b) if bias else None
         self.input_grad = True
         self.cache = None
-
-    fuses_relu = True
 
     def forward(self, x, relu=False):
         y, self.cache = conv2d_forward(x, self.weight.data,
@@ -128,6 +128,8 @@ class MaskedConv2d(Module):
 class ConvTranspose2d(Module):
     """y = conv_transpose2d(x; W) + b with W (in, out, KH, KW) and b (out,)."""
 
+    fuses_relu = True
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  output_padding=0, bias=True, rng=None, dtype=np.float32):
         op = "ConvTranspose2d"
@@ -144,8 +146,6 @@ class ConvTranspose2d(Module):
         self.bias = Parameter(b) if bias else None
         self.input_grad = True
         self.cache = None
-
-    fuses_relu = True
 
     def forward(self, x, relu=False):
         y, self.cache = conv_transpose2d_forward(
