@@ -26,9 +26,8 @@ MODELS = ("conv-vae", "conv-cvae", "vq-vae")
 
 def stacks(module):
     """Every Sequential in ``module``, itself included."""
-    from scratchvae.gradcheck.problems import modules
     from scratchvae.layers import Sequential
-    return [m for m in modules(module) if isinstance(m, Sequential)]
+    return [m for m in module.modules() if isinstance(m, Sequential)]
 
 
 def measure(model_name, rounds, steps, log=print):

@@ -489,6 +489,20 @@ def test_a_fusion_that_drops_the_relu_gradient_fails_the_gradient_check(monkeypa
     assert not run_check(name).passed
 
 
+def test_modules_walks_every_module_below_parents_first():
+    """Module.modules(): the model, its Sequentials and their layers, lists included
+    (the conv CVAE's encoder holds two Sequentials and a Concat)."""
+    model = build_model("conv-cvae")
+    found = list(model.modules())
+    assert found[0] is model and len(found) == len({id(m) for m in found})
+    stacks = [m for m in found if isinstance(m, Sequential)]
+    assert stacks == [model.encoder.features, model.encoder.head, model.decoder.net]
+    for stack in stacks:
+        assert all(layer in found for layer in stack.layers)
+        assert found.index(stack) < min(found.index(layer) for layer in stack.layers)
+    assert sum(isinstance(m, Conv2d) for m in found) == 2
+
+
 def test_reference_kernels_agree(monkeypatch):
     """The fused kernels and the unfused references (SCRATCHVAE_KERNELS=reference)
     give the same passes to float64 rounding (BLAS blocks the products differently)."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import get_xp
-from ..layers import Module, ReLU, Sequential
+from ..layers import ReLU, Sequential
 from ..models import vq_vae
 from ..ops.vq import as_rows
 
@@ -120,22 +120,12 @@ def redraw(draw, far_enough, what, tries=50):
     raise RuntimeError(f"could not draw {what}")
 
 
-def modules(module):
-    """``module`` and every Module below it (attributes and lists of them)."""
-    yield module
-    for value in vars(module).values():
-        items = value if isinstance(value, (list, tuple)) else [value]
-        for item in items:
-            if isinstance(item, Module):
-                yield from modules(item)
-
-
 def relu_inputs_distance(model, run):
     """Smallest |input| that any ReLU of ``model`` sees while ``run()`` executes
     (with Sequential's ReLU fusion off, so that every ReLU sees its input; the
     values are the same)."""
-    relus = [m for m in modules(model) if isinstance(m, ReLU)]
-    stacks = [(m, m.fuse_relu) for m in modules(model) if isinstance(m, Sequential)]
+    relus = [m for m in model.modules() if isinstance(m, ReLU)]
+    stacks = [(m, m.fuse_relu) for m in model.modules() if isinstance(m, Sequential)]
     seen = [np.inf]
     for m in relus:
         def recording(x, m=m):

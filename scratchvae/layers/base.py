@@ -114,6 +114,16 @@ class Module:
     def parameters(self):
         return [p for _, p in self.named_parameters()]
 
+    def modules(self):
+        """This module and every Module below it (attributes and lists of them),
+        parents before children, as PyTorch's ``Module.modules()``."""
+        yield self
+        for value in vars(self).values():
+            items = value if isinstance(value, (list, tuple)) else [value]
+            for item in items:
+                if isinstance(item, Module):
+                    yield from item.modules()
+
     def num_parameters(self):
         return int(sum(p.size for p in self.parameters()))
 
