@@ -5,8 +5,10 @@ Each measurement runs in a fresh subprocess ("worker"), alternating between
 scratchvae and PyTorch for several rounds, so that neither inherits the
 other's thread pools or settings (scratchvae runs its kernels and matrix
 products on Numba's threads and sets BLAS to one thread; PyTorch has its own
-OpenMP pool). The best round of each
-is reported. Prints a markdown table and saves it to benchmarks/results/.
+OpenMP pool). The best round of each is reported, and, with two rounds or more,
+the epochs' ratio round by round (each round's runs paired): its mean over the
+rounds with a 95% interval, and its range. Prints a markdown table and saves it
+to benchmarks/results/.
 
 The headline is what a user runs: ``python -m scratchvae train --model M --epochs 2``
 in a fresh process, its epoch 2 as its metrics record it (``train_seconds``). Beside
@@ -418,6 +420,19 @@ def _quality_row(model_name, name, res):
     return [name, *metric, f"{mean_epoch:.2f}", f"{res['peak_rss_mb']:.0f}"]
 
 
+def round_ratio_row(results, a, b, a_name, b_name):
+    """The table row of the epochs of kinds ``a`` over ``b`` round by round (the two
+    runs of one round are minutes apart, the rounds further): the mean ratio with
+    its 95% interval (benchmarks.common.paired_summary) and the rounds' range."""
+    from benchmarks.common import paired_summary
+    pairs = [(x["epoch_s"], y["epoch_s"]) for x, y in zip(results[a], results[b])]
+    mean, (lo, hi) = paired_summary(pairs)
+    ratios = [x / y for x, y in pairs]
+    return [f"ratio {a_name} / {b_name}, round by round: mean [95% interval] "
+            f"({len(pairs)} rounds)", "", "", f"{mean:.2f}x [{lo:.2f}, {hi:.2f}]",
+            f"{min(ratios):.2f}-{max(ratios):.2f}x", ""]
+
+
 def write_prior_data(path, vq_run=None):
     """Save the code maps of the 60,000 training images and their labels to
     ``path`` (.npz, both int64) for the pixelcnn workers; returns the number of codes K.
@@ -603,6 +618,11 @@ def main():
             rows.append([f"ratio {names['ours']} / PyTorch{which}", "",
                          f"{o['step_ms'] / t['step_ms']:.2f}x",
                          f"{o['epoch_s'] / t['epoch_s']:.2f}x", "", ""])
+            for ours in ("train", "ours"):
+                if ours in results and args.rounds > 1:
+                    rows.append(round_ratio_row(results, ours, k,
+                                                "`train`" if ours == "train" else "loop",
+                                                f"PyTorch{which}"))
         if "train" in results:
             rows.append(["ratio `train` / benchmark loop", "", "",
                          f"{train_s / best['ours']['epoch_s']:.2f}x", "", ""])

@@ -11,10 +11,10 @@ Math. The squared distance is expanded as
 so that the CPU search reads each z once (the CUDA kernel re-reads its
 row of z, from cache, for every code) and each code's norm ||e_k||^2 is
 computed once per call (K numbers), not once per (m, k) pair. The argmin
-is taken on the fly, in the same pass that forms the distances: the CPU
-kernel holds one row of K dot products per thread, never the (M, K)
-distance matrix of the batch. Ties go to the lowest index (a strict ``<``
-while scanning k upwards, the rule of ``argmin``).
+is taken row by row as the distances are formed: the CPU kernel holds one
+row of K distances per thread, never the (M, K) distance matrix of the
+batch. Ties go to the lowest index (the result of a strict ``<`` while
+scanning k upwards, the rule of ``argmin``).
 
 Precision and identical tie-breaking (chosen). Everything is evaluated in
 float64 in a fixed order, the same in all three implementations:
@@ -113,37 +113,92 @@ def nearest_code_reference(z, codebook):
 # Numba CPU kernel: tasks of ROW_CHUNK rows, one (K,) dot-product buffer each
 # --------------------------------------------------------------------------
 
+@njit(inline="always")
+def _dot_products(z, m, eT, dot):
+    """dot[k] = z_m . e_k for every k, each summed over d = 0, 1, ... in order.
+
+    The innermost loop runs over k with unit stride (vectorised, independent
+    accumulators); d is taken four at a time, the four products added in
+    turn, ((((dot + p0) + p1) + p2) + p3): the same sum, in the same order,
+    stored once per four terms instead of once per term (one d at a time,
+    the stores of dot[] bound the loop).
+    """
+    D, K = eT.shape
+    for k in range(K):
+        dot[k] = 0.0
+    D4 = D - D % 4
+    for d in range(0, D4, 4):
+        z0, z1 = np.float64(z[m, d]), np.float64(z[m, d + 1])
+        z2, z3 = np.float64(z[m, d + 2]), np.float64(z[m, d + 3])
+        e0, e1, e2, e3 = eT[d], eT[d + 1], eT[d + 2], eT[d + 3]
+        for k in range(K):
+            dot[k] = (((dot[k] + z0 * e0[k]) + z1 * e1[k]) + z2 * e2[k]) + z3 * e3[k]
+    for d in range(D4, D):
+        zd = np.float64(z[m, d])
+        ed = eT[d]
+        for k in range(K):
+            dot[k] += zd * ed[k]
+
+
+@njit(inline="always")
+def _first_minimum(dist):
+    """(k, dist[k]) for the lowest k holding the minimum (NaNs never win; all
+    NaN: (0, inf)), as a scan of k upwards with a strict ``<`` finds it.
+
+    Four running minima over k = 0, 1, 2, 3 (mod 4), each a strict-``<``
+    scan of its own k's (independent chains: one compare-and-select chain
+    would wait on itself at every k); then the smallest of the four values,
+    on equal values the lowest index: the first minimum of the whole scan.
+    """
+    K = dist.shape[0]
+    b0 = b1 = b2 = b3 = np.inf
+    k0 = k1 = k2 = k3 = 0
+    K4 = K - K % 4
+    for k in range(0, K4, 4):
+        if dist[k] < b0:
+            b0, k0 = dist[k], k
+        if dist[k + 1] < b1:
+            b1, k1 = dist[k + 1], k + 1
+        if dist[k + 2] < b2:
+            b2, k2 = dist[k + 2], k + 2
+        if dist[k + 3] < b3:
+            b3, k3 = dist[k + 3], k + 3
+    for k in range(K4, K):           # the last K mod 4 codes join the first scan
+        if dist[k] < b0:
+            b0, k0 = dist[k], k
+    best, best_k = b0, k0
+    if b1 < best or (b1 == best and k1 < best_k):
+        best, best_k = b1, k1
+    if b2 < best or (b2 == best and k2 < best_k):
+        best, best_k = b2, k2
+    if b3 < best or (b3 == best and k3 < best_k):
+        best, best_k = b3, k3
+    return best_k, best
+
+
 @njit(parallel=True, fastmath=False, cache=True)
 def _nearest_cpu(z, eT, ee, indices, sqdist):
     """indices[m], sqdist[m] for every row m (chunks of rows in parallel).
 
-    eT is the codebook transposed, float64 (D, K): the innermost loop runs
-    over k with unit stride and independent accumulators dot[k], which the
-    compiler vectorises without changing any summation order.
+    eT is the codebook transposed, float64 (D, K): the dot products of a row
+    with every code are formed together (:func:`_dot_products`), turned
+    into distances in place, and their first minimum taken
+    (:func:`_first_minimum`).
     """
     M, D = z.shape
     K = eT.shape[1]
     n_chunks = (M + ROW_CHUNK - 1) // ROW_CHUNK
     for c in prange(n_chunks):
-        dot = np.empty(K, dtype=np.float64)
+        dist = np.empty(K, dtype=np.float64)
         for m in range(c * ROW_CHUNK, min(M, (c + 1) * ROW_CHUNK)):
             zz = 0.0
-            for k in range(K):
-                dot[k] = 0.0
             for d in range(D):
                 zd = np.float64(z[m, d])
                 zz += zd * zd
-                for k in range(K):
-                    dot[k] += zd * eT[d, k]
-            best = np.inf
-            best_k = 0
+            _dot_products(z, m, eT, dist)
             for k in range(K):
-                dist = squared_distance(zz, dot[k], ee[k])
-                if dist < best:                      # strict: ties keep the lower k
-                    best = dist
-                    best_k = k
-            indices[m] = best_k
-            sqdist[m] = best
+                dist[k] = squared_distance(zz, dist[k], ee[k])
+            indices[m], sqdist[m] = _first_minimum(dist)
 
 
 # --------------------------------------------------------------------------

@@ -145,6 +145,20 @@ def test_bench_train_times_epoch_two_after_untimed_epochs():
     assert result["epoch_steps"] == 3
 
 
+def test_bench_train_ratio_round_by_round():
+    """Each round's epochs are paired: the mean of the rounds' ratios, its 95% Student-t
+    interval and their range (here ratios 0.8, 0.9, 1.0: mean 0.9, half-width
+    t(0.975, 2) * 0.1 / sqrt(3) = 0.248)."""
+    sys.path.insert(0, ROOT)
+    from benchmarks.bench_train import round_ratio_row
+
+    results = {"train": [{"epoch_s": s} for s in (8.0, 9.0, 12.0)],
+               "torch": [{"epoch_s": s} for s in (10.0, 10.0, 12.0)]}
+    row = round_ratio_row(results, "train", "torch", "`train`", "PyTorch")
+    assert row[0] == "ratio `train` / PyTorch, round by round: mean [95% interval] (3 rounds)"
+    assert row[3] == "0.90x [0.65, 1.15]" and row[4] == "0.80-1.00x"
+
+
 def test_bench_train_runs_the_train_command_and_reads_its_epoch(tmp_path):
     """The headline comes from the command users run: its epoch 2 as metrics.jsonl
     records it, and the threads and BLAS its header names."""

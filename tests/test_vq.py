@@ -102,6 +102,30 @@ def test_ties_go_to_the_lowest_index(impl):
     assert idx.tolist() == [1] and sq.tolist() == [0.5]
 
 
+@pytest.mark.parametrize("K", [2, 5, 8, 11])
+def test_ties_at_every_pair_of_positions_go_to_the_lower(K):
+    """The kernel keeps four running minima (k mod 4) and the last K mod 4 codes
+    in the first: a tie between any two positions still goes to the lower index."""
+    far = np.float32(50) * (1 + np.arange(K, dtype=np.float32))[:, None] * np.ones(2, np.float32)
+    z = np.array([[0.25, -0.5]], np.float32)
+    for i in range(K):
+        for j in range(i + 1, K):
+            codebook = far.copy()
+            codebook[i] = codebook[j] = [0.0, 0.0]
+            idx, sq = kvq.nearest_code(z, codebook)
+            assert idx.tolist() == [i] and sq.tolist() == [0.3125]
+
+
+def test_codes_with_nan_never_win():
+    """A NaN distance fails every ``<``: the nearest finite code is chosen, and a row
+    whose every distance is NaN gets code 0 at distance inf."""
+    codebook = np.array([[np.nan, 0], [3, 0], [1, 0], [np.nan, 1], [2, 0]], np.float32)
+    idx, sq = kvq.nearest_code(np.zeros((1, 2), np.float32), codebook)
+    assert idx.tolist() == [2] and sq.tolist() == [1.0]
+    idx, sq = kvq.nearest_code(np.full((1, 2), np.nan, np.float32), codebook)
+    assert idx.tolist() == [0] and sq.tolist() == [np.inf]
+
+
 def test_near_ties_agree_between_kernel_and_reference():
     """Codes at distances differing in the last bits: both paths pick the same one."""
     rng = np.random.default_rng(3)
