@@ -110,7 +110,7 @@ def nearest_code_reference(z, codebook):
 
 
 # --------------------------------------------------------------------------
-# Numba CPU kernel: tasks of ROW_CHUNK rows, one (K,) dot-product buffer each
+# Numba CPU kernel: tasks of ROW_CHUNK rows, one (K,) distance buffer each
 # --------------------------------------------------------------------------
 
 @njit(inline="always")
