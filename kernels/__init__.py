@@ -19,6 +19,8 @@ as a ``numba.extending.register_jitable`` function that both call.
 - kernels/gated.py: the gated activation tanh(a) * sigmoid(b), forward and
   backward;
 - kernels/vq.py: a vector quantiser's nearest-code search;
+- kernels/codes.py: per-code sums and counts of its assignments, and its
+  dead-code restarts drawn from kernels/counter_rng.py's generator;
 - kernels/gemm.py: matrix products, BLAS per block on Numba's threads;
 - kernels/blas.py: which BLAS library those products call;
 - kernels/cublas.py: cuBLAS on a handle of the engine's own, for the products of

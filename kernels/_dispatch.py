@@ -47,6 +47,8 @@ is stated here, and only here:
   handle of the engine's own (what a captured training step needs).
 - ``ascontiguous`` (kernels/layout.py) reads strides and takes 4-D arrays
   only; its ``"cuda"`` is CuPy's own copy.
+- ``segment_sum`` (kernels/codes.py) applies the rule to the values; its
+  ``"cuda"`` also needs the indices on the device and Numba's CUDA usable.
 - the conv products (kernels/conv_gemm.py): a 1x1 convolution with stride
   1 and no padding is a ``matmul`` (the image is its own column matrix) and
   follows its rule; the others' ``"cpu"`` is im2col/col2im fused with BLAS,

@@ -8,8 +8,10 @@ Shapes: ``indices`` (M,) int64 codes in [0, K), ``values`` (M, D) floats,
   accumulated in float64 in the order m = 0, 1, ..., M - 1 and returned in
   values' dtype; ``code_counts(indices, K)``: n[k] = #{m: indices[m] = k}.
   Reference: ``bincount`` (NumPy's sums its weights in float64 in that same
-  order, so the CUDA kernel's sums are the same bits). The CUDA kernels
-  exist because CuPy's ``bincount`` reads max(indices) back to the host to
+  order, so the kernels' sums are the same bits). The CPU kernel makes one
+  pass over the rows (the reference calls ``bincount`` once per column, each
+  on a strided copy of it: 0.20 ms against 0.03 for a VQ-VAE batch, 6,272
+  rows of 16). The CUDA kernels exist because CuPy's ``bincount`` reads max(indices) back to the host to
   size its output, which a captured CUDA graph cannot do: thread (k, d)
   scans all M rows, summing those of code k (no atomics, so the order, and
   with it the result, is fixed).
@@ -31,6 +33,7 @@ Shapes: ``indices`` (M,) int64 codes in [0, K), ``values`` (M, D) floats,
 import functools
 
 import numpy as np
+from numba import njit
 
 from ._arrays import get_xp, is_cupy
 from ._dispatch import (CUDA_THREADS, choose, cuda_grid, cuda_kernels_available, cuda_stream,
@@ -48,13 +51,36 @@ def segment_sum(indices, values, num_codes):
     xp = get_xp(values)
     idx = indices.reshape(-1)
     out = xp.empty((num_codes, values.shape[1]), dtype=values.dtype)
-    if choose(values) == "cuda" and _on_cuda(idx):
+    impl = choose(values)
+    if impl == "cuda" and _on_cuda(idx):
         if out.size:
             _segment_sum_cuda(idx, xp.ascontiguousarray(values), out)
+        return out
+    if impl == "cpu" and not is_cupy(idx):
+        sums = np.zeros(out.shape, dtype=np.float64)
+        bad = _segment_sum_cpu(idx, values, sums)
+        if bad >= 0:
+            raise ValueError(f"segment_sum: expected indices in [0, {num_codes}), got "
+                             f"{int(idx[bad])} at position {bad}")
+        out[...] = sums
         return out
     for d in range(values.shape[1]):
         out[:, d] = xp.bincount(idx, weights=values[:, d], minlength=num_codes)
     return out
+
+
+@njit(cache=True)
+def _segment_sum_cpu(idx, values, sums):
+    """sums[idx[m]] += values[m] in float64, m = 0, 1, ...: bincount's order. Returns
+    the first m whose index is outside [0, K), or -1 (nothing added from it on)."""
+    K, D = sums.shape
+    for m in range(idx.shape[0]):
+        k = idx[m]
+        if k < 0 or k >= K:
+            return m
+        for d in range(D):
+            sums[k, d] += values[m, d]
+    return -1
 
 
 def code_counts(indices, num_codes):

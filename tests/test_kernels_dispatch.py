@@ -29,6 +29,7 @@ from scipy.special import expit
 import kernels
 import kernels.adam as kadam
 import kernels.bce as kbce
+import kernels.codes as kcodes
 import kernels.conv_gemm as kconv
 import kernels.gated as kgated
 import kernels.gemm as kgemm
@@ -138,7 +139,7 @@ def _not_dense(a):
 
 
 def _case(name):
-    """(call, its CPU kernel as (module, attribute)) for public kernel ``name``;
+    """(call, its CPU kernels as (module, attribute, ...)) for public kernel ``name``;
     ``call(view)`` runs it on operands passed through ``view``."""
     rng = np.random.default_rng(0)
     K, S, P = (3, 3), (2, 2), (1, 1)
@@ -173,7 +174,10 @@ def _case(name):
                    (kgemm, "_gemm_blocks")),
         "ascontiguous": (lambda v: klayout.ascontiguous(v(_f32(rng, 2, 3, 4, 5).transpose(
                              0, 2, 3, 1))),
-                         (klayout, "_copy_cpu")),
+                         (klayout, "_transpose_cpu", "_copy_cpu")),
+        "segment_sum": (lambda v: kcodes.segment_sum(rng.integers(0, 3, 9), v(_f32(rng, 9, 4)),
+                                                     3),
+                        (kcodes, "_segment_sum_cpu")),
         "im2col": (lambda v: kim2col.im2col(v(x), K, S, P), (kim2col, "_im2col_cpu")),
         "col2im": (lambda v: kim2col.col2im(v(cols), x.shape, K, S, P),
                    (kim2col, "_col2im_cpu")),
@@ -196,7 +200,8 @@ def _case(name):
 
 
 PUBLIC = ["adam_step", "sgd_step", "bce_with_logits", "bce_with_logits_forward",
-          "relu_forward", "relu_backward", "nearest_code", "matmul", "ascontiguous",
+          "relu_forward", "relu_backward", "nearest_code", "segment_sum", "matmul",
+          "ascontiguous",
           "gated_forward", "gated_backward",
           "im2col", "col2im", "conv_forward_product", "conv_weight_product",
           "conv_forward_and_weight_products", "conv_transposed_product"]
@@ -210,14 +215,19 @@ def _auto_dispatch(monkeypatch):
 
 
 def _spied(monkeypatch, target):
-    module, attribute = target
+    """Calls of the CPU kernel(s) ``target`` = (module, attribute, ...)."""
+    module, *attributes = target
     calls = []
-    real = getattr(module, attribute)
 
-    def spy(*args):
-        calls.append(attribute)
-        return real(*args)
-    monkeypatch.setattr(module, attribute, spy)
+    def spied(attribute):
+        real = getattr(module, attribute)
+
+        def spy(*args):
+            calls.append(attribute)
+            return real(*args)
+        return spy
+    for attribute in attributes:
+        monkeypatch.setattr(module, attribute, spied(attribute))
     return calls
 
 

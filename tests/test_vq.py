@@ -21,6 +21,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+import kernels.codes as kcodes
 import kernels.vq as kvq
 from kernels._dispatch import ENV_VAR, choose
 from scratchvae import checkpoints as ckpt
@@ -287,6 +288,53 @@ def test_ops_validate_inputs():
         ops.commitment_loss_forward(z_e, E, k.astype(np.float64))
     with pytest.raises(ValueError, match="float64"):
         ops.vq_assign(z_e.astype(np.float32), E)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_latent_losses_at_once_are_the_two_losses(dtype):
+    """One residual for both terms: the values and both backwards' results are the
+    separate ops' bit for bit (z_e channels-last, as the encoder returns it)."""
+    rng = np.random.default_rng(5)
+    z_e = rng.standard_normal((3, 5, 4, 6)).astype(dtype).transpose(0, 3, 1, 2)
+    E = rng.standard_normal((7, 6)).astype(dtype)
+    k = ops.vq_assign(z_e, E)
+    sq, commit_cache, cb_cache = ops.latent_losses_forward(z_e, E, k)
+    sq_c, commit_alone = ops.commitment_loss_forward(z_e, E, k)
+    sq_b, cb_alone = ops.codebook_loss_forward(z_e, E, k)
+    np.testing.assert_array_equal(sq, sq_c)
+    np.testing.assert_array_equal(sq, sq_b)
+    dloss = rng.standard_normal(3).astype(dtype)
+    np.testing.assert_array_equal(ops.commitment_loss_backward(dloss, commit_cache),
+                                  ops.commitment_loss_backward(dloss, commit_alone))
+    np.testing.assert_array_equal(ops.codebook_loss_backward(dloss, cb_cache),
+                                  ops.codebook_loss_backward(dloss, cb_alone))
+    with pytest.raises(ValueError, match="VQ latent losses: expected indices"):
+        ops.latent_losses_forward(z_e, E, k[:, :1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M, K, D", [(6272, 128, 16), (37, 7, 3), (0, 5, 2), (4, 1, 1)])
+def test_segment_sum_kernel_is_bincount_bit_for_bit(M, K, D, dtype, monkeypatch):
+    """The CPU kernel adds in bincount's order in float64: the reference's bits,
+    codes no row chose included (the last two of K > 2 are never drawn)."""
+    rng = np.random.default_rng(M)
+    idx = rng.integers(0, max(K - 2, 1), M)
+    values = (rng.standard_normal((M, D)) * 10.0 ** rng.integers(-3, 4, (M, D))).astype(dtype)
+    calls = []
+    real = kcodes._segment_sum_cpu
+    monkeypatch.setattr(kcodes, "_segment_sum_cpu", lambda *a: calls.append(1) or real(*a))
+    got = kcodes.segment_sum(idx, values, K)
+    assert calls and got.dtype == dtype and got.shape == (K, D)
+    monkeypatch.setenv(ENV_VAR, "reference")
+    np.testing.assert_array_equal(got, kcodes.segment_sum(idx, values, K))
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("bad", [-1, 5])
+def test_segment_sum_refuses_indices_outside_the_codebook(bad):
+    idx = np.array([0, 2, bad, 1])
+    with pytest.raises(ValueError, match=rf"indices in \[0, 5\), got {bad} at position 2"):
+        kcodes.segment_sum(idx, np.ones((4, 3), np.float32), 5)
 
 
 def test_segment_sum_matches_add_at():

@@ -48,9 +48,9 @@ from kernels.sigmoid import sigmoid
 from .. import losses
 from ..backend import check_float, check_int, check_rng, check_shape, get_xp, to_device, to_numpy
 from ..layers import Conv2d, ConvTranspose2d, Module, Parameter, ReLU, Sequential
-from ..ops.vq import (as_rows, code_counts, codebook_loss_backward, codebook_loss_forward,
-                      commitment_loss_backward, commitment_loss_forward, ema_update,
-                      vq_assign, vq_quantize_backward, vq_quantize_forward)
+from ..ops.vq import (as_rows, code_counts, codebook_loss_backward, commitment_loss_backward,
+                      commitment_loss_forward, ema_update, latent_losses_forward, vq_assign,
+                      vq_quantize_backward, vq_quantize_forward)
 
 CODEBOOK_INITS = ("uniform", "normal")
 
@@ -297,10 +297,11 @@ class VQVAE(Module):
         z_e, indices, z_q, q_cache, logits = self._forward(x, indices)
         E = q.codebook.data
         recon, recon_cache = losses.bernoulli_nll_forward(logits, x, fused_grad=training)
-        sq, commit_cache = commitment_loss_forward(z_e, E, indices)
-        cb_cache = None
-        if not q.ema:                 # same value as the commitment term, gradient to E
-            _, cb_cache = codebook_loss_forward(z_e, E, indices)
+        if q.ema:                     # the codebook moves by averages, not by a loss
+            sq, commit_cache = commitment_loss_forward(z_e, E, indices)
+            cb_cache = None
+        else:                         # same value as the commitment term, gradient to E
+            sq, commit_cache, cb_cache = latent_losses_forward(z_e, E, indices)
         vq = ((0.0 if q.ema else 1.0) + self.commitment) * sq
         self._cache = _Cache(x.shape[0], recon_cache, q_cache, commit_cache, cb_cache)
         loss = recon.mean() + vq.mean()

@@ -198,6 +198,21 @@ def commitment_loss_backward(dloss, cache):
     return from_rows(g.astype(r.dtype, copy=False), shape)
 
 
+def latent_losses_forward(z_e, codebook, indices):
+    """Both latent losses at once: ``(sq, commitment_cache, codebook_cache)``.
+
+    L_cb and L_commit have one value, sq (N,) (sg() only decides where each
+    gradient goes), and one residual r = z_e - e_k: it is formed once and
+    both caches hold it, as :func:`commitment_loss_forward` and
+    :func:`codebook_loss_forward` would each (the same values, bit for bit).
+    """
+    _check("VQ latent losses", z_e, codebook, indices)
+    idx = indices.reshape(-1)
+    r = as_rows(z_e) - codebook[idx]
+    return (_per_image_sq(r, z_e.shape[0]), (r, tuple(z_e.shape)),
+            (r, idx, codebook.shape[0], z_e.shape[0]))
+
+
 # --------------------------------------------------------------------------
 # exponential-moving-average codebook (instead of the codebook loss)
 # --------------------------------------------------------------------------
