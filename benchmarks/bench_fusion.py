@@ -1,8 +1,9 @@
-"""The ReLUs fused into the convolutions against the same ReLUs run on their own.
+"""The ReLUs fused into the layers next to them against the same ReLUs run on their own.
 
 A conv model's training step (batch 128 of random binary images, Adam) with every
 Sequential's ``fuse_relu`` on (the default: a ReLU next to a convolution runs in
-its product's epilogue or its backward, scratchvae/layers/dense.py) and off (each
+its product's epilogue or its backward, one after a Linear in its bias pass, one
+before Flatten or Reshape in their backward copy; scratchvae/layers/dense.py) and off (each
 ReLU a pass of its own), taking turns round by round on one model in one process,
 the order alternating: both see the same training state and machine minute. Each
 round times ``--steps`` steps of each and keeps their medians; the table gives the
@@ -74,7 +75,7 @@ def measure(model_name, rounds, steps, log=print):
 def main():
     from benchmarks.common import cpu_info, paired_rows, save_table, threads_in_use
 
-    parser = argparse.ArgumentParser(description="ReLUs fused into the convolutions or not")
+    parser = argparse.ArgumentParser(description="ReLUs fused into the layers next to them or not")
     parser.add_argument("--model", default="conv-vae", choices=MODELS)
     parser.add_argument("--rounds", type=int, default=10, help="rounds of both settings")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per setting a round")
@@ -91,7 +92,7 @@ def main():
              f"median of {args.steps} steps each a round; 95% Student-t interval over the "
              f"rounds' ratios."]
     save_table(os.path.join(HERE, "results", f"fusion_{args.model}_{threads}threads.md"),
-               f"{args.model}: ReLUs fused into the convolutions, or on their own",
+               f"{args.model}: ReLUs fused into the layers next to them, or on their own",
                ["round", "fused step (ms)", "separate step (ms)", "fused / separate"],
                rows, notes)
 

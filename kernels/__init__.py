@@ -15,7 +15,7 @@ as a ``numba.extending.register_jitable`` function that both call.
 - kernels/bce.py: binary cross-entropy with logits, and its gradient;
 - kernels/sigmoid.py: the stable logistic sigmoid, the one formula every
   sigmoid of the project uses (an ``xp`` function and a scalar body);
-- kernels/relu.py: ReLU forward and backward;
+- kernels/relu.py: ReLU forward and backward, a bias added with the ReLU;
 - kernels/gated.py: the gated activation tanh(a) * sigmoid(b), forward and
   backward;
 - kernels/vq.py: a vector quantiser's nearest-code search;
@@ -46,7 +46,8 @@ from .bce import (bce_with_logits, bce_with_logits_forward,
 from .gated import (gated_backward, gated_backward_reference, gated_forward,
                     gated_forward_reference)
 from .gemm import matmul, matmul_reference
-from .relu import relu_backward, relu_backward_reference, relu_forward, relu_forward_reference
+from .relu import (add_bias, add_bias_reference, relu_backward, relu_backward_reference,
+                   relu_forward, relu_forward_reference)
 from .vq import nearest_code, nearest_code_reference
 
 # kernels.im2col (im2col, col2im) and kernels.sigmoid (sigmoid) are not
@@ -60,4 +61,5 @@ __all__ = [
     "matmul", "matmul_reference",
     "nearest_code", "nearest_code_reference",
     "relu_backward", "relu_backward_reference", "relu_forward", "relu_forward_reference",
+    "add_bias", "add_bias_reference",
 ]

@@ -27,6 +27,8 @@ is stated here, and only here:
 - ``relu_forward``/``relu_backward`` (kernels/relu.py) apply the rule to
   their operands viewed in memory order, so any dense layout (channels-last
   included) counts as contiguous, provided dy and y share it.
+- ``add_bias`` (kernels/relu.py) has no CUDA kernel of its own: its
+  ``"cuda"`` is CuPy's add, then ``relu_forward``'s CUDA kernel.
 - ``gated_forward``/``gated_backward`` (kernels/gated.py) apply the rule to
   x (and dy) viewed in x's memory order, provided that order is C-order or
   channels-last and dy shares it; their ``"cpu"`` is NumPy's vectorised
@@ -46,7 +48,8 @@ is stated here, and only here:
   cuBLAS: ``a @ b``, or inside ``kernels.cublas.capturable_products`` a
   handle of the engine's own (what a captured training step needs).
 - ``ascontiguous`` (kernels/layout.py) reads strides and takes 4-D arrays
-  only; its ``"cuda"`` is CuPy's own copy.
+  only; its ``"cuda"`` is CuPy's own copy (then ``relu_backward`` for a
+  gradient through a ReLU).
 - ``segment_sum`` (kernels/codes.py) applies the rule to the values; its
   ``"cuda"`` also needs the indices on the device and Numba's CUDA usable.
 - the conv products (kernels/conv_gemm.py): a 1x1 convolution with stride

@@ -1,4 +1,4 @@
-"""ReLU's forward and backward, each in one parallel pass.
+"""ReLU's forward and backward, each in one parallel pass; a bias added with the ReLU.
 
 Forward: y = max(x, 0), into a new array or in place (``out=x``). NumPy's
 ``maximum`` gives the same values but runs on one thread and, unless told
@@ -27,10 +27,15 @@ decreasing stride, a C-contiguous view for a dense array), flattened, and dx
 is allocated with y's layout (``empty_like``). Arrays that are not dense, or
 whose layouts differ, go to the reference.
 
-Three implementations of each (:mod:`kernels._dispatch`): a Numba CPU
-kernel (parallel over elements), a Numba CUDA kernel (grid-stride loop) and
-the plain ``xp`` reference. Both kernels call one function per element,
-:func:`_relu` and :func:`_relu_grad`. The backward selects, never
+Bias. :func:`add_bias` adds a linear layer's bias to its output and applies
+the ReLU after it in one pass (y = max(y + b, 0)), where ``y += b`` and a
+ReLU would make two, the first on one thread.
+
+Three implementations of the forward and the backward
+(:mod:`kernels._dispatch`): a Numba CPU kernel (parallel over elements), a
+Numba CUDA kernel (grid-stride loop) and the plain ``xp`` reference; two of
+:func:`add_bias` (for CuPy arrays: CuPy's add, then the ReLU's CUDA kernel).
+The kernels call one function per element, :func:`_relu` and :func:`_relu_grad`. The backward selects, never
 multiplies: dx = dy where y > 0, else 0, so a NaN or infinite dy where
 y <= 0 gives 0 (as PyTorch's ``threshold_backward``). Kernels and
 references agree bit for bit.
@@ -92,6 +97,50 @@ def relu_forward(x, out=None):
         _relu_forward_cpu(*flat)
     else:
         _relu_forward_cuda(*flat)
+    return y
+
+
+def add_bias_reference(y, b, relu=False):
+    """y += b (b (O,) along y's last axis), then y = max(y, 0) when ``relu``: in
+    place, in plain ``xp``; returns y."""
+    y += b
+    return relu_forward_reference(y, out=y) if relu else y
+
+
+@njit(parallel=True, cache=True)
+def _add_bias_cpu(y, b, relu):
+    """y (N, O) C-contiguous, b (O,): rows in parallel."""
+    N, O = y.shape
+    for n in prange(N):
+        if relu:
+            for o in range(O):
+                y[n, o] = _relu(y[n, o] + b[o])
+        else:
+            for o in range(O):
+                y[n, o] = y[n, o] + b[o]
+
+
+def add_bias(y, b, relu=False):
+    """y += b, then max(y, 0) when ``relu``, in place: a linear layer's bias and
+    the ReLU after it in one pass over y (N, O); b (O,). Returns y.
+
+    The same values as ``y += b`` followed by :func:`relu_forward` (one
+    rounding of the sum, then the ReLU's rule). NumPy's ``+=`` runs on one
+    thread; the kernel takes the rows in parallel.
+    """
+    check_float("add_bias", "output", y)
+    if y.ndim != 2 or b.shape != (y.shape[1],):
+        raise ValueError(f"add_bias: expected y (N, O) and a bias (O,), got shapes "
+                         f"{tuple(y.shape)} and {tuple(b.shape)}")
+    if b.dtype != y.dtype:
+        raise ValueError(f"add_bias: expected a bias of dtype {y.dtype}, got {b.dtype}")
+    impl = choose(y, b)
+    if impl == "reference":
+        return add_bias_reference(y, b, relu)
+    if impl == "cuda":                         # CuPy's add, then the ReLU's CUDA kernel
+        y += b
+        return relu_forward(y, out=y) if relu else y
+    _add_bias_cpu(y, b, relu)
     return y
 
 

@@ -9,7 +9,7 @@ from kernels import im2col as K
 from kernels._dispatch import ENV_VAR
 from scratchvae.gradcheck import REGISTRY, check_names, check_op, checks, run_check
 from scratchvae.gradcheck import conv as conv_family
-from scratchvae.layers import Flatten, ReLU, Sequential
+from scratchvae.layers import Flatten, Linear, ReLU, Reshape, Sequential
 from scratchvae.layers.conv import Conv2d, ConvTranspose2d
 from scratchvae.models import build_model
 from scratchvae.ops import activations as activation_ops
@@ -438,20 +438,24 @@ def _same_bits(got, want):
 
 
 def _relu_stack(dtype, fuse_relu, inplace=True):
-    """A stack with a ReLU next to a convolution at every place Sequential fuses
-    (tables and runs, Conv2d and ConvTranspose2d, a 1x1 convolution) and one it
-    does not (a ReLU before Flatten)."""
+    """A stack with a ReLU at every place Sequential fuses one (next to a
+    convolution: tables and runs, Conv2d and ConvTranspose2d, a 1x1 convolution;
+    after a Linear; before Flatten and Reshape, their gradients channels-last)
+    and one whose backward it does not (a ReLU before a Linear)."""
     kw = dict(rng=np.random.default_rng(17), dtype=dtype)
     return Sequential(Conv2d(1, 3, 4, 2, 1, **kw), ReLU(inplace),
                       Conv2d(3, 8, 3, 1, 1, **kw), ReLU(inplace),
                       ConvTranspose2d(8, 5, 4, 2, 1, **kw), ReLU(inplace),
                       Conv2d(5, 4, 1, **kw), ReLU(inplace), Flatten(),
+                      Linear(320, 24, **kw), ReLU(inplace), Reshape(6, 2, 2),
+                      ConvTranspose2d(6, 2, 4, 2, 1, **kw), Flatten(),
+                      Linear(32, 6, **kw), ReLU(inplace), Linear(6, 5, **kw),
                       fuse_relu=fuse_relu)
 
 
 @pytest.mark.parametrize("inplace", [True, False])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_sequential_fuses_the_relus_next_to_convolutions_bit_for_bit(dtype, inplace,
+def test_sequential_fuses_the_relus_next_to_layers_bit_for_bit(dtype, inplace,
                                                                       monkeypatch):
     rng = np.random.default_rng(18)
     x = rng.standard_normal((3, 1, 10, 8)).astype(dtype)
@@ -471,9 +475,9 @@ def test_sequential_fuses_the_relus_next_to_convolutions_bit_for_bit(dtype, inpl
         g = rng.standard_normal(y.shape).astype(dtype) if fuse else g
         dx = net.backward(g)
         results.append([y, dx] + [p.grad for p in net.parameters()])
-        if fuse:   # only the ReLU before Flatten runs its own backward
+        if fuse:   # only the ReLU before the last Linear runs its own backward
             assert calls == {"forward": 0, "backward": 1}
-    assert calls == {"forward": 4, "backward": 5}
+    assert calls == {"forward": 6, "backward": 7}
     for fused, separate in zip(*results):
         _same_bits(fused, separate)
 

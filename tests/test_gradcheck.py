@@ -188,8 +188,8 @@ def test_flatten_backward_in_the_wrong_order_is_caught(monkeypatch):
     from scratchvae.ops import shape as S
     assert _channels_last_check("Flatten", Flatten(), np.random.default_rng(0)).passed
 
-    def memory_order_bug(dy, cache):
-        (n, c, h, w), _ = cache
+    def memory_order_bug(dy, cache, input_relu=False):
+        n, c, h, w = cache[0].shape
         return dy.reshape(n, h, w, c).transpose(0, 3, 1, 2)
     monkeypatch.setattr(S, "flatten_backward", memory_order_bug)
     assert not _channels_last_check("Flatten", Flatten(), np.random.default_rng(0)).passed

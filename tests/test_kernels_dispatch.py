@@ -160,6 +160,8 @@ def _case(name):
                                     (kbce, "_bce_cpu")),
         "relu_forward": (lambda v: kernels.relu_forward(v(_f32(rng, 5, 8))),
                          (krelu, "_relu_forward_cpu")),
+        "add_bias": (lambda v: kernels.add_bias(v(_f32(rng, 5, 8)), v(_f32(rng, 8)), True),
+                     (krelu, "_add_bias_cpu")),
         "relu_backward": (lambda v: kernels.relu_backward(v(_f32(rng, 5, 8)),
                                                           v(_f32(rng, 5, 8))),
                           (krelu, "_relu_backward_cpu")),
@@ -200,7 +202,7 @@ def _case(name):
 
 
 PUBLIC = ["adam_step", "sgd_step", "bce_with_logits", "bce_with_logits_forward",
-          "relu_forward", "relu_backward", "nearest_code", "segment_sum", "matmul",
+          "relu_forward", "relu_backward", "add_bias", "nearest_code", "segment_sum", "matmul",
           "ascontiguous",
           "gated_forward", "gated_backward",
           "im2col", "col2im", "conv_forward_product", "conv_weight_product",

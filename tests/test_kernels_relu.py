@@ -1,6 +1,7 @@
 """The one-pass ReLU forward and backward (kernels.relu) against their
-references, on every layout the engine produces, in place and not; the CUDA
-kernels on the GPU tests' backend (tests/gpu_backend.py)."""
+references, on every layout the engine produces, in place and not; the bias
+added with the ReLU (``add_bias``); the CUDA kernels on the GPU tests' backend
+(tests/gpu_backend.py)."""
 import textwrap
 
 import numpy as np
@@ -175,6 +176,47 @@ def test_forward_other_inputs_take_the_reference(forward_calls):
         kernels.relu_forward(np.ones(3), out=np.ones(3))
     with pytest.raises(ValueError, match="relu_forward"):
         kernels.relu_forward(np.ones(3, np.int64))
+
+
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_add_bias_is_the_add_then_the_relu_bit_for_bit(dtype, relu, monkeypatch):
+    """y += b, then relu_forward in place: the same bits (NaN kept, -0 and
+    negatives to +0, infinities), in place, on the kernel and on the reference."""
+    rng = np.random.default_rng(6)
+    y = rng.standard_normal((7, 9)).astype(dtype)
+    b = rng.standard_normal(9).astype(dtype)
+    y[0, :4] = np.nan, -b[1], -1e30, np.inf               # NaN; a sum of -0 or +0; -inf + b
+    b[3] = -np.inf                                        # inf - inf: NaN
+    want = y.copy()
+    with np.errstate(invalid="ignore"):                   # inf - inf, on purpose
+        want += b
+    if relu:
+        want = kernels.relu_forward(want)
+    calls = []
+    real = krelu._add_bias_cpu
+    monkeypatch.setattr(krelu, "_add_bias_cpu", lambda *a: calls.append(1) or real(*a))
+    for forced in (False, True):
+        if forced:
+            monkeypatch.setenv(ENV_VAR, "reference")
+        got = y.copy()
+        with np.errstate(invalid="ignore"):
+            assert kernels.add_bias(got, b, relu=relu) is got
+        np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+    assert calls == [1]                                   # the kernel once, then the reference
+
+
+def test_add_bias_refuses_what_it_cannot_add():
+    y = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"add_bias: expected y \(N, O\) and a bias \(O,\)"):
+        kernels.add_bias(y, np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="expected a bias of dtype float32, got float64"):
+        kernels.add_bias(y, np.zeros(4))
+    with pytest.raises(ValueError, match="add_bias"):
+        kernels.add_bias(np.zeros((3, 4), np.int64), np.zeros(4, np.int64))
+    strided = np.zeros((3, 8), np.float32)[:, ::2]        # the reference, in place
+    kernels.add_bias(strided, np.ones(4, np.float32), relu=True)
+    np.testing.assert_array_equal(strided, np.ones((3, 4)))
 
 
 GPU_SCRIPT = textwrap.dedent("""

@@ -300,6 +300,48 @@ def test_linear_forward_is_functional():
     assert len(cache) == 2  # only x and W: backward needs nothing else
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_relu_option_is_the_relu_of_its_output_bit_for_bit(dtype):
+    """relu=True: max(x W^T + b, 0) from one bias pass; without a bias too."""
+    from kernels.relu import relu_forward
+    rng = np.random.default_rng(1)
+    x, W, b = (rng.standard_normal(s).astype(dtype) for s in ((64, 40), (50, 40), (50,)))
+    for bias in (b, None):
+        y, cache = linear_forward(x, W, bias)
+        y_relu, cache_relu = linear_forward(x, W, bias, relu=True)
+        np.testing.assert_array_equal(y_relu.view(np.uint8), relu_forward(y).view(np.uint8))
+        assert cache_relu[0] is x and cache_relu[1] is W
+
+
+@pytest.mark.parametrize("layout", ["C", "channels-last"])
+@pytest.mark.parametrize("op", ["flatten", "reshape"])
+def test_shape_ops_through_a_relu_are_relu_backward_bit_for_bit(op, layout):
+    """input_relu=True: the plain backward, then the ReLU's backward with the cached
+    input as the ReLU's output, in one copy; the gradient in the plain one's layout."""
+    from kernels.relu import relu_backward
+    from scratchvae.ops import shape as S
+    rng = np.random.default_rng(2)
+    def laid_out(a):
+        if layout == "C":
+            return a
+        return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    image = laid_out(np.maximum(rng.standard_normal((3, 4, 5, 6)), 0).astype(np.float32))
+    if op == "flatten":
+        x, forward, backward = image, S.flatten_forward, S.flatten_backward
+    else:                        # (N, 120) rows -> images; the gradient in the image's layout
+        x = np.ascontiguousarray(image).reshape(3, 120)
+        forward, backward = (lambda v: S.reshape_forward(v, (4, 5, 6))), S.reshape_backward
+    y, cache = forward(x)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    if op == "reshape":          # as a convolution hands it back
+        dy = laid_out(dy)
+    plain = backward(dy, cache)
+    fused = backward(dy, cache, input_relu=True)
+    want = relu_backward(plain, x)
+    assert fused.shape == plain.shape == x.shape and fused.strides == plain.strides
+    np.testing.assert_array_equal(fused.view(np.uint32), want.view(np.uint32))
+
+
 @pytest.mark.parametrize("layout", ["C", "channels-last"])
 def test_flatten_gradient_keeps_the_input_layout(layout):
     """Flatten emits the logical (c, h, w) order, as PyTorch does, and hands the

@@ -16,7 +16,7 @@ import numpy as np
 from kernels import conv_gemm
 from kernels.im2col import col2im_reference, im2col_reference
 
-from ..layers import ReLU, Sequential
+from ..layers import Flatten, Linear, ReLU, Reshape, Sequential
 from ..layers.conv import Conv2d, ConvTranspose2d
 from ..ops import conv as C
 from .core import check_module
@@ -100,6 +100,16 @@ def _fused_relu_stack(rng):
                       Conv2d(4, 3, 1, **kw))
 
 
+def _fused_relu_dense_stack(rng):
+    """The ReLUs next to the dense and shape layers, fused by Sequential: after a
+    Linear (with its bias) and a 1x1 Conv2d; before a Reshape (its gradient
+    arriving channels-last from the convolution) and a Flatten (of a
+    channels-last ReLU output)."""
+    kw = dict(rng=rng, dtype=np.float64)
+    return Sequential(Linear(5, 24, **kw), ReLU(inplace=True), Reshape(4, 3, 2),
+                      Conv2d(4, 3, 1, **kw), ReLU(inplace=True), Flatten(), Linear(18, 3, **kw))
+
+
 SPECS = (
     OpSpec(
         "conv2d", C.conv2d_forward, C.conv2d_backward,
@@ -108,7 +118,9 @@ SPECS = (
                               lambda rng: Conv2d(3, 4, (3, 2), stride=(2, 1), padding=1,
                                                  rng=rng, dtype=np.float64), (2, 3, 6, 5)),
                 _module_check("Sequential(Conv2d, ReLU, Conv2d, ReLU, ConvTranspose2d, ReLU, "
-                              "Conv2d 1x1), ReLUs fused", _fused_relu_stack, (2, 2, 6, 5))),
+                              "Conv2d 1x1), ReLUs fused", _fused_relu_stack, (2, 2, 6, 5)),
+                _module_check("Sequential(Linear, ReLU, Reshape, Conv2d 1x1, ReLU, Flatten, "
+                              "Linear), ReLUs fused", _fused_relu_dense_stack, (3, 5))),
         implementations=("reference", "cpu", "cuda"), kernels=KERNELS, references=REFERENCES,
         derivation=C, wrapper=Conv2d, tests=TESTS),
     OpSpec(

@@ -8,11 +8,11 @@ op docstrings.
 (the first layer of a network, fed with data); its backward then skips the
 input-gradient product and returns None.
 
-``fuses_relu``: Conv2d and ConvTranspose2d take ``forward(x, relu=True)``
-(a ReLU applied to the output in the product's epilogue) and
-``backward(dy, input_relu=True)`` (the gradient carried back through the ReLU
-whose output x is): :class:`~scratchvae.layers.dense.Sequential` uses them for
-the ReLUs next to a convolution.
+``fuses_relu_after``, ``fuses_relu_before``: Conv2d and ConvTranspose2d
+take ``forward(x, relu=True)`` (a ReLU applied to the output in the product's
+epilogue) and ``backward(dy, input_relu=True)`` (the gradient carried back
+through the ReLU whose output x is): :class:`~scratchvae.layers.dense.Sequential`
+uses them for the ReLUs next to a convolution.
 """
 import numpy as np
 
@@ -27,7 +27,7 @@ from .base import Module, Parameter
 class Conv2d(Module):
     """y = conv2d(x; W) + b with W (out, in, KH, KW) and b (out,)."""
 
-    fuses_relu = True
+    fuses_relu_after = fuses_relu_before = True
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  bias=True, rng=None, dtype=np.float32):
@@ -128,7 +128,7 @@ class MaskedConv2d(Module):
 class ConvTranspose2d(Module):
     """y = conv_transpose2d(x; W) + b with W (in, out, KH, KW) and b (out,)."""
 
-    fuses_relu = True
+    fuses_relu_after = fuses_relu_before = True
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  output_padding=0, bias=True, rng=None, dtype=np.float32):

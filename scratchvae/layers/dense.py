@@ -13,7 +13,13 @@ from .base import Module, Parameter
 
 
 class Linear(Module):
-    """y = x W^T + b with W of shape (out, in), initialised as PyTorch does."""
+    """y = x W^T + b with W of shape (out, in), initialised as PyTorch does.
+
+    ``forward(x, relu=True)``: max(y, 0), the ReLU after it taken with the bias
+    (:class:`Sequential`'s fusion).
+    """
+
+    fuses_relu_after = True
 
     def __init__(self, in_features, out_features, bias=True, rng=None, dtype=np.float32):
         in_features = check_int("Linear", "in_features", in_features, 1)
@@ -26,9 +32,10 @@ class Linear(Module):
         self.input_grad = True  # False: backward skips dL/dx and returns None
         self.cache = None
 
-    def forward(self, x):
+    def forward(self, x, relu=False):
         y, self.cache = linear_forward(x, self.weight.data,
-                                       None if self.bias is None else self.bias.data)
+                                       None if self.bias is None else self.bias.data,
+                                       relu=relu)
         return y
 
     def backward(self, dy):
@@ -122,7 +129,10 @@ class LeakyReLU(Module):
 
 
 class Flatten(Module):
-    """(N, d1, d2, ...) -> (N, d1*d2*...)."""
+    """(N, d1, d2, ...) -> (N, d1*d2*...).  ``backward(dy, input_relu=True)``: the
+    gradient through the ReLU before it, in the same copy (:class:`Sequential`)."""
+
+    fuses_relu_before = True
 
     def __init__(self):
         self.cache = None
@@ -131,15 +141,17 @@ class Flatten(Module):
         y, self.cache = S.flatten_forward(x)
         return y
 
-    def backward(self, dy):
-        return S.flatten_backward(dy, self.forward_cache())
+    def backward(self, dy, input_relu=False):
+        return S.flatten_backward(dy, self.forward_cache(), input_relu=input_relu)
 
     def __repr__(self):
         return "Flatten()"
 
 
 class Reshape(Module):
-    """(N, ...) -> (N, *shape)."""
+    """(N, ...) -> (N, *shape).  ``backward(dy, input_relu=True)``: as Flatten's."""
+
+    fuses_relu_before = True
 
     def __init__(self, *shape):
         self.shape = tuple(shape)
@@ -149,8 +161,8 @@ class Reshape(Module):
         y, self.cache = S.reshape_forward(x, self.shape)
         return y
 
-    def backward(self, dy):
-        return S.reshape_backward(dy, self.forward_cache())
+    def backward(self, dy, input_relu=False):
+        return S.reshape_backward(dy, self.forward_cache(), input_relu=input_relu)
 
     def __repr__(self):
         return f"Reshape{self.shape}"
@@ -177,14 +189,15 @@ class Concat(Module):
 class Sequential(Module):
     """Modules applied in order; backward visits them in reverse order.
 
-    A ReLU next to a layer that ``fuses_relu`` (the convolutions,
-    scratchvae/layers/conv.py) runs inside that layer, with the same values bit
-    for bit (``fuse_relu``, on by default):
+    A ReLU next to a layer that can do its work runs inside that layer, with
+    the same values bit for bit (``fuse_relu``, on by default):
 
-    - a ReLU after it: the layer's forward applies max(., 0) to each block of
-      its output while the block is in cache; the ReLU keeps that output for
-      its backward as if it had made it;
-    - a ReLU before it: the layer's backward returns the gradient through the
+    - a ReLU after a layer that ``fuses_relu_after`` (the convolutions, Linear):
+      the layer's forward applies max(., 0) to its output while it is in cache
+      (a convolution's product epilogue, Linear's bias pass); the ReLU keeps
+      that output for its backward as if it had made it;
+    - a ReLU before a layer that ``fuses_relu_before`` (the convolutions,
+      Flatten, Reshape): the layer's backward returns the gradient through the
       ReLU, dL/du = dL/dx 1[x > 0] with x (the ReLU's output) its own cached
       input, and the ReLU's backward is skipped.
 
@@ -195,22 +208,20 @@ class Sequential(Module):
         self.layers = list(layers)
         self.fuse_relu = bool(fuse_relu)
 
-    def _fuses(self, i, relu_at):
-        """Does layer i do the work of a ReLU at index ``relu_at`` (i + 1 in the
-        forward, i - 1 in the backward)?"""
-        layers = self.layers
-        return (self.fuse_relu and 0 <= relu_at < len(layers)
-                and isinstance(layers[relu_at], ReLU) and getattr(layers[i], "fuses_relu", False))
+    def _relu_at(self, k):
+        return (self.fuse_relu and 0 <= k < len(self.layers)
+                and isinstance(self.layers[k], ReLU))
 
     def forward(self, x):
         i = 0
         while i < len(self.layers):
-            if self._fuses(i, i + 1):
-                x = self.layers[i].forward(x, relu=True)
+            layer = self.layers[i]
+            if self._relu_at(i + 1) and getattr(layer, "fuses_relu_after", False):
+                x = layer.forward(x, relu=True)
                 self.layers[i + 1].record_output(x)
                 i += 2
             else:
-                x = self.layers[i].forward(x)
+                x = layer.forward(x)
                 i += 1
         return x
 
@@ -218,7 +229,8 @@ class Sequential(Module):
         i = len(self.layers) - 1
         while i >= 0:
             layer = self.layers[i]
-            if self._fuses(i, i - 1) and layer.input_grad:
+            if (self._relu_at(i - 1) and getattr(layer, "fuses_relu_before", False)
+                    and getattr(layer, "input_grad", True)):
                 dy = layer.backward(dy, input_relu=True)
                 i -= 2
             else:

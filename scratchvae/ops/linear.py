@@ -9,18 +9,27 @@ Registry entry (gradient checks, generated tests, docs/derivations.md):
 scratchvae/gradcheck/dense.py.
 """
 from kernels.gemm import matmul
+from kernels.relu import add_bias, relu_forward
 
 from ..backend import check_float, check_shape
 
 
-def linear_forward(x, W, b=None):
-    """y[n, o] = sum_i x[n, i] W[o, i] + b[o].  Returns ``(y, cache)``."""
+def linear_forward(x, W, b=None, relu=False):
+    """y[n, o] = sum_i x[n, i] W[o, i] + b[o].  Returns ``(y, cache)``.
+
+    ``relu=True`` returns max(y, 0) instead: the ReLU that follows the layer,
+    applied with the bias in one pass over y (:func:`kernels.relu.add_bias`;
+    ops.activations.relu_forward's values). The cache is the same, and the
+    ReLU's backward stays the ReLU's.
+    """
     out_features, in_features = W.shape
     check_shape("Linear", "input", x, (None, in_features))
     check_float("Linear", "input", x, W.dtype)
-    y = matmul(x, W.T)
+    y = matmul(x, W.T)                      # a new C-contiguous array
     if b is not None:
-        y += b
+        add_bias(y, b, relu=relu)
+    elif relu:
+        relu_forward(y, out=y)
     return y, (x, W)
 
 

@@ -12,6 +12,13 @@ output) and the convolution's backward see one layout and need no copy.
 (Reshape's gradient comes back C-ordered; in the models its input is the
 C-ordered output of a Linear layer.)
 
+Through a ReLU before them. When the input x is a ReLU's output (x = max(u, 0)),
+``input_relu=True`` returns dL/du = dx 1[x > 0] instead, the ReLU's backward
+(ops.activations.relu_backward's values) made in the copy that rearranges dx
+(kernels/layout.py); Sequential (scratchvae/layers/dense.py) uses it so that
+the ReLU's backward needs no pass of its own. The caches hold x for it (a
+reference to an array the ReLU keeps anyway).
+
 Registry entries (gradient checks, generated tests, docs/derivations.md):
 scratchvae/gradcheck/dense.py.
 """
@@ -22,46 +29,54 @@ from kernels.layout import ascontiguous
 from ..backend import check_shape, get_xp, memory_order
 
 
-def _in_layout(dx, order):
-    """dx (logical shape of the input) laid out in memory in ``order``."""
+def _in_layout(dx, order, relu_output=None):
+    """dx (logical shape of the input) laid out in memory in ``order`` (the memory
+    order of ``relu_output`` too, when given: then dx where relu_output > 0, else 0)."""
+    gate = None if relu_output is None else relu_output.transpose(order)
     if order == tuple(range(dx.ndim)):
-        return dx
+        return dx if gate is None else ascontiguous(dx, relu_output=gate)
     inverse = tuple(sorted(range(len(order)), key=order.__getitem__))
-    return ascontiguous(dx.transpose(order)).transpose(inverse)
+    return ascontiguous(dx.transpose(order), relu_output=gate).transpose(inverse)
 
 
 def flatten_forward(x):
-    """(N, d1, d2, ...) -> (N, d1*d2*...).  Caches the input shape and memory order."""
+    """(N, d1, d2, ...) -> (N, d1*d2*...).  Caches the input and its memory order."""
     if x.ndim < 2:
         raise ValueError(f"Flatten: expected an input (N, d1, ...) with a batch axis and at "
                          f"least one more, got shape {tuple(x.shape)}")
     # a channels-last image is copied to the logical order (kernels.layout, in parallel)
-    return ascontiguous(x).reshape(x.shape[0], -1), (x.shape, memory_order(x))
+    return ascontiguous(x).reshape(x.shape[0], -1), (x, memory_order(x))
 
 
-def flatten_backward(dy, cache):
-    """dx = dy reshaped to the input shape (in the input's memory layout)."""
-    in_shape, order = cache
+def flatten_backward(dy, cache, input_relu=False):
+    """dx = dy reshaped to the input shape (in the input's memory layout);
+    ``input_relu``: dx 1[x > 0] (module docstring)."""
+    x, order = cache
     check_shape("Flatten.backward", "upstream gradient", dy,
-                (in_shape[0], math.prod(in_shape[1:])))
-    return _in_layout(dy.reshape(in_shape), order)
+                (x.shape[0], math.prod(x.shape[1:])))
+    return _in_layout(dy.reshape(x.shape), order, x if input_relu else None)
 
 
 def reshape_forward(x, shape):
-    """(N, ...) -> (N, *shape); the batch axis is kept.  Caches both shapes."""
+    """(N, ...) -> (N, *shape); the batch axis is kept.  Caches the input and the output shape."""
     target = math.prod(shape)
     if x.ndim < 1 or math.prod(x.shape[1:]) != target:
         raise ValueError(f"Reshape: expected an input with {target} values per sample "
                          f"to reshape to (N, {', '.join(map(str, shape))}), got shape {tuple(x.shape)}")
     out_shape = (x.shape[0],) + tuple(shape)
-    return x.reshape(out_shape), (x.shape, out_shape)
+    return x.reshape(out_shape), (x, out_shape)
 
 
-def reshape_backward(dy, cache):
-    """dx = dy reshaped back to the input shape."""
-    in_shape, out_shape = cache
+def reshape_backward(dy, cache, input_relu=False):
+    """dx = dy reshaped back to the input shape; ``input_relu``: dx 1[x > 0]
+    (module docstring)."""
+    x, out_shape = cache
     check_shape("Reshape.backward", "upstream gradient", dy, out_shape)
-    return ascontiguous(dy).reshape(in_shape)       # a copy only for a dy not C-ordered
+    gate = None
+    if input_relu:       # x laid out as dx is: C order (else one copy of x's values)
+        gate = ascontiguous(x).reshape(out_shape)
+    # a copy only for a dy not C-ordered or a ReLU to pass through
+    return ascontiguous(dy, relu_output=gate).reshape(x.shape)
 
 
 def concat_forward(xs, axis=1):
