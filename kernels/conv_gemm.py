@@ -48,7 +48,7 @@ from .gemm import _gemm_addresses, gemm_rows, matmul
 from .im2col import (_geometry, col2im_block, col2im_reference, col2im_table_block,
                      conv_output_size, cpu_tables, im2col_block, im2col_reference,
                      im2col_table_block)
-from .relu import _relu, _relu_grad, relu_backward, relu_forward
+from .relu import _relu, _relu_grad, add_bias, relu_backward, relu_forward
 
 #: a chunk's column rows take about this many bytes (its images' columns are
 #: built, multiplied or gathered while they stay in the core's cache: 2 MB of
@@ -270,6 +270,16 @@ def _epilogue_unfused(y, relu, relu_output):
     return y
 
 
+def _bias_and_epilogue(y, bias, relu, relu_output):
+    """y + bias, then :func:`_epilogue_unfused`, on a new C-contiguous product y
+    (channels on its last axis): the bias and a ReLU after it in one pass of
+    kernels.relu.add_bias (the same values as the add, then the ReLU)."""
+    if bias is not None:
+        add_bias(y.reshape(-1, y.shape[-1]), bias, relu=relu)
+        relu = False
+    return _epilogue_unfused(y, relu, relu_output)
+
+
 def _blas_scalars(dtype):
     return scalar(1, dtype), scalar(0, dtype)
 
@@ -316,7 +326,7 @@ def conv_forward_product(x, Wm, kernel_size, stride, padding, bias=None, relu=Fa
     _check_epilogue(name, relu, relu_output, (N * OH * OW, Wm.shape[0]), x.dtype)
     if _is_pointwise(kernel_size, stride, padding):          # the columns are x itself
         Y = matmul(x.reshape(N * H * W, C), Wm.T)
-        return _epilogue_unfused(Y if bias is None else _add(Y, bias), relu, relu_output)
+        return _bias_and_epilogue(Y, bias, relu, relu_output)
     impl = choose(x, Wm, bias)
     if impl != "cpu":
         return _epilogue_unfused(_forward_unfused(impl, x, Wm, kernel_size, stride, padding,
@@ -346,7 +356,7 @@ def conv_transposed_product(X, Wm, y_shape, kernel_size, stride, padding, bias=N
     _check_epilogue(name, relu, relu_output, y_shape, X.dtype)
     if _is_pointwise(kernel_size, stride, padding):
         y = matmul(X, Wm).reshape(y_shape)
-        return _epilogue_unfused(y if bias is None else _add(y, bias), relu, relu_output)
+        return _bias_and_epilogue(y, bias, relu, relu_output)
     impl = choose(X, Wm, bias)
     if impl == "reference":
         return _epilogue_unfused(conv_transposed_product_reference(
@@ -354,7 +364,7 @@ def conv_transposed_product(X, Wm, y_shape, kernel_size, stride, padding, bias=N
     if impl == "cuda":                                              # cuBLAS, then col2im
         y = get_xp(X).empty(tuple(y_shape), dtype=X.dtype)
         columns._col2im_cuda(matmul(X, Wm), y, kernel_size, stride, padding)
-        return _epilogue_unfused(y if bias is None else _add(y, bias), relu, relu_output)
+        return _bias_and_epilogue(y, bias, relu, relu_output)
     y = np.empty(tuple(y_shape), dtype=X.dtype)
     init = bias if bias is not None else np.zeros(O, X.dtype)
     use_table, starts, entries = _table_args(cpu_tables(y_shape, kernel_size, stride,
