@@ -17,7 +17,8 @@ Through a ReLU before them. When the input x is a ReLU's output (x = max(u, 0)),
 (ops.activations.relu_backward's values) made in the copy that rearranges dx
 (kernels/layout.py); Sequential (scratchvae/layers/dense.py) uses it so that
 the ReLU's backward needs no pass of its own. The caches hold x for it (a
-reference to an array the ReLU keeps anyway).
+reference: in the models x is a ReLU's output, which the ReLU keeps anyway,
+the input images, or logits whose reshaped view the loss holds).
 
 Registry entries (gradient checks, generated tests, docs/derivations.md):
 scratchvae/gradcheck/dense.py.
