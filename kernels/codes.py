@@ -11,10 +11,10 @@ Shapes: ``indices`` (M,) int64 codes in [0, K), ``values`` (M, D) floats,
   order, so the kernels' sums are the same bits). The CPU kernel makes one
   pass over the rows (the reference calls ``bincount`` once per column, each
   on a strided copy of it: 0.20 ms against 0.03 for a VQ-VAE batch, 6,272
-  rows of 16). The CUDA kernels exist because CuPy's ``bincount`` reads max(indices) back to the host to
-  size its output, which a captured CUDA graph cannot do: thread (k, d)
-  scans all M rows, summing those of code k (no atomics, so the order, and
-  with it the result, is fixed).
+  rows of 16). The CUDA kernels exist because CuPy's ``bincount`` reads
+  max(indices) back to the host to size its output, which a captured CUDA
+  graph cannot do: thread (k, d) scans all M rows, summing those of code k
+  (no atomics, so the order, and with it the result, is fixed).
 - ``restart_dead_codes(codebook, unused_steps, rows, counts, restart_after,
   seed, stream, counter)``: first ``unused_steps[k] = 0`` if counts[k] > 0
   else ``unused_steps[k] + 1``; then the codes with ``unused_steps >=

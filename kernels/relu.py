@@ -35,10 +35,10 @@ Three implementations of the forward and the backward
 (:mod:`kernels._dispatch`): a Numba CPU kernel (parallel over elements), a
 Numba CUDA kernel (grid-stride loop) and the plain ``xp`` reference; two of
 :func:`add_bias` (for CuPy arrays: CuPy's add, then the ReLU's CUDA kernel).
-The kernels call one function per element, :func:`_relu` and :func:`_relu_grad`. The backward selects, never
-multiplies: dx = dy where y > 0, else 0, so a NaN or infinite dy where
-y <= 0 gives 0 (as PyTorch's ``threshold_backward``). Kernels and
-references agree bit for bit.
+The kernels call one function per element, :func:`_relu` and
+:func:`_relu_grad`. The backward selects, never multiplies: dx = dy where
+y > 0, else 0, so a NaN or infinite dy where y <= 0 gives 0 (as PyTorch's
+``threshold_backward``). Kernels and references agree bit for bit.
 """
 import functools
 

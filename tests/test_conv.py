@@ -493,6 +493,18 @@ def test_a_fusion_that_drops_the_relu_gradient_fails_the_gradient_check(monkeypa
     assert not run_check(name).passed
 
 
+@pytest.mark.parametrize("layer", [Flatten, Reshape])
+def test_a_shape_layer_that_drops_the_relu_gradient_fails_the_gradient_check(layer,
+                                                                              monkeypatch):
+    """The fused check of the dense and shape layers has teeth: a Flatten or Reshape
+    backward that ignores input_relu (the ReLU's backward skipped) fails it."""
+    name = "Sequential(Linear, ReLU, Reshape, Conv2d 1x1, ReLU, Flatten, Linear), ReLUs fused"
+    assert run_check(name).passed
+    real = layer.backward
+    monkeypatch.setattr(layer, "backward", lambda self, dy, input_relu=False: real(self, dy))
+    assert not run_check(name).passed
+
+
 def test_modules_walks_every_module_below_parents_first():
     """Module.modules(): the model, its Sequentials and their layers, lists included
     (the conv CVAE's encoder holds two Sequentials and a Concat)."""
