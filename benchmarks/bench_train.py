@@ -433,6 +433,22 @@ def round_ratio_row(results, a, b, a_name, b_name):
             f"{min(ratios):.2f}-{max(ratios):.2f}x", ""]
 
 
+def round_table(results, names):
+    """(header, rows) of every round's epochs (s) of each kind in ``names`` that ran
+    ({kind: column name}), then each kind's ratio to "torch" in that round: the
+    numbers behind the round-by-round rows, kept so that runs can be pooled."""
+    kinds = [k for k in names if k in results]
+    ratios = [k for k in kinds if k != "torch" and "torch" in results]
+    header = (["round"] + [f"{names[k]} (s)" for k in kinds]
+              + [f"{names[k]} / {names['torch']}" for k in ratios])
+    rows = []
+    for r in range(len(results[kinds[0]])):
+        epochs = {k: results[k][r]["epoch_s"] for k in kinds}
+        rows.append([str(r + 1)] + [f"{epochs[k]:.2f}" for k in kinds]
+                    + [f"{epochs[k] / epochs['torch']:.3f}" for k in ratios])
+    return header, rows
+
+
 def write_prior_data(path, vq_run=None):
     """Save the code maps of the 60,000 training images and their labels to
     ``path`` (.npz, both int64) for the pixelcnn workers; returns the number of codes K.
@@ -673,7 +689,12 @@ def main():
             notes.append(f"pixelcnn{' (class-conditional)' if args.conditional else ''}: "
                          f"7x7 maps of {codes}, {options['num_codes']} codes; step = "
                          f"loss(codes, labels), backward, Adam 1e-3.")
-    extra = None
+    extra = []
+    if args.rounds > 1:              # every round's epochs, for pooling runs later
+        header_r, rows_r = round_table(results, {"train": "`train`", "ours": "loop",
+                                                 "torch": "PyTorch",
+                                                 "torch-ftz": "PyTorch, flush_denormal"})
+        extra.append((f"{table}: epochs round by round", header_r, rows_r))
     if args.epochs:
         vq = args.model == "vq-vae"
         options = {"vq_init": args.vq_init, "vq_restart": args.vq_restart} if vq else {}
@@ -688,17 +709,17 @@ def main():
         what = (f"codebook init {args.vq_init}, restarts "
                 f"{'after ' + str(args.vq_restart) + ' unused steps' if args.vq_restart else 'off'}, "
                 if vq else "")
-        extra = (f"{args.model}: test metrics after {args.epochs} epochs "
-                 f"({what}batch 128, Adam 1e-3, seed 0; each engine draws its own weights, "
-                 f"batch order and noise: independent draws, not paired runs)",
-                 ["implementation", *metric, "mean epoch (s)", "peak RSS (MB)"], qrows)
+        extra.append((f"{args.model}: test metrics after {args.epochs} epochs "
+                      f"({what}batch 128, Adam 1e-3, seed 0; each engine draws its own "
+                      f"weights, batch order and noise: independent draws, not paired runs)",
+                      ["implementation", *metric, "mean epoch (s)", "peak RSS (MB)"], qrows))
     if args.rounds:
         save_table(os.path.join(HERE, "results", f"train_{table}{suffix}.md"),
                    f"{table}: training speed", header, rows, notes, extra=extra)
     else:                 # quality only: its own file, so the speed table is kept
         name = f"quality_{args.model}" + (f"_{args.vq_init}-r{args.vq_restart}" if
                                           args.model == "vq-vae" else "") + suffix + ".md"
-        save_table(os.path.join(HERE, "results", name), *extra,
+        save_table(os.path.join(HERE, "results", name), *extra[0],
                    notes=[f"{cpu_info()}; {threads} threads for both; MNIST."])
 
 

@@ -162,11 +162,11 @@ def markdown_table(header, rows):
 
 
 def save_table(path, title, header, rows, notes=(), extra=None):
-    """Print a markdown table (and an optional second one) and save it to ``path``."""
+    """Print a markdown table and save it to ``path``; ``extra``: more tables after
+    it, one (title, header, rows) or a list of them."""
     parts = [f"## {title}", "", markdown_table(header, rows), ""]
     parts += [f"{n}" for n in notes] + [""]
-    if extra is not None:
-        title2, header2, rows2 = extra
+    for title2, header2, rows2 in ([extra] if isinstance(extra, tuple) else extra or []):
         parts += [f"## {title2}", "", markdown_table(header2, rows2), ""]
     text = "\n".join(parts)
     print(text)

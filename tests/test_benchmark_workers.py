@@ -159,6 +159,30 @@ def test_bench_train_ratio_round_by_round():
     assert row[3] == "0.90x [0.65, 1.15]" and row[4] == "0.80-1.00x"
 
 
+def test_bench_train_keeps_every_rounds_epochs(tmp_path):
+    """The round table: each round's epochs of the kinds that ran and their ratios to
+    PyTorch's in that round; save_table writes it after the main table."""
+    sys.path.insert(0, ROOT)
+    from benchmarks.bench_train import round_table
+    from benchmarks.common import save_table
+
+    results = {"train": [{"epoch_s": s} for s in (8.0, 9.0)],
+               "ours": [{"epoch_s": s} for s in (7.5, 10.0)],
+               "torch": [{"epoch_s": s} for s in (10.0, 12.5)]}
+    header, rows = round_table(results, {"train": "`train`", "ours": "loop",
+                                         "torch": "PyTorch", "torch-ftz": "ftz"})
+    assert header == ["round", "`train` (s)", "loop (s)", "PyTorch (s)",
+                      "`train` / PyTorch", "loop / PyTorch"]
+    assert rows == [["1", "8.00", "7.50", "10.00", "0.800", "0.750"],
+                    ["2", "9.00", "10.00", "12.50", "0.720", "0.800"]]
+    path = tmp_path / "t.md"
+    save_table(str(path), "main", ["a"], [["1"]], extra=[("rounds", header, rows),
+                                                          ("more", ["b"], [["2"]])])
+    text = path.read_text()
+    assert text.index("## main") < text.index("## rounds") < text.index("## more")
+    assert "| 2 | 9.00 | 10.00 | 12.50 | 0.720 | 0.800 |" in text
+
+
 def test_bench_train_runs_the_train_command_and_reads_its_epoch(tmp_path):
     """The headline comes from the command users run: its epoch 2 as metrics.jsonl
     records it, and the threads and BLAS its header names."""
