@@ -102,11 +102,6 @@ def _as_transposed_images(a):
     return None
 
 
-def _check_relu_output(a, relu_output):
-    if relu_output is not None:
-        check_same("ascontiguous", "array", a, "relu_output", relu_output)
-
-
 def ascontiguous(a, relu_output=None):
     """``np.ascontiguousarray(a)``: ``a`` itself when C-contiguous, else a C-ordered copy.
 
@@ -115,8 +110,9 @@ def ascontiguous(a, relu_output=None):
     array, ``a`` where y > 0, else 0 (kernels.relu.relu_backward's values), in
     the copy's pass when y is C-contiguous.
     """
-    _check_relu_output(a, relu_output)
     gated = relu_output is not None
+    if gated:
+        check_same("ascontiguous", "array", a, "relu_output", relu_output)
     if a.flags.c_contiguous:
         return relu_backward(a, relu_output) if gated else a
     if a.ndim != 4 or choose(a, strided=True) != "cpu":    # "cuda": CuPy's copy

@@ -146,16 +146,23 @@ def vq_quantize_backward(dz_q, cache):
 # the two latent losses
 # --------------------------------------------------------------------------
 
+def _latent_term(op, z_e, codebook, indices):
+    """(sq, r, idx): the per-image sums of squares sq (N,) of the residual rows
+    r = z_e - e_k (N*H*W, D), k = idx = the flat indices; the value of both losses."""
+    _check(op, z_e, codebook, indices)
+    idx = indices.reshape(-1)
+    r = as_rows(z_e) - codebook[idx]
+    return _per_image_sq(r, z_e.shape[0]), r, idx
+
+
 def codebook_loss_forward(z_e, codebook, indices):
     """L_cb[n] = sum_{h,w} ||sg(z_e[n, :, h, w]) - e_{k(n,h,w)}||^2, shape (N,).
 
     Moves the codes towards the encoder outputs assigned to them. Caches the
     residuals r = z_e - e_k as rows (N*H*W, D) and the flat indices.
     """
-    _check("CodebookLoss", z_e, codebook, indices)
-    idx = indices.reshape(-1)
-    r = as_rows(z_e) - codebook[idx]
-    return _per_image_sq(r, z_e.shape[0]), (r, idx, codebook.shape[0], z_e.shape[0])
+    sq, r, idx = _latent_term("CodebookLoss", z_e, codebook, indices)
+    return sq, (r, idx, codebook.shape[0], z_e.shape[0])
 
 
 def codebook_loss_backward(dloss, cache):
@@ -181,9 +188,8 @@ def commitment_loss_forward(z_e, codebook, indices):
     Keeps the encoder outputs close to their codes. Caches the residual rows
     r = z_e - e_k and z_e's shape.
     """
-    _check("CommitmentLoss", z_e, codebook, indices)
-    r = as_rows(z_e) - codebook[indices.reshape(-1)]
-    return _per_image_sq(r, z_e.shape[0]), (r, tuple(z_e.shape))
+    sq, r, _ = _latent_term("CommitmentLoss", z_e, codebook, indices)
+    return sq, (r, tuple(z_e.shape))
 
 
 def commitment_loss_backward(dloss, cache):
@@ -206,11 +212,8 @@ def latent_losses_forward(z_e, codebook, indices):
     both caches hold it, as :func:`commitment_loss_forward` and
     :func:`codebook_loss_forward` would each (the same values, bit for bit).
     """
-    _check("VQ latent losses", z_e, codebook, indices)
-    idx = indices.reshape(-1)
-    r = as_rows(z_e) - codebook[idx]
-    return (_per_image_sq(r, z_e.shape[0]), (r, tuple(z_e.shape)),
-            (r, idx, codebook.shape[0], z_e.shape[0]))
+    sq, r, idx = _latent_term("VQ latent losses", z_e, codebook, indices)
+    return sq, (r, tuple(z_e.shape)), (r, idx, codebook.shape[0], z_e.shape[0])
 
 
 # --------------------------------------------------------------------------
