@@ -2,13 +2,16 @@
 
 A fused conv kernel (kernels/conv_gemm.py) builds each chunk's columns (im2col)
 or gathers them back (col2im) around BLAS calls. :func:`record` notes, over one
-training step, every call of its two CPU kernels (``_columns_cpu``,
-``_transposed_cpu``): the products asked for, the geometry, the chunk size and
-the threads. :func:`replay` then makes the same BLAS calls on the same threads,
-chunk by chunk, on columns made once beforehand: what the step's convolutions
-cost with no column built, gathered, biased or passed through a ReLU. With the
-linear layers' products (benchmarks.common.record_products) and the Adam step it
-is the floor under a conv model's step (bench_train.py ``--products``).
+training step, every call of its CPU kernels (``_columns_cpu``,
+``_transposed_cpu``, and ``_class_columns_cpu``, ``_class_transposed_cpu`` of
+the padded layers, which go by window classes): the products asked for, the
+geometry (per class: its windows per image, its width and chunk), the chunk
+sizes and the threads. :func:`replay` then makes the same BLAS calls on the same
+threads, chunk by chunk, on columns made once beforehand: what the step's
+convolutions cost with no column built, gathered, biased or passed through a
+ReLU. With the linear layers' products (benchmarks.common.record_products) and
+the Adam step it is the floor under a conv model's step (bench_train.py
+``--products``).
 """
 import numpy as np
 from numba import njit, prange
@@ -57,12 +60,45 @@ def record(run_once):
                         "dtype": X.dtype})
         return transposed(*args)
 
+    def class_record(kind, N, channels, width, bounds, starts, chunks, kw, threads, dtype,
+                     **sides):
+        counts, runs = np.diff(starts), (bounds[:, 3] - bounds[:, 2]) * channels
+        widths = (bounds[:, 1] - bounds[:, 0]) * runs
+        blocks = (bounds[:, 2] == 0) & (bounds[:, 3] == kw)      # columns: one block of W's
+        rec = {"kind": kind, "N": N, "P": int(counts.sum()), "width": width, "O": 0, "D": 0,
+               "C": 0, "chunk": 0, "threads": threads, "dtype": dtype,
+               "classes": (counts, widths, np.asarray(chunks).copy(),
+                           np.where(blocks, 0, runs))}
+        rec.update(sides)
+        records.append(rec)
+
+    def recording_class_columns(*args):
+        x, kw, bounds, starts, chunks, threads = args[1], args[2], args[8], args[9], \
+            args[11], args[13]
+        forward, Wm, weight, R, parts = args[16], args[17], args[26], args[27], args[28]
+        kind = (FORWARD_AND_WEIGHT if forward and weight else FORWARD if forward else WEIGHT)
+        class_record(kind, x.shape[0], x.shape[3], Wm.shape[1] if forward else parts.shape[2],
+                     bounds, starts, chunks, kw, threads, x.dtype,
+                     O=Wm.shape[0] if forward else 0, D=R.shape[1] if weight else 0)
+        return class_columns(*args)
+
+    def recording_class_transposed(*args):
+        X, Wm, y, kw, bounds, starts, chunks, threads = args[1], args[2], args[6], args[7], \
+            args[13], args[14], args[16], args[18]
+        class_record(TRANSPOSED, y.shape[0], y.shape[3], Wm.shape[1], bounds, starts, chunks,
+                     kw, threads, X.dtype, C=X.shape[1])
+        return class_transposed(*args)
+
+    class_columns, class_transposed = G._class_columns_cpu, G._class_transposed_cpu
     G._columns_cpu, G._transposed_cpu = recording_columns, recording_transposed
+    G._class_columns_cpu = recording_class_columns
+    G._class_transposed_cpu = recording_class_transposed
     G.matmul = recording_matmul
     try:
         run_once()
     finally:
         G._columns_cpu, G._transposed_cpu, G.matmul = columns, transposed, matmul
+        G._class_columns_cpu, G._class_transposed_cpu = class_columns, class_transposed
     return records
 
 
@@ -94,6 +130,45 @@ def _chunk_products(gemm, code, threads, N, P, chunk, width, O, D, C, one, zero,
                           w_at, width, zero, cols_at, width)
 
 
+@njit(parallel=True, cache=True)
+def _class_products(gemm, code, threads, N, counts, widths, chunks, runs, O, D, C, one, zero,
+                    cols, W, out, R, parts):
+    """The BLAS calls of one fused call by window classes (kernels/conv_gemm.py's
+    ``_class_*_cpu``): class by class, thread t's images in chunks of
+    ``chunks[k]``, on its columns ``cols[t]`` made beforehand; ``runs[k]`` > 0:
+    the class's weight gradient by one product per kernel row of ``runs[k]``
+    columns. Codes as :func:`_chunk_products`."""
+    size = cols.itemsize
+    w_at, out_at = np.int64(W.ctypes.data), np.int64(out.ctypes.data)
+    r_at = np.int64(R.ctypes.data)
+    full = parts.shape[2]
+    for t in prange(threads):
+        lo, hi = t * N // threads, (t + 1) * N // threads
+        cols_at = np.int64(cols[t].ctypes.data)
+        part_at = np.int64(parts[t].ctypes.data)
+        for k in range(counts.shape[0]):
+            width = widths[k]
+            if width == 0:
+                continue
+            for n0 in range(lo, hi, chunks[k]):
+                rows = (min(n0 + chunks[k], hi) - n0) * counts[k]
+                if code == 0 or code == 2:
+                    gemm_rows(gemm, True, False, rows, O, width, one, cols_at, width, w_at,
+                              width, zero, out_at, O)
+                if code == 1 or code == 2:
+                    if runs[k] == 0:
+                        gemm_rows(gemm, False, True, D, width, rows, one, r_at, D, cols_at,
+                                  width, one, part_at, full)
+                    else:
+                        for i in range(width // runs[k]):
+                            gemm_rows(gemm, False, True, D, runs[k], rows, one, r_at, D,
+                                      cols_at + i * runs[k] * size, width, one,
+                                      part_at + i * runs[k] * size, full)
+                if code == 3:
+                    gemm_rows(gemm, True, True, rows, width, C, one, r_at, C, w_at, width,
+                              zero, cols_at, width)
+
+
 def operands(rec, rng):
     """Random operands for one record: (cols (threads, chunk*P, width), W, out, R,
     parts), in its dtype."""
@@ -102,6 +177,14 @@ def operands(rec, rng):
     def normal(*shape):
         return rng.standard_normal(shape).astype(dtype)
     side = rec["C"] if rec["kind"] == TRANSPOSED else rec["O"]
+    if "classes" in rec:       # the largest class chunk's columns; W, out as large as any
+        counts, widths, chunks, _ = rec["classes"]
+        width = int(widths.max())
+        return (normal(threads, int((chunks * counts * widths).max()), 1).reshape(threads, -1),
+                normal(max(side, 1), width),
+                np.empty((rows, max(rec["O"], 1)), dtype),
+                normal(rows, max(rec["D"], rec["C"], 1)),
+                np.zeros((threads, max(rec["D"], 1), int(widths.sum())), dtype))
     return (normal(threads, rec["chunk"] * rec["P"], rec["width"]),
             normal(max(side, 1), rec["width"]),
             np.empty((rows, max(rec["O"], 1)), dtype),
@@ -125,14 +208,19 @@ def replay(records, rng=None):
         dtype = np.dtype(rec["dtype"])
         one, zero = dtype.type(1), dtype.type(0)
         buffers = operands(rec, rng)
-        jobs.append(((_gemm_addresses()[dtype], _CODES[rec["kind"]], rec["threads"], rec["N"],
-                      rec["P"], rec["chunk"], rec["width"], rec["O"], rec["D"], rec["C"], one,
-                      zero) + buffers, buffers))
+        head = (_gemm_addresses()[dtype], _CODES[rec["kind"]], rec["threads"], rec["N"])
+        if "classes" in rec:
+            jobs.append(((_class_products, head + rec["classes"]
+                          + (rec["O"], rec["D"], rec["C"], one, zero) + buffers), buffers))
+        else:
+            jobs.append(((_chunk_products, head + (rec["P"], rec["chunk"], rec["width"],
+                                                   rec["O"], rec["D"], rec["C"], one, zero)
+                          + buffers), buffers))
 
     def products():
         for args, _ in jobs:
             if isinstance(args, dict):
                 matmul(args["a"], args["b"])
             else:
-                _chunk_products(*args)
+                args[0](*args[1])
     return products, [buffers for _, buffers in jobs]

@@ -30,6 +30,21 @@ Fusing takes about a fifth off a conv-VAE or VQ-VAE training step against
 the unfused products (benchmarks/RESULTS.md). A Conv2d keeps x for its
 backward, not its column matrix (4x smaller here).
 
+A padded convolution of images with more than TABLE_CHANNELS channels goes
+by *window classes* (kernels/windows.py): windows that reach the same part of
+the padding share a column matrix holding only their in-image taps, so no
+product multiplies the padding's zeros (13.8% of a conv VAE middle layer's
+columns, 18% of a 3x3 layer's with padding 1 on 7x7 images). Each thread
+takes the classes one by one, each in chunks of its own size; a forward
+product's rows are written to their places in Y with the bias and the
+epilogue, a weight product's classes add onto their columns of the thread's
+partial product, a transposed product's onto the thread's images. A class's
+weight columns are a block of Wm's when its windows reach no padding at the
+left or right (a range of kernel rows, all columns: addressed in place), else
+a copy packed at each call. The per-class sums group the additions
+differently from one product over all columns: the results agree with the
+references to float rounding, not bit for bit with the unclassed kernels.
+
 A 1x1 convolution (kernel 1, stride 1, padding 0) has the image itself as
 its columns: its products are plain :func:`kernels.gemm.matmul` calls.
 
@@ -38,6 +53,9 @@ arrays; for CuPy arrays, kernels/im2col.py's CUDA kernels and cuBLAS
 (through :func:`kernels.gemm.matmul`), unfused (a GPU's memory bandwidth makes the column matrix cheap); and
 ``*_reference``, the unfused composition of the xp references.
 """
+import functools
+from collections import namedtuple
+
 import numpy as np
 from numba import get_num_threads, njit, prange
 
@@ -49,6 +67,7 @@ from .im2col import (_geometry, col2im_block, col2im_reference, col2im_table_blo
                      conv_output_size, cpu_tables, im2col_block, im2col_reference,
                      im2col_table_block)
 from .relu import _relu, _relu_grad, add_bias, relu_backward, relu_forward
+from .windows import class_col2im_add, class_im2col, window_classes
 
 #: a chunk's column rows take about this many bytes (its images' columns are
 #: built, multiplied or gathered while they stay in the core's cache: 2 MB of
@@ -196,11 +215,300 @@ def _transposed_cpu(gemm, X, Wm, init, y, P, kh, kw, sh, sw, ph, pw, use_table, 
             _relu_epilogue(pixels[n0 * Q:n1 * Q], relu, gated, gate[n0 * Q:n1 * Q])
 
 
+@njit(inline="always")
+def _class_weights(wm_at, wp_at, offset, ilo, run, full, width, size):
+    """(address, leading dimension) of class k's weight columns: a block of Wm's
+    own columns from kernel row ``ilo`` (``run`` = KW*C columns a kernel row, Wm's
+    rows ``full`` long) when ``offset`` < 0, else its packed copy in Wp
+    (rows ``width`` long)."""
+    if offset < 0:
+        return wm_at + ilo * run * size, full
+    return wp_at + offset * size, width
+
+
+@njit(inline="always")
+def _class_row(dst, src, bias, has_bias, relu, gated, gate, row):
+    """One row of a class's forward product into its place in the output:
+    dst = src (+ bias), then :func:`_relu_epilogue`'s rule (``gate[row]``)."""
+    if has_bias:
+        for o in range(dst.shape[0]):
+            dst[o] = src[o] + bias[o]
+    else:
+        for o in range(dst.shape[0]):
+            dst[o] = src[o]
+    if relu:
+        for o in range(dst.shape[0]):
+            dst[o] = _relu(dst[o])
+    elif gated:
+        g = gate[row]
+        for o in range(dst.shape[0]):
+            dst[o] = _relu_grad(dst[o], g[o])
+
+
+@njit(parallel=True, cache=True)
+def _class_columns_cpu(gemm, x, kw, sh, sw, ph, pw, OW, bounds, starts, pixels, chunks, sizes,
+                       threads, one, zero, forward, Wm, Wp, w_offsets, bias, has_bias, out,
+                       relu, gated, gate, weight, R, parts):
+    """:func:`_columns_cpu` by window classes (kernels/windows.py): each class's
+    columns hold only its in-image taps and meet only the matching weights.
+
+    Thread t takes its share of the images and, class by class, chunks of
+    ``chunks[k]`` images. ``forward``: out (N*P, O) = im2col(x) Wm^T (+ bias),
+    class k's block of rows by one product with its weight columns Wm_k (O,
+    width_k) (:func:`_class_weights`: a block of Wm, or its copy packed at
+    Wp[w_offsets[k]:]), then written to its rows of out with the bias and
+    :func:`_relu_epilogue`'s rule. ``weight``: parts[t] (D, KH*KW*C)
+    = R^T im2col(x_t) over thread t's images, class k adding R_k^T cols_k (R_k
+    the rows of R of its windows) onto its columns: one product, or one per
+    kernel row when the class's columns are not one block (they are when
+    jlo = 0 and jhi = KW); the caller adds the partial products. ``sizes``:
+    the largest columns, product and rows of R a chunk holds (elements).
+    """
+    N, C = x.shape[0], x.shape[3]
+    P = pixels.shape[0]
+    O, D = out.shape[1], R.shape[1]
+    size = x.itemsize
+    wm_at, wp_at = np.int64(Wm.ctypes.data), np.int64(Wp.ctypes.data)
+    r_at, parts_at = np.int64(R.ctypes.data), np.int64(parts.ctypes.data)
+    full = Wm.shape[1] if forward else parts.shape[2]     # KH*KW*C
+    for t in prange(threads):
+        lo, hi = t * N // threads, (t + 1) * N // threads
+        cols = np.empty(sizes[0], x.dtype)
+        prod = np.empty(sizes[1], x.dtype)
+        rows_of_r = np.empty(sizes[2], x.dtype)
+        cols_at, prod_at = np.int64(cols.ctypes.data), np.int64(prod.ctypes.data)
+        rr_at = np.int64(rows_of_r.ctypes.data)
+        part_at = parts_at + t * D * full * size
+        if weight:
+            parts[t] = 0                              # classes add onto their columns
+        for k in range(bounds.shape[0]):
+            ilo, ihi, jlo, jhi = bounds[k, 0], bounds[k, 1], bounds[k, 2], bounds[k, 3]
+            width = (ihi - ilo) * (jhi - jlo) * C
+            p0, p1 = starts[k], starts[k + 1]
+            count = p1 - p0
+            for n0 in range(lo, hi, chunks[k]):
+                n1 = min(n0 + chunks[k], hi)
+                rows = (n1 - n0) * count
+                class_im2col(x, n0, n1, cols, pixels, p0, p1, OW, ilo, ihi, jlo, jhi, sh, sw,
+                             ph, pw)
+                if forward:
+                    if width > 0:   # prod (rows, O) = cols_k (rows, width) @ Wm_k^T (width, O)
+                        w_at, ldw = _class_weights(wm_at, wp_at, w_offsets[k], ilo, kw * C,
+                                                   full, width, size)
+                        gemm_rows(gemm, True, False, rows, O, width, one, cols_at, width,
+                                  w_at, ldw, zero, prod_at, O)
+                    else:
+                        prod[:rows * O] = 0
+                    r = 0
+                    for n in range(n0, n1):
+                        for q in range(p0, p1):
+                            row = n * P + pixels[q]
+                            _class_row(out[row], prod[r * O:(r + 1) * O], bias, has_bias, relu,
+                                       gated, gate, row)
+                            r += 1
+                if weight and width > 0:
+                    r = 0
+                    for n in range(n0, n1):
+                        for q in range(p0, p1):
+                            src = R[n * P + pixels[q]]
+                            for d in range(D):
+                                rows_of_r[r * D + d] = src[d]
+                            r += 1
+                    # parts[t][:, class k's columns] += R_k^T (D, rows) @ cols_k (rows, width)
+                    run = (jhi - jlo) * C
+                    if jlo == 0 and jhi == kw:            # one block of columns
+                        gemm_rows(gemm, False, True, D, width, rows, one, rr_at, D, cols_at,
+                                  width, one, part_at + ilo * run * size, full)
+                    else:                                 # a block per kernel row
+                        for i in range(ilo, ihi):
+                            gemm_rows(gemm, False, True, D, run, rows, one, rr_at, D,
+                                      cols_at + (i - ilo) * run * size, width, one,
+                                      part_at + (i * kw + jlo) * C * size, full)
+
+
+@njit(parallel=True, cache=True)
+def _class_transposed_cpu(gemm, X, Wm, Wp, w_offsets, init, y, kw, sh, sw, ph, pw, OW,
+                          bounds, starts, pixels, chunks, sizes, threads, one, zero, relu,
+                          gated, gate):
+    """:func:`_transposed_cpu` by window classes: y (N, OH', OW', O) = col2im(X Wm)
+    + init, then the epilogue. Thread t starts its images from ``init``, then,
+    class by class and ``chunks[k]`` images at a time, adds class k's columns
+    X_k Wm_k onto their pixels (X_k the rows of X of the class's windows, Wm_k
+    (C, width_k) its weight columns, :func:`_class_weights`): no product for the
+    taps in the padding. ``OW`` windows per row; ``sizes``: the largest columns
+    and rows of X a chunk holds (elements). The thread's images stay in memory
+    between the classes, so the epilogue is one pass over them at the end."""
+    N, O = y.shape[0], y.shape[3]
+    Q = y.shape[1] * y.shape[2]                   # output pixels per image
+    out = y.reshape(N * Q, O)
+    P, C = pixels.shape[0], X.shape[1]
+    size, full = X.itemsize, Wm.shape[1]
+    wm_at, wp_at = np.int64(Wm.ctypes.data), np.int64(Wp.ctypes.data)
+    for t in prange(threads):
+        lo, hi = t * N // threads, (t + 1) * N // threads
+        cols = np.empty(sizes[0], X.dtype)
+        rows_of_x = np.empty(sizes[1], X.dtype)
+        cols_at, rx_at = np.int64(cols.ctypes.data), np.int64(rows_of_x.ctypes.data)
+        for m in range(lo * Q, hi * Q):
+            for o in range(O):
+                out[m, o] = init[o]
+        for k in range(bounds.shape[0]):
+            ilo, ihi, jlo, jhi = bounds[k, 0], bounds[k, 1], bounds[k, 2], bounds[k, 3]
+            width = (ihi - ilo) * (jhi - jlo) * O
+            if width == 0:
+                continue
+            p0, p1 = starts[k], starts[k + 1]
+            for n0 in range(lo, hi, chunks[k]):
+                n1 = min(n0 + chunks[k], hi)
+                r = 0
+                for n in range(n0, n1):
+                    for q in range(p0, p1):
+                        src = X[n * P + pixels[q]]
+                        for c in range(C):
+                            rows_of_x[r * C + c] = src[c]
+                        r += 1
+                # cols_k (rows, width) = X_k (rows, C) @ Wm_k (C, width)
+                w_at, ldw = _class_weights(wm_at, wp_at, w_offsets[k], ilo, kw * O, full,
+                                           width, size)
+                gemm_rows(gemm, True, True, r, width, C, one, rx_at, C, w_at, ldw, zero,
+                          cols_at, width)
+                class_col2im_add(cols, n0, n1, y, pixels, p0, p1, OW, ilo, ihi, jlo, jhi, sh,
+                                 sw, ph, pw)
+        _relu_epilogue(out[lo * Q:hi * Q], relu, gated, gate[lo * Q:hi * Q])
+
+
+@njit(parallel=True, cache=True)
+def _pack_columns(M, bounds, kw, C, w_offsets, packed):
+    """Class k's columns of M (rows of M, width_k), C-contiguous, at
+    packed[w_offsets[k]:], for the classes with w_offsets[k] >= 0: one run of
+    (jhi-jlo)*C columns per kernel row i, copied whole (the same values as
+    :func:`kernels.windows.pack_columns`)."""
+    for r in prange(M.shape[0]):
+        src = M[r]
+        for k in range(bounds.shape[0]):
+            if w_offsets[k] < 0:
+                continue
+            ilo, ihi, jlo, jhi = bounds[k, 0], bounds[k, 1], bounds[k, 2], bounds[k, 3]
+            run = (jhi - jlo) * C
+            at = w_offsets[k] + r * (ihi - ilo) * run
+            for i in range(ilo, ihi):
+                a = (i * kw + jlo) * C
+                dst = packed[at:at + run]
+                for m in range(run):
+                    dst[m] = src[a + m]
+                at += run
+
+
+#: How a fused product goes by window classes for one geometry (cached):
+#:   classes    kernels.windows.WindowClasses
+#:   chunks     images per chunk of each class
+#:   sizes      the thread buffers, elements: the largest columns of a chunk,
+#:              then its rows times each of ``per_row``
+#:   w_offsets  where each class's weights start in the packed copy, -1 for a
+#:              class whose columns are one block of Wm's (jlo = 0, jhi = KW)
+#:   packed     the packed copy's size per row of Wm
+ClassPlan = namedtuple("ClassPlan", "classes chunks sizes w_offsets packed")
+
+
+@functools.lru_cache(maxsize=256)
+def _class_plan(H, W, C, kh, kw, sh, sw, ph, pw, images, budget, itemsize, per_row):
+    """The :data:`ClassPlan` of a geometry: chunks of at most ``images`` images
+    whose columns take about ``budget`` bytes."""
+    classes = window_classes(H, W, C, kh, kw, sh, sw, ph, pw)
+    counts = np.diff(classes.starts)
+    widths = np.diff(classes.col_starts)
+    chunks = np.array([min(images, _images_per_chunk(c, max(w, 1), itemsize, budget))
+                       for c, w in zip(counts, widths)], np.int64)
+    rows = int((chunks * counts).max())
+    sizes = np.array([max(1, int((chunks * counts * widths).max()))]
+                     + [max(1, rows * n) for n in per_row], np.int64)
+    w_offsets, packed = np.full(len(chunks), -1, np.int64), 0
+    for k, (ilo, ihi, jlo, jhi) in enumerate(classes.bounds):
+        if (jlo, jhi) != (0, kw) and widths[k]:
+            w_offsets[k], packed = packed, packed + int(widths[k])
+    for a in (chunks, sizes, w_offsets):
+        a.flags.writeable = False
+    return ClassPlan(classes, chunks, sizes, w_offsets, packed)
+
+
+def _packed(M, plan, kw, C):
+    """(packed copy, offsets in elements) of M's class columns (:func:`_pack_columns`)."""
+    rows = M.shape[0]
+    packed = np.empty(max(1, rows * plan.packed), M.dtype)
+    offsets = np.where(plan.w_offsets < 0, -1, rows * plan.w_offsets)
+    _pack_columns(M, plan.classes.bounds, kw, C, offsets, packed)
+    return packed, offsets
+
+
+def _by_classes(table, padding):
+    """Whether the fused products go by window classes (kernels/windows.py): for
+    padded convolutions of images that take the runs (no index tables)."""
+    return table is None and any(padding)
+
+
+def _class_products_cpu(x, kernel_size, stride, padding, Wm, bias, R, relu, relu_output):
+    """:func:`_column_products_cpu`'s products by :func:`_class_columns_cpu`."""
+    N, H, W, C = x.shape
+    OW = conv_output_size(W, kernel_size[1], stride[1], padding[1])
+    dtype = x.dtype
+    threads = get_num_threads()
+    O = Wm.shape[0] if Wm is not None else 0
+    D = R.shape[1] if R is not None else 0
+    plan = _class_plan(H, W, C, *kernel_size, *stride, *padding, max(1, -(-N // threads)),
+                       WEIGHT_CHUNK_BYTES if R is not None else CHUNK_BYTES, x.itemsize,
+                       (O, D))
+    classes = plan.classes
+    empty1, empty2 = np.empty(0, dtype), np.empty((0, 0), dtype)
+    out = np.empty((N * classes.pixels.shape[0], O), dtype) if Wm is not None else empty2
+    Wp, w_offsets = (_packed(Wm, plan, kernel_size[1], C) if Wm is not None
+                     else (empty1, plan.w_offsets))
+    parts = (np.empty((threads, D, kernel_size[0] * kernel_size[1] * C), dtype)
+             if R is not None else np.empty((0, 0, 0), dtype))
+    _class_columns_cpu(_gemm_addresses()[dtype], x, kernel_size[1], *stride, *padding, OW,
+                       classes.bounds, classes.starts, classes.pixels, plan.chunks, plan.sizes,
+                       threads, *_blas_scalars(dtype), Wm is not None,
+                       Wm if Wm is not None else empty2, Wp, w_offsets,
+                       bias if bias is not None else empty1, bias is not None, out, relu,
+                       relu_output is not None,
+                       relu_output if relu_output is not None else empty2,
+                       R is not None, R if R is not None else empty2, parts)
+    dW = None
+    if R is not None:                          # the partial products, added in order
+        dW = parts[0] if threads == 1 else parts.sum(axis=0)
+    return (out if Wm is not None else None), dW
+
+
+def _class_transposed_product_cpu(X, Wm, y_shape, kernel_size, stride, padding, bias, relu,
+                                  relu_output):
+    """:func:`conv_transposed_product`'s fused kernel by window classes."""
+    N, OH, OW, O = y_shape
+    threads = get_num_threads()
+    plan = _class_plan(OH, OW, O, *kernel_size, *stride, *padding, max(1, -(-N // threads)),
+                       CHUNK_BYTES, X.itemsize, (X.shape[1],))
+    classes = plan.classes
+    y = np.empty(tuple(y_shape), dtype=X.dtype)
+    init = bias if bias is not None else np.zeros(O, X.dtype)
+    Wp, w_offsets = _packed(Wm, plan, kernel_size[1], O)
+    gate = (relu_output.reshape(N * OH * OW, O) if relu_output is not None
+            else np.empty((0, 0), X.dtype))
+    _class_transposed_cpu(_gemm_addresses()[X.dtype], X, Wm, Wp, w_offsets, init, y,
+                          kernel_size[1], *stride, *padding,
+                          conv_output_size(OW, kernel_size[1], stride[1], padding[1]),
+                          classes.bounds, classes.starts, classes.pixels, plan.chunks,
+                          plan.sizes, threads, *_blas_scalars(X.dtype), relu,
+                          relu_output is not None, gate)
+    return y
+
+
 def _column_products_cpu(x, kernel_size, stride, padding, Wm=None, bias=None, R=None,
                          relu=False, relu_output=None):
     """(im2col(x) Wm^T + bias or None, R^T im2col(x) or None) by :func:`_columns_cpu`:
     the forward product when Wm is given (``relu``, ``relu_output``: see
     :func:`conv_forward_product`), the weight product when R is."""
+    table = cpu_tables(x.shape, kernel_size, stride, padding, gather=False)
+    if _by_classes(table, padding):
+        return _class_products_cpu(x, kernel_size, stride, padding, Wm, bias, R, relu,
+                                   relu_output)
     N, H, W, C = x.shape
     OH, OW = _geometry("conv products", x.shape, kernel_size, stride, padding)
     kh, kw = kernel_size
@@ -211,8 +519,7 @@ def _column_products_cpu(x, kernel_size, stride, padding, Wm=None, bias=None, R=
     out = np.empty((N * OH * OW, Wm.shape[0]), dtype) if Wm is not None else empty2
     parts = (np.empty((threads, R.shape[1], width), dtype) if R is not None
              else np.empty((0, 0, 0), dtype))
-    use_table, offsets, _ = _table_args(cpu_tables(x.shape, kernel_size, stride, padding,
-                                                   gather=False))
+    use_table, offsets, _ = _table_args(table)
     budget = WEIGHT_CHUNK_BYTES if R is not None else CHUNK_BYTES
     chunk = _images_per_chunk(OH * OW, width, x.itemsize, budget)
     _columns_cpu(_gemm_addresses()[dtype], x, kh, kw, *stride, *padding, use_table, offsets,
@@ -365,10 +672,13 @@ def conv_transposed_product(X, Wm, y_shape, kernel_size, stride, padding, bias=N
         y = get_xp(X).empty(tuple(y_shape), dtype=X.dtype)
         columns._col2im_cuda(matmul(X, Wm), y, kernel_size, stride, padding)
         return _bias_and_epilogue(y, bias, relu, relu_output)
+    table = cpu_tables(y_shape, kernel_size, stride, padding, gather=True)
+    if _by_classes(table, padding):
+        return _class_transposed_product_cpu(X, Wm, y_shape, kernel_size, stride, padding,
+                                             bias, relu, relu_output)
     y = np.empty(tuple(y_shape), dtype=X.dtype)
     init = bias if bias is not None else np.zeros(O, X.dtype)
-    use_table, starts, entries = _table_args(cpu_tables(y_shape, kernel_size, stride,
-                                                        padding, gather=True))
+    use_table, starts, entries = _table_args(table)
     chunk = _images_per_chunk(H * W, kh * kw * O, X.itemsize, CHUNK_BYTES)
     gate = (relu_output.reshape(N * OH * OW, O) if relu_output is not None
             else np.empty((0, 0), X.dtype))

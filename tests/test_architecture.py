@@ -33,7 +33,7 @@ PLACEMENT = {
                 "kernels.blas", "kernels.codes", "kernels.conv_gemm", "kernels.counter_rng",
                 "kernels.cublas",
                 "kernels.gemm",
-                "kernels.im2col", "kernels.layout", "kernels.gated",
+                "kernels.im2col", "kernels.layout", "kernels.gated", "kernels.windows",
                 "kernels.relu", "kernels.sigmoid", "kernels.vq"],
     "backend": ["scratchvae", "scratchvae.backend"],
     "ops": ["scratchvae.ops", "scratchvae.ops.activations", "scratchvae.ops.conv",

@@ -269,7 +269,8 @@ def test_bench_train_products_are_the_mlp_steps_and_replay_alone():
 def test_bench_train_products_of_a_conv_step_are_its_fused_kernels_calls():
     """--products for conv-vae: the step's nine fused conv kernel calls (forward,
     backward; the first layer's input gradient skipped) besides its linear layers'
-    products, each with its geometry, chunk and threads."""
+    products, each with its geometry, chunks (per window class for the padded
+    middle layers) and threads."""
     sys.path.insert(0, ROOT)
     from benchmarks import bench_train
 
@@ -283,7 +284,14 @@ def test_bench_train_products_of_a_conv_step_are_its_fused_kernels_calls():
         ("forward+weight", 128 * 49, 512, 64),                 # the first ConvT's
         ("weight", 128 * 49, 512, 64), ("transposed", 128 * 49, 512, 64),   # Conv 32->64
         ("weight", 128 * 196, 16, 32)]                         # Conv 1->32: no dx
-    assert all(c["chunk"] >= 1 and c["threads"] >= 1 for c in convs)
+    assert all(c["threads"] >= 1 for c in convs)
+    for c in convs:         # the padded middle layers go by window classes: nine of them
+        if c["width"] == 512:
+            counts, widths, chunks, runs = c["classes"]
+            assert counts.tolist() == [1, 5, 1, 5, 25, 5, 1, 5, 1] and widths.max() == 512
+            assert (chunks >= 1).all() and runs.tolist() == [96, 0, 96] * 3
+        else:
+            assert c["chunk"] >= 1 and "classes" not in c
     for update in (False, True):                               # ours-products, ours-floor
         result = bench_train.worker_ours_products("conv-vae", 2, update=update)
         assert result["products"] == 21 and result["conv_calls"] == 9

@@ -213,8 +213,10 @@ def test_conv_gradchecks_pass():
 
 
 #: the fused CPU kernels of kernels/conv_gemm.py, and where their ``use_table``
-#: argument is (True: im2col/col2im by index tables, False: by runs)
-CPU_KERNELS = {"_columns_cpu": 8, "_transposed_cpu": 12}
+#: argument is (True: im2col/col2im by index tables, False: by runs); None: the
+#: kernels by window classes (padded images of more channels)
+CPU_KERNELS = {"_columns_cpu": 8, "_transposed_cpu": 12, "_class_columns_cpu": None,
+               "_class_transposed_cpu": None}
 #: the conv op functions, as the gradient checks and the layers call them
 PHASES = {"conv2d_forward": "Conv2d forward", "conv2d_backward": "Conv2d backward",
           "conv_transpose2d_forward": "ConvTranspose2d forward",
@@ -239,8 +241,12 @@ def _kernels_run_by(monkeypatch, named_checks):
             monkeypatch.setattr(owner, attr, tagged)
     for kname, where in CPU_KERNELS.items():
         def spy(*args, _f=getattr(conv_gemm, kname), _where=where):
-            assert isinstance(args[_where], bool)
-            seen.add((phase[0], "table" if args[_where] else "runs", args[1].dtype))
+            if _where is None:
+                strategy = "classes"
+            else:
+                assert isinstance(args[_where], bool)
+                strategy = "table" if args[_where] else "runs"
+            seen.add((phase[0], strategy, args[1].dtype))
             return _f(*args)
         monkeypatch.setattr(conv_gemm, kname, spy)
     for name, fn in named_checks:
@@ -249,25 +255,29 @@ def _kernels_run_by(monkeypatch, named_checks):
     return seen
 
 
-def test_conv_gradchecks_run_both_cpu_strategies(monkeypatch):
+def test_conv_gradchecks_run_every_cpu_strategy(monkeypatch):
     """The float64 checks of scratchvae/gradcheck/conv.py send each op's forward and backward
-    through the index-table kernels (images of <= TABLE_CHANNELS channels) and
-    the run kernels (more channels): both are checked, not only the one the
-    small test shapes happen to pick."""
+    through the index-table kernels (images of <= TABLE_CHANNELS channels), the
+    window classes (more channels, padded) and the run kernels (more channels,
+    no padding): all three are checked, not only the one the small test shapes
+    happen to pick."""
     assert K.TABLE_CHANNELS == 3
     seen = _kernels_run_by(monkeypatch, CONV_CHECKS)
-    assert seen == {(phase, strategy, np.dtype(np.float64))
-                    for phase in PHASES.values() for strategy in ("runs", "table")}
+    assert seen == {(phase, strategy, np.dtype(np.float64)) for phase in PHASES.values()
+                    for strategy in ("runs", "table", "classes")}
     assert set(dict(CONV_CHECKS)) <= set(check_names())    # all in the catalogue
 
 
-def test_conv_vae_gradcheck_runs_the_run_kernels(monkeypatch):
+def test_conv_vae_gradcheck_runs_the_window_classes(monkeypatch):
     """The whole-model check with hidden layers of 4 and 5 channels reaches the
-    run kernels in every conv phase (the (3, 4) instances only the tables)."""
+    kernels by window classes (its padded layers of more than TABLE_CHANNELS
+    channels, as the full model's) in every conv phase (the (3, 4) instances
+    only the tables)."""
     name = "conv-vae loss (Bernoulli, 4x4 images, channels (4, 5))"
     seen = _kernels_run_by(monkeypatch, [(name, dict(checks())[name])])
     assert {(phase, np.dtype(np.float64)) for phase, strategy, dtype in seen
-            if strategy == "runs"} == {(phase, np.dtype(np.float64)) for phase in PHASES.values()}
+            if strategy == "classes"} == {(phase, np.dtype(np.float64))
+                                          for phase in PHASES.values()}
 
 
 @pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d"])

@@ -1,8 +1,9 @@
 """The fused conv products (kernels/conv_gemm.py) against the unfused references
-(im2col / col2im references and a plain product): both column strategies, odd
-geometries, bias or not, both dtypes, any chunk size, fewer images than
-threads, one thread; what takes the reference instead; the ReLU epilogues
-against separate passes of kernels/relu.py; the errors."""
+(im2col / col2im references and a plain product): the three column strategies
+(index tables, runs, window classes), odd geometries, bias or not, both dtypes,
+any chunk size, fewer images than threads, one thread; what takes the reference
+instead; the ReLU epilogues against separate passes of kernels/relu.py; the
+errors."""
 import numba
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ from kernels.im2col import TABLE_CHANNELS, conv_output_size
 from kernels.relu import relu_backward_reference, relu_forward_reference
 
 #: (N, H, W, C, kernel, stride, padding): C <= 3 takes the index tables, C > 3
-#: the runs (C >= 16: col2im's vector path); stride 1-3, padding 0-2, kernel 1-5
+#: the window classes when padded, else the runs (C >= 16: col2im's vector
+#: path); stride 1-3, padding 0-3, kernel 1-5
 GEOMETRIES = [
     (3, 7, 6, 1, (4, 3), (2, 1), (1, 0)),
     (2, 5, 5, 3, (5, 5), (3, 3), (2, 2)),
@@ -21,7 +23,14 @@ GEOMETRIES = [
     (5, 14, 14, 32, (4, 4), (2, 2), (1, 1)),
     (1, 6, 7, 17, (2, 1), (1, 1), (0, 1)),
     (7, 4, 5, 2, (1, 3), (2, 1), (0, 1)),     # a 1-wide kernel that is not pointwise
+    (3, 8, 7, 5, (3, 2), (2, 1), (0, 0)),     # no padding: the runs
+    (2, 2, 3, 5, (2, 2), (1, 2), (3, 2)),     # windows wholly in the padding: empty classes
 ]
+
+
+def _strategy(geometry):
+    C, padding = geometry[3], geometry[6]
+    return "tables" if C <= TABLE_CHANNELS else ("classes" if any(padding) else "runs")
 D = 6                                         # the other side of every product
 
 
@@ -30,23 +39,35 @@ def _auto_dispatch(monkeypatch):
     monkeypatch.delenv(ENV_VAR, raising=False)
 
 
+_PRODUCTS = {(True, True): "forward+weight", (True, False): "forward", (False, True): "weight"}
+
+
 @pytest.fixture
 def fused_calls(monkeypatch):
-    """The products each fused CPU kernel call made, and whether it used the tables."""
+    """The products each fused CPU kernel call made, and its column strategy."""
     calls = []
-    real_columns, real_transposed = G._columns_cpu, G._transposed_cpu
+    real = {name: getattr(G, name) for name in ("_columns_cpu", "_transposed_cpu",
+                                                "_class_columns_cpu", "_class_transposed_cpu")}
 
     def columns(*args):       # use_table, forward and weight at 8, 14, 22
-        products = {(True, True): "forward+weight", (True, False): "forward",
-                    (False, True): "weight"}[(args[14], args[22])]
-        calls.append((products, args[8]))
-        return real_columns(*args)
+        calls.append((_PRODUCTS[(args[14], args[22])], "tables" if args[8] else "runs"))
+        return real["_columns_cpu"](*args)
 
     def transposed(*args):    # use_table at 12
-        calls.append(("transposed", args[12]))
-        return real_transposed(*args)
-    monkeypatch.setattr(G, "_columns_cpu", columns)
-    monkeypatch.setattr(G, "_transposed_cpu", transposed)
+        calls.append(("transposed", "tables" if args[12] else "runs"))
+        return real["_transposed_cpu"](*args)
+
+    def class_columns(*args):  # forward and weight at 16, 26
+        calls.append((_PRODUCTS[(args[16], args[26])], "classes"))
+        return real["_class_columns_cpu"](*args)
+
+    def class_transposed(*args):
+        calls.append(("transposed", "classes"))
+        return real["_class_transposed_cpu"](*args)
+    for name, fake in (("_columns_cpu", columns), ("_transposed_cpu", transposed),
+                       ("_class_columns_cpu", class_columns),
+                       ("_class_transposed_cpu", class_transposed)):
+        monkeypatch.setattr(G, name, fake)
     return calls
 
 
@@ -91,9 +112,9 @@ def test_fused_products_match_the_unfused_references(geometry, with_bias, dtype,
     b_tr = rng.standard_normal(x.shape[3]).astype(dtype) if with_bias else None
     for fused, reference in _all_products(x, Wm, Wt, R, k, s, p, b_fwd, b_tr):
         _assert_close(fused, reference)
-    table = x.shape[3] <= TABLE_CHANNELS
-    assert fused_calls == [("forward+weight", table), ("forward", table),
-                           ("transposed", table), ("weight", table)]
+    way = _strategy(geometry)
+    assert fused_calls == [("forward+weight", way), ("forward", way), ("transposed", way),
+                           ("weight", way)]
 
 
 @pytest.mark.parametrize("budget", [1, 40_000, 1 << 30])    # one image, a few, all at once
@@ -160,9 +181,9 @@ def test_the_comparison_catches_a_missing_bias(monkeypatch):
     x, Wm, _, _ = _inputs(geometry, np.float64, np.random.default_rng(5))
     k, s, p = geometry[4:]
     bias = np.ones(D)
-    real = G._columns_cpu
-    monkeypatch.setattr(G, "_columns_cpu",                  # has_bias is argument 17
-                        lambda *args: real(*args[:17], False, *args[18:]))
+    real = G._class_columns_cpu
+    monkeypatch.setattr(G, "_class_columns_cpu",            # has_bias is argument 21
+                        lambda *args: real(*args[:21], False, *args[22:]))
     with pytest.raises(AssertionError):
         _assert_close(G.conv_forward_product(x, Wm, k, s, p, bias),
                       G.conv_forward_product_reference(x, Wm, k, s, p, bias))
@@ -245,9 +266,9 @@ def test_the_epilogue_comparison_catches_a_kernel_without_it(monkeypatch):
     geometry = GEOMETRIES[3]
     x, Wm, _, _ = _inputs(geometry, np.float64, np.random.default_rng(7))
     k, s, p = geometry[4:]
-    real = G._columns_cpu
-    monkeypatch.setattr(G, "_columns_cpu",                  # relu is argument 19
-                        lambda *args: real(*args[:19], False, *args[20:]))
+    real = G._class_columns_cpu
+    monkeypatch.setattr(G, "_class_columns_cpu",            # relu is argument 23
+                        lambda *args: real(*args[:23], False, *args[24:]))
     with pytest.raises(AssertionError):
         _same_bits(G.conv_forward_product(x, Wm, k, s, p, relu=True),
                    relu_forward_reference(G.conv_forward_product(x, Wm, k, s, p)))

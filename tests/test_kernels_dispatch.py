@@ -185,18 +185,18 @@ def _case(name):
                    (kim2col, "_col2im_cpu")),
         "conv_forward_product": (lambda v: kconv.conv_forward_product(
                                      v(x), v(_f32(rng, 5, 36)), K, S, P),
-                                 (kconv, "_columns_cpu")),
+                                 (kconv, "_columns_cpu", "_class_columns_cpu")),
         "conv_weight_product": (lambda v: kconv.conv_weight_product(
                                     v(x), v(_f32(rng, 18, 5)), K, S, P),
-                                (kconv, "_columns_cpu")),
+                                (kconv, "_columns_cpu", "_class_columns_cpu")),
         "conv_forward_and_weight_products": (lambda v: kconv.conv_forward_and_weight_products(
                                                  v(x), v(_f32(rng, 5, 36)),
                                                  v(_f32(rng, 18, 5)), K, S, P),
-                                             (kconv, "_columns_cpu")),
+                                             (kconv, "_columns_cpu", "_class_columns_cpu")),
         "conv_transposed_product": (lambda v: kconv.conv_transposed_product(
                                         v(_f32(rng, 18, 5)), v(_f32(rng, 5, 36)), x.shape,
                                         K, S, P),
-                                    (kconv, "_transposed_cpu")),
+                                    (kconv, "_transposed_cpu", "_class_transposed_cpu")),
     }
     return cases[name]
 

@@ -2,12 +2,12 @@
 
 The cases cover a small grid of configurations: stride > 1, padding,
 rectangular kernels and images, output_padding, 1x1 (the im2col-free
-path), with and without bias, and both sides of the channel count that
-picks the CPU strategy of im2col/col2im (kernels/im2col.py: index tables
-for images of at most TABLE_CHANNELS = 3 channels, runs of KW*C values
-above; the image is x for Conv2d, y for ConvTranspose2d), so that each
-op's forward and backward is checked through both (tests/test_conv.py
-counts the kernel calls). Convolutions are linear in each argument, so the
+path), with and without bias, and every CPU strategy of the fused products
+(kernels/conv_gemm.py: index tables for images of at most TABLE_CHANNELS = 3
+channels; above, window classes when padded, runs of KW*C values when not;
+the image is x for Conv2d, y for ConvTranspose2d), so that each op's forward
+and backward is checked through all three (tests/test_conv.py counts the
+kernel calls). Convolutions are linear in each argument, so the
 central difference is exact up to round-off: a correct backward lands at
 1e-8 to 1e-10, while a wrong one (a missing kernel flip, a factor 2) is
 off by O(1).
@@ -29,7 +29,8 @@ CONV2D_CASES = (
     (3, 2, 8, 7, 3, 4, 2, 1, True),                  # the conv-VAE shape, small
     (1, 2, 5, 6, 2, 3, 3, 2, False),                 # padding > kernel/2, stride 3, no bias
     (2, 3, 4, 5, 2, 1, 1, 0, True),                  # 1x1: no im2col
-    (2, 5, 6, 5, 4, (3, 2), 2, 1, True),             # C = 5 > TABLE_CHANNELS: the run kernels
+    (2, 5, 6, 5, 4, (3, 2), 2, 1, True),             # C = 5 > TABLE_CHANNELS: window classes
+    (2, 5, 6, 5, 4, (3, 2), 2, 0, True),             # C = 5, no padding: the run kernels
 )
 
 #: (N, C, H, W, O, kernel, stride, padding, output_padding, bias)
@@ -38,7 +39,8 @@ CONV_TRANSPOSE2D_CASES = (
     (2, 3, 3, 4, 2, 4, 2, 1, 0, True),                       # the conv-VAE shape, small
     (1, 2, 3, 3, 3, 3, 3, 2, 1, False),                      # stride 3, padding 2, no bias
     (2, 3, 4, 5, 2, 1, 1, 0, 0, True),                       # 1x1: no col2im
-    (2, 4, 3, 3, 5, (3, 2), 2, 1, 1, True),                  # O = 5: the run kernels
+    (2, 4, 3, 3, 5, (3, 2), 2, 1, 1, True),                  # O = 5: window classes
+    (2, 4, 3, 3, 5, (3, 2), 2, 0, 1, True),                  # O = 5, no padding: the runs
 )
 
 

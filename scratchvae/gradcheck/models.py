@@ -175,8 +175,9 @@ SPECS = (
                       channels=(3, 4)),
             vae_check("conv-vae loss (Bernoulli, L=2, 2x4x8 images)", conv_vae, L=2,
                       shape=(2, 4, 8), channels=(3, 4)),
-            # hidden layers of 4 and 5 channels: im2col/col2im take the run kernels
-            # (more than kernels.im2col.TABLE_CHANNELS = 3 channels), not the index tables
+            # hidden layers of 4 and 5 channels: the padded products go by window
+            # classes (more than kernels.im2col.TABLE_CHANNELS = 3 channels), not by
+            # the index tables
             vae_check("conv-vae loss (Bernoulli, 4x4 images, channels (4, 5))", conv_vae,
                       shape=(1, 4, 4), channels=(4, 5))),
         kinks=KINKS, h=MODEL_STEP, implementations=MODEL_KERNELS, derivation=vae_module,

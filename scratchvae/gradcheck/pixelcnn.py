@@ -23,7 +23,7 @@ from .spec import Case, Check, OpSpec
 MASKED_CONV2D_CASES = (
     ("A", 2, 3, 5, 5, 4, 3, True),             # a first layer
     ("B", 2, 2, 6, 5, 3, 5, False),            # the centre kept, no bias
-    ("B", 1, 5, 4, 6, 4, (3, 5), True),        # rectangular; C = 5: the run kernels
+    ("B", 1, 5, 4, 6, 4, (3, 5), True),        # rectangular; C = 5: window classes
 )
 
 
