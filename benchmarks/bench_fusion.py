@@ -15,7 +15,6 @@ two give the same numbers bit for bit (tests/test_conv.py), so only time differs
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -34,7 +33,7 @@ def stacks(module):
 def measure(model_name, rounds, steps, log=print):
     """[(fused ms, separate ms)]: the median step of each, round by round (5 steps
     of warm-up first)."""
-    from benchmarks.common import training_step
+    from benchmarks.common import settings_in_turns, training_step
     from scratchvae.backend import retain_freed_memory
     from scratchvae.models import build_model
     from scratchvae.optimizers import Adam
@@ -45,31 +44,11 @@ def measure(model_name, rounds, steps, log=print):
     x = (np.random.default_rng(1).random((128, 1, 28, 28)) > 0.5).astype(np.float32)
     labels = np.arange(128) % 10
 
-    def median_step(fuse):
+    def use(fuse):
         for stack in stacks(model):
             stack.fuse_relu = fuse
-        step(x, labels)                              # the other setting's caches go
-        times = []
-        for _ in range(steps):
-            t0 = time.perf_counter()
-            step(x, labels)
-            times.append(time.perf_counter() - t0)
-        return 1e3 * float(np.median(times))
-
-    for _ in range(5):
-        step(x, labels)
-    results = []
-    for r in range(rounds):
-        if r % 2 == 0:
-            fused = median_step(True)
-            separate = median_step(False)
-        else:
-            separate = median_step(False)
-            fused = median_step(True)
-        results.append((fused, separate))
-        log(f"round {r + 1}: fused {fused:.2f} ms, separate {separate:.2f} ms, "
-            f"ratio {fused / separate:.3f}")
-    return results
+    return settings_in_turns(lambda: step(x, labels), use, rounds, steps,
+                             ("fused", "separate"), log)
 
 
 def main():

@@ -175,6 +175,33 @@ def save_table(path, title, header, rows, notes=(), extra=None):
         f.write(text)
 
 
+def settings_in_turns(step, use, rounds, steps, names=("a", "b"), log=print):
+    """[(a ms, b ms)]: the median of ``steps`` calls of ``step()`` under each of two
+    settings, ``use(True)`` (a) and ``use(False)`` (b), round by round in one process,
+    the order alternating (a first in even rounds), so that both see the same state
+    and machine minute; one untimed call after each switch, 5 before the first."""
+    def median_step(setting):
+        use(setting)
+        step()                                       # the other setting's caches go
+        times = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+        return 1e3 * float(np.median(times))
+
+    for _ in range(5):
+        step()
+    results = []
+    for r in range(rounds):
+        order = (True, False) if r % 2 == 0 else (False, True)
+        times = {setting: median_step(setting) for setting in order}
+        results.append((times[True], times[False]))
+        log(f"round {r + 1}: {names[0]} {times[True]:.2f} ms, {names[1]} {times[False]:.2f} "
+            f"ms, ratio {times[True] / times[False]:.3f}")
+    return results
+
+
 def paired_summary(results):
     """(mean of the ratios a / b over the pairs (a, b), its 95% Student-t interval)."""
     from scipy import stats

@@ -26,7 +26,9 @@ as a ``numba.extending.register_jitable`` function that both call.
 - kernels/cublas.py: cuBLAS on a handle of the engine's own, for the products of
   a captured training step;
 - kernels/im2col.py, kernels/conv_gemm.py: im2col/col2im and the three
-  products of a convolution with them fused in;
+  products of a convolution with them fused in; kernels/windows.py: a padded
+  convolution's windows by the taps that read the image, so that no product
+  multiplies the padding;
 - kernels/layout.py: layout-changing copies of 4-D arrays.
 
 Tests check each kernel against its reference, the CUDA kernels on real

@@ -54,7 +54,8 @@ is stated here, and only here:
   ``"cuda"`` also needs the indices on the device and Numba's CUDA usable.
 - the conv products (kernels/conv_gemm.py): a 1x1 convolution with stride
   1 and no padding is a ``matmul`` (the image is its own column matrix) and
-  follows its rule; the others' ``"cpu"`` is im2col/col2im fused with BLAS,
+  follows its rule; the others' ``"cpu"`` is im2col/col2im fused with BLAS
+  (by window classes for padded images of more than 3 channels),
   and their ``"cuda"`` is kernels/im2col.py's CUDA kernels and cuBLAS
   (through ``matmul``), unfused.
 """

@@ -67,7 +67,7 @@ from .im2col import (_geometry, col2im_block, col2im_reference, col2im_table_blo
                      conv_output_size, cpu_tables, im2col_block, im2col_reference,
                      im2col_table_block)
 from .relu import _relu, _relu_grad, add_bias, relu_backward, relu_forward
-from .windows import class_col2im_add, class_im2col, window_classes
+from .windows import class_col2im_add, class_im2col, class_rows, window_classes
 
 #: a chunk's column rows take about this many bytes (its images' columns are
 #: built, multiplied or gathered while they stay in the core's cache: 2 MB of
@@ -76,6 +76,10 @@ CHUNK_BYTES = 768 << 10
 #: the same for the weight gradient, whose chunks are multiplied into a
 #: partial product that stays in cache too
 WEIGHT_CHUNK_BYTES = 384 << 10
+#: padded products of images with more than TABLE_CHANNELS channels go by
+#: window classes; False runs them as one product over the full columns, with
+#: the padding's zeros (benchmarks/bench_window_classes.py times the two)
+BY_CLASSES = True
 
 
 def _is_pointwise(kernel, stride, padding):
@@ -307,13 +311,7 @@ def _class_columns_cpu(gemm, x, kw, sh, sw, ph, pw, OW, bounds, starts, pixels, 
                                        gated, gate, row)
                             r += 1
                 if weight and width > 0:
-                    r = 0
-                    for n in range(n0, n1):
-                        for q in range(p0, p1):
-                            src = R[n * P + pixels[q]]
-                            for d in range(D):
-                                rows_of_r[r * D + d] = src[d]
-                            r += 1
+                    class_rows(R, n0, n1, P, pixels, p0, p1, rows_of_r)
                     # parts[t][:, class k's columns] += R_k^T (D, rows) @ cols_k (rows, width)
                     run = (jhi - jlo) * C
                     if jlo == 0 and jhi == kw:            # one block of columns
@@ -360,13 +358,7 @@ def _class_transposed_cpu(gemm, X, Wm, Wp, w_offsets, init, y, kw, sh, sw, ph, p
             p0, p1 = starts[k], starts[k + 1]
             for n0 in range(lo, hi, chunks[k]):
                 n1 = min(n0 + chunks[k], hi)
-                r = 0
-                for n in range(n0, n1):
-                    for q in range(p0, p1):
-                        src = X[n * P + pixels[q]]
-                        for c in range(C):
-                            rows_of_x[r * C + c] = src[c]
-                        r += 1
+                r = class_rows(X, n0, n1, P, pixels, p0, p1, rows_of_x)
                 # cols_k (rows, width) = X_k (rows, C) @ Wm_k (C, width)
                 w_at, ldw = _class_weights(wm_at, wp_at, w_offsets[k], ilo, kw * O, full,
                                            width, size)
@@ -442,8 +434,9 @@ def _packed(M, plan, kw, C):
 
 def _by_classes(table, padding):
     """Whether the fused products go by window classes (kernels/windows.py): for
-    padded convolutions of images that take the runs (no index tables)."""
-    return table is None and any(padding)
+    padded convolutions of images that take the runs (no index tables), unless
+    :data:`BY_CLASSES` is off."""
+    return BY_CLASSES and table is None and any(padding)
 
 
 def _class_products_cpu(x, kernel_size, stride, padding, Wm, bias, R, relu, relu_output):
@@ -468,14 +461,10 @@ def _class_products_cpu(x, kernel_size, stride, padding, Wm, bias, R, relu, relu
                        classes.bounds, classes.starts, classes.pixels, plan.chunks, plan.sizes,
                        threads, *_blas_scalars(dtype), Wm is not None,
                        Wm if Wm is not None else empty2, Wp, w_offsets,
-                       bias if bias is not None else empty1, bias is not None, out, relu,
-                       relu_output is not None,
-                       relu_output if relu_output is not None else empty2,
+                       bias if bias is not None else empty1, bias is not None, out,
+                       *_epilogue_args(relu, relu_output, dtype),
                        R is not None, R if R is not None else empty2, parts)
-    dW = None
-    if R is not None:                          # the partial products, added in order
-        dW = parts[0] if threads == 1 else parts.sum(axis=0)
-    return (out if Wm is not None else None), dW
+    return _column_results(out, parts, Wm is not None, R is not None)
 
 
 def _class_transposed_product_cpu(X, Wm, y_shape, kernel_size, stride, padding, bias, relu,
@@ -489,15 +478,30 @@ def _class_transposed_product_cpu(X, Wm, y_shape, kernel_size, stride, padding, 
     y = np.empty(tuple(y_shape), dtype=X.dtype)
     init = bias if bias is not None else np.zeros(O, X.dtype)
     Wp, w_offsets = _packed(Wm, plan, kernel_size[1], O)
-    gate = (relu_output.reshape(N * OH * OW, O) if relu_output is not None
-            else np.empty((0, 0), X.dtype))
+    gate = relu_output.reshape(N * OH * OW, O) if relu_output is not None else None
     _class_transposed_cpu(_gemm_addresses()[X.dtype], X, Wm, Wp, w_offsets, init, y,
                           kernel_size[1], *stride, *padding,
                           conv_output_size(OW, kernel_size[1], stride[1], padding[1]),
                           classes.bounds, classes.starts, classes.pixels, plan.chunks,
-                          plan.sizes, threads, *_blas_scalars(X.dtype), relu,
-                          relu_output is not None, gate)
+                          plan.sizes, threads, *_blas_scalars(X.dtype),
+                          *_epilogue_args(relu, gate, X.dtype))
     return y
+
+
+def _epilogue_args(relu, relu_output, dtype):
+    """(relu, gated, gate) as the fused kernels take the epilogue: ``gate`` the
+    ReLU output, C-contiguous, or an empty array when there is none."""
+    gated = relu_output is not None
+    return relu, gated, relu_output if gated else np.empty((0, 0), dtype)
+
+
+def _column_results(out, parts, forward, weight):
+    """(Y or None, dW or None) of a columns kernel: dW the threads' partial
+    products ``parts`` added in order."""
+    dW = None
+    if weight:
+        dW = parts[0] if parts.shape[0] == 1 else parts.sum(axis=0)
+    return (out if forward else None), dW
 
 
 def _column_products_cpu(x, kernel_size, stride, padding, Wm=None, bias=None, R=None,
@@ -526,13 +530,9 @@ def _column_products_cpu(x, kernel_size, stride, padding, Wm=None, bias=None, R=
                  chunk, threads, *_blas_scalars(dtype),
                  Wm is not None, Wm if Wm is not None else empty2,
                  bias if bias is not None else np.empty(0, dtype), bias is not None, out,
-                 relu, relu_output is not None,
-                 relu_output if relu_output is not None else empty2,
+                 *_epilogue_args(relu, relu_output, dtype),
                  R is not None, R if R is not None else empty2, parts)
-    dW = None
-    if R is not None:                          # the partial products, added in order
-        dW = parts[0] if threads == 1 else parts.sum(axis=0)
-    return (out if Wm is not None else None), dW
+    return _column_results(out, parts, Wm is not None, R is not None)
 
 
 # --------------------------------------------------------------------------
@@ -680,11 +680,10 @@ def conv_transposed_product(X, Wm, y_shape, kernel_size, stride, padding, bias=N
     init = bias if bias is not None else np.zeros(O, X.dtype)
     use_table, starts, entries = _table_args(table)
     chunk = _images_per_chunk(H * W, kh * kw * O, X.itemsize, CHUNK_BYTES)
-    gate = (relu_output.reshape(N * OH * OW, O) if relu_output is not None
-            else np.empty((0, 0), X.dtype))
+    gate = relu_output.reshape(N * OH * OW, O) if relu_output is not None else None
     _transposed_cpu(_gemm_addresses()[X.dtype], X, Wm, init, y, H * W, kh, kw, *stride,
                     *padding, use_table, starts, entries, chunk, get_num_threads(),
-                    *_blas_scalars(X.dtype), relu, relu_output is not None, gate)
+                    *_blas_scalars(X.dtype), *_epilogue_args(relu, gate, X.dtype))
     return y
 
 

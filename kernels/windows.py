@@ -19,14 +19,15 @@ Each class has a column matrix of its own, (windows, (ihi-ilo)(jhi-jlo)C),
 its columns (i, j, c) in im2col's order restricted to the rectangle, and
 meets the matching columns of the weight matrix (:func:`pack_columns`):
 one product per class, and no multiply by padding. kernels/conv_gemm.py
-builds its products so (what oneDNN's direct convolutions skip likewise).
-A class's rows may leave the image's part of a window empty (a kernel
-larger than image plus padding): its width is then 0.
+builds its products so. A window may lie wholly in the padding (a padding
+as wide as the kernel): its class has width 0, and its outputs are the bias.
 
     window_classes(H, W, C, kh, kw, sh, sw, ph, pw)   the classes of a geometry
-    pack_columns(M, classes)                         M[:, class columns], per class
     class_im2col / class_col2im_add                  one class's columns of some images
+    class_rows                                       the rows of a matrix of its windows
     classes_im2col_reference                         the same from im2col_reference
+    pack_columns(M, classes)                         M[:, class columns], per class: the
+                                                     reference of conv_gemm's packing
 
 The loops are serial (``*_block`` style, as kernels/im2col.py's), run per
 thread by kernels/conv_gemm.py on a few images at a time.
@@ -111,17 +112,20 @@ def pack_columns(M, classes):
 
 
 @njit(inline="always")
-def class_im2col(x, n0, n1, cols, pixels, p0, p1, OW, ilo, ihi, jlo, jhi, sh, sw, ph, pw):
-    """One class's column rows of images n0..n1-1 of x (N, H, W, C), into the
-    1-D ``cols``: row (n - n0, q - p0) for the windows q in [p0, p1) of
-    ``pixels``, its (ihi-ilo)(jhi-jlo)C columns (i, j, c) in order.
+def _class_runs(img, n0, n1, cols, pixels, p0, p1, OW, ilo, ihi, jlo, jhi, sh, sw, ph, pw,
+                gather):
+    """The runs of one class's windows over images n0..n1-1 of img (N, H, W, C), in
+    the order of the 1-D ``cols``: row (n - n0, q - p0) for the windows q in
+    [p0, p1) of ``pixels``, its (ihi-ilo)(jhi-jlo)C columns (i, j, c) in order.
+    ``gather``: cols <- the runs (im2col); else the runs += cols (col2im).
 
     Every tap of the rectangle reads the image, so each kernel row i of a
-    window is one contiguous run x[n, h0 + i, w0 + jlo : w0 + jhi, :] and no
-    entry is tested for padding.
+    window is one contiguous run img[n, h0 + i, w0 + jlo : w0 + jhi, :] and no
+    entry is tested for padding. Windows of one class may overlap; the loop is
+    serial.
     """
-    N, H, W, C = x.shape
-    xf = x.reshape(N * H, W * C)             # image rows, flat
+    N, H, W, C = img.shape
+    flat = img.reshape(N * H, W * C)         # image rows, flat
     run = (jhi - jlo) * C
     at = 0
     for n in range(n0, n1):
@@ -131,35 +135,47 @@ def class_im2col(x, n0, n1, cols, pixels, p0, p1, OW, ilo, ihi, jlo, jhi, sh, sw
             h = n * H + oh * sh - ph
             a = ((p - oh * OW) * sw - pw + jlo) * C
             for i in range(ilo, ihi):
-                src = xf[h + i, a:a + run]
-                dst = cols[at:at + run]
-                for t in range(run):
-                    dst[t] = src[t]
+                pixels_run = flat[h + i, a:a + run]
+                block = cols[at:at + run]
+                if gather:
+                    for t in range(run):
+                        block[t] = pixels_run[t]
+                else:
+                    for t in range(run):
+                        pixels_run[t] += block[t]
                 at += run
+
+
+@njit(inline="always")
+def class_im2col(x, n0, n1, cols, pixels, p0, p1, OW, ilo, ihi, jlo, jhi, sh, sw, ph, pw):
+    """One class's column rows of images n0..n1-1 of x (N, H, W, C), into the 1-D
+    ``cols`` (:func:`_class_runs`'s order)."""
+    _class_runs(x, n0, n1, cols, pixels, p0, p1, OW, ilo, ihi, jlo, jhi, sh, sw, ph, pw, True)
 
 
 @njit(inline="always")
 def class_col2im_add(cols, n0, n1, y, pixels, p0, p1, OW, ilo, ihi, jlo, jhi, sh, sw, ph,
                      pw):
     """The adjoint of :func:`class_im2col`: each entry of ``cols`` added onto the
-    pixel of y (N, H, W, C) it would have been read from (y += col2im of one
-    class). Windows in one class may overlap; the loop is serial."""
-    N, H, W, C = y.shape
-    yf = y.reshape(N * H, W * C)
-    run = (jhi - jlo) * C
-    at = 0
+    pixel of y (N, H, W, C) it would have been read from (y += col2im of one class)."""
+    _class_runs(y, n0, n1, cols, pixels, p0, p1, OW, ilo, ihi, jlo, jhi, sh, sw, ph, pw, False)
+
+
+@njit(inline="always")
+def class_rows(R, n0, n1, P, pixels, p0, p1, out):
+    """The rows of R (N*P, D), one per window, of one class's windows q in [p0, p1)
+    over images n0..n1-1, into the 1-D ``out`` in :func:`class_im2col`'s row order;
+    returns their number."""
+    D = R.shape[1]
+    r = 0
     for n in range(n0, n1):
         for q in range(p0, p1):
-            p = pixels[q]
-            oh = p // OW
-            h = n * H + oh * sh - ph
-            a = ((p - oh * OW) * sw - pw + jlo) * C
-            for i in range(ilo, ihi):
-                dst = yf[h + i, a:a + run]
-                src = cols[at:at + run]
-                for t in range(run):
-                    dst[t] += src[t]
-                at += run
+            src = R[n * P + pixels[q]]
+            dst = out[r * D:(r + 1) * D]
+            for d in range(D):
+                dst[d] = src[d]
+            r += 1
+    return r
 
 
 def classes_im2col_reference(x, kernel_size, stride, padding):

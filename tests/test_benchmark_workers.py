@@ -354,3 +354,31 @@ def test_profile_step_refuses_options_of_another_model(args, expected):
     result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "profile_step.py"),
                              *args], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2 and expected in result.stderr
+
+
+def test_bench_window_classes_times_both_settings_and_restores_the_classes():
+    """benchmarks/bench_window_classes.py: each round times the step (and each product)
+    with the window classes and over the full columns, and leaves the classes on."""
+    sys.path.insert(0, ROOT)
+    import kernels.conv_gemm as G
+    from benchmarks import bench_window_classes as B
+
+    seen = []
+    real = B.use_classes
+
+    def spying(on):
+        seen.append(on)
+        real(on)
+    B.use_classes = spying
+    try:
+        results = B.measure_steps("vq-vae", 2, 1, log=lambda *a: None)
+        timed = B.measure_products(1, 1, log=lambda *a: None)
+    finally:
+        B.use_classes = real
+    assert len(results) == 2 and all(a > 0 and b > 0 for a, b in results)
+    assert seen[:4] == [True, False, False, True] and G.BY_CLASSES
+    assert [name for name, _, _ in timed] == [name for name, _, _ in B.products()]
+    assert len(timed) == 7 and all(len(r) == 1 and r[0][0] > 0 for _, _, r in timed)
+    # the multiply-adds over the in-image taps: 13.8% and 18% fewer than the full columns
+    assert abs(timed[0][1] / (128 * 49 * 512 * 64) - 0.862) < 1e-3
+    assert abs(timed[4][1] / (128 * 49 * 144 * 64) - 0.819) < 1e-3

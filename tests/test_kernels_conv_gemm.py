@@ -292,3 +292,16 @@ def test_bad_relu_epilogues_are_refused():
                                          "C-contiguous relu_output"):
         G.conv_forward_and_weight_products(x, Wm, np.zeros((72, 2)), k, s, p,
                                            relu_output=np.zeros((4, 72)).T)
+
+
+def test_without_classes_padded_products_take_the_runs(fused_calls, monkeypatch):
+    """BY_CLASSES off (benchmarks/bench_window_classes.py's other setting): the padded
+    products of many channels run over the full columns, to the same values."""
+    monkeypatch.setattr(G, "BY_CLASSES", False)
+    geometry = GEOMETRIES[3]
+    x, Wm, Wt, R = _inputs(geometry, np.float64, np.random.default_rng(8))
+    k, s, p = geometry[4:]
+    for fused, reference in _all_products(x, Wm, Wt, R, k, s, p, None, None):
+        _assert_close(fused, reference)
+    assert fused_calls == [("forward+weight", "runs"), ("forward", "runs"),
+                           ("transposed", "runs"), ("weight", "runs")]
