@@ -1,14 +1,15 @@
 """Window classes (kernels/windows.py): the classes of a geometry against a window-
 by-window count of in-image taps; one class's columns against im2col_reference,
-its col2im against the adjoint identity and col2im_reference; the weight columns
-packed in kernels/conv_gemm.py against pack_columns; the plans' read-only arrays."""
+its rows of a matrix against NumPy's indexing, its col2im against the adjoint
+identity and col2im_reference; the weight columns packed in kernels/conv_gemm.py
+against pack_columns; the plans' read-only arrays."""
 import numpy as np
 import pytest
 
 import kernels.conv_gemm as G
 from kernels.im2col import col2im_reference, conv_output_size
-from kernels.windows import (class_col2im_add, class_im2col, classes_im2col_reference,
-                             pack_columns, window_classes)
+from kernels.windows import (class_col2im_add, class_im2col, class_rows,
+                             classes_im2col_reference, pack_columns, window_classes)
 
 #: (H, W, C, kernel, stride, padding): the conv VAE's middle layer, a 3x3 layer
 #: over 7x7, uneven and asymmetric ones, one without padding, and one whose
@@ -88,6 +89,23 @@ def test_class_columns_are_the_reference_rows_and_columns(geometry, dtype):
                                       want[k].reshape(-1))
         np.testing.assert_array_equal(_class_columns(x, cls, geometry, k, 1, 3),   # some images
                                       per_image[k][1:].reshape(-1))
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES[:3])
+def test_class_rows_are_the_rows_of_the_class_windows(geometry):
+    """class_rows gathers, image by image, the rows of a matrix (one per window)
+    of one class's windows: the rows that meet the class's columns."""
+    H, W, C, kernel, stride, padding = geometry
+    cls = window_classes(H, W, C, *kernel, *stride, *padding)
+    P = cls.pixels.shape[0]
+    R = np.random.default_rng(3).standard_normal((4 * P, 3))
+    for k in range(cls.bounds.shape[0]):
+        pix = cls.pixels[cls.starts[k]:cls.starts[k + 1]]
+        out = np.full(3 * pix.size * 3, np.nan)
+        assert class_rows(R, 1, 4, P, cls.pixels, cls.starts[k], cls.starts[k + 1], out) \
+            == 3 * pix.size
+        want = R.reshape(4, P, 3)[1:4][:, pix].reshape(-1)
+        np.testing.assert_array_equal(out, want)
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
