@@ -273,7 +273,7 @@ def _class_columns_cpu(gemm, x, kw, sh, sw, ph, pw, OW, bounds, starts, pixels, 
     O, D = out.shape[1], R.shape[1]
     size = x.itemsize
     wm_at, wp_at = np.int64(Wm.ctypes.data), np.int64(Wp.ctypes.data)
-    r_at, parts_at = np.int64(R.ctypes.data), np.int64(parts.ctypes.data)
+    parts_at = np.int64(parts.ctypes.data)
     full = Wm.shape[1] if forward else parts.shape[2]     # KH*KW*C
     for t in prange(threads):
         lo, hi = t * N // threads, (t + 1) * N // threads
